@@ -1,0 +1,100 @@
+"""Alembic environment for pgjobs' own migrations.
+
+Used by ``pgjobs migrate`` / :func:`pgjobs.migrate` (which pass a connection and the schema
+through ``config.attributes``) and by plain ``alembic -c ... upgrade head``.  Applications that
+fold pgjobs' migrations into their own alembic environment do not use this file: see
+``docs/migrations.md``.
+
+Guarantees: the migration runs in one transaction (PostgreSQL has transactional DDL) while
+holding an advisory lock, so two hosts migrating at once serialise and the second finds the
+database at head and does nothing.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection, create_engine, pool, text
+
+from pgjobs.db.schema import metadata
+
+VERSION_TABLE = "pgjobs_alembic_version"
+# pg_advisory_lock key: the bytes "pgjobs" read as an integer.
+MIGRATION_LOCK = 0x70676A6F6273
+
+config = context.config
+
+
+def _schema() -> str | None:
+    schema = config.attributes.get("schema") or context.get_x_argument(as_dictionary=True).get(
+        "schema"
+    )
+    return str(schema) if schema else None
+
+
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    # Autogenerate and the drift test look at pgjobs' own tables only.
+    if type_ == "table":
+        return bool(name and name.startswith("pgjobs_") and name != VERSION_TABLE)
+    return True
+
+
+def _configure(connection: Connection | None = None, **kwargs: object) -> None:
+    schema = _schema()
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        version_table_schema=schema,
+        include_object=_include_object,
+        compare_type=True,
+        compare_server_default=True,
+        transaction_per_migration=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def run_offline() -> None:
+    schema = _schema()
+    _configure(url=config.get_main_option("sqlalchemy.url") or "postgresql://", literal_binds=True)
+    with context.begin_transaction():
+        if schema:
+            context.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            context.execute(f'SET LOCAL search_path TO "{schema}"')
+        context.run_migrations()
+
+
+def _run_with(connection: Connection) -> None:
+    schema = _schema()
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    try:
+        connection.commit()
+        if schema:
+            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            connection.commit()
+            connection = connection.execution_options(schema_translate_map={None: schema})
+        _configure(connection)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+    finally:
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
+
+
+def run_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run_with(connection)
+        return
+    url = config.get_main_option("sqlalchemy.url")
+    engine = create_engine(url or "", poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        _run_with(conn)
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,69 @@
+"""pgjobs: a PostgreSQL-backed background job queue in the style of Solid Queue.
+
+The public API is what ``__all__`` lists; everything else is private and may change.
+"""
+
+from __future__ import annotations
+
+from pgjobs.callbacks import (
+    after_enqueue,
+    after_perform,
+    around_enqueue,
+    around_perform,
+    before_enqueue,
+    before_perform,
+)
+from pgjobs.db.database import Database
+from pgjobs.db.migrate import migrate
+from pgjobs.enqueue import perform_all_later, perform_all_later_async
+from pgjobs.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseNotMigrated,
+    DatabaseUnreachable,
+    DeserializationError,
+    JobError,
+    JobTimeout,
+    PgJobsError,
+    ProcessExitError,
+    SerializationError,
+    UnknownJobError,
+)
+from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
+from pgjobs.runtime import configure, get_database
+from pgjobs.serialization import register_type
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConfiguredJob",
+    "Database",
+    "DatabaseError",
+    "DatabaseNotMigrated",
+    "DatabaseUnreachable",
+    "DeserializationError",
+    "EnqueuedJob",
+    "Job",
+    "JobError",
+    "JobFunction",
+    "JobTimeout",
+    "PgJobsError",
+    "ProcessExitError",
+    "SerializationError",
+    "UnknownJobError",
+    "__version__",
+    "after_enqueue",
+    "after_perform",
+    "around_enqueue",
+    "around_perform",
+    "before_enqueue",
+    "before_perform",
+    "configure",
+    "get_database",
+    "job",
+    "migrate",
+    "perform_all_later",
+    "perform_all_later_async",
+    "register_type",
+]

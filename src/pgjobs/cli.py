@@ -1,0 +1,230 @@
+"""The ``pgjobs`` command line.
+
+Every command takes the same database options (``--database-url``, ``--schema``, ``--config``)
+and reports pgjobs errors as one line on stderr with exit status 1 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from pgjobs import logs, settings
+from pgjobs.db.database import Database
+from pgjobs.db.migrate import check_migrated, migrate, migration_sql
+from pgjobs.db.urls import redact
+from pgjobs.errors import PgJobsError
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (default: $PGJOBS_DATABASE_URL, $DATABASE_URL, queue.yml, "
+        "else the embedded server in .pgjobs/)",
+    )
+    parser.add_argument("--schema", help="PostgreSQL schema of the pgjobs tables")
+    parser.add_argument(
+        "--config", help="queue.yml to read (default: $PGJOBS_CONFIG or config/queue.yml)"
+    )
+
+
+def database_settings(args: argparse.Namespace) -> settings.DatabaseSettings:
+    from pgjobs.config import load_config
+
+    cfg = load_config(args.config)
+    chosen = settings.resolve(
+        args.database_url,
+        schema=args.schema,
+        config_url=cfg.database_url,
+        config_schema=cfg.schema,
+    )
+    assert chosen is not None
+    if chosen.embedded:
+        print(f"pgjobs: using the embedded PostgreSQL ({redact(chosen.url)})", file=sys.stderr)
+    return chosen
+
+
+def ready_database(args: argparse.Namespace) -> settings.DatabaseSettings:
+    """The chosen database, checked to be reachable and migrated (the embedded one is migrated)."""
+    chosen = database_settings(args)
+    if chosen.embedded:
+        migrate(chosen.url, schema=chosen.schema)
+    else:
+        check_migrated(chosen.url, schema=chosen.schema)
+    return chosen
+
+
+@command("migrate")
+def _migrate(args: argparse.Namespace) -> int:
+    if args.sql:
+        print(migration_sql(schema=args.schema))
+        return 0
+    chosen = database_settings(args)
+    migrate(chosen.url, schema=chosen.schema)
+    print(f"pgjobs: database {redact(chosen.url)} is up to date", file=sys.stderr)
+    return 0
+
+
+def _open(args: argparse.Namespace) -> Database:
+    chosen = ready_database(args)
+    return Database(chosen.url, schema=chosen.schema, pool_size=1)
+
+
+@command("start")
+def _start(args: argparse.Namespace) -> int:
+    from pgjobs.config import load_config
+    from pgjobs.processes.supervisor import Supervisor
+
+    logs.setup(args.log_level, args.log_format)
+    os.environ["PGJOBS_LOG_LEVEL"], os.environ["PGJOBS_LOG_FORMAT"] = (
+        args.log_level,
+        args.log_format,
+    )
+    config = load_config(args.config)
+    chosen = ready_database(args)
+    app = args.app or config.app
+    if app:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        importlib.import_module(app)
+    database = Database(chosen.url, schema=chosen.schema, application_name="pgjobs-supervisor")
+    return Supervisor(database, config, app=app).run()
+
+
+@command("status")
+def _status(args: argparse.Namespace) -> int:
+    from pgjobs.queues import all_queues
+    from pgjobs.store import processes as processes_store
+
+    database = _open(args)
+    with database.connection() as conn:
+        procs = conn.execute(database.sql(processes_store.LIST)).fetchall()
+    queues = all_queues(database)
+    database.close()
+    now = datetime.now(UTC)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "processes": [
+                        {"id": p[0], "kind": p[1], "name": p[2], "hostname": p[3], "pid": p[4],
+                         "supervisor_id": p[5], "metadata": p[6],
+                         "last_heartbeat_at": p[7].isoformat(), "running_jobs": p[9]}
+                        for p in procs
+                    ],
+                    "queues": [vars(q) for q in queues],
+                },
+                indent=2,
+            )
+        )  # fmt: skip
+        return 0
+    print(f"{'KIND':<11} {'HOST':<20} {'PID':>7} {'HEARTBEAT':>10} {'JOBS':>5}  NAME")
+    for p in procs:
+        age = f"{(now - p[7]).total_seconds():.0f}s ago"
+        print(f"{p[1]:<11} {p[3][:20]:<20} {p[4]:>7} {age:>10} {p[9]:>5}  {p[2]}")
+    if not procs:
+        print("(no pgjobs processes are running)")
+    print()
+    print(f"{'QUEUE':<24} {'SIZE':>8} {'LATENCY':>10}  PAUSED")
+    for q in queues:
+        print(f"{q.name[:24]:<24} {q.size:>8} {q.latency:>9.1f}s  {'yes' if q.paused else ''}")
+    if not queues:
+        print("(no ready jobs)")
+    return 0
+
+
+@command("pause")
+def _pause(args: argparse.Namespace) -> int:
+    from pgjobs.queues import Queue
+
+    database = _open(args)
+    for name in args.queues:
+        Queue(name, database=database).pause()
+        print(f"paused {name}")
+    database.close()
+    return 0
+
+
+@command("resume")
+def _resume(args: argparse.Namespace) -> int:
+    from pgjobs.queues import Queue
+
+    database = _open(args)
+    for name in args.queues:
+        Queue(name, database=database).resume()
+        print(f"resumed {name}")
+    database.close()
+    return 0
+
+
+@command("check")
+def _check(args: argparse.Namespace) -> int:
+    from pgjobs.config import load_config
+
+    config = load_config(args.config)
+    where = config.path or "defaults (no config/queue.yml)"
+    print(f"{where}: ok ({len(config.workers)} workers, {len(config.dispatchers)} dispatchers)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgjobs", description="A PostgreSQL-backed background job queue."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="create or upgrade the pgjobs tables")
+    _database_options(p)
+    p.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+
+    p = sub.add_parser("start", help="run the supervisor with the configured processes")
+    _database_options(p)
+    p.add_argument("--app", help="module to import first (defines your jobs and hooks)")
+    p.add_argument("--log-level", default=os.environ.get("PGJOBS_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("status", help="live processes and queues")
+    _database_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    for name, text in (
+        ("pause", "pause queues (they still receive jobs)"),
+        ("resume", "resume queues"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _database_options(p)
+        p.add_argument("queues", nargs="+", metavar="QUEUE")
+
+    p = sub.add_parser("check", help="validate config/queue.yml; exit 1 on any problem")
+    p.add_argument(
+        "--config", help="queue.yml to check (default: $PGJOBS_CONFIG or config/queue.yml)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PgJobsError as exc:
+        print(f"pgjobs: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,277 @@
+"""``config/queue.yml``: the workers and dispatchers ``pgjobs start`` runs, and global settings.
+
+The format and defaults are Solid Queue's; ``docs/configuration.md`` describes every key.
+:func:`load_config` finds, reads and validates the file, reporting every problem at once in a
+:class:`~pgjobs.errors.ConfigurationError`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pgjobs.errors import ConfigurationError
+from pgjobs.yamlfile import Problems, YamlMap, describe, join, line_of, load_settings, resolve_env
+
+DEFAULT_PATH = Path("config/queue.yml")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]+\*?")
+_QUEUE_RULE = 'use letters, digits, "_", ".", ":", "-" and an optional trailing "*"'
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[\s.]*[a-z]+\s*)+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)[\s.]*([a-z]+)")
+_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "week", "weeks"), 604800),
+}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """``processes`` worker processes, each running jobs from ``queues`` in ``threads`` threads."""
+
+    queues: tuple[str, ...] = ("*",)
+    threads: int = 3
+    processes: int = 1
+    polling_interval: float = 0.1
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """A dispatcher: makes due scheduled jobs ready and maintains concurrency limits."""
+
+    polling_interval: float = 1.0
+    batch_size: int = 500
+    concurrency_maintenance: bool = True
+    concurrency_maintenance_interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole ``queue.yml`` for one environment; times are in seconds."""
+
+    workers: tuple[WorkerConfig, ...] = (WorkerConfig(),)
+    dispatchers: tuple[DispatcherConfig, ...] = (DispatcherConfig(),)
+    database_url: str | None = None
+    schema: str | None = None
+    app: str | None = None
+    heartbeat_interval: float = 60.0
+    process_alive_threshold: float = 300.0
+    shutdown_timeout: float = 5.0
+    preserve_finished_jobs: bool = True
+    clear_finished_jobs_after: float = 86400.0
+    listen_notify: bool = True
+    max_interruptions: int = 3
+    path: Path | None = None
+    env: str = "development"
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"must be a positive integer, got {describe(value)}")
+    return value
+
+
+def positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"must be a positive number, got {describe(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {describe(value)}")
+    return float(value)
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {describe(value)}")
+    return value
+
+
+def non_empty_string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {describe(value)}")
+    return value
+
+
+def schema_name(value: Any) -> str:
+    if not isinstance(value, str) or not _SCHEMA_NAME.fullmatch(value):
+        raise ValueError(f"must be a PostgreSQL schema name like 'pgjobs', got {describe(value)}")
+    return value
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``"45s"``, ``"30m"``, ``"12h"``, ``"1 day"``."""
+    seconds = value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        parts = _DURATION_PART.findall(text) if _DURATION.fullmatch(text) else []
+        if parts and all(unit in _UNITS for _, unit in parts):
+            seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+        elif re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+    try:
+        return positive_number(seconds)
+    except ValueError:
+        example = 'seconds or a duration like "45s", "30m", "12h", "1 day"'
+        raise ValueError(f"must be a positive number of {example}, got {describe(value)}") from None
+
+
+_WORKER = {"threads": positive_int, "processes": positive_int, "polling_interval": positive_number}
+_DISPATCHER = {
+    "polling_interval": positive_number,
+    "batch_size": positive_int,
+    "concurrency_maintenance": boolean,
+    "concurrency_maintenance_interval": positive_number,
+}
+_GLOBAL: dict[str, Callable[[Any], Any]] = {
+    "database_url": non_empty_string,
+    "schema": schema_name,
+    "app": non_empty_string,
+    "heartbeat_interval": positive_number,
+    "process_alive_threshold": positive_number,
+    "shutdown_timeout": positive_number,
+    "preserve_finished_jobs": boolean,
+    "clear_finished_jobs_after": parse_duration,
+    "listen_notify": boolean,
+    "max_interruptions": positive_int,
+}
+KEYS = frozenset(field.name for field in fields(Config)) - {"path", "env"}
+C = TypeVar("C", WorkerConfig, DispatcherConfig, Config)
+
+
+def _build(
+    cls: type[C],
+    settings: Mapping[str, Any],
+    converters: Mapping[str, Callable[[Any], Any]],
+    where: str,
+    problems: Problems,
+    **given: Any,
+) -> C:
+    """``cls(**given, **settings)``, with missing and invalid settings at their default."""
+    allowed = {field.name for field in fields(cls)} - {"path", "env"}
+    problems.check_keys(settings, allowed, where)
+    values = {
+        key: problems.take(settings, key, convert, getattr(cls, key), where)
+        for key, convert in converters.items()
+    }
+    return cls(**values, **given)
+
+
+def _queues(worker: Mapping[str, Any], where: str, problems: Problems) -> tuple[str, ...]:
+    value, line, where = worker.get("queues"), line_of(worker, "queues"), join(where, "queues")
+    if value is None:
+        return WorkerConfig.queues
+    if isinstance(value, str):
+        names = [(name.strip(), line, where) for name in value.split(",")]
+    elif isinstance(value, list | tuple):
+        names = [(name, line_of(value, i), join(where, i)) for i, name in enumerate(value)]
+    else:
+        message = f"must be a queue name or a list of them, got {describe(value)}"
+        problems.add(message, line=line, where=where)
+        return WorkerConfig.queues
+    if not names:
+        problems.add('must name at least one queue ("*" for all)', line=line, where=where)
+    queues: list[str] = []
+    for name, name_line, name_where in names:
+        if not isinstance(name, str) or not (name == "*" or _QUEUE_NAME.fullmatch(name)):
+            message = f"invalid queue name {describe(name)}: {_QUEUE_RULE}"
+            problems.add(message, line=name_line, where=name_where)
+        elif name in queues:
+            problems.add(f"queue {name!r} is listed twice", line=name_line, where=name_where)
+        else:
+            queues.append(name)
+    if "*" in queues and len(queues) > 1:
+        message = '"*" means all queues and cannot be combined with other queue names'
+        problems.add(message, line=line, where=where)
+    return tuple(queues) or WorkerConfig.queues
+
+
+def _entries(settings: Mapping[str, Any], key: str, problems: Problems) -> list[tuple[Any, str]]:
+    """The ``(mapping, where)`` of each entry of the ``workers`` / ``dispatchers`` list."""
+    value, kind = settings[key], key.removesuffix("s")
+    if not isinstance(value, list | tuple):
+        message = f"must be a list of {kind} settings (each starting with '- ')"
+        problems.add(message, line=line_of(settings, key), where=key)
+        return []
+    entries = []
+    for index, entry in enumerate(value):
+        if entry is not None and not isinstance(entry, Mapping):
+            message = f"must be a mapping of {kind} settings, got {describe(entry)}"
+            problems.add(message, line=line_of(value, index), where=join(key, index))
+        else:
+            entries.append((entry or YamlMap(line_of(value, index)), join(key, index)))
+    return entries
+
+
+def parse_config(
+    settings: Mapping[str, Any],
+    *,
+    problems: Problems | None = None,
+    path: Path | None = None,
+    env: str = "development",
+) -> Config:
+    """A :class:`Config` from a ``queue.yml`` section (e.g. a dict); a missing or null key takes its
+    default. Problems go to ``problems``, or are raised here if it is not given."""
+    collected = Problems(path) if problems is None else problems
+    given: dict[str, Any] = {"path": path, "env": env}
+    if settings.get("workers") is not None:
+        given["workers"] = tuple(
+            _build(
+                WorkerConfig,
+                entry,
+                _WORKER,
+                where,
+                collected,
+                queues=_queues(entry, where, collected),
+            )
+            for entry, where in _entries(settings, "workers", collected)
+        )
+    if settings.get("dispatchers") is not None:
+        given["dispatchers"] = tuple(
+            _build(DispatcherConfig, entry, _DISPATCHER, where, collected)
+            for entry, where in _entries(settings, "dispatchers", collected)
+        )
+    config = _build(Config, settings, _GLOBAL, "", collected, **given)
+    if config.process_alive_threshold <= config.heartbeat_interval:
+        key = "process_alive_threshold"
+        message = f"must be longer than heartbeat_interval ({config.heartbeat_interval:g})"
+        collected.add(message, line=line_of(settings, key), where=key)
+    if problems is None:
+        collected.raise_if_any()
+    return config
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load and validate ``queue.yml`` for ``env`` (default: ``PGJOBS_ENV``, else "development").
+
+    The file is ``path``, else ``$PGJOBS_CONFIG``, else ``config/queue.yml`` if it exists; with no
+    file every setting has its default. Raises ConfigurationError listing every problem found.
+    """
+    environ = os.environ if environ is None else environ
+    env = resolve_env(env, environ)
+    origin = ""
+    if path is None and environ.get("PGJOBS_CONFIG"):
+        path, origin = environ["PGJOBS_CONFIG"], " (set by PGJOBS_CONFIG)"
+    if path is None:
+        if not DEFAULT_PATH.is_file():
+            return Config(env=env)
+        path = DEFAULT_PATH
+    elif not Path(path).is_file():
+        why = "is not a file" if Path(path).exists() else "does not exist"
+        raise ConfigurationError(problems=[f"{path}: the configuration file {why}{origin}"])
+    problems = Problems(path)
+    settings = load_settings(path, known_keys=KEYS, problems=problems, env=env, environ=environ)
+    config = parse_config(settings, problems=problems, path=Path(path), env=env)
+    problems.raise_if_any()
+    return config

@@ -1,0 +1,131 @@
+"""A handle on one pgjobs database: URL, schema, connection pools and the SQL for its schema.
+
+Every process holds one :class:`Database`.  Its pools open lazily, so importing or configuring
+pgjobs never connects; ``pgjobs.configure(...)`` sets the process-wide default used when a call
+is not given a connection of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgjobs.db.names import sql
+from pgjobs.db.urls import psycopg_url, redact
+from pgjobs.errors import DatabaseUnreachable
+
+DEFAULT_POOL_SIZE = 4
+
+
+def _unreachable(url: str, exc: Exception) -> DatabaseUnreachable:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatabaseUnreachable(f"cannot connect to the pgjobs database at {redact(url)}: {reason}")
+
+
+class Database:
+    """One pgjobs database and the pooled connections to it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        application_name: str = "pgjobs",
+    ) -> None:
+        self.url = psycopg_url(url)
+        self.schema = schema
+        self.pool_size = pool_size
+        self.application_name = application_name
+        self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
+        self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Database({redact(self.url)!r}, schema={self.schema!r})"
+
+    def sql(self, template: str) -> str:
+        """A statement template with this database's table names filled in (cached)."""
+        return sql(template, self.schema)
+
+    def _kwargs(self) -> dict[str, Any]:
+        # Pooled connections are in autocommit: a one-statement operation is one round trip;
+        # several statements that belong together use ``with conn.transaction():``.
+        return {"application_name": self.application_name, "autocommit": True}
+
+    def connect(self, *, autocommit: bool = True) -> psycopg.Connection[TupleRow]:
+        """A dedicated connection outside the pool (listeners, heartbeats, supervisors)."""
+        try:
+            return psycopg.connect(self.url, **{**self._kwargs(), "autocommit": autocommit})
+        except psycopg.OperationalError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+    async def connect_async(self, *, autocommit: bool = True) -> psycopg.AsyncConnection[TupleRow]:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self.url, **{**self._kwargs(), "autocommit": autocommit}
+            )
+        except psycopg.OperationalError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+    @property
+    def pool(self) -> ConnectionPool[psycopg.Connection[TupleRow]]:
+        with self._lock:
+            if self._pool is None:
+                pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    kwargs=self._kwargs(),
+                    open=False,
+                    name="pgjobs",
+                )
+                try:
+                    pool.open(wait=True, timeout=10)
+                except psycopg.OperationalError as exc:
+                    pool.close()
+                    raise _unreachable(self.url, exc) from exc
+                except Exception as exc:  # PoolTimeout: the server never answered
+                    pool.close()
+                    raise _unreachable(self.url, exc) from exc
+                self._pool = pool
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[TupleRow]]:
+        """A pooled autocommit connection (use ``conn.transaction()`` for several statements)."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def async_connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        if self._async_pool is None:
+            pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
+                self.url, min_size=1, max_size=self.pool_size, kwargs=self._kwargs(), open=False
+            )
+            try:
+                await pool.open(wait=True, timeout=10)
+            except Exception as exc:
+                await pool.close()
+                raise _unreachable(self.url, exc) from exc
+            self._async_pool = pool
+        async with self._async_pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    async def close_async(self) -> None:
+        self.close()
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None

@@ -1,0 +1,116 @@
+"""Running pgjobs' alembic migrations: ``pgjobs migrate`` and :func:`pgjobs.migrate`.
+
+The migration scripts live in ``migrations/`` at the top of the repository and ship inside the
+wheel as ``pgjobs/migrations``, so ``pgjobs migrate`` works after a plain ``pip install``.  The
+version is kept in ``pgjobs_alembic_version`` (in the pgjobs schema when one is configured), so
+it never collides with an application's own ``alembic_version``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import OperationalError
+
+from pgjobs.db.urls import redact, sqlalchemy_url
+from pgjobs.errors import DatabaseNotMigrated, DatabaseUnreachable
+
+VERSION_TABLE = "pgjobs_alembic_version"
+BRANCH_LABEL = "pgjobs"
+# alembic keeps its running context in module globals: one migration per process at a time.
+# Across processes and hosts, env.py serialises on a PostgreSQL advisory lock.
+_process_lock = threading.Lock()
+
+
+def migrations_path() -> Path:
+    """The directory holding pgjobs' alembic scripts (installed wheel, or the source checkout)."""
+    packaged = Path(__file__).resolve().parent.parent / "migrations"
+    if (packaged / "env.py").exists():
+        return packaged
+    source = Path(__file__).resolve().parents[3] / "migrations"
+    if (source / "env.py").exists():
+        return source
+    raise FileNotFoundError("pgjobs' migrations are missing from this installation")
+
+
+def versions_path() -> Path:
+    """The ``versions`` directory, for an application's alembic ``version_locations``."""
+    return migrations_path() / "versions"
+
+
+def alembic_config(url: str | None = None, *, schema: str | None = None) -> AlembicConfig:
+    cfg = AlembicConfig(stdout=io.StringIO())
+    cfg.set_main_option("script_location", str(migrations_path()))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    cfg.attributes["schema"] = schema
+    return cfg
+
+
+def _engine(url: str):  # type: ignore[no-untyped-def]
+    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+
+
+def migrate(url: str, *, schema: str | None = None, revision: str = "heads") -> None:
+    """Upgrade the pgjobs tables at ``url`` to ``revision`` (default: the latest).
+
+    Idempotent, and safe when several hosts run it at once (they serialise on an advisory lock).
+    """
+    cfg = alembic_config(url, schema=schema)
+    try:
+        with _process_lock, _engine(url).connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except OperationalError as exc:
+        raise DatabaseUnreachable(f"cannot connect to {redact(url)}: {exc.orig}") from exc
+
+
+def downgrade(url: str, *, schema: str | None = None, revision: str = "base") -> None:
+    cfg = alembic_config(url, schema=schema)
+    with _process_lock, _engine(url).connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def migration_sql(*, schema: str | None = None, revision: str = "heads") -> str:
+    """The SQL ``migrate`` would run on an empty database, for DBAs (``pgjobs migrate --sql``)."""
+    cfg = alembic_config("postgresql+psycopg://", schema=schema)
+    out = io.StringIO()
+    cfg.output_buffer = out
+    with _process_lock:
+        command.upgrade(cfg, revision, sql=True)
+    return out.getvalue()
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def current_revisions(url: str, *, schema: str | None = None) -> set[str]:
+    """The revisions the database at ``url`` is at (empty when pgjobs was never migrated)."""
+    try:
+        with _engine(url).connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
+            )
+            return set(ctx.get_current_heads())
+    except OperationalError as exc:
+        raise DatabaseUnreachable(f"cannot connect to {redact(url)}: {exc.orig}") from exc
+
+
+def check_migrated(url: str, *, schema: str | None = None) -> None:
+    """Raise :class:`DatabaseNotMigrated` unless the database is at the latest revision."""
+    current, heads = current_revisions(url, schema=schema), head_revisions()
+    if current != heads:
+        state = "has no pgjobs tables" if not current else f"is at {sorted(current)}"
+        raise DatabaseNotMigrated(
+            f"the database at {redact(url)} {state}, pgjobs needs {sorted(heads)}: "
+            "run `pgjobs migrate`"
+        )

@@ -1,0 +1,330 @@
+"""Enqueueing: ``perform_later``, delayed jobs, bulk ``perform_all_later``, transactional enqueue.
+
+A job is written on the connection the caller hands over (``Job.set(connection=...)`` or
+``perform_all_later(..., connection=...)``) inside the caller's transaction, so it exists if and
+only if the caller commits.  Accepted: psycopg ``Connection`` / ``AsyncConnection``, and
+SQLAlchemy ``Connection`` / ``Session`` / ``AsyncConnection`` / ``AsyncSession`` on the
+``postgresql+psycopg`` driver.  Without one, pgjobs uses its own pool and the job is committed
+before the call returns.
+
+Sync and async share everything but the few lines that execute: :func:`_plan` builds the
+statement and parameters once, for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import psycopg
+
+from pgjobs import callbacks, clock
+from pgjobs.db.database import Database
+from pgjobs.errors import ConfigurationError
+from pgjobs.serialization import dumps_arguments
+from pgjobs.store import jobs as store
+
+if TYPE_CHECKING:
+    from pgjobs.jobs import EnqueuedJob, Job
+
+Connectionish: TypeAlias = Any  # psycopg or SQLAlchemy connection/session; see module docstring
+
+
+class Adapter(Protocol):
+    """Replaces the database during application tests (see :mod:`pgjobs.testing`)."""
+
+    def enqueue(self, job: Job, scheduled_at: datetime | None) -> EnqueuedJob: ...
+
+
+_adapter: Adapter | None = None
+
+
+def set_adapter(adapter: Adapter | None) -> Adapter | None:
+    global _adapter
+    previous, _adapter = _adapter, adapter
+    return previous
+
+
+def _database() -> Database:
+    from pgjobs.runtime import get_database
+
+    return get_database()
+
+
+@dataclass(frozen=True)
+class _Row:
+    job: Job
+    params: dict[str, Any]
+    scheduled_at: datetime | None
+
+
+def scheduled_at_of(job: Job, now: datetime) -> datetime | None:
+    """When the job should run, or ``None`` when it is due now."""
+    options = job.options
+    if options.wait_until is not None:
+        when = options.wait_until
+        if when.tzinfo is None:
+            raise ConfigurationError(f"{type(job).job_name}: wait_until must be timezone-aware")
+    elif options.wait is not None:
+        wait = options.wait
+        when = now + (wait if isinstance(wait, timedelta) else timedelta(seconds=wait))
+    else:
+        return None
+    return when if when > now else None
+
+
+def _row(job: Job, now: datetime, channel: str) -> _Row:
+    cls = type(job)
+    if not isinstance(job.priority, int) or isinstance(job.priority, bool):
+        raise ConfigurationError(f"{cls.job_name}: priority must be an int, got {job.priority!r}")
+    when = scheduled_at_of(job, now)
+    arguments = dumps_arguments(job.args, job.kwargs, context=f"{cls.job_name}.perform_later")
+    params = {
+        "job_id": job.job_id,
+        "queue_name": job.queue_name,
+        "class_name": cls.job_name,
+        "arguments": arguments,
+        "priority": job.priority,
+        "concurrency_key": None,
+        "scheduled_at": when,
+        "channel": channel,
+    }
+    return _Row(job, params, when)
+
+
+def _result(row: _Row, id_: int | None, created_at: datetime | None) -> EnqueuedJob:
+    from pgjobs.jobs import EnqueuedJob
+
+    job = row.job
+    job.enqueued_at, job.scheduled_at = created_at, row.scheduled_at
+    return EnqueuedJob(
+        job_id=job.job_id,
+        class_name=type(job).job_name,
+        queue_name=job.queue_name,
+        priority=job.priority,
+        scheduled_at=row.scheduled_at,
+        id=id_,
+    )
+
+
+def _statement(database_schema: str | None, row: _Row) -> str:
+    from pgjobs.db.names import sql
+
+    template = store.ENQUEUE_SCHEDULED if row.scheduled_at else store.ENQUEUE_READY
+    return sql(template, database_schema)
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+def _not_psycopg(found: object) -> ConfigurationError:
+    return ConfigurationError(
+        f"pgjobs cannot enqueue on {type(found).__module__}.{type(found).__qualname__}: pass a "
+        "psycopg 3 connection, or a SQLAlchemy Connection/Session on the postgresql+psycopg driver"
+    )
+
+
+def sync_driver(conn: Connectionish) -> psycopg.Connection[Any]:
+    """The psycopg connection behind ``conn``, inside the caller's (SQLAlchemy) transaction."""
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    if isinstance(conn, Session):
+        conn = conn.connection()  # joins (or begins) the session's transaction
+    if isinstance(conn, Connection):
+        if not conn.in_transaction():
+            conn.begin()  # so the caller's commit() commits the job too
+        driver = conn.connection.driver_connection
+        if isinstance(driver, psycopg.Connection):
+            return driver
+        raise _not_psycopg(driver)
+    raise _not_psycopg(conn)
+
+
+async def async_driver(conn: Connectionish) -> psycopg.AsyncConnection[Any]:
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    if isinstance(conn, AsyncSession):
+        conn = await conn.connection()
+    if isinstance(conn, AsyncConnection):
+        if not conn.in_transaction():
+            await conn.begin()
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if isinstance(driver, psycopg.AsyncConnection):
+            return driver
+        raise _not_psycopg(driver)
+    raise _not_psycopg(conn)
+
+
+# -- single enqueue ---------------------------------------------------------------------------
+
+
+def enqueue(job: Job) -> EnqueuedJob:
+    """Write one job (with its enqueue callbacks); see :meth:`pgjobs.Job.perform_later`."""
+
+    def body() -> EnqueuedJob:
+        now = clock.now()
+        if _adapter is not None:
+            return _adapter.enqueue(job, scheduled_at_of(job, now))
+        database = _database()
+        row = _row(job, now, store.notify_channel(database.schema))
+        statement = _statement(database.schema, row)
+        if job.options.connection is not None:
+            cur = sync_driver(job.options.connection).execute(statement, row.params)
+            found = cur.fetchone()
+        else:
+            with database.connection() as conn:
+                found = conn.execute(statement, row.params).fetchone()
+        assert found is not None
+        return _result(row, found[0], found[1])
+
+    result: EnqueuedJob = callbacks.run(job, "enqueue", body)
+    return result
+
+
+async def enqueue_async(job: Job) -> EnqueuedJob:
+    async def body() -> EnqueuedJob:
+        now = clock.now()
+        if _adapter is not None:
+            return _adapter.enqueue(job, scheduled_at_of(job, now))
+        database = _database()
+        row = _row(job, now, store.notify_channel(database.schema))
+        statement = _statement(database.schema, row)
+        if job.options.connection is not None:
+            driver = await async_driver(job.options.connection)
+            cur = await driver.execute(statement, row.params)
+            found = await cur.fetchone()
+        else:
+            async with database.async_connection() as conn:
+                cur = await conn.execute(statement, row.params)
+                found = await cur.fetchone()
+        assert found is not None
+        return _result(row, found[0], found[1])
+
+    result: EnqueuedJob = await callbacks.run_async(job, "enqueue", body)
+    return result
+
+
+# -- bulk enqueue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bulk:
+    rows: list[_Row]
+    ready: list[_Row]
+    scheduled: list[_Row]
+    queues: list[str]
+
+
+def _plan_bulk(jobs: Iterable[Job], channel: str) -> _Bulk:
+    now = clock.now()
+    rows = [_row(job, now, channel) for job in jobs]
+    ready = [r for r in rows if r.scheduled_at is None]
+    scheduled = [r for r in rows if r.scheduled_at is not None]
+    queues = sorted({r.params["queue_name"] for r in ready})
+    return _Bulk(rows, ready, scheduled, queues)
+
+
+def _copies(
+    schema: str | None, plan: _Bulk, ids: list[int]
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The COPY statements of a bulk enqueue with their records, once the ids are reserved."""
+    from pgjobs.db.names import sql
+
+    jobs: list[tuple[Any, ...]] = []
+    ready: list[tuple[Any, ...]] = []
+    scheduled: list[tuple[Any, ...]] = []
+    for row, id_ in zip(plan.rows, ids, strict=True):
+        p = row.params
+        jobs.append((id_, p["job_id"], p["queue_name"], p["class_name"], p["arguments"],
+                     p["priority"], p["concurrency_key"], row.scheduled_at))  # fmt: skip
+        if row.scheduled_at is None:
+            ready.append((id_, p["queue_name"], p["priority"]))
+        else:
+            scheduled.append((id_, p["queue_name"], p["priority"], row.scheduled_at))
+    copies = [(store.COPY_JOBS, jobs), (store.COPY_READY, ready), (store.COPY_SCHEDULED, scheduled)]
+    return [(sql(stmt, schema), records) for stmt, records in copies if records]
+
+
+def _reserve(schema: str | None, n: int) -> tuple[str, dict[str, Any]]:
+    from pgjobs.db.names import names
+
+    return store.RESERVE_IDS, {"jobs_table": names(schema)["jobs"], "n": n}
+
+
+def _notify(schema: str | None, plan: _Bulk) -> tuple[str, dict[str, Any]]:
+    return store.NOTIFY_QUEUES, {"channel": store.notify_channel(schema), "queues": plan.queues}
+
+
+def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -> list[int]:
+    ids = [r[0] for r in conn.execute(*_reserve(schema, len(plan.rows))).fetchall()]
+    with conn.cursor() as cur:
+        for statement, records in _copies(schema, plan, ids):
+            with cur.copy(statement) as copy:
+                for record in records:
+                    copy.write_row(record)
+        if plan.queues:
+            cur.execute(*_notify(schema, plan))
+    return ids
+
+
+async def _bulk_async(
+    conn: psycopg.AsyncConnection[Any], schema: str | None, plan: _Bulk
+) -> list[int]:
+    ids = [r[0] for r in await (await conn.execute(*_reserve(schema, len(plan.rows)))).fetchall()]
+    async with conn.cursor() as cur:
+        for statement, records in _copies(schema, plan, ids):
+            async with cur.copy(statement) as copy:
+                for record in records:
+                    await copy.write_row(record)
+        if plan.queues:
+            await cur.execute(*_notify(schema, plan))
+    return ids
+
+
+def perform_all_later(
+    jobs: Sequence[Job], *, connection: Connectionish | None = None
+) -> list[EnqueuedJob]:
+    """Enqueue many jobs (mixed classes, ready and scheduled) in a handful of statements.
+
+    Like ActiveJob's ``perform_all_later``, enqueue callbacks are not run.  All jobs are written
+    in one transaction: the caller's when ``connection`` is given, else pgjobs' own.
+    """
+    if not jobs:
+        return []
+    if _adapter is not None:
+        now = clock.now()
+        return [_adapter.enqueue(job, scheduled_at_of(job, now)) for job in jobs]
+    database = _database()
+    plan = _plan_bulk(jobs, store.notify_channel(database.schema))
+    if connection is not None:
+        ids = _bulk_sync(sync_driver(connection), database.schema, plan)
+    else:
+        with database.connection() as conn, conn.transaction():
+            ids = _bulk_sync(conn, database.schema, plan)
+    return [_result(row, id_, None) for row, id_ in zip(plan.rows, ids, strict=True)]
+
+
+async def perform_all_later_async(
+    jobs: Sequence[Job], *, connection: Connectionish | None = None
+) -> list[EnqueuedJob]:
+    if not jobs:
+        return []
+    if _adapter is not None:
+        now = clock.now()
+        return [_adapter.enqueue(job, scheduled_at_of(job, now)) for job in jobs]
+    database = _database()
+    plan = _plan_bulk(jobs, store.notify_channel(database.schema))
+    if connection is not None:
+        ids = await _bulk_async(await async_driver(connection), database.schema, plan)
+    else:
+        async with database.async_connection() as conn, conn.transaction():
+            ids = await _bulk_async(conn, database.schema, plan)
+    return [_result(row, id_, None) for row, id_ in zip(plan.rows, ids, strict=True)]

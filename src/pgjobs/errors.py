@@ -1,0 +1,74 @@
+"""The pgjobs exception tree.
+
+Every error pgjobs raises derives from :class:`PgJobsError`; a docstring is the default message::
+
+    PgJobsError
+    ├── ConfigurationError          bad queue.yml / recurring.yml / arguments to pgjobs
+    ├── DatabaseError               the database could not be used
+    │   ├── DatabaseUnreachable     no server answers at the configured URL
+    │   └── DatabaseNotMigrated     the pgjobs tables are missing or out of date
+    ├── SerializationError          a job argument cannot be stored as JSON
+    ├── DeserializationError        a stored argument cannot be turned back into Python
+    ├── UnknownJobError             no job class is registered under a stored name
+    └── JobError                    base for failures recorded *on a job* (never raised in callers)
+        ├── JobTimeout              the job ran longer than its timeout
+        └── ProcessExitError        the process running the job died (recorded on recovery)
+
+Database errors are wrapped at the boundary with ``raise ... from exc`` so the original driver
+exception stays available as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class PgJobsError(Exception):
+    """An error in pgjobs."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+
+class ConfigurationError(PgJobsError):
+    """The pgjobs configuration is invalid."""
+
+    def __init__(self, message: str | None = None, *, problems: list[str] | None = None) -> None:
+        self.problems = list(problems or [])
+        if message is None and self.problems:
+            message = "\n".join(self.problems)
+        super().__init__(message)
+
+
+class DatabaseError(PgJobsError):
+    """The database could not be used."""
+
+
+class DatabaseUnreachable(DatabaseError):
+    """No PostgreSQL server answers at the configured database URL."""
+
+
+class DatabaseNotMigrated(DatabaseError):
+    """The pgjobs tables are missing or out of date: run `pgjobs migrate`."""
+
+
+class SerializationError(PgJobsError, TypeError):
+    """A job argument cannot be stored as JSON."""
+
+
+class DeserializationError(PgJobsError):
+    """A stored job argument cannot be turned back into Python."""
+
+
+class UnknownJobError(PgJobsError):
+    """No job class is registered under the stored name."""
+
+
+class JobError(PgJobsError):
+    """A failure recorded on a job rather than raised to a caller."""
+
+
+class JobTimeout(JobError):
+    """The job ran longer than its timeout."""
+
+
+class ProcessExitError(JobError):
+    """The process running the job exited before the job finished."""

@@ -1,0 +1,340 @@
+"""Defining jobs: the :class:`Job` base class, the :func:`job` decorator and the job registry.
+
+A job is stored by a stable name — ``module:QualName`` by default, or the ``job_name`` class
+attribute (an alias that survives moving the class) — and resolved by that name in any worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
+
+from pgjobs import callbacks
+from pgjobs.errors import ConfigurationError, UnknownJobError
+
+if TYPE_CHECKING:
+    from pgjobs.enqueue import Connectionish
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+_registry: dict[str, type[Job]] = {}
+
+
+@dataclass(frozen=True)
+class EnqueuedJob:
+    """What ``perform_later`` returns: the new job's public id and where it went."""
+
+    job_id: uuid.UUID
+    class_name: str
+    queue_name: str
+    priority: int
+    scheduled_at: datetime | None
+    id: int | None = None
+    enqueued: bool = True
+
+    @property
+    def scheduled(self) -> bool:
+        return self.scheduled_at is not None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options given with ``Job.set(...)``; ``None`` means "the job's default"."""
+
+    wait: float | timedelta | None = None
+    wait_until: datetime | None = None
+    queue: str | None = None
+    priority: int | None = None
+    connection: Connectionish | None = None
+
+    def merged(self, other: Options) -> Options:
+        values = {k: v for k, v in vars(other).items() if v is not None}
+        return Options(**{**vars(self), **values})
+
+
+class Job:
+    """Base class for jobs.  Subclass it and implement ``perform`` (``def`` or ``async def``).
+
+    Class attributes: ``queue_as`` (a queue name, or a method computing it from ``self.args``),
+    ``priority`` (lower runs first, default 0), ``job_name`` (a stable alias), ``timeout``.
+    Inside ``perform``: ``self.job_id``, ``self.executions``, ``self.queue_name``,
+    ``self.priority``, ``self.enqueued_at``, ``self.scheduled_at``, ``self.args``, ``self.kwargs``.
+    """
+
+    queue_as: ClassVar[str | Callable[[Any], str]] = DEFAULT_QUEUE
+    priority: int = 0
+    job_name: ClassVar[str] = ""
+    timeout: ClassVar[float | None] = None
+    _callbacks: ClassVar[dict[tuple[callbacks.Kind, callbacks.Phase], tuple[str, ...]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "job_name" not in vars(cls) or not vars(cls)["job_name"]:
+            cls.job_name = f"{cls.__module__}:{cls.__qualname__}"
+        cls._callbacks = callbacks.collect(cls)
+        if cls.is_async():
+            for name in cls._callbacks.get(("around", "perform"), ()):
+                if not inspect.iscoroutinefunction(getattr(cls, name)):
+                    raise ConfigurationError(
+                        f"{cls.job_name}: around_perform callback {name!r} must be `async def` "
+                        "because perform is async (it has to await proceed())"
+                    )
+        register(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args: tuple[Any, ...] = args
+        self.kwargs: dict[str, Any] = kwargs
+        self.job_id: uuid.UUID = uuid.uuid4()
+        self.executions: int = 0
+        self.priority = type(self).priority
+        self.queue_name: str = self._queue_from_class()
+        self.enqueued_at: datetime | None = None
+        self.scheduled_at: datetime | None = None
+        self.options = Options()
+
+    def _queue_from_class(self) -> str:
+        queue = type(self).queue_as
+        if callable(queue):
+            queue = queue(self)
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(
+                f"{type(self).job_name}: queue_as must be a non-empty string, got {queue!r}"
+            )
+        return queue
+
+    def perform(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__qualname__} must implement perform()")
+
+    @classmethod
+    def is_async(cls) -> bool:
+        return inspect.iscoroutinefunction(cls.perform)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).job_name} {self.job_id} args={self.args!r} kwargs={self.kwargs!r}>"
+
+    # -- enqueueing -------------------------------------------------------------------------
+
+    @classmethod
+    def set(
+        cls,
+        *,
+        wait: float | timedelta | None = None,
+        wait_until: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        connection: Connectionish | None = None,
+    ) -> ConfiguredJob:
+        """Options for the next enqueue: ``MyJob.set(wait=60).perform_later(...)``."""
+        options = Options(wait, wait_until, queue, priority, connection)
+        return ConfiguredJob(cls, options)
+
+    @classmethod
+    def perform_later(cls, *args: Any, **kwargs: Any) -> EnqueuedJob:
+        """Enqueue the job; returns its handle (``.job_id``)."""
+        return cls(*args, **kwargs).enqueue()
+
+    @classmethod
+    async def perform_later_async(cls, *args: Any, **kwargs: Any) -> EnqueuedJob:
+        return await cls(*args, **kwargs).enqueue_async()
+
+    @classmethod
+    def perform_now(cls, *args: Any, **kwargs: Any) -> Any:
+        """Run the job inline, callbacks included; returns what ``perform`` returns."""
+        return cls(*args, **kwargs).perform_inline()
+
+    def with_options(self, options: Options) -> Job:
+        self.options = self.options.merged(options)
+        if options.queue is not None:
+            self.queue_name = options.queue
+        if options.priority is not None:
+            self.priority = options.priority
+        return self
+
+    def enqueue(self, **options: Any) -> EnqueuedJob:
+        from pgjobs.enqueue import enqueue
+
+        return enqueue(self.with_options(Options(**options)))
+
+    async def enqueue_async(self, **options: Any) -> EnqueuedJob:
+        from pgjobs.enqueue import enqueue_async
+
+        return await enqueue_async(self.with_options(Options(**options)))
+
+    # -- performing --------------------------------------------------------------------------
+
+    def perform_inline(self) -> Any:
+        """Run ``perform`` with its callbacks, in this thread (an event loop for async jobs)."""
+        if self.is_async():
+            return asyncio.run(self.perform_inline_async())
+        return callbacks.run(self, "perform", lambda: self.perform(*self.args, **self.kwargs))
+
+    async def perform_inline_async(self) -> Any:
+        if not self.is_async():
+            return await asyncio.to_thread(self.perform_inline)
+
+        def body() -> Awaitable[Any]:
+            result: Awaitable[Any] = self.perform(*self.args, **self.kwargs)
+            return result
+
+        return await callbacks.run_async(self, "perform", body)
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        job_id: uuid.UUID,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        queue_name: str,
+        priority: int,
+        executions: int,
+        enqueued_at: datetime | None,
+        scheduled_at: datetime | None,
+    ) -> Job:
+        """Rebuild a job read from the database (``__init__`` is not called again)."""
+        job = cls.__new__(cls)
+        job.args, job.kwargs = args, kwargs
+        job.job_id, job.queue_name, job.priority = job_id, queue_name, priority
+        job.executions, job.enqueued_at, job.scheduled_at = executions, enqueued_at, scheduled_at
+        job.options = Options()
+        return job
+
+
+class ConfiguredJob:
+    """A job class with enqueue options, from ``Job.set(...)``."""
+
+    def __init__(self, job_class: type[Job], options: Options) -> None:
+        self.job_class = job_class
+        self.options = options
+
+    def set(self, **options: Any) -> ConfiguredJob:
+        return ConfiguredJob(self.job_class, self.options.merged(Options(**options)))
+
+    def build(self, *args: Any, **kwargs: Any) -> Job:
+        return self.job_class(*args, **kwargs).with_options(self.options)
+
+    def perform_later(self, *args: Any, **kwargs: Any) -> EnqueuedJob:
+        return self.build(*args, **kwargs).enqueue()
+
+    async def perform_later_async(self, *args: Any, **kwargs: Any) -> EnqueuedJob:
+        return await self.build(*args, **kwargs).enqueue_async()
+
+    def perform_now(self, *args: Any, **kwargs: Any) -> Any:
+        return self.build(*args, **kwargs).perform_inline()
+
+
+class JobFunction(Generic[P, R]):
+    """A function turned into a job by :func:`job`; calling it still calls the function."""
+
+    def __init__(self, fn: Callable[P, R], job_class: type[Job]) -> None:
+        self.fn = fn
+        self.job_class = job_class
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", "job")
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def build(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """A job instance for :func:`pgjobs.perform_all_later`."""
+        return self.job_class(*args, **kwargs)
+
+    def set(self, **options: Any) -> ConfiguredJob:
+        return ConfiguredJob(self.job_class, Options(**options))
+
+    def perform_later(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
+        return self.job_class(*args, **kwargs).enqueue()
+
+    async def perform_later_async(self, *args: P.args, **kwargs: P.kwargs) -> EnqueuedJob:
+        return await self.job_class(*args, **kwargs).enqueue_async()
+
+    def perform_now(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.job_class(*args, **kwargs).perform_inline()
+
+
+def job(
+    fn: Callable[P, R] | None = None,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    name: str | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Turn a function into a job: ``@pgjobs.job(queue="mailers")``; same API as a Job class."""
+
+    def wrap(func: Callable[P, R]) -> JobFunction[P, R]:
+        is_async = inspect.iscoroutinefunction(func)
+        attrs: dict[str, Any] = {
+            "queue_as": queue,
+            "priority": priority,
+            "timeout": timeout,
+            "job_name": name or f"{func.__module__}:{func.__qualname__}",
+            "__module__": func.__module__,
+            "__qualname__": func.__qualname__,
+            "__doc__": func.__doc__,
+        }
+        if is_async:
+
+            async def perform_async(self: Job, *args: Any, **kwargs: Any) -> Any:
+                return await func(*args, **kwargs)  # type: ignore[misc]
+
+            attrs["perform"] = perform_async
+        else:
+
+            def perform(self: Job, *args: Any, **kwargs: Any) -> Any:
+                return func(*args, **kwargs)
+
+            attrs["perform"] = perform
+        job_class = type(func.__name__, (Job,), attrs)
+        return JobFunction(func, job_class)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+
+def register(cls: type[Job]) -> None:
+    _registry[cls.job_name] = cls
+
+
+def registered() -> Mapping[str, type[Job]]:
+    return dict(_registry)
+
+
+def resolve(name: str) -> type[Job]:
+    """The job class stored under ``name``: registered, or importable as ``module:QualName``."""
+    found = _registry.get(name)
+    if found is not None:
+        return found
+    module_name, sep, qualname = name.partition(":")
+    if sep:
+        try:
+            importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UnknownJobError(
+                f"job class {name!r}: module {module_name!r} cannot be imported ({exc})"
+            ) from exc
+        found = _registry.get(name)
+        if found is not None:
+            return found
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, JobFunction):
+            return obj.job_class
+        if isinstance(obj, type) and issubclass(obj, Job):
+            return obj
+    raise UnknownJobError(
+        f"no job class is registered as {name!r}: import the module that defines it in the "
+        "worker (`pgjobs start --app myapp.jobs`) or check its job_name"
+    )

@@ -1,0 +1,1 @@
+"""pgjobs' processes: supervisor, workers, dispatchers (and the scheduler)."""

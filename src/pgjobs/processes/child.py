@@ -1,0 +1,56 @@
+"""Entry point of a supervised process: ``python -m pgjobs.processes.child``.
+
+The supervisor passes what to run in ``$PGJOBS_CHILD`` (JSON: kind, index into the
+configuration, supervisor id, database, configuration file and environment, application module).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+from pgjobs import logs
+from pgjobs.config import load_config
+from pgjobs.db.database import Database
+from pgjobs.processes.base import Process
+
+
+def build(spec: dict[str, Any]) -> Process:
+    from pgjobs.processes.dispatcher import Dispatcher
+    from pgjobs.processes.worker import Worker
+
+    config = load_config(spec["config"] and str(spec["config"]), env=str(spec["env"]))
+    database = Database(
+        str(spec["database_url"]),
+        schema=spec["schema"] and str(spec["schema"]),
+        application_name=f"pgjobs-{spec['kind']}",
+    )
+    supervisor_id = int(str(spec["supervisor_id"])) if spec["supervisor_id"] else None
+    index = int(str(spec["index"]))
+    if spec["kind"] == "worker":
+        return Worker(database, config, config.workers[index], supervisor_id=supervisor_id)
+    if spec["kind"] == "dispatcher":
+        return Dispatcher(database, config, config.dispatchers[index], supervisor_id=supervisor_id)
+    raise SystemExit(f"pgjobs: unknown process kind {spec['kind']!r}")
+
+
+def main() -> None:
+    spec = json.loads(os.environ["PGJOBS_CHILD"])
+    logs.setup(
+        os.environ.get("PGJOBS_LOG_LEVEL", "INFO"), os.environ.get("PGJOBS_LOG_FORMAT", "text")
+    )
+    if spec.get("app"):
+        importlib.import_module(str(spec["app"]))
+    process = build(spec)
+    process.install_signal_handlers()
+    process.run()  # type: ignore[attr-defined]
+    sys.stderr.flush()
+    # Job threads still running past shutdown_timeout were released; do not wait for them.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

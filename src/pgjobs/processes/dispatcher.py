@@ -1,0 +1,57 @@
+"""The dispatcher: moves due scheduled jobs to ready, in batches, back to back while behind.
+
+Several dispatchers may run side by side: the dispatch statement locks with ``SKIP LOCKED`` and
+moves each row exactly once (see :mod:`pgjobs.store.scheduled`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pgjobs import clock
+from pgjobs.config import Config, DispatcherConfig
+from pgjobs.db.database import Database
+from pgjobs.processes.poller import Poller
+from pgjobs.store import scheduled as store
+from pgjobs.store.jobs import notify_channel
+
+
+class Dispatcher(Poller):
+    kind = "dispatcher"
+    listens = False
+
+    def __init__(
+        self, database: Database, config: Config, dispatcher: DispatcherConfig, **kwargs: Any
+    ) -> None:
+        metadata = {
+            "polling_interval": dispatcher.polling_interval,
+            "batch_size": dispatcher.batch_size,
+        }
+        super().__init__(database, config, metadata=metadata, **kwargs)
+        self.dispatcher = dispatcher
+
+    def title(self) -> str:
+        return f"pgjobs-dispatcher: every {self.dispatcher.polling_interval}s"
+
+    def dispatch(self, now: datetime | None = None) -> int:
+        """Move one batch of due jobs to ready; returns how many moved."""
+        rows = self.execute(
+            store.DISPATCH_DUE,
+            {
+                "now": now or clock.now(),
+                "limit": self.dispatcher.batch_size,
+                "channel": notify_channel(self.database.schema),
+            },
+        )
+        return int(rows[0][0])
+
+    def poll(self) -> float:
+        if self.dispatch() >= self.dispatcher.batch_size:
+            return 0.0  # a backlog: go again at once
+        rows = self.execute(store.NEXT_DUE)
+        interval = self.dispatcher.polling_interval
+        if rows and rows[0][0] is not None:
+            until_due = float((rows[0][0] - clock.now()).total_seconds())
+            return max(0.0, min(interval, until_due))
+        return interval

@@ -1,0 +1,77 @@
+"""A process whose work is a loop of ``poll()`` passes (Solid Queue's Poller).
+
+``poll()`` does one unit of work and returns how long to sleep; the loop only sleeps, wakes
+(on a notification, a finished job or a signal) and stops.  Tests call ``poll()`` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from pgjobs.processes.base import Process, set_proctitle
+from pgjobs.processes.listener import Listener
+from pgjobs.store.jobs import notify_channel
+
+log = logging.getLogger("pgjobs")
+
+
+class Poller(Process):
+    listens = True
+
+    def poll(self) -> float:
+        raise NotImplementedError
+
+    def wanted(self, payload: str) -> bool:
+        """Whether a notification with this payload (a queue name, or ``*``) concerns us."""
+        return True
+
+    def _notified(self, payload: str) -> None:
+        if self.wanted(payload):
+            self.wake.set()
+
+    def start_listener(self) -> None:
+        if not self.listens:
+            return
+        if not self.config.listen_notify:
+            log.info("%s: listen_notify is off; relying on polling", self.kind)
+            return
+        Listener(
+            self.database, notify_channel(self.database.schema), self._notified, self.stopping
+        ).start()
+
+    def title(self) -> str:
+        return f"pgjobs-{self.kind}"
+
+    def run(self) -> None:
+        """Register, loop until stopped, shut down, deregister."""
+        set_proctitle(self.title())
+        self.register()
+        self.start_listener()
+        self.on_start()
+        try:
+            while not self.stopping.is_set():
+                delay = self.poll()
+                if delay > 0 and not self.stopping.is_set():
+                    self.wake.wait(delay)
+                self.wake.clear()
+        finally:
+            self.shutdown()
+            self.deregister()
+            self.close()
+
+    def on_start(self) -> None:
+        """Hook for subclasses: runs once registered."""
+
+    def shutdown(self) -> None:
+        """Hook for subclasses: finish or give back work before deregistering."""
+
+
+def matches(queue: str, patterns: Iterable[str]) -> bool:
+    """Whether ``queue`` is selected by worker queue patterns (``*``, ``name``, ``prefix*``)."""
+    for pattern in patterns:
+        if pattern in ("*", queue):
+            return True
+        if pattern.endswith("*") and queue.startswith(pattern[:-1]):
+            return True
+    return False

@@ -1,0 +1,58 @@
+"""The process-wide default database, used when a call is not handed a connection.
+
+``pgjobs.configure(url, schema=...)`` sets it explicitly; otherwise the first use resolves it from
+the environment, ``config/queue.yml`` and, failing those, the embedded server (which is migrated
+automatically — it is pgjobs' own development database).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pgjobs.db.database import Database
+from pgjobs.db.migrate import migrate
+
+_lock = threading.Lock()
+_default: Database | None = None
+
+
+def configure(
+    url: str | None = None,
+    *,
+    schema: str | None = None,
+    pool_size: int | None = None,
+    config_path: str | None = None,
+) -> Database:
+    """Set (and return) the default database for this process."""
+    global _default
+    from pgjobs import settings
+    from pgjobs.config import load_config
+
+    cfg = load_config(config_path)
+    chosen = settings.resolve(
+        url, schema=schema, config_url=cfg.database_url, config_schema=cfg.schema
+    )
+    assert chosen is not None
+    if chosen.embedded:
+        migrate(chosen.url, schema=chosen.schema)
+    database = Database(chosen.url, schema=chosen.schema, pool_size=pool_size or 4)
+    with _lock:
+        previous, _default = _default, database
+    if previous is not None:
+        previous.close()
+    return database
+
+
+def use(database: Database | None) -> Database | None:
+    """Make ``database`` the default (``None`` to forget it); returns the previous one."""
+    global _default
+    with _lock:
+        previous, _default = _default, database
+    return previous
+
+
+def get_database() -> Database:
+    """The default database, resolved on first use."""
+    if _default is None:
+        return configure()
+    return _default

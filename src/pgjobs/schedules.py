@@ -1,0 +1,439 @@
+"""Recurring-task schedules: parse what the user wrote and compute when it fires.
+
+Accepted forms (``parse_schedule``), each optionally followed by an IANA time zone
+(``America/New_York``, ``UTC``, ``Etc/UTC``; also ``in``/``on`` + zone as fugit allows).
+Without a zone the schedule runs in UTC.
+
+- cron with 5 fields (``*/30 * * * *``) or 6 fields with the seconds **last**, croniter's
+  convention (``0 9 * * * 30`` is 09:00:30).  Fugit (Solid Queue) and Quartz put seconds
+  *first*: a 6-field cron copied from a Solid Queue ``recurring.yml`` must have its first field
+  moved to the end.  Macros: ``@hourly @daily @midnight @weekly @monthly @yearly @annually``.
+- English, case-insensitive, in the style of fugit: ``every second``, ``every 10 seconds``,
+  ``every minute``, ``every 5 minutes``, ``every hour``, ``every 2 hours``, ``every day``,
+  ``every 3 days``, ``every week``, ``every month``, ``every year``, ``every monday``,
+  ``every monday and friday``, ``every weekday``, ``every weekend``, ``every 1st of month``,
+  ``every 1st and 15th of the month``, any of the day forms with ``at <time>``
+  (``3pm``, ``3:30pm``, ``15:30``, ``15:30:10``, ``noon``, ``midnight``), or the time first:
+  ``at 5pm every day``.
+
+Each English form becomes one cron, the way fugit translates it, so steps that do not divide
+their unit are *calendar* steps, not true intervals: ``every 7 minutes`` is ``*/7 * * * *``
+(:00, :07 ... :56, then :00 again, 4 minutes later); ``every 3 days`` is ``0 0 */3 * *``
+(the 1st, 4th ... 31st, then the 1st of the next month); ``every 5 hours`` fires at 0, 5, 10,
+15 and 20 o'clock.
+
+Several times of day: ``every day at 9am and 3pm`` (or ``9am, 3pm``) is accepted when all
+the times share their minute and second, giving one cron (``0 9,15 * * *``).  Times with
+different minutes (``9am and 3:30pm``) cannot be one cron and are rejected (fugit would
+silently keep only the first); the error names the crons to configure as separate tasks.
+
+Time zones and daylight saving
+------------------------------
+The cron is matched against the *wall clock* of the schedule's zone; each match is converted
+to a UTC instant.  Around a daylight-saving change two kinds of schedule behave differently:
+
+- **every-hour schedules** -- those whose hour field covers all 24 hours (``*/15 * * * *``,
+  ``every 15 minutes``, ``@hourly``, every-second schedules): they fire at every real instant
+  whose local wall clock matches.  Wall-clock times skipped when clocks spring forward do not
+  exist and fire nothing; times repeated when clocks fall back fire in both passes.  So
+  ``every 15 minutes`` in New York fires 92 times on 2025-03-09 (a 23-hour day) and 100 times
+  on 2025-11-02 (25 hours), every 15 real minutes, with no gap and no duplicate.
+- **all other (fixed-time) schedules** -- ``every day at 2:30``, ``0 */2 * * *`` ... : each
+  matching wall-clock time fires exactly once.  (a) A time that does not exist (02:30 on
+  2025-03-09 in New York) fires once, shifted forward by the length of the gap: at 03:30 EDT
+  = 07:30 UTC, which is 24 real hours after the previous day's 02:30 EST (Python's ``fold=0``
+  reading).  (b) A time that occurs twice (01:30 on 2025-11-02 in New York) fires once, at
+  its first occurrence: 01:30 EDT = 05:30 UTC.  If a shifted time lands on another tick, the
+  schedule fires once at that instant.
+
+croniter's own time-zone handling is not used: croniter walks *naive* local wall-clock time
+and this module does the conversion.  Ticks are always returned as aware UTC datetimes,
+strictly increasing and without duplicates; ``next_after`` called with its own result
+returns the following tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import heapq
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import CroniterBadDateError, croniter
+
+from pgjobs.errors import ConfigurationError
+
+__all__ = ["Schedule", "parse_schedule"]
+
+_SECOND = timedelta(seconds=1)
+_DAY = timedelta(days=1)
+_TINY = timedelta(microseconds=1)
+_MACROS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+_FORMS = (
+    "Accepted forms: a cron expression with 5 fields ('*/30 * * * *') or 6 with the seconds "
+    "last ('0 9 * * * 30'); a macro (@hourly, @daily, @midnight, @weekly, @monthly, @yearly, "
+    "@annually); or English such as 'every 10 seconds', 'every 5 minutes', 'every 2 hours', "
+    "'every day at 3:30pm', 'every monday and friday at 9am', 'every weekday at 9:30', "
+    "'every weekend at 10am', 'every 1st of the month at 8am', 'at noon every day'. Any of "
+    "them may end with an IANA time zone: 'every day at 8am America/New_York'."
+)
+_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "second"),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), "minute"),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "hour"),
+    **dict.fromkeys(("d", "day", "days"), "day"),
+    **dict.fromkeys(("week", "weeks"), "week"),
+    **dict.fromkeys(("month", "months"), "month"),
+    **dict.fromkeys(("year", "years"), "year"),
+}
+_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+_DAYS: dict[str, frozenset[int]] = {
+    "weekday": frozenset(range(1, 6)),
+    "weekdays": frozenset(range(1, 6)),
+    "weekend": frozenset({0, 6}),
+    "weekends": frozenset({0, 6}),
+}
+for _number, _name in enumerate(_NAMES):
+    for _word in (_name, _name + "s", _name[:3]):
+        _DAYS[_word] = frozenset({_number})
+_TIME = re.compile(r"(\d{1,2})(?::(\d\d))?(?::(\d\d))? ?(am|pm)?")
+_AND = re.compile(r" (?:and|or) ")
+
+
+class _NotUnderstoodError(ValueError):
+    """A part of the schedule text that could not be understood."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parsed schedule: ``cron`` matched on the wall clock of ``timezone`` (see module doc)."""
+
+    source: str
+    cron: str
+    timezone: ZoneInfo = field(default=ZoneInfo("UTC"))
+    _every_hour: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = self.cron.split()
+        if len(fields) not in (5, 6) or not croniter.is_valid(self.cron):
+            raise ConfigurationError(f"invalid cron expression {self.cron!r} in {self.source!r}")
+        try:
+            croniter(self.cron, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError:
+            raise ConfigurationError(
+                f"cron expression {self.cron!r} in {self.source!r} never matches a date"
+            ) from None
+        object.__setattr__(self, "_every_hour", croniter(self.cron).expanded[1] == ["*"])
+
+    def next_after(self, after: datetime) -> datetime:
+        """The first tick strictly after ``after`` (an aware datetime), in UTC."""
+        for tick in self._forward(_naive_utc(after)):
+            return tick.replace(tzinfo=UTC)
+        raise ConfigurationError(f"schedule {self.source!r} has no tick after {after}")
+
+    def ticks_between(
+        self, start: datetime, end: datetime, limit: int | None = None
+    ) -> list[datetime]:
+        """The ticks in ``(start, end]``, oldest first, in UTC; at most the first ``limit``."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        last, ticks = _naive_utc(end), list[datetime]()
+        if limit == 0:
+            return ticks
+        for tick in self._forward(_naive_utc(start)):
+            if tick > last:
+                break
+            ticks.append(tick.replace(tzinfo=UTC))
+            if len(ticks) == limit:
+                break
+        return ticks
+
+    def previous_at_or_before(self, moment: datetime) -> datetime | None:
+        """The latest tick at or before ``moment``, in UTC (None if there is none)."""
+        until = _naive_utc(moment)
+        tick = self._previous_instant(until) if self._every_hour else self._previous_wall(until)
+        return None if tick is None else tick.replace(tzinfo=UTC)
+
+    # Below, instants are naive UTC datetimes and wall-clock times naive local ones.
+
+    def _forward(self, after: datetime) -> Iterator[datetime]:
+        return self._forward_instant(after) if self._every_hour else self._forward_wall(after)
+
+    # Every-hour schedules: while the zone's offset stays the same, the ticks are the cron's
+    # wall-clock times minus that offset; at a change, continue with the new offset.
+
+    def _forward_instant(self, after: datetime) -> Iterator[datetime]:
+        start, offset = after, self._offset(after)
+        while True:
+            cron = croniter(self.cron, (start + offset).replace(microsecond=0))
+            while True:
+                try:
+                    tick = cron.get_next(datetime) - offset
+                except CroniterBadDateError:
+                    return
+                change = self._change(start, tick, offset)
+                if change is not None:
+                    start, offset = change - _TINY, self._offset(change)
+                    break
+                yield tick
+                start = tick
+
+    def _previous_instant(self, until: datetime) -> datetime | None:
+        offset = self._offset(until)
+        while True:
+            cron = croniter(self.cron, (until + offset).replace(microsecond=0) + _SECOND)
+            try:
+                tick = cron.get_prev(datetime) - offset
+            except CroniterBadDateError:
+                return None
+            change = self._change(until, tick, offset)
+            if change is None:
+                return tick
+            until = change - _TINY
+            offset = self._offset(until)
+
+    def _change(self, start: datetime, stop: datetime, offset: timedelta) -> datetime | None:
+        """Where ``offset`` ends between ``start`` (which has it) and ``stop``, either way.
+
+        Going forward, the first instant with another offset; going backward, the first
+        instant of the stretch with ``offset``.  None if the offset is the same all along.
+        Probes daily, then bisects to the second (zone transitions are on whole seconds).
+        """
+        forward, near = stop > start, start
+        while near != stop:
+            far = min(near + _DAY, stop) if forward else max(near - _DAY, stop)
+            if self._offset(far) != offset:
+                low, high = (near, far) if forward else (far, near)
+                while high - low > _SECOND:  # the change is in (low, high]
+                    middle = low + (high - low) / 2
+                    if (self._offset(middle) != offset) == forward:
+                        high = middle
+                    else:
+                        low = middle
+                whole = high.replace(microsecond=0)
+                return whole if whole > low else high
+            near = far
+        return None
+
+    # Fixed-time schedules: each wall-clock time fires at its fold=0 reading.  Wall-clock and
+    # UTC order differ near a change, so candidates wait in a heap until no later wall-clock
+    # time can give an earlier instant.
+
+    def _forward_wall(self, after: datetime) -> Iterator[datetime]:
+        start = (after + min(self._recent(after))).replace(microsecond=0) - _SECOND
+        cron, pending, last = croniter(self.cron, start), list[datetime](), after
+        while True:
+            try:
+                local = cron.get_next(datetime)
+            except CroniterBadDateError:
+                break
+            tick = self._wall(local)
+            horizon = local - max(self._recent(tick))
+            while pending and pending[0] <= horizon:
+                if (earliest := heapq.heappop(pending)) > last:
+                    last = earliest
+                    yield earliest
+            if tick > last:
+                heapq.heappush(pending, tick)
+        yield from sorted(tick for tick in set(pending) if tick > last)
+
+    def _previous_wall(self, until: datetime) -> datetime | None:
+        start = (until + max(self._recent(until))).replace(microsecond=0) + _SECOND
+        cron, best = croniter(self.cron, start), None
+        while True:
+            try:
+                local = cron.get_prev(datetime)
+            except CroniterBadDateError:
+                return best
+            tick = self._wall(local)
+            if best is not None and local - min(self._recent(tick)) <= best:
+                return best  # this and earlier wall-clock times fire no later than best
+            if tick <= until and (best is None or tick > best):
+                best = tick
+
+    def _wall(self, local: datetime) -> datetime:
+        """fold=0: a repeated time's first occurrence; a skipped time shifted by the gap."""
+        return local.replace(tzinfo=self.timezone).astimezone(UTC).replace(tzinfo=None)
+
+    def _recent(self, moment: datetime) -> tuple[timedelta, timedelta]:
+        """The offset at ``moment`` and, if it changed less than its change ago, the one before.
+
+        A change of D moves fixed-time ticks up to D from ``wall clock - offset``.
+        """
+        now, before = self._offset(moment), self._offset(moment, -_DAY)
+        if before != now and self._offset(moment, -abs(now - before)) == before:
+            return now, before
+        return now, now
+
+    def _offset(self, moment: datetime, delta: timedelta = timedelta(0)) -> timedelta:
+        with contextlib.suppress(OverflowError):
+            moment += delta
+        return moment.replace(tzinfo=UTC).astimezone(self.timezone).utcoffset() or timedelta(0)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"an aware datetime is required, got naive {moment!r}")
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+@functools.cache
+def _zone_names() -> dict[str, str]:
+    return {name.lower(): name for name in available_timezones()}
+
+
+def _zone(word: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(_zone_names().get(word.lower(), word))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def parse_schedule(text: str) -> Schedule:
+    """Parse a cron expression, macro or English schedule (see the module doc)."""
+    words = text.split()
+    zone = _zone(words[-1]) if words else None
+    if zone is not None:
+        words.pop()
+        if len(words) > 1 and words[-1].lower() in ("in", "on"):
+            words.pop()
+    body = " ".join(words)
+    try:
+        if not words:
+            raise _NotUnderstoodError("it is empty")
+        if zone is None and "/" in words[-1] and re.search("[a-z]", words[-1], re.I):
+            raise _NotUnderstoodError(f"unknown time zone {words[-1]!r}")
+        if words[0].lower() in ("every", "at"):
+            cron = _parse_words(body.lower())
+        elif words[0].startswith("@"):
+            if words[0].lower() not in _MACROS or len(words) > 1:
+                raise _NotUnderstoodError(f"unknown macro {body!r}")
+            cron = _MACROS[words[0].lower()]
+        elif len(words) in (5, 6):
+            if not croniter.is_valid(body):
+                raise _NotUnderstoodError(f"{body!r} is not a valid cron expression")
+            cron = body
+        else:
+            raise _NotUnderstoodError(
+                f"a cron expression has 5 or 6 fields, {body!r} has {len(words)}"
+            )
+        return Schedule(text, cron, zone or ZoneInfo("UTC"))
+    except _NotUnderstoodError as exc:
+        raise ConfigurationError(f"cannot understand schedule {text!r}: {exc}. {_FORMS}") from None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc}. {_FORMS}") from None
+
+
+def _parse_words(text: str) -> str:
+    text = " ".join(text.replace(",", " and ").split())
+    if match := re.fullmatch(r"at (.+?) (every .+)", text):
+        text = f"{match[2]} at {match[1]}"
+    match = re.fullmatch(r"every (.+?)(?: at (.+))?", text)
+    if match is None:
+        raise _NotUnderstoodError("English schedules start with 'every' (or 'at <time> every')")
+    what, at = match[1], match[2]
+    times = [_parse_time(part) for part in _AND.split(at)] if at else [(0, 0, 0)]
+    match = re.fullmatch(r"(?:(\d+) ?)?([a-z]+)", what)
+    if match and (unit := _UNITS.get(match[2])) is not None:
+        return _interval(unit, int(match[1] or 1), times if at else None)
+    days = [_DAYS.get(part) for part in _AND.split(what)]
+    if all(day is not None for day in days):
+        weekdays = frozenset[int]().union(*(day for day in days if day is not None))
+        return _with_times(times, "*", _ranges(weekdays))
+    if match := re.fullmatch(r"(.+?) (?:day )?of (?:the |each |every )?month", what):
+        monthdays = [_monthday(part) for part in _AND.split(match[1])]
+        return _with_times(times, ",".join(dict.fromkeys(monthdays)), "*")
+    raise _NotUnderstoodError(
+        f"{what!r} is not a unit (second, minute, hour, day, week, month, year), "
+        "a day name (monday, weekday, weekend) or a day of the month (1st of the month)"
+    )
+
+
+def _interval(unit: str, n: int, times: list[tuple[int, int, int]] | None) -> str:
+    bounds = {"second": 59, "minute": 59, "hour": 23, "day": 31, "week": 1, "month": 12, "year": 1}
+    if not 1 <= n <= bounds[unit]:
+        allowed = f"1 to {bounds[unit]}" if bounds[unit] > 1 else "only 1: cron cannot skip"
+        raise _NotUnderstoodError(f"'every {n} {unit}s' is out of range ({allowed} {unit}s)")
+    step = "*" if n == 1 else f"*/{n}"
+    if unit in ("second", "minute", "hour"):
+        if times is not None:
+            raise _NotUnderstoodError(f"'at <time>' goes with days, not with {unit}s")
+        if unit == "second":
+            return f"* * * * * {step}"
+        return f"{step} * * * *" if unit == "minute" else f"0 {step} * * *"
+    day, month, weekday = {
+        "day": (step, "*", "*"),
+        "week": ("*", "*", "0"),
+        "month": ("1", step, "*"),
+        "year": ("1", "1", "*"),
+    }[unit]
+    return _with_times(times or [(0, 0, 0)], day, weekday, month)
+
+
+def _with_times(times: list[tuple[int, int, int]], day: str, weekday: str, month: str = "*") -> str:
+    """One cron for ``times`` on the given days, if they share their minute and second."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for hour, minute, second in times:
+        groups.setdefault((minute, second), []).append(hour)
+    crons = []
+    for (minute, second), hours in groups.items():
+        cron = f"{minute} {','.join(map(str, sorted(set(hours))))} {day} {month} {weekday}"
+        crons.append(f"{cron} {second}" if second else cron)
+    if len(crons) > 1:
+        raise _NotUnderstoodError(
+            "these times of day differ in their minutes, which one cron cannot express; "
+            "configure one recurring task per cron: " + ", ".join(repr(c) for c in crons)
+        )
+    return crons[0]
+
+
+def _parse_time(text: str) -> tuple[int, int, int]:
+    words = {"noon": (12, 0, 0), "midnight": (0, 0, 0)}
+    if text in words:
+        return words[text]
+    match = _TIME.fullmatch(text)
+    if match is not None:
+        hour, minute, second = int(match[1]), int(match[2] or 0), int(match[3] or 0)
+        if match[4] and 1 <= hour <= 12:
+            hour = hour % 12 + (12 if match[4] == "pm" else 0)
+        elif match[4]:
+            hour = 99
+        if hour <= 23 and minute <= 59 and second <= 59:
+            return hour, minute, second
+    raise _NotUnderstoodError(
+        f"{text!r} is not a time of day (write 3pm, 3:30pm, 15:30, 15:30:10, noon or midnight)"
+    )
+
+
+def _monthday(text: str) -> str:
+    if text == "last":
+        return "L"
+    match = re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)?", text)
+    if match is None or not 1 <= int(match[1]) <= 31:
+        raise _NotUnderstoodError(f"{text!r} is not a day of the month (write 1st, 15th or last)")
+    return str(int(match[1]))
+
+
+def _ranges(numbers: frozenset[int]) -> str:
+    """``{1, 2, 3, 4, 5}`` -> ``1-5``; ``{0, 6}`` -> ``0,6``."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and runs[-1][-1] == number - 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ",".join(
+        f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs
+    )

@@ -1,0 +1,54 @@
+"""``pgjobs_claimed_executions``: releasing and recovering the jobs a process holds.
+
+Recovery is how a crash loses nothing: the jobs of a process that died (its supervisor saw it
+exit, or its heartbeat expired) go back to ready with the interrupted attempt counted; a job
+interrupted ``max_interruptions`` times is failed with ``ProcessExitError`` instead, so a job
+that kills its worker cannot loop forever.
+"""
+
+from __future__ import annotations
+
+# Give back jobs a stopping process did not finish (graceful shutdown): not counted as attempts.
+RELEASE = """
+WITH released AS (
+    DELETE FROM {claimed} WHERE process_id = %(process_id)s
+    AND (%(job_ids)s::bigint[] IS NULL OR job_id = ANY(%(job_ids)s::bigint[]))
+    RETURNING job_id
+), requeued AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT j.id, j.queue_name, j.priority FROM {jobs} j JOIN released r ON r.job_id = j.id
+    RETURNING job_id, queue_name
+)
+SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM requeued
+"""
+
+# Recover the jobs of dead processes: re-queue with the attempt counted, or fail for good once a
+# job has been interrupted too many times.
+RECOVER = """
+WITH released AS (
+    DELETE FROM {claimed} WHERE process_id = ANY(%(process_ids)s::bigint[])
+    RETURNING job_id, process_id
+), bumped AS (
+    UPDATE {jobs} j SET executions = j.executions + 1, interruptions = j.interruptions + 1
+    FROM released r WHERE j.id = r.job_id
+    RETURNING j.id, j.queue_name, j.priority, j.executions, j.interruptions, r.process_id
+), requeued AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT id, queue_name, priority FROM bumped WHERE interruptions < %(max_interruptions)s
+    RETURNING job_id
+), failed AS (
+    INSERT INTO {failed} (job_id, exception_class, message, backtrace, attempt, process_id)
+    SELECT id, 'pgjobs.errors.ProcessExitError',
+           'the process running this job exited ' || interruptions || ' times before it finished',
+           '', executions, process_id
+    FROM bumped WHERE interruptions >= %(max_interruptions)s
+    RETURNING job_id
+)
+SELECT r.n, (SELECT count(*) FROM failed), CASE WHEN r.n > 0 THEN pg_notify(%(channel)s, '*') END
+FROM (SELECT count(*) AS n FROM requeued) r
+"""
+
+# Jobs a process holds (status, dashboard).
+COUNT_BY_PROCESS = """
+SELECT process_id, count(*) FROM {claimed} GROUP BY process_id
+"""

@@ -1,0 +1,106 @@
+"""``pgjobs_ready_executions``: claiming jobs, and finishing the previous batch in the same trip.
+
+Claiming moves rows ``ready → claimed`` in ONE statement: pick with ``FOR UPDATE SKIP LOCKED``
+(concurrent workers skip each other's rows instead of waiting, and never pick the same row),
+delete from ready, insert into claimed, return the jobs.  The same statement first finishes the
+worker's jobs that completed since its last trip (delete their claimed rows — only those still
+held by this process — and stamp ``finished_at``): one round trip and one commit per batch.
+"""
+
+from __future__ import annotations
+
+_FINISH = """
+done AS (
+    -- Only rows this process still holds: a job released or recovered meanwhile is not ours.
+    DELETE FROM {claimed}
+    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
+    RETURNING job_id
+), finish AS (
+    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1
+    WHERE id IN (SELECT job_id FROM done)
+)"""
+
+_CLAIMED = """
+moved AS (
+    DELETE FROM {ready} r USING picked WHERE r.job_id = picked.job_id
+    RETURNING r.job_id
+), claimed AS (
+    INSERT INTO {claimed} (job_id, process_id)
+    SELECT job_id, %(process_id)s FROM moved
+    RETURNING job_id
+)
+SELECT j.id, j.job_id, j.class_name, j.arguments, j.queue_name, j.priority, j.executions,
+       j.created_at, j.scheduled_at
+FROM claimed c JOIN {jobs} j ON j.id = c.job_id
+ORDER BY j.priority, j.id  -- run in the order they were picked
+"""
+
+# Claim from every queue in global priority order; served by ready (priority, job_id).
+# ORDER BY priority, job_id: lower priority number first, then FIFO.
+CLAIM_ALL = (
+    "WITH"
+    + _FINISH
+    + """, picked AS (
+    SELECT job_id FROM {ready}
+    ORDER BY priority, job_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),"""
+    + _CLAIMED
+)
+
+# Claim from one queue; served by ready (queue_name, priority, job_id).
+CLAIM_QUEUE = (
+    "WITH"
+    + _FINISH
+    + """, picked AS (
+    SELECT job_id FROM {ready}
+    WHERE queue_name = %(queue)s
+    ORDER BY priority, job_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),"""
+    + _CLAIMED
+)
+
+# Claim from a set of queues in global priority order (``*`` with paused queues): the best
+# `limit` rows of each queue through its (queue_name, priority, job_id) index, merged.  This never
+# walks past a deep paused queue, which a filter on the (priority, job_id) index would.
+CLAIM_QUEUES_MERGED = (
+    "WITH"
+    + _FINISH
+    + """, picked AS (
+    SELECT best.job_id FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT job_id, priority FROM {ready}
+        WHERE queue_name = q.name
+        ORDER BY priority, job_id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS best
+    ORDER BY best.priority, best.job_id
+    LIMIT %(limit)s
+),"""
+    + _CLAIMED
+)
+
+# Finish without claiming (a stopping worker, or one with no idle thread).
+FINISH_ONLY = "WITH" + _FINISH + "\nSELECT count(*) FROM done"
+
+# Distinct queue names with ready jobs: a loose index scan over (queue_name, priority, job_id),
+# one index probe per queue instead of a DISTINCT over the whole table.
+READY_QUEUES = """
+WITH RECURSIVE q AS (
+    (SELECT queue_name FROM {ready} ORDER BY queue_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.queue_name FROM {ready} r WHERE r.queue_name > q.queue_name
+            ORDER BY r.queue_name LIMIT 1)
+    FROM q WHERE q.queue_name IS NOT NULL
+)
+SELECT queue_name FROM q WHERE queue_name IS NOT NULL
+"""
+
+# Size and latency (age of the oldest ready job) of one queue.
+QUEUE_STATS = """
+SELECT count(*), min(created_at) FROM {ready} WHERE queue_name = %(queue)s
+"""

@@ -1,0 +1,131 @@
+"""Helpers for tests that run real pgjobs processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAST_CONFIG = """
+heartbeat_interval: 0.5
+process_alive_threshold: 3
+shutdown_timeout: {shutdown_timeout}
+max_interruptions: {max_interruptions}
+dispatchers:
+  - polling_interval: 0.2
+    batch_size: 100
+workers:
+{workers}
+"""
+
+
+def config_file(
+    tmp_path: Path,
+    workers: str = '  - queues: "*"\n    threads: 3\n    polling_interval: 0.2',
+    *,
+    shutdown_timeout: float = 3,
+    max_interruptions: int = 3,
+    extra: str = "",
+) -> Path:
+    path = tmp_path / "queue.yml"
+    body = FAST_CONFIG.format(
+        workers=workers, shutdown_timeout=shutdown_timeout, max_interruptions=max_interruptions
+    )
+    path.write_text(textwrap.dedent(body) + extra)
+    return path
+
+
+@contextmanager
+def pgjobs_start(
+    url: str, config: Path, log: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """Run ``pgjobs start`` as a real subprocess; SIGKILL it (and its children) if left running."""
+    full_env = {
+        **os.environ,
+        "PGJOBS_TEST_LOG": str(log),
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgjobs", "start", "--app", "tests.sample_jobs",
+         "--database-url", url, "--config", str(config), *args],
+        env=full_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def scalar(url: str, sql: str, params: Any = None) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def states(url: str) -> dict[str, int]:
+    """How many jobs are in each state (every job must be in exactly one)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """SELECT CASE
+                 WHEN r.job_id IS NOT NULL THEN 'ready'
+                 WHEN c.job_id IS NOT NULL THEN 'claimed'
+                 WHEN s.job_id IS NOT NULL THEN 'scheduled'
+                 WHEN b.job_id IS NOT NULL THEN 'blocked'
+                 WHEN f.job_id IS NOT NULL THEN 'failed'
+                 WHEN j.finished_at IS NOT NULL THEN 'finished'
+                 ELSE 'lost' END AS state, count(*)
+               FROM pgjobs_jobs j
+               LEFT JOIN pgjobs_ready_executions r ON r.job_id = j.id
+               LEFT JOIN pgjobs_claimed_executions c ON c.job_id = j.id
+               LEFT JOIN pgjobs_scheduled_executions s ON s.job_id = j.id
+               LEFT JOIN pgjobs_blocked_executions b ON b.job_id = j.id
+               LEFT JOIN pgjobs_failed_executions f ON f.job_id = j.id
+               GROUP BY 1"""
+        ).fetchall()
+    return {state: int(n) for state, n in rows}
+
+
+def children(supervisor_pid: int) -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-P", str(supervisor_pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+def worker_pids(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT pid FROM pgjobs_processes WHERE kind = 'worker'").fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def log_lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []

@@ -1,0 +1,150 @@
+"""Jobs used by the tests (importable by worker subprocesses as ``tests.sample_jobs``)."""
+
+from __future__ import annotations
+
+import pgjobs
+from pgjobs import callbacks
+
+EVENTS: list[str] = []
+
+
+class SendWelcomeEmail(pgjobs.Job):
+    queue_as = "mailers"
+
+    def perform(self, user_id: int) -> int:
+        EVENTS.append(f"perform {user_id}")
+        return user_id
+
+
+class Aliased(pgjobs.Job):
+    job_name = "welcome-email-v2"
+
+    def perform(self) -> str:
+        return "aliased"
+
+
+class DynamicQueue(pgjobs.Job):
+    def queue_as(self) -> str:  # type: ignore[override]
+        return "premium" if self.args and self.args[0] == "vip" else "default"
+
+    def perform(self, kind: str) -> None:
+        pass
+
+
+class Base(pgjobs.Job):
+    @callbacks.before_perform
+    def base_before(self) -> None:
+        EVENTS.append("base before")
+
+    @callbacks.around_perform
+    def base_around(self, proceed: object) -> None:
+        EVENTS.append("base around in")
+        proceed()  # type: ignore[operator]
+        EVENTS.append("base around out")
+
+    @callbacks.after_perform
+    def base_after(self) -> None:
+        EVENTS.append("base after")
+
+    @callbacks.before_enqueue
+    def base_before_enqueue(self) -> None:
+        EVENTS.append(f"before enqueue {self.queue_name}")
+
+    @callbacks.after_enqueue
+    def base_after_enqueue(self) -> None:
+        EVENTS.append("after enqueue")
+
+
+class Child(Base):
+    @callbacks.before_perform
+    def child_before(self) -> None:
+        EVENTS.append("child before")
+
+    @callbacks.after_perform
+    def child_after(self) -> None:
+        EVENTS.append("child after")
+
+    def perform(self, value: int) -> int:
+        EVENTS.append(f"perform {value} attempt {self.executions}")
+        return value * 2
+
+
+class AsyncBase(pgjobs.Job):
+    @callbacks.before_perform
+    def base_before(self) -> None:
+        EVENTS.append("base before")
+
+    @callbacks.after_perform
+    async def base_after(self) -> None:
+        EVENTS.append("base after")
+
+
+class AsyncChild(AsyncBase):
+    @callbacks.around_perform
+    async def async_around(self, proceed: object) -> None:
+        EVENTS.append("async around in")
+        await proceed()  # type: ignore[operator]
+        EVENTS.append("async around out")
+
+    async def perform(self, value: int) -> int:
+        EVENTS.append(f"async perform {value}")
+        return value + 1
+
+
+@pgjobs.job(queue="indexing", priority=5)
+def rebuild_index(name: str) -> str:
+    EVENTS.append(f"rebuild {name}")
+    return name
+
+
+@pgjobs.job
+async def async_function_job(value: int) -> int:
+    return value * 3
+
+
+def noop(*args: object, **kwargs: object) -> None:
+    """Does nothing (benchmarks and throughput tests)."""
+
+
+@pgjobs.job(queue="default")
+def noop_job(*args: object, **kwargs: object) -> None:
+    pass
+
+
+def _log_line(line: str) -> None:
+    import os
+
+    path = os.environ.get("PGJOBS_TEST_LOG")
+    if path:
+        with open(path, "a") as fh:  # O_APPEND: one short write per line is atomic
+            fh.write(line + "\n")
+
+
+class Record(pgjobs.Job):
+    """Appends "<job_id> <executions> <tag>" to $PGJOBS_TEST_LOG."""
+
+    def perform(self, tag: str = "") -> None:
+        _log_line(f"{self.job_id} {self.executions} {tag}")
+
+
+class Sleepy(pgjobs.Job):
+    def perform(self, seconds: float) -> None:
+        import time
+
+        _log_line(f"{self.job_id} start")
+        time.sleep(seconds)
+        _log_line(f"{self.job_id} done")
+
+
+class KillsItsWorker(pgjobs.Job):
+    def perform(self) -> None:
+        import os
+        import signal
+
+        _log_line(f"{self.job_id} {self.executions} kill")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Boom(pgjobs.Job):
+    def perform(self, message: str = "boom") -> None:
+        raise RuntimeError(message)

@@ -1,0 +1,306 @@
+"""Defining and enqueueing jobs: placement, transactions, bulk, callbacks, names."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, pool
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+import pgjobs
+from pgjobs.db.database import Database
+from pgjobs.db.urls import sqlalchemy_url
+from pgjobs.jobs import resolve
+from pgjobs.serialization import deserialize_arguments
+from tests import sample_jobs
+from tests.sample_jobs import Aliased, Child, DynamicQueue, SendWelcomeEmail, rebuild_index
+
+
+def state(conn: psycopg.Connection[Any], job_id: uuid.UUID) -> str:
+    row = conn.execute(
+        """SELECT CASE
+             WHEN EXISTS (SELECT 1 FROM pgjobs_ready_executions r WHERE r.job_id = j.id)
+               THEN 'ready'
+             WHEN EXISTS (SELECT 1 FROM pgjobs_scheduled_executions s WHERE s.job_id = j.id)
+               THEN 'scheduled'
+             ELSE 'none' END
+           FROM pgjobs_jobs j WHERE j.job_id = %s""",
+        [job_id],
+    ).fetchone()
+    return row[0] if row else "missing"
+
+
+def count(url_or_conn: str | psycopg.Connection[Any], table: str = "pgjobs_jobs") -> int:
+    if isinstance(url_or_conn, str):
+        with psycopg.connect(url_or_conn) as conn:
+            return count(conn, table)
+    row = url_or_conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_perform_later_writes_a_ready_job(conn: psycopg.Connection[Any]) -> None:
+    handle = SendWelcomeEmail.set(connection=conn).perform_later(42)
+    assert isinstance(handle.job_id, uuid.UUID)
+    assert handle.queue_name == "mailers" and handle.priority == 0 and not handle.scheduled
+    row = conn.execute(
+        "SELECT class_name, queue_name, arguments, priority FROM pgjobs_jobs WHERE job_id = %s",
+        [handle.job_id],
+    ).fetchone()
+    assert row is not None
+    assert row[0] == "tests.sample_jobs:SendWelcomeEmail"
+    assert row[1] == "mailers"
+    assert deserialize_arguments(row[2]) == ((42,), {})
+    assert state(conn, handle.job_id) == "ready"
+
+
+def test_wait_and_wait_until_schedule_the_job(conn: psycopg.Connection[Any]) -> None:
+    later = SendWelcomeEmail.set(connection=conn, wait=3600).perform_later(1)
+    assert later.scheduled and state(conn, later.job_id) == "scheduled"
+    until = datetime.now(UTC) + timedelta(days=1)
+    dated = SendWelcomeEmail.set(connection=conn, wait_until=until).perform_later(2)
+    assert dated.scheduled_at == until and state(conn, dated.job_id) == "scheduled"
+    past = SendWelcomeEmail.set(connection=conn, wait_until=until - timedelta(days=2))
+    assert state(conn, past.perform_later(3).job_id) == "ready"
+    delta = SendWelcomeEmail.set(connection=conn, wait=timedelta(minutes=5)).perform_later(4)
+    assert state(conn, delta.job_id) == "scheduled"
+
+
+def test_naive_wait_until_is_refused(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(pgjobs.ConfigurationError, match="timezone-aware"):
+        SendWelcomeEmail.set(connection=conn, wait_until=datetime(2030, 1, 1)).perform_later(1)
+
+
+def test_queue_and_priority_options(conn: psycopg.Connection[Any]) -> None:
+    handle = SendWelcomeEmail.set(connection=conn, queue="urgent", priority=-5).perform_later(1)
+    row = conn.execute(
+        "SELECT r.queue_name, r.priority FROM pgjobs_ready_executions r "
+        "JOIN pgjobs_jobs j ON j.id = r.job_id WHERE j.job_id = %s",
+        [handle.job_id],
+    ).fetchone()
+    assert row == ("urgent", -5)
+    assert DynamicQueue.set(connection=conn).perform_later("vip").queue_name == "premium"
+    assert DynamicQueue.set(connection=conn).perform_later("x").queue_name == "default"
+
+
+def test_decorated_function_jobs(conn: psycopg.Connection[Any]) -> None:
+    assert rebuild_index("direct") == "direct"  # still a plain function
+    handle = rebuild_index.set(connection=conn).perform_later("users")
+    assert handle.queue_name == "indexing" and handle.priority == 5
+    assert handle.class_name == "tests.sample_jobs:rebuild_index"
+    assert resolve(handle.class_name) is rebuild_index.job_class
+    assert rebuild_index.perform_now("inline") == "inline"
+
+
+def test_names_resolve_and_unknown_names_fail_clearly() -> None:
+    assert resolve("welcome-email-v2") is Aliased
+    assert resolve("tests.sample_jobs:Child") is Child
+    with pytest.raises(pgjobs.UnknownJobError, match="no job class is registered"):
+        resolve("tests.sample_jobs:Nope")
+    with pytest.raises(pgjobs.UnknownJobError, match="cannot be imported"):
+        resolve("no_such_module.jobs:Job")
+
+
+def test_bad_arguments_fail_at_enqueue_naming_the_argument(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(pgjobs.SerializationError) as info:
+        SendWelcomeEmail.set(connection=conn).perform_later(user_id=object())
+    assert "user_id" in str(info.value) and "SendWelcomeEmail" in str(info.value)
+    assert count(conn) == 0
+
+
+def test_rich_arguments_are_stored_losslessly(conn: psycopg.Connection[Any]) -> None:
+    when = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    args = (Decimal("10.25"), uuid.UUID(int=7), when, {"nested": [1, 2.5, None]})
+    handle = SendWelcomeEmail.set(connection=conn).perform_later(*args, flag=True)
+    row = conn.execute(
+        "SELECT arguments FROM pgjobs_jobs WHERE job_id = %s", [handle.job_id]
+    ).fetchone()
+    assert row is not None
+    assert deserialize_arguments(row[0]) == (args, {"flag": True})
+
+
+def test_callbacks_run_in_activejob_order() -> None:
+    sample_jobs.EVENTS.clear()
+    assert Child.perform_now(21) == 42
+    assert sample_jobs.EVENTS == [
+        "base before",
+        "child before",
+        "base around in",
+        "perform 21 attempt 0",
+        "base around out",
+        "child after",
+        "base after",
+    ]
+
+
+def test_async_jobs_and_async_callbacks_run_inline() -> None:
+    sample_jobs.EVENTS.clear()
+    assert sample_jobs.AsyncChild.perform_now(1) == 2
+    assert sample_jobs.EVENTS == [
+        "base before",
+        "async around in",
+        "async perform 1",
+        "async around out",
+        "base after",
+    ]
+    assert sample_jobs.async_function_job.perform_now(2) == 6
+
+
+def test_an_async_job_cannot_inherit_a_sync_around_callback() -> None:
+    with pytest.raises(pgjobs.ConfigurationError, match="must be `async def`"):
+
+        class Broken(sample_jobs.Base):
+            async def perform(self) -> None:
+                pass
+
+
+def test_enqueue_callbacks_run(conn: psycopg.Connection[Any]) -> None:
+    sample_jobs.EVENTS.clear()
+    Child.set(connection=conn, queue="q1").perform_later(1)
+    assert sample_jobs.EVENTS == ["before enqueue q1", "after enqueue"]
+
+
+def test_enqueue_sends_one_notification_per_transaction_and_queue(
+    conn: psycopg.Connection[Any], test_database_url: str
+) -> None:
+    with psycopg.connect(test_database_url, autocommit=True) as listener:
+        listener.execute("LISTEN pgjobs_ready")
+        for i in range(5):
+            SendWelcomeEmail.set(connection=conn).perform_later(i)
+        rebuild_index.set(connection=conn).perform_later("x")
+        conn.commit()
+        received = [n.payload for n in listener.notifies(timeout=0.5, stop_after=10)]
+    assert sorted(received) == ["indexing", "mailers"]
+
+
+# -- transactions: the job exists if and only if the caller commits ---------------------------
+
+
+@pytest.mark.committed
+def test_psycopg_commit_keeps_and_rollback_discards(db: Database) -> None:
+    with psycopg.connect(db.url) as app:
+        kept = SendWelcomeEmail.set(connection=app).perform_later(1)
+        app.commit()
+        dropped = SendWelcomeEmail.set(connection=app).perform_later(2)
+        app.rollback()
+    with psycopg.connect(db.url) as check:
+        assert state(check, kept.job_id) == "ready"
+        assert state(check, dropped.job_id) == "missing"
+
+
+@pytest.mark.committed
+def test_psycopg_async_commit_and_rollback(db: Database) -> None:
+    async def scenario() -> tuple[pgjobs.EnqueuedJob, pgjobs.EnqueuedJob]:
+        async with await psycopg.AsyncConnection.connect(db.url) as app:
+            kept = await SendWelcomeEmail.set(connection=app).perform_later_async(1)
+            await app.commit()
+            dropped = await SendWelcomeEmail.set(connection=app).perform_later_async(2)
+            await app.rollback()
+        return kept, dropped
+
+    kept, dropped = asyncio.run(scenario())
+    with psycopg.connect(db.url) as check:
+        assert state(check, kept.job_id) == "ready"
+        assert state(check, dropped.job_id) == "missing"
+
+
+@pytest.mark.committed
+def test_sqlalchemy_session_commit_and_rollback(db: Database) -> None:
+    engine = create_engine(sqlalchemy_url(db.url), poolclass=pool.NullPool)
+    with Session(engine) as session:
+        kept = SendWelcomeEmail.set(connection=session).perform_later(1)
+        session.commit()
+        dropped = SendWelcomeEmail.set(connection=session).perform_later(2)
+        session.rollback()
+    with engine.connect() as sa_conn:
+        also = SendWelcomeEmail.set(connection=sa_conn).perform_later(3)
+        sa_conn.commit()
+    engine.dispose()
+    with psycopg.connect(db.url) as check:
+        assert state(check, kept.job_id) == "ready"
+        assert state(check, dropped.job_id) == "missing"
+        assert state(check, also.job_id) == "ready"
+
+
+@pytest.mark.committed
+def test_sqlalchemy_async_session_commit_and_rollback(db: Database) -> None:
+    async def scenario() -> tuple[pgjobs.EnqueuedJob, pgjobs.EnqueuedJob]:
+        engine = create_async_engine(sqlalchemy_url(db.url), poolclass=pool.NullPool)
+        async with AsyncSession(engine) as session:
+            kept = await SendWelcomeEmail.set(connection=session).perform_later_async(1)
+            await session.commit()
+            dropped = await SendWelcomeEmail.set(connection=session).perform_later_async(2)
+            await session.rollback()
+        await engine.dispose()
+        return kept, dropped
+
+    kept, dropped = asyncio.run(scenario())
+    with psycopg.connect(db.url) as check:
+        assert state(check, kept.job_id) == "ready"
+        assert state(check, dropped.job_id) == "missing"
+
+
+@pytest.mark.committed
+def test_without_a_connection_pgjobs_commits_on_its_own(db: Database) -> None:
+    handle = SendWelcomeEmail.perform_later(7)
+    handle2 = asyncio.run(rebuild_index.perform_later_async("y"))
+    with psycopg.connect(db.url) as check:
+        assert state(check, handle.job_id) == "ready"
+        assert state(check, handle2.job_id) == "ready"
+
+
+# -- bulk -------------------------------------------------------------------------------------
+
+
+def test_bulk_enqueue_mixes_classes_and_placements(conn: psycopg.Connection[Any]) -> None:
+    jobs = [
+        SendWelcomeEmail(1),
+        rebuild_index.build("x"),
+        SendWelcomeEmail.set(wait=600).build(2),
+        Child.set(queue="other", priority=3).build(4),
+    ]
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    assert [h.class_name for h in handles] == [type(j).job_name for j in jobs]
+    assert [state(conn, h.job_id) for h in handles] == ["ready", "ready", "scheduled", "ready"]
+    row = conn.execute(
+        "SELECT r.queue_name, r.priority FROM pgjobs_ready_executions r "
+        "JOIN pgjobs_jobs j ON j.id = r.job_id WHERE j.job_id = %s",
+        [handles[3].job_id],
+    ).fetchone()
+    assert row == ("other", 3)
+
+
+def test_bulk_of_100_000_mixed_jobs_in_one_call(conn: psycopg.Connection[Any]) -> None:
+    jobs: list[pgjobs.Job] = []
+    for i in range(100_000):
+        if i % 10 == 0:
+            jobs.append(SendWelcomeEmail.set(wait=60).build(i))
+        elif i % 2:
+            jobs.append(rebuild_index.build(f"index-{i}"))
+        else:
+            jobs.append(SendWelcomeEmail(i))
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    assert len(handles) == 100_000
+    assert count(conn) == 100_000
+    assert count(conn, "pgjobs_ready_executions") == 90_000
+    assert count(conn, "pgjobs_scheduled_executions") == 10_000
+
+
+@pytest.mark.committed
+def test_bulk_async_commits_with_its_own_connection(db: Database) -> None:
+    handles = asyncio.run(pgjobs.perform_all_later_async([SendWelcomeEmail(i) for i in range(10)]))
+    with psycopg.connect(db.url) as check:
+        assert {state(check, h.job_id) for h in handles} == {"ready"}
+
+
+def test_bulk_with_a_bad_argument_writes_nothing(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(pgjobs.SerializationError):
+        pgjobs.perform_all_later([SendWelcomeEmail(1), SendWelcomeEmail(object())], connection=conn)
+    assert count(conn) == 0
