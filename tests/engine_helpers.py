@@ -57,22 +57,26 @@ def pgjobs_start(
         "PYTHONPATH": str(ROOT),
         **(env or {}),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pgjobs", "start", "--app", "tests.sample_jobs",
-         "--database-url", url, "--config", str(config), *args],
-        env=full_env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    output = log.with_suffix(".out")
+    with output.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pgjobs", "start", "--app", "tests.sample_jobs",
+             "--database-url", url, "--config", str(config), *args],
+            env=full_env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            # Shown by pytest when the test fails.
+            print(f"--- pgjobs start output ({output}) ---\n{output.read_text()}")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:

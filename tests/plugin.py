@@ -34,7 +34,9 @@ from pgjobs.db.names import TABLES, quote_ident
 from pgjobs.db.urls import to_url
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = "pgjobs_test_template"
+# Per-run names: several test runs may share one server (CI jobs, developers, agents).
+RUN = f"{os.getpid()}"
+TEMPLATE = f"pgjobs_template_{RUN}"
 
 
 def _server_url() -> str:
@@ -84,14 +86,16 @@ def make_database(server_url: str) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture(scope="session")
-def test_database_url(server_url: str) -> str:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    name = f"pgjobs_test_{worker}"
+def test_database_url(server_url: str) -> Iterator[str]:
+    name = f"pgjobs_test_{RUN}"
     with _admin(server_url) as admin:
         _recreate(admin, TEMPLATE)
         migrate(database_url(server_url, TEMPLATE))
         _recreate(admin, name, template=TEMPLATE)
-    return database_url(server_url, name)
+    yield database_url(server_url, name)
+    with _admin(server_url) as admin:
+        for db in (name, TEMPLATE):
+            admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

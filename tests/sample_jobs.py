@@ -148,3 +148,12 @@ class KillsItsWorker(pgjobs.Job):
 class Boom(pgjobs.Job):
     def perform(self, message: str = "boom") -> None:
         raise RuntimeError(message)
+
+
+class Stamp(pgjobs.Job):
+    """Logs "<job_id> <unix time at perform>" (latency tests)."""
+
+    def perform(self) -> None:
+        import time
+
+        _log_line(f"{self.job_id} {time.time()}")

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
 from pgjobs import callbacks
 from pgjobs.errors import ConfigurationError, UnknownJobError
@@ -261,14 +261,29 @@ class JobFunction(Generic[P, R]):
         return self.job_class(*args, **kwargs).perform_inline()
 
 
+@overload
+def job(fn: Callable[P, R], /) -> JobFunction[P, R]: ...
+
+
+@overload
 def job(
-    fn: Callable[P, R] | None = None,
     *,
     queue: str = DEFAULT_QUEUE,
     priority: int = 0,
     name: str | None = None,
     timeout: float | None = None,
-) -> Any:
+) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
+
+
+def job(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    name: str | None = None,
+    timeout: float | None = None,
+) -> JobFunction[P, R] | Callable[[Callable[P, R]], JobFunction[P, R]]:
     """Turn a function into a job: ``@pgjobs.job(queue="mailers")``; same API as a Job class."""
 
     def wrap(func: Callable[P, R]) -> JobFunction[P, R]:

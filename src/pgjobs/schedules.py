@@ -47,7 +47,8 @@ to a UTC instant.  Around a daylight-saving change two kinds of schedule behave 
   schedule fires once at that instant.
 
 croniter's own time-zone handling is not used: croniter walks *naive* local wall-clock time
-and this module does the conversion.  Ticks are always returned as aware UTC datetimes,
+and this module does the conversion (assuming a zone changes its offset at most once a day,
+which holds for current tz data).  Ticks are always returned as aware UTC datetimes,
 strictly increasing and without duplicates; ``next_after`` called with its own result
 returns the following tick.
 """
@@ -90,13 +91,17 @@ _FORMS = (
     "them may end with an IANA time zone: 'every day at 8am America/New_York'."
 )
 _UNITS = {
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "second"),
-    **dict.fromkeys(("min", "mins", "minute", "minutes"), "minute"),
-    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "hour"),
-    **dict.fromkeys(("d", "day", "days"), "day"),
-    **dict.fromkeys(("week", "weeks"), "week"),
-    **dict.fromkeys(("month", "months"), "month"),
-    **dict.fromkeys(("year", "years"), "year"),
+    alias: unit
+    for unit, aliases in [
+        ("second", "s sec secs"),
+        ("minute", "min mins"),
+        ("hour", "h hr hrs"),
+        ("day", "d"),
+        ("week", ""),
+        ("month", ""),
+        ("year", ""),
+    ]
+    for alias in (unit, f"{unit}s", *aliases.split())
 }
 _NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 _DAYS: dict[str, frozenset[int]] = {
@@ -351,7 +356,7 @@ def _parse_words(text: str) -> str:
     days = [_DAYS.get(part) for part in _AND.split(what)]
     if all(day is not None for day in days):
         weekdays = frozenset[int]().union(*(day for day in days if day is not None))
-        return _with_times(times, "*", _ranges(weekdays))
+        return _with_times(times, "*", ",".join(map(str, sorted(weekdays))))
     if match := re.fullmatch(r"(.+?) (?:day )?of (?:the |each |every )?month", what):
         monthdays = [_monthday(part) for part in _AND.split(match[1])]
         return _with_times(times, ",".join(dict.fromkeys(monthdays)), "*")
@@ -424,16 +429,3 @@ def _monthday(text: str) -> str:
     if match is None or not 1 <= int(match[1]) <= 31:
         raise _NotUnderstoodError(f"{text!r} is not a day of the month (write 1st, 15th or last)")
     return str(int(match[1]))
-
-
-def _ranges(numbers: frozenset[int]) -> str:
-    """``{1, 2, 3, 4, 5}`` -> ``1-5``; ``{0, 6}`` -> ``0,6``."""
-    runs: list[list[int]] = []
-    for number in sorted(numbers):
-        if runs and runs[-1][-1] == number - 1:
-            runs[-1].append(number)
-        else:
-            runs.append([number])
-    return ",".join(
-        f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs
-    )

@@ -8,6 +8,7 @@ is not given a connection of its own.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -21,6 +22,9 @@ from pgjobs.db.urls import psycopg_url, redact
 from pgjobs.errors import DatabaseUnreachable
 
 DEFAULT_POOL_SIZE = 4
+# A pooled connection idle longer than this is checked (one round trip) before it is handed out,
+# so a database restart costs no failed call; busy connections skip the check on the hot path.
+CHECK_AFTER_IDLE = 1.0
 
 
 def _unreachable(url: str, exc: Exception) -> DatabaseUnreachable:
@@ -46,6 +50,14 @@ class Database:
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
         self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
         self._lock = threading.Lock()
+        self._returned: dict[int, float] = {}
+
+    def _on_return(self, conn: psycopg.Connection[TupleRow]) -> None:
+        self._returned[id(conn)] = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection[TupleRow]) -> None:
+        if time.monotonic() - self._returned.get(id(conn), 0.0) > CHECK_AFTER_IDLE:
+            ConnectionPool.check_connection(conn)
 
     def __repr__(self) -> str:
         return f"Database({redact(self.url)!r}, schema={self.schema!r})"
@@ -85,6 +97,8 @@ class Database:
                     kwargs=self._kwargs(),
                     open=False,
                     name="pgjobs",
+                    check=self._check,
+                    reset=self._on_return,
                 )
                 try:
                     pool.open(wait=True, timeout=10)
@@ -107,7 +121,12 @@ class Database:
     async def async_connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
         if self._async_pool is None:
             pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
-                self.url, min_size=1, max_size=self.pool_size, kwargs=self._kwargs(), open=False
+                self.url,
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs=self._kwargs(),
+                open=False,
+                check=AsyncConnectionPool.check_connection,
             )
             try:
                 await pool.open(wait=True, timeout=10)

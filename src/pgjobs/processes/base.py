@@ -74,6 +74,7 @@ class Process:
         self._conn: psycopg.Connection[Any] | None = None
         self._heartbeat: threading.Thread | None = None
         self._parent_pid = os.getppid()
+        self.reconnected = False  # set after a lost connection; subclasses reconcile
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -90,6 +91,7 @@ class Process:
             try:
                 return fn(self.conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.reconnected = True
                 if self._conn is not None:
                     self._conn.close()
                 delay = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]

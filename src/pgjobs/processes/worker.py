@@ -96,6 +96,8 @@ class Worker(Poller):
     # -- one pass -----------------------------------------------------------------------------
 
     def poll(self) -> float:
+        if self.reconnected:
+            self.reconcile()
         self._collect()
         idle = self.threads - len(self.in_flight)
         if idle <= 0:
@@ -144,6 +146,23 @@ class Worker(Poller):
                 "pid": self.pid,
             },
         )
+
+    def reconcile(self) -> None:
+        """After a lost connection, give back claimed rows we are not running."""
+        self.reconnected = False
+        running = list(self.in_flight) + self.to_finish
+        rows = self.execute(
+            claimed_store.RELEASE_ORPHANS,
+            {
+                "process_id": self.id,
+                "running": running,
+                "channel": notify_channel(self.database.schema),
+            },
+        )
+        if rows and rows[0][0]:
+            log.warning(
+                "worker %s: released %s jobs claimed by a lost reply", self.name, rows[0][0]
+            )
 
     def _finish_params(self) -> dict[str, Any]:
         return {"finished": self.to_finish, "process_id": self.id, "now": clock.now()}

@@ -52,3 +52,18 @@ FROM (SELECT count(*) AS n FROM requeued) r
 COUNT_BY_PROCESS = """
 SELECT process_id, count(*) FROM {claimed} GROUP BY process_id
 """
+
+# After a lost connection: give back rows this process holds but is not running (a claim whose
+# commit succeeded but whose reply was lost).  Not counted as attempts: they never started.
+RELEASE_ORPHANS = """
+WITH released AS (
+    DELETE FROM {claimed} WHERE process_id = %(process_id)s
+    AND NOT (job_id = ANY(%(running)s::bigint[]))
+    RETURNING job_id
+), requeued AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT j.id, j.queue_name, j.priority FROM {jobs} j JOIN released r ON r.job_id = j.id
+    RETURNING job_id
+)
+SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM requeued
+"""

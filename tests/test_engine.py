@@ -1,0 +1,180 @@
+"""`pgjobs start` end to end: real processes, signals, crashes and a database that drops us.
+
+Every test ends by checking that each job is in exactly one state: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import pgjobs
+from pgjobs.db.database import Database
+from tests.engine_helpers import (
+    config_file,
+    log_lines,
+    pgjobs_start,
+    scalar,
+    states,
+    wait_for,
+    worker_pids,
+)
+from tests.sample_jobs import KillsItsWorker, Record, Sleepy, Stamp
+
+pytestmark = [pytest.mark.committed, pytest.mark.slow]
+
+
+def finished(url: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM pgjobs_jobs WHERE finished_at IS NOT NULL"))
+
+
+def test_jobs_flow_and_sigterm_drains_running_jobs(db: Database, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    pgjobs.perform_all_later([Sleepy(1.0) for _ in range(3)] + [Record(str(i)) for i in range(20)])
+    with pgjobs_start(db.url, config_file(tmp_path, shutdown_timeout=5), log) as proc:
+        wait_for(lambda: sum(" start" in line for line in log_lines(log)) == 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    # The running sleepers finished; the records waiting behind them were never claimed.
+    assert states(db.url) == {"finished": 3, "ready": 20}
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes") == 0
+
+
+def test_sigterm_gives_back_jobs_that_outlive_the_shutdown_timeout(
+    db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    job = Sleepy.perform_later(60)
+    with pgjobs_start(db.url, config_file(tmp_path, shutdown_timeout=1), log) as proc:
+        wait_for(lambda: any(" start" in line for line in log_lines(log)))
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 1 + 2 + 1  # shutdown_timeout + grace + slack
+    assert states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT executions FROM pgjobs_jobs WHERE job_id = %s", [job.job_id]) == 0
+
+
+def test_sigkill_of_a_worker_loses_nothing_and_it_is_replaced(db: Database, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    sleepers = [Sleepy(1.5) for _ in range(3)]
+    pgjobs.perform_all_later(sleepers + [Record(str(i)) for i in range(200)])
+    with pgjobs_start(db.url, config_file(tmp_path), log) as proc:
+        wait_for(lambda: sum(" start" in line for line in log_lines(log)) >= 1)
+        (victim,) = worker_pids(db.url)
+        os.kill(victim, signal.SIGKILL)
+        replacement = wait_for(lambda: [p for p in worker_pids(db.url) if p != victim])
+        assert replacement
+        wait_for(lambda: finished(db.url) == 203, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    assert states(db.url) == {"finished": 203}
+    # An interrupted attempt is an attempt: the killed sleeper ran again and counted both.
+    assert scalar(db.url, "SELECT max(executions) FROM pgjobs_jobs") == 2
+
+
+def test_a_job_that_always_kills_its_worker_ends_up_failed(db: Database, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    job = KillsItsWorker.perform_later()
+    with pgjobs_start(db.url, config_file(tmp_path, max_interruptions=2), log) as proc:
+        wait_for(lambda: states(db.url).get("failed") == 1, timeout=60)
+        Record.perform_later("the replacement worker carries on")
+        wait_for(lambda: finished(db.url) == 1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    assert states(db.url) == {"failed": 1, "finished": 1}
+    assert sum("kill" in line for line in log_lines(log)) == 2
+    with psycopg.connect(db.url) as conn:
+        row = conn.execute(
+            "SELECT f.exception_class, f.message FROM pgjobs_failed_executions f "
+            "JOIN pgjobs_jobs j ON j.id = f.job_id WHERE j.job_id = %s",
+            [job.job_id],
+        ).fetchone()
+    assert row is not None and row[0] == "pgjobs.errors.ProcessExitError"
+    assert "exited 2 times" in row[1]
+
+
+def test_four_worker_processes_race_over_10_000_jobs_without_running_one_twice(
+    db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    pgjobs.perform_all_later([Record(str(i)) for i in range(10_000)])
+    workers = '  - queues: "*"\n    threads: 5\n    processes: 4\n    polling_interval: 0.1'
+    with pgjobs_start(db.url, config_file(tmp_path, workers), log) as proc:
+        wait_for(lambda: finished(db.url) == 10_000, timeout=120, interval=0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    runs = Counter(line.split()[0] for line in log_lines(log))
+    assert len(runs) == 10_000 and set(runs.values()) == {1}
+    assert states(db.url) == {"finished": 10_000}
+
+
+def test_scheduled_jobs_run_on_time_and_once_with_two_dispatchers(
+    db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    enqueued_at = time.time()
+    pgjobs.perform_all_later([Stamp.set(wait=1.5).build() for _ in range(50)])
+    extra = "  - polling_interval: 0.2\n    batch_size: 7\n"
+    config = config_file(tmp_path)
+    config.write_text(config.read_text().replace("dispatchers:\n", "dispatchers:\n" + extra))
+    with pgjobs_start(db.url, config, log) as proc:
+        wait_for(lambda: finished(db.url) == 50, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    started = [float(line.split()[1]) for line in log_lines(log)]
+    assert len(started) == 50 == len({line.split()[0] for line in log_lines(log)})
+    assert min(started) >= enqueued_at + 1.5
+    assert max(started) < enqueued_at + 1.5 + 3
+
+
+def test_a_notification_wakes_an_idle_worker_within_milliseconds(
+    db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    workers = '  - queues: "*"\n    threads: 3\n    polling_interval: 10'
+    with pgjobs_start(db.url, config_file(tmp_path, workers), log) as proc:
+        wait_for(lambda: worker_pids(db.url))
+        time.sleep(1.0)  # let the worker's first poll pass and its listener connect
+        delays = []
+        for _ in range(5):
+            before = time.time()
+            job = Stamp.perform_later()
+            line = wait_for(
+                lambda job=job: [x for x in log_lines(log) if x.startswith(str(job.job_id))],
+                timeout=5,
+                interval=0.005,
+            )
+            delays.append(float(line[0].split()[1]) - before)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    assert sorted(delays)[2] < 0.1, delays  # the median, with polling set to 10 s
+
+
+def test_the_database_dropping_every_connection_mid_run_loses_nothing(
+    db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    pgjobs.perform_all_later([Record(str(i)) for i in range(3000)])
+    workers = '  - queues: "*"\n    threads: 5\n    processes: 2\n    polling_interval: 0.1'
+    with pgjobs_start(db.url, config_file(tmp_path, workers), log) as proc:
+        for _ in range(3):
+            wait_for(lambda: len(log_lines(log)) > 0, timeout=30)
+            time.sleep(0.3)
+            with psycopg.connect(db.url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        wait_for(lambda: finished(db.url) == 3000, timeout=90, interval=0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    runs = Counter(line.split()[0] for line in log_lines(log))
+    assert len(runs) == 3000 and set(runs.values()) == {1}
+    assert states(db.url) == {"finished": 3000}
