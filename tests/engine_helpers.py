@@ -132,4 +132,13 @@ def worker_pids(url: str) -> list[int]:
 
 
 def log_lines(log: Path) -> list[str]:
+    """What the jobs wrote (lifecycle hook lines left out)."""
+    return [line for line in _lines(log) if not line.startswith("hook ")]
+
+
+def hook_lines(log: Path) -> list[str]:
+    return [line for line in _lines(log) if line.startswith("hook ")]
+
+
+def _lines(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pgjobs
-from pgjobs import callbacks
+from pgjobs import callbacks, hooks
 
 EVENTS: list[str] = []
 
@@ -157,3 +157,65 @@ class Stamp(pgjobs.Job):
         import time
 
         _log_line(f"{self.job_id} {time.time()}")
+
+
+# -- recurring tasks (tests/test_recurring.py) -----------------------------------------------------
+
+
+class DailyDigestJob(pgjobs.Job):
+    """Registered under a Solid Queue style name, as recurring.yml files refer to jobs."""
+
+    job_name = "DailyDigestJob"
+
+    def perform(self, kind: str = "daily") -> str:
+        EVENTS.append(f"digest {kind}")
+        return kind
+
+
+class CleanupJob(pgjobs.Job):
+    job_name = "CleanupJob"
+    queue_as = "maintenance"
+
+    def perform(self, older_than_days: int = 90) -> int:
+        EVENTS.append(f"cleanup {older_than_days}")
+        return older_than_days
+
+
+def purge_expired_tokens(batch_size: int = 100, *, dry_run: bool = False) -> str:
+    """A plain function run by a recurring task's ``command``."""
+    EVENTS.append(f"purge {batch_size} dry_run={dry_run}")
+    return f"purged {batch_size}"
+
+
+class RefusesEnqueue(pgjobs.Job):
+    """Its before_enqueue callback fails while ``REFUSE`` holds True (atomicity tests)."""
+
+    REFUSE = [True]
+
+    @callbacks.before_enqueue
+    def refuse(self) -> None:
+        if self.REFUSE[0]:
+            raise RuntimeError("enqueue refused")
+
+    def perform(self) -> None:
+        pass
+
+
+@hooks.on_worker_start
+def _worker_started(process: object) -> None:
+    _log_line(f"hook worker_start {getattr(process, 'name', '?')}")
+
+
+@hooks.on_worker_stop
+def _worker_stopped(process: object) -> None:
+    _log_line(f"hook worker_stop {getattr(process, 'name', '?')}")
+
+
+@hooks.on_start
+def _supervisor_started(process: object) -> None:
+    _log_line("hook supervisor_start")
+
+
+@hooks.on_stop
+def _supervisor_stopped(process: object) -> None:
+    _log_line("hook supervisor_stop")

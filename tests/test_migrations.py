@@ -207,16 +207,18 @@ def test_migrations_run_inside_an_applications_own_alembic(
             script_location = {app}
             version_locations = {app / "versions"} {versions_path()}
             path_separator = space
-            sqlalchemy.url = {sqlalchemy_url(url)}
+            sqlalchemy.url = {sqlalchemy_url(url).replace("%", "%%")}
             """
         )
     )
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "heads"],
-        check=True,
         capture_output=True,
+        text=True,
         cwd=tmp_path,
+        check=False,
     )
+    assert done.returncode == 0, done.stderr
     assert {"pgjobs_jobs", "orders"} <= set(_all_tables(url))
     with psycopg.connect(url) as conn:
         versions = {row[0] for row in conn.execute("SELECT version_num FROM alembic_version")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from pgjobs import hooks
 from pgjobs.processes.base import Process, set_proctitle
 from pgjobs.processes.listener import Listener
 from pgjobs.store.jobs import notify_channel
@@ -49,6 +50,7 @@ class Poller(Process):
         self.register()
         self.start_listener()
         self.on_start()
+        hooks.run(f"{self.kind}_start", self)
         try:
             while not self.stopping.is_set():
                 delay = self.poll()
@@ -57,6 +59,7 @@ class Poller(Process):
                 self.wake.clear()
         finally:
             self.shutdown()
+            hooks.run(f"{self.kind}_stop", self)
             self.deregister()
             self.close()
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgjobs import clock
+from pgjobs import clock, hooks
 from pgjobs.config import Config
 from pgjobs.db.database import Database
 from pgjobs.processes import systemd
@@ -174,6 +174,7 @@ class Supervisor(Process):
         set_proctitle(f"pgjobs-supervisor: {len(self.children)} processes")
         self.install_signal_handlers()
         self.register()
+        hooks.run("supervisor_start", self)
         for child in self.children:
             self.spawn(child)
         ready_deadline = time.monotonic() + READY_TIMEOUT
@@ -185,23 +186,24 @@ class Supervisor(Process):
                     systemd.notify("READY=1", f"STATUS=running {len(self.children)} processes")
                     log.info("supervisor: all %s processes started", len(self.children))
                     announced = True
-                self.maintain()
+                self.maintain(watchdog=announced)
                 self.wake.wait(0.5 if announced else 0.1)
                 self.wake.clear()
         finally:
             systemd.notify("STOPPING=1")
             self.stop_children()
+            hooks.run("supervisor_stop", self)
             self.deregister()
             self.close()
         return 0
 
-    def maintain(self) -> None:
+    def maintain(self, *, watchdog: bool = True) -> None:
         now = time.monotonic()
         if now - self._last_prune >= min(self.config.heartbeat_interval, 60.0):
             self.prune()
             self._last_prune = now
         interval = systemd.watchdog_interval()
-        if interval is not None and now - self._last_watchdog >= interval:
+        if watchdog and interval is not None and now - self._last_watchdog >= interval:
             self.execute("SELECT 1")  # healthy means the database answers
             systemd.notify("WATCHDOG=1")
             self._last_watchdog = now

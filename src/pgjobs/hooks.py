@@ -1,0 +1,52 @@
+"""Lifecycle hooks, registered from the application module ``pgjobs start --app`` imports::
+
+    @pgjobs.on_worker_start
+    def connect_metrics(process): ...
+
+``on_start`` / ``on_stop`` run in the supervisor; ``on_worker_start`` / ``on_worker_stop``,
+``on_dispatcher_start`` / ``on_dispatcher_stop`` (and ``on_scheduler_*``) in those processes —
+each receives the process object (``kind``, ``name``, ``pid``, ``id``).  A hook that raises is
+logged and does not stop the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("pgjobs")
+Hook = Callable[[Any], object]
+_hooks: defaultdict[str, list[Hook]] = defaultdict(list)
+
+
+def _register(event: str) -> Callable[[Hook], Hook]:
+    def register(fn: Hook) -> Hook:
+        _hooks[event].append(fn)
+        return fn
+
+    register.__name__ = f"on_{event}"
+    return register
+
+
+on_start = _register("supervisor_start")
+on_stop = _register("supervisor_stop")
+on_worker_start = _register("worker_start")
+on_worker_stop = _register("worker_stop")
+on_dispatcher_start = _register("dispatcher_start")
+on_dispatcher_stop = _register("dispatcher_stop")
+on_scheduler_start = _register("scheduler_start")
+on_scheduler_stop = _register("scheduler_stop")
+
+
+def run(event: str, process: object) -> None:
+    for fn in _hooks.get(event, ()):
+        try:
+            fn(process)
+        except Exception:
+            log.exception("%s hook %r failed", event, getattr(fn, "__name__", fn))
+
+
+def clear() -> None:
+    _hooks.clear()
