@@ -167,15 +167,17 @@ def test_enqueue_callbacks_run(conn: psycopg.Connection[Any]) -> None:
     assert sample_jobs.EVENTS == ["before enqueue q1", "after enqueue"]
 
 
-def test_enqueue_sends_one_notification_per_transaction_and_queue(
-    conn: psycopg.Connection[Any], test_database_url: str
-) -> None:
-    with psycopg.connect(test_database_url, autocommit=True) as listener:
+@pytest.mark.committed
+def test_enqueue_sends_one_notification_per_transaction_and_queue(db: Database) -> None:
+    with (
+        psycopg.connect(db.url, autocommit=True) as listener,
+        psycopg.connect(db.url) as app,
+    ):
         listener.execute("LISTEN pgjobs_ready")
         for i in range(5):
-            SendWelcomeEmail.set(connection=conn).perform_later(i)
-        rebuild_index.set(connection=conn).perform_later("x")
-        conn.commit()
+            SendWelcomeEmail.set(connection=app).perform_later(i)
+        rebuild_index.set(connection=app).perform_later("x")
+        app.commit()
         received = [n.payload for n in listener.notifies(timeout=0.5, stop_after=10)]
     assert sorted(received) == ["indexing", "mailers"]
 
@@ -304,3 +306,81 @@ def test_bulk_with_a_bad_argument_writes_nothing(conn: psycopg.Connection[Any]) 
     with pytest.raises(pgjobs.SerializationError):
         pgjobs.perform_all_later([SendWelcomeEmail(1), SendWelcomeEmail(object())], connection=conn)
     assert count(conn) == 0
+
+
+class Vetoed(pgjobs.Job):
+    @pgjobs.around_enqueue
+    def veto(self, proceed: Any) -> None:
+        """Does not call proceed(): the job is not enqueued."""
+
+    def perform(self) -> None:
+        pass
+
+
+class AsyncBeforeEnqueue(pgjobs.Job):
+    @pgjobs.before_enqueue
+    async def check(self) -> None:
+        pass
+
+    def perform(self) -> None:
+        pass
+
+
+def test_an_around_enqueue_that_does_not_proceed_enqueues_nothing(
+    conn: psycopg.Connection[Any],
+) -> None:
+    handle = Vetoed.set(connection=conn).perform_later()
+    assert handle.enqueued is False
+    assert count(conn) == 0
+
+
+@pytest.mark.committed
+def test_async_callbacks_are_refused_from_sync_code(db: Database) -> None:
+    with pytest.raises(pgjobs.ConfigurationError, match="async callback"):
+        AsyncBeforeEnqueue.perform_later()
+    handle = asyncio.run(AsyncBeforeEnqueue.perform_later_async())
+    assert handle.enqueued
+
+
+def test_priority_must_fit_the_column(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(pgjobs.ConfigurationError, match="between -32768 and 32767"):
+        SendWelcomeEmail.set(connection=conn, priority=40_000).perform_later(1)
+
+
+def test_enqueue_on_a_given_connection_never_starts_a_database(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgjobs import runtime
+    from pgjobs.db import embedded
+
+    def refuse(*args: object) -> str:
+        raise AssertionError("the embedded server must not start")
+
+    for name in ("PGJOBS_DATABASE_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(embedded, "start", refuse)
+    previous = runtime.use(None)
+    try:
+        handle = SendWelcomeEmail.set(connection=conn).perform_later(1)
+        pgjobs.perform_all_later([SendWelcomeEmail(2)], connection=conn)
+    finally:
+        runtime.use(previous)
+    assert state(conn, handle.job_id) == "ready" and count(conn) == 2
+
+
+@pytest.mark.committed
+def test_bulk_on_a_callers_connection_commits_only_with_the_caller(db: Database) -> None:
+    with psycopg.connect(db.url) as app:
+        pgjobs.perform_all_later([SendWelcomeEmail(1), SendWelcomeEmail(2)], connection=app)
+        app.rollback()
+        assert count(db.url) == 0
+        pgjobs.perform_all_later([SendWelcomeEmail(3)], connection=app)
+        app.commit()
+    assert count(db.url) == 1
+    with psycopg.connect(db.url, autocommit=True) as auto:
+        with pytest.raises(pgjobs.SerializationError):
+            pgjobs.perform_all_later(
+                [SendWelcomeEmail(4), SendWelcomeEmail(object())], connection=auto
+            )
+        pgjobs.perform_all_later([SendWelcomeEmail(5), SendWelcomeEmail(6)], connection=auto)
+    assert count(db.url) == 3

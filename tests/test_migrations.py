@@ -166,6 +166,14 @@ def test_migrations_run_inside_an_applications_own_alembic(
 ) -> None:
     """The documented recipe: add pgjobs' versions to version_locations, upgrade heads."""
     url = make_database()
+    _upgrade_with_the_applications_alembic(url, tmp_path)
+    assert {"pgjobs_jobs", "orders"} <= set(_all_tables(url))
+    with psycopg.connect(url) as conn:
+        versions = {row[0] for row in conn.execute("SELECT version_num FROM alembic_version")}
+    assert versions == {"a1", *head_revisions()}
+
+
+def _upgrade_with_the_applications_alembic(url: str, tmp_path: Path) -> None:
     app = tmp_path / "app_migrations"
     (app / "versions").mkdir(parents=True)
     (app / "env.py").write_text(
@@ -219,12 +227,19 @@ def test_migrations_run_inside_an_applications_own_alembic(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert {"pgjobs_jobs", "orders"} <= set(_all_tables(url))
-    with psycopg.connect(url) as conn:
-        versions = {row[0] for row in conn.execute("SELECT version_num FROM alembic_version")}
-    assert versions == {"a1", *head_revisions()}
 
 
 def _all_tables(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()]
+
+
+def test_an_application_migrated_database_is_recognised(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """After the app's own alembic ran pgjobs' migrations, pgjobs accepts the database as is."""
+    url = make_database()
+    _upgrade_with_the_applications_alembic(url, tmp_path)
+    check_migrated(url)
+    migrate(url)  # a no-op: it must not try to create the tables again
+    assert _tables(url) >= {"pgjobs_jobs"} and "pgjobs_alembic_version" not in _tables(url)

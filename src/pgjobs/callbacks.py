@@ -26,6 +26,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
+from pgjobs.errors import ConfigurationError
+
 Phase = Literal["enqueue", "perform"]
 Kind = Literal["before", "after", "around"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,11 +65,23 @@ def collect(cls: type) -> dict[tuple[Kind, Phase], tuple[str, ...]]:
     return {key: tuple(names) for key, names in found.items()}
 
 
+def _sync_call(obj: object, name: str, *args: Any) -> Any:
+    result = getattr(obj, name)(*args)
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise ConfigurationError(
+            f"{type(obj).__qualname__}.{name} is an async callback: it runs only with "
+            "perform_later_async() / async def perform, not from synchronous code"
+        )
+    return result
+
+
 def run(obj: object, phase: Phase, body: Callable[[], Any]) -> Any:
     """Run ``body`` wrapped in ``obj``'s callbacks for ``phase`` (synchronous)."""
     table: dict[tuple[Kind, Phase], tuple[str, ...]] = obj._callbacks  # type: ignore[attr-defined]
     for name in table.get(("before", phase), ()):
-        getattr(obj, name)()
+        _sync_call(obj, name)
     result: list[Any] = []
 
     def innermost() -> None:
@@ -75,17 +89,15 @@ def run(obj: object, phase: Phase, body: Callable[[], Any]) -> Any:
 
     call = innermost
     for name in reversed(table.get(("around", phase), ())):
-        call = _wrap(getattr(obj, name), call)
+        call = _wrap(obj, name, call)
     call()
     for name in reversed(table.get(("after", phase), ())):
-        getattr(obj, name)()
+        _sync_call(obj, name)
     return result[0] if result else None
 
 
-def _wrap(
-    around: Callable[[Callable[[], Any]], Any], inner: Callable[[], Any]
-) -> Callable[[], Any]:
-    return lambda: around(inner)
+def _wrap(obj: object, name: str, inner: Callable[[], Any]) -> Callable[[], Any]:
+    return lambda: _sync_call(obj, name, inner)
 
 
 async def run_async(obj: object, phase: Phase, body: Callable[[], Awaitable[Any]]) -> Any:

@@ -103,8 +103,17 @@ def _start(args: argparse.Namespace) -> int:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         importlib.import_module(app)
+    recurring = args.recurring_schedule or os.environ.get("PGJOBS_RECURRING_SCHEDULE")
+    extra = [] if args.skip_recurring else [("scheduler", 0)]
+    if not args.skip_recurring:
+        from pgjobs.recurring import load_recurring
+
+        load_recurring(recurring)  # every problem in recurring.yml is reported before starting
     database = Database(chosen.url, schema=chosen.schema, application_name="pgjobs-supervisor")
-    return Supervisor(database, config, app=app).run()
+    supervisor = Supervisor(
+        database, config, app=app, extra_children=extra, recurring_schedule=recurring
+    )
+    return supervisor.run()
 
 
 @command("status")
@@ -175,11 +184,57 @@ def _resume(args: argparse.Namespace) -> int:
 
 @command("check")
 def _check(args: argparse.Namespace) -> int:
+    """Validate queue.yml and recurring.yml; print every problem of both; exit 1 on any."""
     from pgjobs.config import load_config
+    from pgjobs.errors import ConfigurationError
+    from pgjobs.recurring import load_recurring
 
-    config = load_config(args.config)
-    where = config.path or "defaults (no config/queue.yml)"
-    print(f"{where}: ok ({len(config.workers)} workers, {len(config.dispatchers)} dispatchers)")
+    if args.app:
+        importlib.import_module(args.app)
+    failed = False
+    try:
+        config = load_config(args.config)
+        where = config.path or "defaults (no config/queue.yml)"
+        print(f"{where}: ok ({len(config.workers)} workers, {len(config.dispatchers)} dispatchers)")
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        failed = True
+    try:
+        tasks = load_recurring(args.recurring_schedule)
+        print(f"recurring schedule: ok ({len(tasks)} tasks)")
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
+
+
+@command("recurring")
+def _recurring(args: argparse.Namespace) -> int:
+    from pgjobs.recurring import list_tasks, run_now
+
+    database = _open(args)
+    try:
+        if args.action == "run":
+            handle = run_now(database, args.key)
+            print(
+                f"enqueued {args.key}: job {handle.job_id}"
+                if handle
+                else f"{args.key}: not enqueued"
+            )
+            return 0
+        tasks = list_tasks(database)
+    finally:
+        database.close()
+    if args.json:
+        print(json.dumps([vars(t) for t in tasks], indent=2, default=str))
+        return 0
+    print(f"{'KEY':<28} {'SCHEDULE':<28} {'LAST RUN':<26} NEXT RUN")
+    for t in tasks:
+        last = t.last_run_at.isoformat(timespec="seconds") if t.last_run_at else "-"
+        nxt = t.next_run_at.isoformat(timespec="seconds") if t.next_run_at else "-"
+        print(f"{t.key[:28]:<28} {t.schedule[:28]:<28} {last:<26} {nxt}")
+    if not tasks:
+        print("(no recurring tasks; static ones appear once a scheduler has started)")
     return 0
 
 
@@ -198,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", help="module to import first (defines your jobs and hooks)")
     p.add_argument("--log-level", default=os.environ.get("PGJOBS_LOG_LEVEL", "INFO"))
     p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--recurring-schedule",
+        help="recurring.yml to use (default: $PGJOBS_RECURRING_SCHEDULE or config/recurring.yml)",
+    )
+    p.add_argument("--skip-recurring", action="store_true", help="run no scheduler")
 
     p = sub.add_parser("status", help="live processes and queues")
     _database_options(p)
@@ -211,10 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
         _database_options(p)
         p.add_argument("queues", nargs="+", metavar="QUEUE")
 
-    p = sub.add_parser("check", help="validate config/queue.yml; exit 1 on any problem")
+    p = sub.add_parser("check", help="validate queue.yml and recurring.yml; exit 1 on any problem")
     p.add_argument(
         "--config", help="queue.yml to check (default: $PGJOBS_CONFIG or config/queue.yml)"
     )
+    p.add_argument("--recurring-schedule", help="recurring.yml to check")
+    p.add_argument("--app", help="module to import first, so job classes resolve")
+
+    p = sub.add_parser("recurring", help="recurring tasks: list, or run one now")
+    rsub = p.add_subparsers(dest="action", required=True)
+    q = rsub.add_parser("list", help="key, schedule, last run, next run")
+    _database_options(q)
+    q.add_argument("--json", action="store_true")
+    q = rsub.add_parser("run", help="enqueue a task now (recorded as a manual run)")
+    _database_options(q)
+    q.add_argument("key")
     return parser
 
 

@@ -53,6 +53,12 @@ def _database() -> Database:
     return get_database()
 
 
+def current_schema() -> str | None:
+    from pgjobs.runtime import current_schema as schema
+
+    return schema()
+
+
 @dataclass(frozen=True)
 class _Row:
     job: Job
@@ -79,6 +85,10 @@ def _row(job: Job, now: datetime, channel: str) -> _Row:
     cls = type(job)
     if not isinstance(job.priority, int) or isinstance(job.priority, bool):
         raise ConfigurationError(f"{cls.job_name}: priority must be an int, got {job.priority!r}")
+    if not -32768 <= job.priority <= 32767:
+        raise ConfigurationError(
+            f"{cls.job_name}: priority must be between -32768 and 32767, got {job.priority}"
+        )
     when = scheduled_at_of(job, now)
     arguments = dumps_arguments(job.args, job.kwargs, context=f"{cls.job_name}.perform_later")
     params = {
@@ -173,20 +183,21 @@ def enqueue(job: Job) -> EnqueuedJob:
         now = clock.now()
         if _adapter is not None:
             return _adapter.enqueue(job, scheduled_at_of(job, now))
-        database = _database()
-        row = _row(job, now, store.notify_channel(database.schema))
-        statement = _statement(database.schema, row)
         if job.options.connection is not None:
-            cur = sync_driver(job.options.connection).execute(statement, row.params)
+            schema = current_schema()  # the caller's connection: never start or pool anything
+            row = _row(job, now, store.notify_channel(schema))
+            cur = sync_driver(job.options.connection).execute(_statement(schema, row), row.params)
             found = cur.fetchone()
         else:
+            database = _database()
+            row = _row(job, now, store.notify_channel(database.schema))
             with database.connection() as conn:
-                found = conn.execute(statement, row.params).fetchone()
+                found = conn.execute(_statement(database.schema, row), row.params).fetchone()
         assert found is not None
         return _result(row, found[0], found[1])
 
-    result: EnqueuedJob = callbacks.run(job, "enqueue", body)
-    return result
+    result: EnqueuedJob | None = callbacks.run(job, "enqueue", body)
+    return result if result is not None else _not_enqueued(job)
 
 
 async def enqueue_async(job: Job) -> EnqueuedJob:
@@ -194,22 +205,37 @@ async def enqueue_async(job: Job) -> EnqueuedJob:
         now = clock.now()
         if _adapter is not None:
             return _adapter.enqueue(job, scheduled_at_of(job, now))
-        database = _database()
-        row = _row(job, now, store.notify_channel(database.schema))
-        statement = _statement(database.schema, row)
         if job.options.connection is not None:
+            schema = current_schema()
+            row = _row(job, now, store.notify_channel(schema))
             driver = await async_driver(job.options.connection)
-            cur = await driver.execute(statement, row.params)
+            cur = await driver.execute(_statement(schema, row), row.params)
             found = await cur.fetchone()
         else:
+            database = _database()
+            row = _row(job, now, store.notify_channel(database.schema))
             async with database.async_connection() as conn:
-                cur = await conn.execute(statement, row.params)
+                cur = await conn.execute(_statement(database.schema, row), row.params)
                 found = await cur.fetchone()
         assert found is not None
         return _result(row, found[0], found[1])
 
-    result: EnqueuedJob = await callbacks.run_async(job, "enqueue", body)
-    return result
+    result: EnqueuedJob | None = await callbacks.run_async(job, "enqueue", body)
+    return result if result is not None else _not_enqueued(job)
+
+
+def _not_enqueued(job: Job) -> EnqueuedJob:
+    """What perform_later returns when an around_enqueue callback did not call proceed()."""
+    from pgjobs.jobs import EnqueuedJob
+
+    return EnqueuedJob(
+        job_id=job.job_id,
+        class_name=type(job).job_name,
+        queue_name=job.queue_name,
+        priority=job.priority,
+        scheduled_at=None,
+        enqueued=False,
+    )
 
 
 # -- bulk enqueue -----------------------------------------------------------------------------
@@ -302,11 +328,18 @@ def perform_all_later(
     if _adapter is not None:
         now = clock.now()
         return [_adapter.enqueue(job, scheduled_at_of(job, now)) for job in jobs]
-    database = _database()
-    plan = _plan_bulk(jobs, store.notify_channel(database.schema))
     if connection is not None:
-        ids = _bulk_sync(sync_driver(connection), database.schema, plan)
+        schema = current_schema()
+        plan = _plan_bulk(jobs, store.notify_channel(schema))
+        driver = sync_driver(connection)
+        if driver.autocommit:  # no caller transaction to join: make the batch atomic ourselves
+            with driver.transaction():
+                ids = _bulk_sync(driver, schema, plan)
+        else:  # inside the caller's transaction: it commits or rolls back the jobs with its data
+            ids = _bulk_sync(driver, schema, plan)
     else:
+        database = _database()
+        plan = _plan_bulk(jobs, store.notify_channel(database.schema))
         with database.connection() as conn, conn.transaction():
             ids = _bulk_sync(conn, database.schema, plan)
     return [_result(row, id_, None) for row, id_ in zip(plan.rows, ids, strict=True)]
@@ -320,11 +353,18 @@ async def perform_all_later_async(
     if _adapter is not None:
         now = clock.now()
         return [_adapter.enqueue(job, scheduled_at_of(job, now)) for job in jobs]
-    database = _database()
-    plan = _plan_bulk(jobs, store.notify_channel(database.schema))
     if connection is not None:
-        ids = await _bulk_async(await async_driver(connection), database.schema, plan)
+        schema = current_schema()
+        plan = _plan_bulk(jobs, store.notify_channel(schema))
+        driver = await async_driver(connection)
+        if driver.autocommit:
+            async with driver.transaction():
+                ids = await _bulk_async(driver, schema, plan)
+        else:
+            ids = await _bulk_async(driver, schema, plan)
     else:
+        database = _database()
+        plan = _plan_bulk(jobs, store.notify_channel(database.schema))
         async with database.async_connection() as conn, conn.transaction():
             ids = await _bulk_async(conn, database.schema, plan)
     return [_result(row, id_, None) for row, id_ in zip(plan.rows, ids, strict=True)]

@@ -51,6 +51,17 @@ def use(database: Database | None) -> Database | None:
     return previous
 
 
+def current_schema() -> str | None:
+    """The pgjobs schema, without connecting or starting anything (for caller connections)."""
+    if _default is not None:
+        return _default.schema
+    import os
+
+    from pgjobs.config import load_config
+
+    return os.environ.get("PGJOBS_SCHEMA") or load_config().schema
+
+
 def get_database() -> Database:
     """The default database, resolved on first use."""
     if _default is None:

@@ -63,11 +63,24 @@ def migrate(url: str, *, schema: str | None = None, revision: str = "heads") -> 
 
     Idempotent, and safe when several hosts run it at once (they serialise on an advisory lock).
     """
+    if revision == "heads" and _migrated_by_application(url, schema):
+        return  # the application's own alembic owns pgjobs' migrations here
     cfg = alembic_config(url, schema=schema)
     try:
         with _process_lock, _engine(url).connect() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+    except OperationalError as exc:
+        raise DatabaseUnreachable(f"cannot connect to {redact(url)}: {exc.orig}") from exc
+
+
+def _migrated_by_application(url: str, schema: str | None) -> bool:
+    try:
+        with _engine(url).connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"version_table": "alembic_version", "version_table_schema": schema}
+            )
+            return bool(set(ctx.get_current_heads()) & _all_revisions())
     except OperationalError as exc:
         raise DatabaseUnreachable(f"cannot connect to {redact(url)}: {exc.orig}") from exc
 
@@ -93,14 +106,25 @@ def head_revisions() -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
+def _all_revisions() -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
 def current_revisions(url: str, *, schema: str | None = None) -> set[str]:
-    """The revisions the database at ``url`` is at (empty when pgjobs was never migrated)."""
+    """The pgjobs revisions the database at ``url`` is at (empty when never migrated).
+
+    Looks in ``pgjobs_alembic_version`` and, for applications that run pgjobs' migrations in
+    their own alembic environment, in their ``alembic_version`` too.
+    """
     try:
         with _engine(url).connect() as conn:
-            ctx = MigrationContext.configure(
-                conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
-            )
-            return set(ctx.get_current_heads())
+            found: set[str] = set()
+            for table in (VERSION_TABLE, "alembic_version"):
+                ctx = MigrationContext.configure(
+                    conn, opts={"version_table": table, "version_table_schema": schema}
+                )
+                found |= set(ctx.get_current_heads())
+            return found & _all_revisions()
     except OperationalError as exc:
         raise DatabaseUnreachable(f"cannot connect to {redact(url)}: {exc.orig}") from exc
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 from typing import Any
 
-from pgjobs import logs
+import psycopg
+
+from pgjobs import logs, runtime
 from pgjobs.config import load_config
 from pgjobs.db.database import Database
 from pgjobs.processes.base import Process
@@ -28,12 +31,19 @@ def build(spec: dict[str, Any]) -> Process:
         schema=spec["schema"] and str(spec["schema"]),
         application_name=f"pgjobs-{spec['kind']}",
     )
+    runtime.use(database)  # jobs that enqueue jobs write to the same database and schema
     supervisor_id = int(str(spec["supervisor_id"])) if spec["supervisor_id"] else None
     index = int(str(spec["index"]))
     if spec["kind"] == "worker":
         return Worker(database, config, config.workers[index], supervisor_id=supervisor_id)
     if spec["kind"] == "dispatcher":
         return Dispatcher(database, config, config.dispatchers[index], supervisor_id=supervisor_id)
+    if spec["kind"] == "scheduler":
+        from pgjobs.processes.scheduler import Scheduler
+        from pgjobs.recurring import load_recurring
+
+        tasks = load_recurring(spec.get("recurring_schedule"), env=str(spec["env"]))
+        return Scheduler(database, config, tasks, supervisor_id=supervisor_id)
     raise SystemExit(f"pgjobs: unknown process kind {spec['kind']!r}")
 
 
@@ -46,7 +56,12 @@ def main() -> None:
         importlib.import_module(str(spec["app"]))
     process = build(spec)
     process.install_signal_handlers()
-    process.run()  # type: ignore[attr-defined]
+    try:
+        process.run()  # type: ignore[attr-defined]
+    except psycopg.Error as exc:  # the database stayed away while we were stopping
+        logging.getLogger("pgjobs").error("%s exiting without the database: %s", spec["kind"], exc)
+        sys.stderr.flush()
+        os._exit(1)
     sys.stderr.flush()
     # Job threads still running past shutdown_timeout were released; do not wait for them.
     os._exit(0)

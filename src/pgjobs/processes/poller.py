@@ -60,7 +60,8 @@ class Poller(Process):
         finally:
             self.shutdown()
             hooks.run(f"{self.kind}_stop", self)
-            self.deregister()
+            if not self.exit_now:  # on SIGQUIT the row stays: the supervisor releases our jobs
+                self.deregister()
             self.close()
 
     def on_start(self) -> None:

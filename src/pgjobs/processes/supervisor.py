@@ -66,9 +66,11 @@ class Supervisor(Process):
         *,
         app: str | None = None,
         extra_children: list[tuple[str, int]] | None = None,
+        recurring_schedule: str | None = None,
     ) -> None:
         super().__init__(database, config, metadata={"app": app})
         self.app = app
+        self.recurring_schedule = recurring_schedule
         specs = [("worker", i) for i, w in enumerate(config.workers) for _ in range(w.processes)]
         specs += [("dispatcher", i) for i in range(len(config.dispatchers))]
         specs += extra_children or []
@@ -88,6 +90,7 @@ class Supervisor(Process):
             "config": str(self.config.path) if self.config.path else None,
             "env": self.config.env,
             "app": self.app,
+            "recurring_schedule": self.recurring_schedule,
         }
 
     def spawn(self, child: Child) -> None:
