@@ -159,25 +159,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 @command("pause")
-def _pause(args: argparse.Namespace) -> int:
-    from pgjobs.queues import Queue
-
-    database = _open(args)
-    for name in args.queues:
-        Queue(name, database=database).pause()
-        print(f"paused {name}")
-    database.close()
-    return 0
-
-
 @command("resume")
-def _resume(args: argparse.Namespace) -> int:
+def _pause_or_resume(args: argparse.Namespace) -> int:
     from pgjobs.queues import Queue
 
     database = _open(args)
     for name in args.queues:
-        Queue(name, database=database).resume()
-        print(f"resumed {name}")
+        queue = Queue(name, database=database)
+        queue.pause() if args.command == "pause" else queue.resume()
+        print(f"{args.command}d {name}")  # paused / resumed
     database.close()
     return 0
 

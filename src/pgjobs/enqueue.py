@@ -315,6 +315,14 @@ async def _bulk_async(
     return ids
 
 
+def _adapted(jobs: Sequence[Job]) -> list[EnqueuedJob]:
+    """Bulk enqueue through the test adapter (or nothing to do)."""
+    if _adapter is None:
+        return []
+    now = clock.now()
+    return [_adapter.enqueue(job, scheduled_at_of(job, now)) for job in jobs]
+
+
 def perform_all_later(
     jobs: Sequence[Job], *, connection: Connectionish | None = None
 ) -> list[EnqueuedJob]:
@@ -323,11 +331,8 @@ def perform_all_later(
     Like ActiveJob's ``perform_all_later``, enqueue callbacks are not run.  All jobs are written
     in one transaction: the caller's when ``connection`` is given, else pgjobs' own.
     """
-    if not jobs:
-        return []
-    if _adapter is not None:
-        now = clock.now()
-        return [_adapter.enqueue(job, scheduled_at_of(job, now)) for job in jobs]
+    if not jobs or _adapter is not None:
+        return _adapted(jobs)
     if connection is not None:
         schema = current_schema()
         plan = _plan_bulk(jobs, store.notify_channel(schema))
@@ -348,11 +353,8 @@ def perform_all_later(
 async def perform_all_later_async(
     jobs: Sequence[Job], *, connection: Connectionish | None = None
 ) -> list[EnqueuedJob]:
-    if not jobs:
-        return []
-    if _adapter is not None:
-        now = clock.now()
-        return [_adapter.enqueue(job, scheduled_at_of(job, now)) for job in jobs]
+    if not jobs or _adapter is not None:
+        return _adapted(jobs)
     if connection is not None:
         schema = current_schema()
         plan = _plan_bulk(jobs, store.notify_channel(schema))
