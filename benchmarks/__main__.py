@@ -1,0 +1,175 @@
+"""``python -m benchmarks run --against procrastinate,pgqueuer [--jobs N] [--repeat 3] ...``
+
+Measures pgjobs and the named peers in turn, in the same run, on the PostgreSQL server at
+``--database-url`` (each measurement on a fresh database it creates and drops), then writes
+``benchmarks/results/<date>.json`` and ``<date>.md``.  See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks import limits, machine, report
+from benchmarks.common import DEFAULT_URL, ROOT, Databases
+from benchmarks.runner import SCENARIOS, Options, Runner
+from benchmarks.systems import SYSTEMS, load
+
+
+def _names(value: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(unknown)}: choose from {', '.join(allowed)}"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=" ".join(__doc__.split("\n\n")[1].split())
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the benchmarks and write the results")
+    peers = [n for n in SYSTEMS if n != "pgjobs"]
+    run.add_argument(
+        "--against",
+        type=lambda v: _names(v, peers, "system"),
+        default=(),
+        help=f"peers to measure beside pgjobs, comma-separated ({', '.join(peers)})",
+    )
+    run.add_argument("--no-pgjobs", action="store_true", help="measure only the peers")
+    run.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL),
+        help="a role that may CREATE/DROP DATABASE (default: $BENCH_DATABASE_URL or "
+        f"{DEFAULT_URL})",
+    )
+    run.add_argument("--jobs", type=int, default=20_000, help="jobs per run (default 20000)")
+    run.add_argument("--repeat", type=int, default=3, help="runs per measurement (default 3)")
+    run.add_argument(
+        "--only",
+        type=lambda v: _names(v, SCENARIOS, "scenario"),
+        default=SCENARIOS,
+        help=f"scenarios to run, comma-separated (default: {','.join(SCENARIOS)})",
+    )
+    run.add_argument("--batch-size", type=int, default=1000, help="bulk batch (default 1000)")
+    run.add_argument(
+        "--latency-rate", type=float, default=50.0, help="jobs/s in the latency scenario"
+    )
+    run.add_argument("--latency-seconds", type=float, default=10.0, help="seconds per latency run")
+    run.add_argument(
+        "--no-sweep",
+        action="store_true",
+        help="drain: skip the sweep, run only each system's last (largest) configuration",
+    )
+    run.add_argument(
+        "--time-limit",
+        type=float,
+        default=30.0,
+        help="seconds after which a single/bulk/drain run stops early and reports the rate of "
+        "the jobs done so far (default 30; keeps slow systems from dominating the run time)",
+    )
+    run.add_argument(
+        "--no-limits", action="store_true", help="skip the physical-limit proxy (pgbench)"
+    )
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        default=ROOT / "benchmarks" / "results",
+        help="where to write <date>.json and <date>.md (default benchmarks/results)",
+    )
+    render = sub.add_parser("render", help="rewrite a results .md from its .json")
+    render.add_argument("json", type=Path, help="benchmarks/results/<date>.json")
+    return parser
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    names = ([] if args.no_pgjobs else ["pgjobs"]) + [n for n in args.against if n != "pgjobs"]
+    if not names:
+        raise SystemExit("benchmarks: nothing to measure")
+    systems = [load(name) for name in names]  # fail early when a peer is not installed
+    options = Options(
+        url=args.database_url,
+        jobs=args.jobs,
+        repeat=args.repeat,
+        batch=args.batch_size,
+        only=args.only,
+        latency_rate=args.latency_rate,
+        latency_seconds=args.latency_seconds,
+        sweep=not args.no_sweep,
+        time_limit=args.time_limit,
+    )
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "command": "python -m benchmarks " + shlex.join(argv),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in vars(options).items()
+            if k != "url"
+        },
+        "machine": machine.describe(args.database_url),
+        "systems": {},
+    }
+    dbs = Databases(args.database_url)
+    runner = Runner(options, dbs, say)
+    try:
+        if not args.no_limits:
+            say("physical-limit proxy")
+            results["limits"] = limits.measure(
+                args.database_url, dbs, args.repeat, args.latency_rate, say
+            )
+        found = runner.run(systems)
+        for system in systems:
+            versions = {p: _version(p) for p in system.packages}
+            results["systems"][system.name] = {
+                "version": ", ".join(f"{p} {v}" for p, v in versions.items() if v),
+                **found[system.name],
+            }
+    finally:
+        dbs.drop_all()
+    results["duration_s"] = time.monotonic() - began
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["load_average_after_each_measurement"] = runner.loads
+    json_path, md_path = report.write(results, args.output_dir)
+    say("")
+    say(md_path.read_text())
+    say(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "render":
+        results = json.loads(args.json.read_text())
+        args.json.with_suffix(".md").write_text(report.render(results))
+        say(f"wrote {args.json.with_suffix('.md')}")
+        return 0
+    return run(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""The pgjobs job the benchmarks run: ``pgjobs start --app benchmarks.jobs``."""
+
+from __future__ import annotations
+
+import pgjobs
+from benchmarks import probe
+
+
+@pgjobs.job(queue="default")
+def noop(i: int, sent_at: float | None = None) -> None:
+    """Do nothing; in the latency scenario (``sent_at`` given) record the start time."""
+    if sent_at is not None:
+        probe.record(i)

@@ -1,0 +1,392 @@
+"""Writing a run's results: ``benchmarks/results/<date>.json`` and ``<date>.md``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BASE = "pgjobs"
+DASH = "\u2013"  # en dash: ranges, and empty cells
+TIMES = "\u00d7"  # multiplication sign: ratios
+LIMITED = "\u2020"  # dagger: a run stopped at the time limit
+# (scenario, key, label, higher is better)
+ROWS: tuple[tuple[str, str | None, str, bool], ...] = (
+    ("single", None, "single enqueue (jobs/s)", True),
+    ("bulk", None, "bulk enqueue (jobs/s)", True),
+    ("drain", None, "drain, best configuration (jobs/s)", True),
+    ("latency", "p50", "latency p50 (ms)", False),
+    ("latency", "p95", "latency p95 (ms)", False),
+    ("latency", "p99", "latency p99 (ms)", False),
+)
+
+
+SCENARIOS_TIMED = ("single", "bulk", "drain")
+
+
+def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write the JSON and Markdown files, never overwriting an earlier run of the same day."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = results["date"][:10]
+    k = 1
+    while (out_dir / f"{stem}.md").exists() or (out_dir / f"{stem}.json").exists():
+        k += 1
+        stem = f"{results['date'][:10]}-{k}"
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path.write_text(render(results))
+    return json_path, md_path
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def _num(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+    return f"{value:,.0f}"
+
+
+def _cell(summary: dict[str, Any] | None, unit: str) -> str:
+    if not summary:
+        return DASH
+    text = _num(summary["median"], unit)
+    if len(summary["samples"]) > 1:
+        text += f" ({_num(summary['min'], unit)}{DASH}{_num(summary['max'], unit)})"
+    if summary.get("time_limited"):
+        text += " " + LIMITED
+    return text
+
+
+def _summary(system: dict[str, Any], scenario: str, key: str | None) -> dict[str, Any] | None:
+    data = system.get(scenario)
+    if data is None:
+        return None
+    found: dict[str, Any] | None = data[key] if key else data
+    return found
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    if not a or not b or not b["median"]:
+        return DASH
+    return f"{a['median'] / b['median']:.2f}{TIMES}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _proxy(results: dict[str, Any], scenario: str) -> str:
+    limits = results.get("limits")
+    systems = results["systems"]
+    if not limits:
+        return ""
+    base = systems.get(BASE, {})
+    if scenario == "single":
+        insert = limits["insert"]["median"]
+        text = f"one-row INSERT+COMMIT: {insert:,.0f}/s"
+        if base.get("single"):
+            text += f" (pgjobs at {base['single']['median'] / insert:.0%})"
+        return text
+    if scenario == "latency" and limits.get("paced_insert"):
+        paced = limits["paced_insert"]
+        return (
+            f"one INSERT+COMMIT at {paced['rate']:g}/s: p50 {paced['p50']['median']:.2f} ms, "
+            f"p99 {paced['p99']['median']:.2f} ms (a job needs two: enqueue, claim)"
+        )
+    if scenario == "drain":
+        one, two = limits["claim_1"]["median"], limits["claim_2"]["median"]
+        return f"claim 100/statement: {one:,.0f} rows/s (1 client), {two:,.0f} (2 clients)"
+    return ""
+
+
+def targets(results: dict[str, Any]) -> list[list[str]]:
+    """The issue's targets, each with what was measured and whether it is met."""
+    systems = results["systems"]
+    base, peer = systems.get(BASE, {}), systems.get("pgqueuer", {})
+    limits = results.get("limits") or {}
+    rows: list[list[str]] = []
+
+    def ratio_target(label: str, scenario: str, factor: float) -> None:
+        if base.get(scenario) and peer.get(scenario):
+            ratio = base[scenario]["median"] / peer[scenario]["median"]
+            wanted = factor * peer[scenario]["median"]
+            measured = f"{ratio:.2f}{TIMES} ({base[scenario]['median']:,.0f} vs ≥{wanted:,.0f})"
+            rows.append([label, measured, "yes" if ratio >= factor else "**no**"])
+
+    ratio_target(f"drain ≥ 1.5{TIMES} pgqueuer's best", "drain", 1.5)
+    ratio_target(f"single enqueue ≥ 2{TIMES} pgqueuer", "single", 2.0)
+    if base.get("single") and limits.get("insert"):
+        share = base["single"]["median"] / limits["insert"]["median"]
+        rows.append(
+            [
+                "single enqueue ≥ 70% of the one-row INSERT rate",
+                f"{share:.0%}",
+                "yes" if share >= 0.7 else "**no**",
+            ]
+        )
+    ratio_target(f"bulk enqueue ≥ 2{TIMES} pgqueuer", "bulk", 2.0)
+    latency = base.get("latency")
+    if latency:
+        for key, limit in (("p50", 2.0), ("p99", 10.0)):
+            value = latency[key]["median"]
+            label = f"latency {key} ≤ {limit:g} ms at {results['options']['latency_rate']:g} jobs/s"
+            rows.append([label, f"{value:.2f} ms", "yes" if value <= limit else "**no**"])
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    systems: dict[str, Any] = results["systems"]
+    names = list(systems)
+    peers = [n for n in names if n != BASE]
+    o = results["options"]
+    out: list[str] = [f"# Benchmark results, {results['date'][:16].replace('T', ' ')} UTC", ""]
+    out += [f"Command: `{results['command']}`", ""]
+    out += [
+        f"{o['jobs']:,} jobs per run, {o['repeat']} runs each, bulk batches of {o['batch']:,}; "
+        f"latency: {o['latency_rate']:g} jobs/s for {o['latency_seconds']:g} s per run. "
+        f"Whole run: {results['duration_s'] / 60:.1f} min. Each measurement ran on a fresh "
+        "database created from a template holding only the system's schema, dropped afterwards.",
+        "",
+        "## Results",
+        "",
+        f"Median of the runs, (min{DASH}max) in brackets. Ratios are medians, pgjobs/peer: above 1 "
+        "pgjobs is faster for throughput; for latency below 1 is better.",
+        "",
+    ]
+    header = [
+        "",
+        *names,
+        *[f"pgjobs/{p}" for p in peers if BASE in systems],
+        "physical-limit proxy",
+    ]
+    rows = []
+    for scenario, key, label, _ in ROWS:
+        unit = "ms" if scenario == "latency" else "jobs/s"
+        cells = [_cell(_summary(systems[n], scenario, key), unit) for n in names]
+        if all(c == DASH for c in cells):
+            continue
+        ratios = []
+        if BASE in systems:
+            base = _summary(systems[BASE], scenario, key)
+            ratios = [_ratio(base, _summary(systems[p], scenario, key)) for p in peers]
+        proxy = _proxy(results, scenario) if key in (None, "p50") else ""
+        rows.append([label, *cells, *ratios, proxy])
+    out += _table(header, rows)
+    best = [f"{n}: {systems[n]['drain']['best']}" for n in names if systems[n].get("drain")]
+    if best:
+        out += ["", "Best drain configuration: " + "; ".join(best) + "."]
+    if any((systems[n].get(s) or {}).get("time_limited") for n in names for s in SCENARIOS_TIMED):
+        out += [
+            "",
+            f"{LIMITED} at least one run reached the time limit ({o['time_limit']:g} s) before "
+            f"its {o['jobs']:,} jobs: its rate is that of the jobs done by then.",
+        ]
+
+    goal_rows = targets(results)
+    if goal_rows:
+        out += ["", "## Targets (issue 9)", ""]
+        out += _table(["target", "measured", "met"], goal_rows)
+
+    out += _drain_sections(systems)
+    out += _latency_section(systems)
+    out += _limits_section(results.get("limits"))
+    out += _machine_section(results["machine"])
+    out += ["", "## Settings used", ""]
+    for name in names:
+        out += [f"**{name}** {systems[name].get('version', '')}", ""]
+        for key, value in systems[name].get("settings", {}).items():
+            if "\n" in str(value):
+                out += [f"- {key}:", "", "```yaml", str(value).rstrip(), "```", ""]
+            else:
+                out += [f"- {key}: {value}"]
+        out += [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _drain_sections(systems: dict[str, Any]) -> list[str]:
+    drains = {n: s["drain"] for n, s in systems.items() if s.get("drain")}
+    if not drains:
+        return []
+    out = ["", "## Drain: configurations swept (one run each; the best then repeated)", ""]
+    rows = []
+    for name, drain in drains.items():
+        for run in drain["sweep"]:
+            fp = run["footprint"]
+            rss = ", ".join(f"{k} {v['rss_mb']:.0f}" for k, v in fp["kinds"].items())
+            mark = "**" if run["setup"] == drain["best"] else ""
+            limited = " " + LIMITED if run["time_limited"] else ""
+            rows.append(
+                [
+                    name,
+                    f"{mark}{run['setup']}{mark}",
+                    f"{run['rate']:,.0f}{limited}",
+                    f"{run['seconds']:.2f}",
+                    str(fp["total_connections"]),
+                    rss,
+                ]
+            )
+    out += _table(
+        [
+            "system",
+            "configuration",
+            "jobs/s",
+            "seconds",
+            "DB connections",
+            "max RSS per process (MiB)",
+        ],
+        rows,
+    )
+    base = drains.get(BASE)
+    if base:
+        fp = base["footprint"]
+        out += ["", f"## Footprint of pgjobs under load ({base['best']}, last drain run)", ""]
+        out += [
+            "Connections counted in `pg_stat_activity` by `application_name`, at most seen "
+            "during the drain; RSS is the largest seen for one process of that kind.",
+            "",
+        ]
+        unsampled = {
+            name.removeprefix("pgjobs-"): n
+            for name, n in fp["connections"].items()
+            if name.startswith("pgjobs-") and name.removeprefix("pgjobs-") not in fp["kinds"]
+        }
+        rows = [
+            [
+                kind,
+                str(v["processes"]),
+                DASH if v["connections"] is None else f"{v['connections_per_process']:g}",
+                f"{v['rss_mb']:.1f}",
+            ]
+            for kind, v in fp["kinds"].items()
+        ]
+        # Connections of a kind of process the sampler did not recognise (none in new runs).
+        rows += [
+            [f"{kind} (connections only)", DASH, str(n), DASH] for kind, n in unsampled.items()
+        ]
+        out += _table(["process", "count", "DB connections each", "RSS each (MiB)"], rows)
+    peer_rows = []
+    for name, drain in drains.items():
+        if name == BASE:
+            continue
+        fp = drain["footprint"]
+        for kind, v in fp["kinds"].items():
+            per = fp["total_connections"] / v["processes"] if v["processes"] else 0
+            peer_rows.append([name, kind, str(v["processes"]), f"{per:g}", f"{v['rss_mb']:.1f}"])
+    if peer_rows:
+        out += [
+            "",
+            "Peers under the same load (their connections carry no application_name; "
+            "connections each = all connections to the database / processes):",
+            "",
+        ]
+        out += _table(
+            ["system", "process", "count", "DB connections each", "RSS each (MiB)"], peer_rows
+        )
+    return out
+
+
+def _latency_section(systems: dict[str, Any]) -> list[str]:
+    lat = {n: s["latency"] for n, s in systems.items() if s.get("latency")}
+    if not lat:
+        return []
+    out = ["", "## Latency detail (ms, median of the runs' percentiles)", ""]
+    out += [
+        "From the enqueue call (timestamp taken just before it) to the job's first line; "
+        '"from commit" counts from the moment the enqueue call returned.',
+        "",
+    ]
+    fmt: Callable[[dict[str, Any]], str] = lambda s: f"{s['median']:.2f}"  # noqa: E731
+    rows = [
+        [
+            n,
+            v["setup"],
+            fmt(v["p50"]),
+            fmt(v["p95"]),
+            fmt(v["p99"]),
+            fmt(v["max"]),
+            f"{fmt(v['commit_p50'])} / {fmt(v['commit_p99'])}",
+            fmt(v["enqueue_p50"]),
+        ]
+        for n, v in lat.items()
+    ]
+    out += _table(
+        [
+            "system",
+            "worker",
+            "p50",
+            "p95",
+            "p99",
+            "max",
+            "from commit p50 / p99",
+            "enqueue call p50",
+        ],
+        rows,
+    )
+    return out
+
+
+def _limits_section(limits: dict[str, Any] | None) -> list[str]:
+    if not limits:
+        return []
+    out = ["", "## Physical-limit proxy", "", f"Measured with {limits['tool']}.", ""]
+    out += _table(
+        ["loop", "rate"],
+        [
+            [f"`{limits['insert_sql']}`, one client", _cell(limits["insert"], "") + " commits/s"],
+            *(
+                [
+                    [
+                        f"the same INSERT at {limits['paced_insert']['rate']:g}/s: commit latency",
+                        " / ".join(
+                            f"{k} {_cell(limits['paced_insert'][k], 'ms')}"
+                            for k in ("p50", "p95", "p99")
+                        )
+                        + " ms",
+                    ]
+                ]
+                if limits.get("paced_insert")
+                else []
+            ),
+            [f"`{limits['claim_sql']}`, one client", _cell(limits["claim_1"], "") + " rows/s"],
+            ["the same, two clients", _cell(limits["claim_2"], "") + " rows/s"],
+        ],
+    )
+    return out
+
+
+def _loads(loads: list[float]) -> str:
+    if not loads:
+        return "- load average after each measurement: not recorded"
+    ordered = sorted(loads)
+    return (
+        f"- 1-minute load average after each of the {len(loads)} measurements: "
+        f"{ordered[0]:g}{DASH}{ordered[-1]:g} (median {ordered[len(ordered) // 2]:g}); the "
+        "benchmark alone keeps it near 1-2, more means other work competed for the CPU"
+    )
+
+
+def _machine_section(machine: dict[str, Any]) -> list[str]:
+    out = ["", "## Machine", ""]
+    out += [
+        f"- CPU: {machine['cores']} cores, {machine['cpu']}",
+        f"- memory: {machine['memory_gib']} GiB",
+        f"- OS: {machine['os']}",
+        f"- PostgreSQL {machine['postgresql']} (same machine, over TCP on 127.0.0.1)",
+        f"- Python {machine['python']}",
+        f"- load average at start: {', '.join(map(str, machine['load_average_at_start']))}"
+        + (
+            f"; at end: {', '.join(map(str, machine['load_average_at_end']))}"
+            if machine.get("load_average_at_end")
+            else ""
+        ),
+        _loads(machine.get("load_average_after_each_measurement") or []),
+        f"- pgjobs source: {machine.get('pgjobs_revision', 'unknown')}",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()),
+        "- PostgreSQL settings: "
+        + ", ".join(f"{k}={v}" for k, v in machine["postgresql_settings"].items()),
+    ]
+    return out
