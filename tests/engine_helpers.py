@@ -57,6 +57,8 @@ def pgjobs_start(
         "PYTHONPATH": str(ROOT),
         **(env or {}),
     }
+    if "--recurring-schedule" not in args:
+        args = (*args, "--skip-recurring")  # the repository's config/recurring.yml is not ours
     output = log.with_suffix(".out")
     with output.open("w") as out:
         proc = subprocess.Popen(

@@ -219,3 +219,43 @@ def _supervisor_started(process: object) -> None:
 @hooks.on_stop
 def _supervisor_stopped(process: object) -> None:
     _log_line("hook supervisor_stop")
+
+
+# -- error rules and timeouts (tests/test_rules.py, tests/test_timeouts.py) ---------------------
+
+
+class FlakyRecord(pgjobs.Job):
+    """Fails with RuntimeError until its ``succeed_on``-th execution; logs every attempt."""
+
+    retry_on = [pgjobs.retry_on(RuntimeError, wait=0.2, attempts=3, jitter=0)]
+
+    def perform(self, succeed_on: int = 3) -> None:
+        _log_line(f"{self.job_id} {self.executions} flaky")
+        if self.executions < succeed_on:
+            raise RuntimeError(f"attempt {self.executions} failed")
+
+
+class BusyTimeout(pgjobs.Job):
+    """Runs Python bytecode until interrupted by its timeout."""
+
+    timeout = 1.0
+
+    def perform(self) -> None:
+        import time
+
+        _log_line(f"{self.job_id} start")
+        while True:
+            time.sleep(0.01)
+
+
+class StuckTimeout(pgjobs.Job):
+    """Blocks in one long C call: its thread cannot be interrupted and is abandoned."""
+
+    timeout = 1.0
+
+    def perform(self, seconds: float = 30.0) -> None:
+        import time
+
+        _log_line(f"{self.job_id} start")
+        time.sleep(seconds)
+        _log_line(f"{self.job_id} woke up")

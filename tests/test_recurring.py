@@ -568,3 +568,29 @@ def test_the_scheduler_sleeps_until_the_next_tick(
     frozen.advance(seconds=0.25)
     assert make_scheduler([every("every second")], reload_interval=3600).poll() == 0.75
     assert 4.0 < make_scheduler([every("every day at 3am")]).poll() <= 5.0  # the next reload
+
+
+@pytest.mark.committed
+def test_scheduler_maintenance_clears_finished_jobs_past_retention(db: Database) -> None:
+    import psycopg
+
+    import pgjobs
+    from tests.sample_jobs import Record
+
+    handles = pgjobs.perform_all_later([Record("old"), Record("new"), Record("running")])
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        old = datetime.now(UTC) - timedelta(days=2)
+        conn.execute(
+            "UPDATE pgjobs_jobs SET finished_at = %s WHERE job_id = %s", [old, handles[0].job_id]
+        )
+        conn.execute(
+            "UPDATE pgjobs_jobs SET finished_at = now() WHERE job_id = %s", [handles[1].job_id]
+        )
+        conn.execute("DELETE FROM pgjobs_ready_executions WHERE job_id IN (SELECT id FROM "
+                     "pgjobs_jobs WHERE finished_at IS NOT NULL)")  # fmt: skip
+    scheduler = Scheduler(Database(db.url), Config(clear_finished_jobs_after=86400), [])
+    assert scheduler.clear_finished() == 1
+    scheduler.close()
+    with psycopg.connect(db.url) as conn:
+        left = {r[0] for r in conn.execute("SELECT job_id FROM pgjobs_jobs")}
+    assert left == {handles[1].job_id, handles[2].job_id}

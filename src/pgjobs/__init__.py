@@ -29,7 +29,11 @@ from pgjobs.errors import (
     SerializationError,
     UnknownJobError,
 )
+from pgjobs.events import Event, on_thread_error, subscribe, unsubscribe
+from pgjobs.failed import FailedJob, FailedJobs, JobErrorRecord
 from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
+from pgjobs.retention import clear_finished
+from pgjobs.rules import DiscardRule, RetryRule, discard_on, rescue_from, retry_on
 from pgjobs.runtime import configure, get_database
 from pgjobs.serialization import register_type
 
@@ -43,13 +47,19 @@ __all__ = [
     "DatabaseNotMigrated",
     "DatabaseUnreachable",
     "DeserializationError",
+    "DiscardRule",
     "EnqueuedJob",
+    "Event",
+    "FailedJob",
+    "FailedJobs",
     "Job",
     "JobError",
+    "JobErrorRecord",
     "JobFunction",
     "JobTimeout",
     "PgJobsError",
     "ProcessExitError",
+    "RetryRule",
     "SerializationError",
     "UnknownJobError",
     "__version__",
@@ -59,11 +69,18 @@ __all__ = [
     "around_perform",
     "before_enqueue",
     "before_perform",
+    "clear_finished",
     "configure",
+    "discard_on",
     "get_database",
     "job",
     "migrate",
+    "on_thread_error",
     "perform_all_later",
     "perform_all_later_async",
     "register_type",
+    "rescue_from",
+    "retry_on",
+    "subscribe",
+    "unsubscribe",
 ]

@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = rsub.add_parser("run", help="enqueue a task now (recorded as a manual run)")
     _database_options(q)
     q.add_argument("key")
+
+    from pgjobs import cli_jobs  # failed jobs and retention; imports this module
+
+    cli_jobs.add_parsers(sub)
     return parser
 
 

@@ -69,6 +69,8 @@ class Config:
     clear_finished_jobs_after: float = 86400.0
     listen_notify: bool = True
     max_interruptions: int = 3
+    job_timeout: float | None = None
+    timeout_grace: float = 2.0
     path: Path | None = None
     env: str = "development"
 
@@ -140,6 +142,8 @@ _GLOBAL: dict[str, Callable[[Any], Any]] = {
     "clear_finished_jobs_after": parse_duration,
     "listen_notify": boolean,
     "max_interruptions": positive_int,
+    "job_timeout": parse_duration,
+    "timeout_grace": positive_number,
 }
 KEYS = frozenset(field.name for field in fields(Config)) - {"path", "env"}
 C = TypeVar("C", WorkerConfig, DispatcherConfig, Config)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import psycopg
 
-from pgjobs import callbacks, clock
+from pgjobs import callbacks, clock, events
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
 from pgjobs.serialization import dumps_arguments
@@ -109,7 +109,7 @@ def _result(row: _Row, id_: int | None, created_at: datetime | None) -> Enqueued
 
     job = row.job
     job.enqueued_at, job.scheduled_at = created_at, row.scheduled_at
-    return EnqueuedJob(
+    result = EnqueuedJob(
         job_id=job.job_id,
         class_name=type(job).job_name,
         queue_name=job.queue_name,
@@ -117,6 +117,18 @@ def _result(row: _Row, id_: int | None, created_at: datetime | None) -> Enqueued
         scheduled_at=row.scheduled_at,
         id=id_,
     )
+    if "enqueue" in events.active:
+        events.emit(
+            "enqueue",
+            **events.job_fields(
+                result.job_id,
+                result.class_name,
+                result.queue_name,
+                priority=result.priority,
+                scheduled_at=result.scheduled_at,
+            ),
+        )
+    return result
 
 
 def _statement(database_schema: str | None, row: _Row) -> str:

@@ -10,12 +10,12 @@ import asyncio
 import importlib
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
-from pgjobs import callbacks
+from pgjobs import callbacks, rules
 from pgjobs.errors import ConfigurationError, UnknownJobError
 
 if TYPE_CHECKING:
@@ -64,7 +64,10 @@ class Job:
     """Base class for jobs.  Subclass it and implement ``perform`` (``def`` or ``async def``).
 
     Class attributes: ``queue_as`` (a queue name, or a method computing it from ``self.args``),
-    ``priority`` (lower runs first, default 0), ``job_name`` (a stable alias), ``timeout``.
+    ``priority`` (lower runs first, default 0), ``job_name`` (a stable alias), ``timeout``
+    (seconds or a timedelta; a worker fails the job with :class:`pgjobs.JobTimeout` past it),
+    ``retry_on`` and ``discard_on`` (lists of :func:`pgjobs.retry_on` / :func:`pgjobs.discard_on`
+    rules, inherited; see ``docs/errors.md``).
     Inside ``perform``: ``self.job_id``, ``self.executions``, ``self.queue_name``,
     ``self.priority``, ``self.enqueued_at``, ``self.scheduled_at``, ``self.args``, ``self.kwargs``.
     """
@@ -72,14 +75,21 @@ class Job:
     queue_as: ClassVar[str | Callable[[Any], str]] = DEFAULT_QUEUE
     priority: int = 0
     job_name: ClassVar[str] = ""
-    timeout: ClassVar[float | None] = None
+    timeout: ClassVar[float | timedelta | None] = None
+    retry_on: ClassVar[Sequence[Any]] = ()
+    discard_on: ClassVar[Sequence[Any]] = ()
     _callbacks: ClassVar[dict[tuple[callbacks.Kind, callbacks.Phase], tuple[str, ...]]] = {}
+    _rules: ClassVar[tuple[rules.Rule, ...]] = ()
+    _retry_request: rules.RetryRequest | None = None
+    _timeout_seconds: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "job_name" not in vars(cls) or not vars(cls)["job_name"]:
             cls.job_name = f"{cls.__module__}:{cls.__qualname__}"
         cls._callbacks = callbacks.collect(cls)
+        cls._rules = rules.collect(cls)
+        cls.timeout = cls._timeout_seconds = _timeout(cls.timeout, cls.job_name)
         if cls.is_async():
             for name in cls._callbacks.get(("around", "perform"), ()):
                 if not inspect.iscoroutinefunction(getattr(cls, name)):
@@ -112,6 +122,29 @@ class Job:
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must implement perform()")
+
+    def after_discard(self, error: BaseException) -> Any:
+        """Hook: the job ended for good with ``error`` (discarded, retries exhausted, or failed).
+
+        Override it for a dead-letter step (record, alert).  May be ``async def`` on an async
+        job.  What it raises fails the job with that error instead.
+        """
+        return None
+
+    def retry_job(
+        self,
+        *,
+        wait: float | timedelta | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """From a ``@rescue_from`` handler (or ``on_exhausted``): retry this job ``wait`` later.
+
+        The retry is recorded when the handler returns, like a ``retry_on`` retry (same job,
+        attempt counted, error kept in its history).  Under ``perform_now`` nothing is
+        rescheduled: the error is raised to the caller.
+        """
+        self._retry_request = rules.RetryRequest(wait, queue, priority)
 
     @classmethod
     def is_async(cls) -> bool:
@@ -171,15 +204,33 @@ class Job:
     # -- performing --------------------------------------------------------------------------
 
     def perform_inline(self) -> Any:
-        """Run ``perform`` with its callbacks, in this thread (an event loop for async jobs)."""
+        """``perform_now``: ``perform`` with its callbacks and error rules, in this thread (an
+        event loop for async jobs).
+
+        ``rescue_from`` handlers and ``discard_on`` apply as in a worker (a discarded or rescued
+        job returns ``None``); an error that a worker would retry is raised here, since there is
+        nothing to reschedule.
+        """
         if self.is_async():
             return asyncio.run(self.perform_inline_async())
-        return callbacks.run(self, "perform", lambda: self.perform(*self.args, **self.kwargs))
+        try:
+            return self.perform_with_callbacks()
+        except Exception as error:
+            return _inline_outcome(rules.decide(self, error), error)
 
     async def perform_inline_async(self) -> Any:
         if not self.is_async():
             return await asyncio.to_thread(self.perform_inline)
+        try:
+            return await self.perform_with_callbacks_async()
+        except Exception as error:
+            return _inline_outcome(await rules.decide_async(self, error), error)
 
+    def perform_with_callbacks(self) -> Any:
+        """``perform`` wrapped in its callbacks, errors raised as they are (no rules)."""
+        return callbacks.run(self, "perform", lambda: self.perform(*self.args, **self.kwargs))
+
+    async def perform_with_callbacks_async(self) -> Any:
         def body() -> Awaitable[Any]:
             result: Awaitable[Any] = self.perform(*self.args, **self.kwargs)
             return result
@@ -206,6 +257,26 @@ class Job:
         job.executions, job.enqueued_at, job.scheduled_at = executions, enqueued_at, scheduled_at
         job.options = Options()
         return job
+
+
+def _inline_outcome(decision: rules.Decision, error: Exception) -> None:
+    """``perform_now``'s answer to an error: ``None`` when rescued or discarded, else raise."""
+    if decision.kind in ("finished", "discard"):
+        return None
+    if decision.kind == "retry" or decision.error is error:
+        raise error
+    assert decision.error is not None
+    raise decision.error
+
+
+def _timeout(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        expected = "a positive number of seconds, a timedelta or None"
+        raise ConfigurationError(f"{name}: timeout must be {expected}, got {value!r}")
+    return float(seconds)
 
 
 class ConfiguredJob:
@@ -271,7 +342,9 @@ def job(
     queue: str = DEFAULT_QUEUE,
     priority: int = 0,
     name: str | None = None,
-    timeout: float | None = None,
+    timeout: float | timedelta | None = None,
+    retry_on: Sequence[Any] = (),
+    discard_on: Sequence[Any] = (),
 ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
 
 
@@ -282,9 +355,14 @@ def job(
     queue: str = DEFAULT_QUEUE,
     priority: int = 0,
     name: str | None = None,
-    timeout: float | None = None,
+    timeout: float | timedelta | None = None,
+    retry_on: Sequence[Any] = (),
+    discard_on: Sequence[Any] = (),
 ) -> JobFunction[P, R] | Callable[[Callable[P, R]], JobFunction[P, R]]:
-    """Turn a function into a job: ``@pgjobs.job(queue="mailers")``; same API as a Job class."""
+    """Turn a function into a job: ``@pgjobs.job(queue="mailers")``; same API as a Job class.
+
+    ``timeout``, ``retry_on`` and ``discard_on`` are the job class attributes of those names.
+    """
 
     def wrap(func: Callable[P, R]) -> JobFunction[P, R]:
         is_async = inspect.iscoroutinefunction(func)
@@ -292,6 +370,8 @@ def job(
             "queue_as": queue,
             "priority": priority,
             "timeout": timeout,
+            "retry_on": list(retry_on),
+            "discard_on": list(discard_on),
             "job_name": name or f"{func.__module__}:{func.__qualname__}",
             "__module__": func.__module__,
             "__qualname__": func.__qualname__,

@@ -50,3 +50,6 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    from pgjobs import events
+
+    events.log_events()

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from pgjobs import clock
+from pgjobs import clock, events
 from pgjobs.config import Config
 from pgjobs.db.database import Database
 from pgjobs.store import processes as store
@@ -156,6 +156,9 @@ class Process:
                 if conn is not None:
                     conn.close()
                 conn = None
+                continue
+            except Exception as exc:  # a bug: report it, keep beating
+                events.thread_error(exc, f"{self.kind} {self.name} heartbeat")
                 continue
             if alive is None:
                 log.error(

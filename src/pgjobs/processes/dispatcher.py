@@ -6,10 +6,11 @@ moves each row exactly once (see :mod:`pgjobs.store.scheduled`).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
-from pgjobs import clock
+from pgjobs import clock, events
 from pgjobs.config import Config, DispatcherConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.poller import Poller
@@ -36,6 +37,7 @@ class Dispatcher(Poller):
 
     def dispatch(self, now: datetime | None = None) -> int:
         """Move one batch of due jobs to ready; returns how many moved."""
+        started = time.perf_counter()
         rows = self.execute(
             store.DISPATCH_DUE,
             {
@@ -44,7 +46,13 @@ class Dispatcher(Poller):
                 "channel": notify_channel(self.database.schema),
             },
         )
-        return int(rows[0][0])
+        moved = int(rows[0][0])
+        if moved and "dispatch_scheduled" in events.active:
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            events.emit(
+                "dispatch_scheduled", process_id=self.id, count=moved, duration_ms=duration_ms
+            )
+        return moved
 
     def poll(self) -> float:
         if self.dispatch() >= self.dispatcher.batch_size:

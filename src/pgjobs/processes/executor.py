@@ -1,9 +1,17 @@
-"""Running one claimed job: resolve its class, decode its arguments, perform it.
+"""Running one claimed job: resolve its class, decode its arguments, perform it, judge its error.
 
 Anything that goes wrong — an unknown class, undecodable arguments, an exception in ``perform``
-— becomes the job's failure (an :class:`Outcome` with the error), never a worker crash.  Async
-jobs run on the worker's event loop thread; the calling worker thread waits for them, so the
-``threads`` setting bounds sync and async jobs alike.
+— becomes the job's :class:`Outcome`, never a worker crash.  An error is judged here, in the job's
+thread, by the job's rules (:mod:`pgjobs.rules`: ``rescue_from``, ``discard_on``, ``retry_on``,
+``after_discard``), so the worker's main thread only records the outcome.  An unknown class fails
+the job with :class:`~pgjobs.errors.UnknownJobError` (there are no rules to ask); arguments that
+cannot be decoded raise :class:`~pgjobs.errors.DeserializationError`, which the job class's
+rules may name (``discard_on = [pgjobs.DeserializationError]``), else the job fails.
+
+Async jobs run on the worker's event loop thread; the calling worker thread waits for them, so
+the ``threads`` setting bounds sync and async jobs alike.  A job's ``timeout`` is enforced on the
+loop by cancellation (``asyncio.timeout``); for a sync job the worker's main loop injects
+:class:`TimeoutInterrupt` into the job's thread (see :mod:`pgjobs.processes.worker`).
 """
 
 from __future__ import annotations
@@ -12,13 +20,19 @@ import asyncio
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pgjobs.jobs import resolve
+from pgjobs import events, rules
+from pgjobs.errors import JobTimeout
+from pgjobs.jobs import Job, resolve
 from pgjobs.serialization import deserialize_arguments
+
+FINISHED: Literal["finished"] = "finished"
+_active = events.active  # a dict mutated in place: ``name in _active`` is the cost of an event
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +52,28 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """How an execution ended: ``kind`` says what the worker records."""
+
     claimed: Claimed
     error: BaseException | None = None
     backtrace: str = ""
     duration: float = 0.0
+    kind: rules.Kind = FINISHED
+    wait: float | None = None  # retry: seconds until the job is ready again (0: at once)
+    queue: str | None = None  # retry: on this queue instead
+    priority: int | None = None  # retry: with this priority instead
+
+
+class TimeoutInterrupt(BaseException):
+    """Injected into a sync job's thread when its timeout passes; becomes a JobTimeout.
+
+    A ``BaseException`` so that a job's own ``except Exception:`` does not swallow it.
+    """
+
+
+#: ``watch(claimed, timeout, is_async)``: the worker's hook, called once a job with a timeout
+#: starts (after its class is resolved), so the main loop can watch its deadline.
+Watch = Callable[[Claimed, float, bool], None]
 
 
 class EventLoopThread:
@@ -57,35 +89,155 @@ class EventLoopThread:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(
-                    target=loop.run_forever, name="pgjobs-asyncio", daemon=True
+                    target=self._run, args=(loop,), name="pgjobs-asyncio", daemon=True
                 ).start()
                 self._loop = loop
             return self._loop
 
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
 
 
-def perform(claimed: Claimed, loop: EventLoopThread) -> Outcome:
+def timed_out(claimed: Claimed, timeout: float | None) -> JobTimeout:
+    limit = f" of {timeout:g}s" if timeout is not None else ""
+    return JobTimeout(f"{claimed.class_name} ran longer than its timeout{limit}")
+
+
+def perform(
+    claimed: Claimed,
+    loop: EventLoopThread,
+    watch: Watch | None = None,
+    default_timeout: float | None = None,
+) -> Outcome:
     started = time.perf_counter()
+    timeout: float | None = None
     try:
-        job_class = resolve(claimed.class_name)
-        args, kwargs = deserialize_arguments(claimed.arguments)
-        job = job_class.restore(
-            job_id=claimed.job_id,
-            args=args,
-            kwargs=kwargs,
-            queue_name=claimed.queue_name,
-            priority=claimed.priority,
-            executions=claimed.executions + 1,
-            enqueued_at=claimed.created_at,
-            scheduled_at=claimed.scheduled_at,
-        )
-        if job_class.is_async():
-            asyncio.run_coroutine_threadsafe(job.perform_inline_async(), loop.loop).result()
+        try:
+            job_class = resolve(claimed.class_name)
+        except Exception as exc:  # UnknownJobError, or an import that failed
+            return _failed(claimed, exc, started)
+        try:
+            args, kwargs = deserialize_arguments(claimed.arguments)
+        except Exception as exc:  # DeserializationError
+            job = _restore(job_class, claimed, (), {})
+            return _judged(claimed, job, exc, started, loop)
+        job = _restore(job_class, claimed, args, kwargs)
+        timeout = job_class._timeout_seconds or default_timeout
+        if "perform_start" in _active:
+            events.emit("perform_start", **_fields(claimed))
+        is_async = job_class.is_async()
+        if timeout is not None and watch is not None:
+            watch(claimed, timeout, is_async)
+        try:
+            if is_async:
+                asyncio.run_coroutine_threadsafe(
+                    _bounded(job, claimed, timeout), loop.loop
+                ).result()
+            else:
+                job.perform_with_callbacks()
+        except TimeoutInterrupt:
+            error: BaseException = timed_out(claimed, timeout)
+        except BaseException as exc:
+            error = exc
         else:
-            job.perform_inline()
-    except Exception as exc:
-        return Outcome(claimed, exc, traceback.format_exc(), time.perf_counter() - started)
-    return Outcome(claimed, None, "", time.perf_counter() - started)
+            if "perform" in _active:
+                _performed(claimed, started, FINISHED, None)
+            return Outcome(claimed, None, "", time.perf_counter() - started)
+        return _judged(claimed, job, error, started, loop)
+    except TimeoutInterrupt:  # landed outside perform: in an error handler, or in pgjobs
+        return _failed(claimed, timed_out(claimed, timeout), started)
+    except BaseException as exc:  # SystemExit from a handler, …: still only this job's failure
+        return _failed(claimed, exc, started)
+
+
+def _restore(
+    job_class: type[Job], claimed: Claimed, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Job:
+    return job_class.restore(
+        job_id=claimed.job_id,
+        args=args,
+        kwargs=kwargs,
+        queue_name=claimed.queue_name,
+        priority=claimed.priority,
+        executions=claimed.executions + 1,
+        enqueued_at=claimed.created_at,
+        scheduled_at=claimed.scheduled_at,
+    )
+
+
+async def _bounded(job: Job, claimed: Claimed, timeout: float | None) -> Any:
+    """Perform an async job, cancelled once ``timeout`` passes (then a JobTimeout)."""
+    if timeout is None:
+        return await job.perform_with_callbacks_async()
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            return await job.perform_with_callbacks_async()
+    except TimeoutError as exc:
+        if scope.expired():  # its cause's context shows where the job was cancelled
+            raise timed_out(claimed, timeout) from exc
+        raise
+
+
+def _judged(
+    claimed: Claimed, job: Job, error: BaseException, started: float, loop: EventLoopThread
+) -> Outcome:
+    """Ask the job's rules what ``error`` means; the handlers run in the job's thread/loop."""
+    if job.is_async():
+        decision = asyncio.run_coroutine_threadsafe(rules.decide_async(job, error), loop.loop)
+        judged = decision.result()
+    else:
+        judged = rules.decide(job, error)
+    duration = time.perf_counter() - started
+    if "perform" in _active:
+        _performed(claimed, started, "rescued" if judged.rescued else judged.kind, judged.error)
+    if judged.kind == FINISHED:
+        return Outcome(claimed, None, "", duration)
+    return Outcome(
+        claimed,
+        judged.error,
+        judged.backtrace,
+        duration,
+        judged.kind,
+        judged.wait,
+        judged.queue,
+        judged.priority,
+    )
+
+
+def _failed(claimed: Claimed, error: BaseException, started: float) -> Outcome:
+    backtrace = "".join(traceback.format_exception(error))
+    duration = time.perf_counter() - started
+    if "perform" in _active:
+        _performed(claimed, started, "fail", error)
+    return Outcome(claimed, error, backtrace, duration, "fail")
+
+
+def _fields(claimed: Claimed) -> dict[str, Any]:
+    return events.job_fields(
+        claimed.job_id, claimed.class_name, claimed.queue_name, claimed.executions + 1
+    )
+
+
+def _performed(claimed: Claimed, started: float, outcome: str, error: BaseException | None) -> None:
+    events.emit(
+        "perform",
+        **_fields(claimed),
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        outcome=outcome,
+        error_class=None if error is None else error_name(error),
+    )
+
+
+def error_name(error: BaseException) -> str:
+    """How an error class is recorded: ``module.QualName``."""
+    return f"{type(error).__module__}.{type(error).__qualname__}"

@@ -243,15 +243,32 @@ class Scheduler(Poller):
         return True
 
     def prune(self) -> None:
+        """Hourly maintenance: old recurring runs, and finished jobs past their retention."""
         cutoff = clock.now() - self.executions_retention
         self._pruned_at = time.monotonic()
         try:
             while True:
                 rows = self.execute(store.PRUNE, {"cutoff": cutoff, "limit": PRUNE_BATCH})
                 if rows[0][0] < PRUNE_BATCH:
-                    return
+                    break
         except psycopg.Error as exc:
             log.warning("scheduler: pruning old recurring runs failed: %s", exc)
+        self.clear_finished()
+
+    def clear_finished(self) -> int:
+        """Delete finished jobs older than ``clear_finished_jobs_after`` (failed ones stay)."""
+        if not self.config.preserve_finished_jobs:
+            return 0  # workers delete jobs as they finish
+        from pgjobs.retention import clear_finished
+
+        try:
+            cleared = clear_finished(self.config.clear_finished_jobs_after, database=self.database)
+        except psycopg.Error as exc:
+            log.warning("scheduler: clearing finished jobs failed: %s", exc)
+            return 0
+        if cleared:
+            log.info("scheduler: cleared %s finished jobs", cleared)
+        return cleared
 
     def sleep_time(self, tasks: Sequence[RecurringTask], now: datetime) -> float:
         """Seconds until the next tick of any task, at most MAX_SLEEP and the next reload."""

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgjobs import clock, hooks
+from pgjobs import clock, events, hooks
 from pgjobs.config import Config
 from pgjobs.db.database import Database
 from pgjobs.processes import systemd
@@ -146,6 +146,7 @@ class Supervisor(Process):
         )
         requeued, failed = rows[0][0], rows[0][1]
         if requeued or failed:
+            events.emit("recover", process_ids=process_ids, requeued=requeued, failed=failed)
             log.warning(
                 "supervisor: recovered jobs of dead processes %s: %s re-queued, %s failed",
                 process_ids,
@@ -163,6 +164,7 @@ class Supervisor(Process):
         )
         dead = [int(r[0]) for r in rows if r[0] != self.id]
         if dead:
+            events.emit("prune_processes", process_ids=dead, names=[r[2] for r in rows])
             log.warning("supervisor: pruning dead processes %s", [r[2] for r in rows])
             self.recover(dead)
 
@@ -232,7 +234,7 @@ class Supervisor(Process):
                 child.popen.wait()
         # Whatever our children still hold (killed, or SIGQUIT) goes back to ready, uncounted.
         for row in self.execute(processes_store.CHILDREN, {"id": self.id}):
-            self.execute(
+            released = self.execute(
                 claimed_store.RELEASE,
                 {
                     "process_id": row[0],
@@ -240,4 +242,12 @@ class Supervisor(Process):
                     "channel": notify_channel(self.database.schema),
                 },
             )
+            if released and released[0][0]:
+                events.emit(
+                    "release_claimed",
+                    process_id=row[0],
+                    process=row[2],
+                    count=released[0][0],
+                    reason="supervisor stopping",
+                )
             self.execute(processes_store.DEREGISTER, {"id": row[0]})

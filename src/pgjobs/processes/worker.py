@@ -13,23 +13,53 @@ Guarantees:
 - On SIGTERM/SIGINT it stops claiming, lets running jobs finish for up to ``shutdown_timeout``,
   gives back the jobs still running (to ready, not counted as attempts) and deregisters.  On
   SIGQUIT it leaves at once; its supervisor recovers the jobs.
+- An execution that ends with an error is recorded in ONE statement, as the job's rules decided
+  in the job's thread (:mod:`pgjobs.rules`): retried (same job, to ready or scheduled), discarded
+  (finished, ``discarded_at`` set) or failed; the error goes to the job's history either way.
+- With ``preserve_finished_jobs: false`` the claim statements delete finished jobs instead of
+  stamping them (the variants in :mod:`pgjobs.store.finished`, chosen here once).
+
+Timeouts (``timeout`` on a job, else the ``job_timeout`` setting): the main loop watches the
+deadlines of running jobs — free while no running job has one.  Past its deadline an async job is
+cancelled by its own ``asyncio.timeout``; a sync job's thread gets :class:`TimeoutInterrupt`
+raised in it (``PyThreadState_SetAsyncExc``: it lands at the thread's next Python bytecode, so it
+cannot cut a blocking C call short).  Either way the job then fails with ``JobTimeout`` (its rules
+may retry it).  A job still holding its thread ``timeout_grace`` seconds after the deadline is
+failed by the main loop itself; that thread is abandoned (a daemon: whatever it eventually does is
+ignored, and it exits) and a new thread takes its place, so capacity is restored.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import queue
+import sys
 import threading
 import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from pgjobs import clock
+from pgjobs import clock, events
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
-from pgjobs.processes.executor import Claimed, EventLoopThread, Outcome, perform
+from pgjobs.processes.executor import (
+    FINISHED,
+    Claimed,
+    EventLoopThread,
+    Outcome,
+    TimeoutInterrupt,
+    error_name,
+    perform,
+    timed_out,
+)
 from pgjobs.processes.poller import Poller, matches
 from pgjobs.store import claimed as claimed_store
 from pgjobs.store import failed as failed_store
+from pgjobs.store import finished as finished_store
 from pgjobs.store import pauses as pauses_store
 from pgjobs.store import ready as ready_store
 from pgjobs.store.jobs import notify_channel
@@ -37,6 +67,47 @@ from pgjobs.store.jobs import notify_channel
 log = logging.getLogger("pgjobs")
 REFRESH_PAUSES = 1.0  # seconds between re-reads of pgjobs_pauses
 REFRESH_QUEUES = 1.0  # seconds between loose index scans for ``prefix*`` / ``*`` with pauses
+TIMEOUT_GRACE = 2.0  # seconds a timed-out job's thread has to give its slot back
+INF = float("inf")
+_active = events.active
+
+
+class _Slot:
+    """One job thread and the job it runs; ``lock`` orders the main loop's interruption of the
+    thread with the thread's own release of the job."""
+
+    __slots__ = ("abandoned", "claimed", "ident", "injected", "lock", "thread", "watched")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.claimed: Claimed | None = None
+        self.watched = False  # the running job has a deadline (main may interrupt it)
+        self.injected = False  # a TimeoutInterrupt is (or was) pending in the thread
+        self.abandoned = False
+        self.ident: int | None = None
+        self.thread: threading.Thread | None = None
+
+
+@dataclass(slots=True)
+class _Deadline:
+    claimed: Claimed
+    slot: _Slot
+    at: float  # time.monotonic() deadline
+    timeout: float
+    is_async: bool
+    passed: bool = False  # the deadline passed and was acted upon; next step: abandon
+
+
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> int:
+    """Raise ``exc`` in thread ``ident`` at its next bytecode (``None``: cancel a pending one)."""
+    obj = ctypes.py_object(exc) if exc is not None else None
+    return int(ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), obj))
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value.total_seconds() if isinstance(value, timedelta) else value)
 
 
 class Worker(Poller):
@@ -63,7 +134,23 @@ class Worker(Poller):
         self._paused_at = float("-inf")
         self._queues: list[str] = []
         self._queues_at = float("-inf")
-        self._pool: list[threading.Thread] = []
+        self._slots: list[_Slot] = []
+        self._started_threads = 0
+        # Settings not in every Config yet: a default timeout for jobs without one, and the grace.
+        self.default_timeout = _seconds(getattr(config, "job_timeout", None))
+        self.timeout_grace = float(getattr(config, "timeout_grace", TIMEOUT_GRACE))
+        self._timed: dict[int, _Deadline] = {}  # running jobs with a deadline, by id
+        self._wake_at = INF  # when the main loop plans to wake up (monotonic)
+        if config.preserve_finished_jobs:
+            self._claim_all, self._claim_queue = ready_store.CLAIM_ALL, ready_store.CLAIM_QUEUE
+            self._claim_merged = ready_store.CLAIM_QUEUES_MERGED
+            self._finish_only_sql, self._discard_sql = ready_store.FINISH_ONLY, failed_store.DISCARD
+        else:
+            self._claim_all = finished_store.CLAIM_ALL
+            self._claim_queue = finished_store.CLAIM_QUEUE
+            self._claim_merged = finished_store.CLAIM_QUEUES_MERGED
+            self._finish_only_sql = finished_store.FINISH_ONLY
+            self._discard_sql = failed_store.DISCARD_DELETE
 
     def title(self) -> str:
         return f"pgjobs-worker: {','.join(self.patterns)} ({self.threads} threads)"
@@ -80,25 +167,163 @@ class Worker(Poller):
     # -- the thread pool ----------------------------------------------------------------------
 
     def on_start(self) -> None:
-        for i in range(self.threads):
-            thread = threading.Thread(target=self._work, name=f"pgjobs-worker-{i}", daemon=True)
-            thread.start()
-            self._pool.append(thread)
+        events.log_events()
+        for _ in range(self.threads):
+            self._start_thread()
 
-    def _work(self) -> None:
+    def _start_thread(self) -> _Slot:
+        slot = _Slot()
+        name = f"pgjobs-worker-{self._started_threads}"
+        self._started_threads += 1
+        slot.thread = threading.Thread(target=self._work, args=(slot,), name=name, daemon=True)
+        slot.thread.start()
+        self._slots.append(slot)
+        return slot
+
+    def _work(self, slot: _Slot) -> None:
+        slot.ident = threading.get_ident()
+        watch = functools.partial(self._watch, slot)
         while True:
-            job = self.inbox.get()
-            if job is None:
+            try:
+                self._run_jobs(slot, watch)
                 return
-            self.outbox.put(perform(job, self.loop))
+            except TimeoutInterrupt:
+                # The interruption landed outside the executor: the job is past its deadline.
+                if not self._interrupted_between(slot):
+                    return
+            except BaseException as exc:  # a bug in pgjobs: report it, keep the thread
+                events.thread_error(exc, threading.current_thread().name)
+                with slot.lock:
+                    claimed, slot.claimed, slot.watched = slot.claimed, None, False
+                if claimed is not None:
+                    self._deliver(Outcome(claimed, exc, traceback.format_exc(), 0.0, "fail"))
+
+    def _run_jobs(self, slot: _Slot, watch: functools.partial[None]) -> None:
+        inbox, loop, default_timeout = self.inbox, self.loop, self.default_timeout
+        while True:
+            claimed = inbox.get()
+            if claimed is None:
+                return
+            slot.claimed = claimed
+            outcome = perform(claimed, loop, watch, default_timeout)
+            if slot.watched:  # the main loop may interrupt this job: release it in step with it
+                with slot.lock:
+                    if slot.injected:  # cancel an interruption still pending
+                        _set_async_exc(threading.get_ident(), None)
+                        slot.injected = False
+                    slot.claimed, slot.watched = None, False
+                    if slot.abandoned:
+                        return  # the main loop failed the job and replaced this thread
+            else:
+                slot.claimed = None
+            self.outbox.put(outcome)
             self.wake.set()
+
+    def _interrupted_between(self, slot: _Slot) -> bool:
+        """A stray TimeoutInterrupt was caught; report the job held, if any.  False: exit."""
+        with slot.lock:
+            claimed, slot.claimed = slot.claimed, None
+            slot.watched = slot.injected = False
+            if slot.abandoned:
+                return False
+        if claimed is not None:
+            deadline = self._timed.get(claimed.id)
+            error = timed_out(claimed, deadline.timeout if deadline else None)
+            self._deliver(Outcome(claimed, error, "", 0.0, "fail"))
+        return True
+
+    def _deliver(self, outcome: Outcome) -> None:
+        self.outbox.put(outcome)
+        self.wake.set()
+
+    # -- deadlines ----------------------------------------------------------------------------
+
+    def _watch(self, slot: _Slot, claimed: Claimed, timeout: float, is_async: bool) -> None:
+        """Called in the job's thread when a job with a timeout starts."""
+        at = time.monotonic() + timeout
+        slot.watched = True
+        self._timed[claimed.id] = _Deadline(claimed, slot, at, timeout, is_async)
+        if at < self._wake_at:
+            self.wake.set()  # the main loop sleeps past this deadline: have it re-plan
+
+    def check_deadlines(self, *, replace: bool = True) -> float:
+        """Act on passed deadlines; returns when the next one is due (monotonic, or inf)."""
+        now = time.monotonic()
+        upcoming = INF
+        for deadline in list(self._timed.values()):
+            claimed = deadline.claimed
+            if self.in_flight.get(claimed.id) is not claimed:
+                self._timed.pop(claimed.id, None)  # over (collected, released)
+                continue
+            if not deadline.passed:
+                if now < deadline.at:
+                    upcoming = min(upcoming, deadline.at)
+                    continue
+                deadline.passed = True
+                self._interrupt(deadline)
+            if now < deadline.at + self.timeout_grace:
+                upcoming = min(upcoming, deadline.at + self.timeout_grace)
+            else:
+                self._abandon(deadline, replace=replace)
+        return upcoming
+
+    def _interrupt(self, deadline: _Deadline) -> None:
+        slot = deadline.slot
+        if not deadline.is_async:  # an async job is cancelled on its loop by asyncio.timeout
+            with slot.lock:
+                if slot.claimed is deadline.claimed and not slot.abandoned and slot.ident:
+                    _set_async_exc(slot.ident, TimeoutInterrupt)
+                    slot.injected = True
+        if "timeout" in _active:
+            events.emit(
+                "timeout",
+                **self._fields(deadline.claimed),
+                timeout=deadline.timeout,
+                abandoned=False,
+            )
+
+    def _abandon(self, deadline: _Deadline, *, replace: bool) -> None:
+        """The job kept its thread past the grace: fail it here, and replace the thread."""
+        slot, claimed = deadline.slot, deadline.claimed
+        with slot.lock:
+            holds = slot.claimed is claimed
+            if holds:
+                slot.abandoned = True
+        stack = ""
+        if holds:
+            if slot in self._slots:
+                self._slots.remove(slot)
+            if replace and not self.stopping.is_set():
+                self._start_thread()
+            frame = sys._current_frames().get(slot.ident or 0)
+            if frame is not None:
+                stack = "the job's thread was abandoned here:\n" + "".join(
+                    traceback.format_stack(frame)
+                )
+        self.in_flight.pop(claimed.id, None)
+        self._timed.pop(claimed.id, None)
+        if "timeout" in _active:
+            events.emit(
+                "timeout", **self._fields(claimed), timeout=deadline.timeout, abandoned=holds
+            )
+        error = timed_out(claimed, deadline.timeout)
+        self.fail(Outcome(claimed, error, stack, deadline.timeout + self.timeout_grace, "fail"))
 
     # -- one pass -----------------------------------------------------------------------------
 
     def poll(self) -> float:
+        self._wake_at = INF  # a job starting now with a deadline wakes us to re-plan
         if self.reconnected:
             self.reconcile()
         self._collect()
+        upcoming = self.check_deadlines() if self._timed else INF
+        delay = self._claim_pass()
+        if upcoming < INF:
+            delay = min(delay, max(0.0, upcoming - time.monotonic()))
+        self._wake_at = time.monotonic() + delay
+        return delay
+
+    def _claim_pass(self) -> float:
         idle = self.threads - len(self.in_flight)
         if idle <= 0:
             if self.to_finish:
@@ -113,39 +338,95 @@ class Worker(Poller):
         return 0.0 if claimed else self.worker.polling_interval
 
     def _collect(self) -> None:
+        in_flight = self.in_flight
         while True:
             try:
                 outcome = self.outbox.get_nowait()
             except queue.Empty:
                 return
-            self.in_flight.pop(outcome.claimed.id, None)
-            if outcome.error is None:
-                self.to_finish.append(outcome.claimed.id)
+            claimed = outcome.claimed
+            if in_flight.get(claimed.id) is not claimed:
+                continue  # no longer ours to record (failed on timeout, released)
+            del in_flight[claimed.id]
+            if self._timed:
+                self._timed.pop(claimed.id, None)
+            if outcome.kind == FINISHED:
+                self.to_finish.append(claimed.id)
             else:
-                self.fail(outcome)
+                self.record(outcome)
 
-    def fail(self, outcome: Outcome) -> None:
+    # -- recording errors ---------------------------------------------------------------------
+
+    def record(self, outcome: Outcome) -> None:
+        """Record an execution that ended with an error, as its rules decided."""
+        if outcome.kind == "retry":
+            self.retry(outcome)
+        elif outcome.kind == "discard":
+            self.discard(outcome)
+        else:
+            self.fail(outcome)
+
+    def _error_params(self, outcome: Outcome) -> dict[str, Any]:
         error = outcome.error
         assert error is not None
-        log.error(
-            "job failed: %s %s (%s): %s",
-            outcome.claimed.class_name,
-            outcome.claimed.job_id,
-            type(error).__name__,
-            error,
+        return {
+            "id": outcome.claimed.id,
+            "process_id": self.id,
+            "exception_class": error_name(error),
+            "message": str(error),
+            "backtrace": outcome.backtrace,
+            "hostname": self.hostname,
+            "pid": self.pid,
+        }
+
+    @staticmethod
+    def _fields(claimed: Claimed) -> dict[str, Any]:
+        return events.job_fields(
+            claimed.job_id, claimed.class_name, claimed.queue_name, claimed.executions + 1
         )
-        self.execute(
-            failed_store.FAIL,
-            {
-                "id": outcome.claimed.id,
-                "process_id": self.id,
-                "exception_class": f"{type(error).__module__}.{type(error).__qualname__}",
-                "message": str(error),
-                "backtrace": outcome.backtrace,
-                "hostname": self.hostname,
-                "pid": self.pid,
-            },
+
+    def _error_fields(self, outcome: Outcome) -> dict[str, Any]:
+        error = outcome.error
+        return {
+            **self._fields(outcome.claimed),
+            "error_class": error_name(error) if error is not None else None,
+            "error": str(error),
+            "duration_ms": round(outcome.duration * 1000, 3),
+        }
+
+    def fail(self, outcome: Outcome) -> None:
+        self.execute(failed_store.FAIL, self._error_params(outcome))
+        if "fail" in _active:
+            events.emit("fail", **self._error_fields(outcome))
+
+    def retry(self, outcome: Outcome) -> None:
+        wait = outcome.wait or 0.0
+        scheduled_at = clock.now() + timedelta(seconds=wait) if wait > 0 else None
+        params = self._error_params(outcome)
+        params.update(
+            scheduled_at=scheduled_at,
+            queue=outcome.queue,
+            priority=outcome.priority,
+            channel=notify_channel(self.database.schema),
         )
+        self.execute(failed_store.RETRY, params)
+        if "retry" in _active:
+            claimed = outcome.claimed
+            events.emit(
+                "retry",
+                **self._error_fields(outcome),
+                wait=wait,
+                scheduled_at=scheduled_at,
+                retry_queue=outcome.queue or claimed.queue_name,
+                retry_priority=claimed.priority if outcome.priority is None else outcome.priority,
+            )
+
+    def discard(self, outcome: Outcome) -> None:
+        params = self._error_params(outcome)
+        params["now"] = clock.now()
+        self.execute(self._discard_sql, params)
+        if "discard" in _active:
+            events.emit("discard", **self._error_fields(outcome))
 
     def reconcile(self) -> None:
         """After a lost connection, give back claimed rows we are not running."""
@@ -160,15 +441,13 @@ class Worker(Poller):
             },
         )
         if rows and rows[0][0]:
-            log.warning(
-                "worker %s: released %s jobs claimed by a lost reply", self.name, rows[0][0]
-            )
+            self._released(int(rows[0][0]), "jobs claimed by a lost reply")
 
     def _finish_params(self) -> dict[str, Any]:
         return {"finished": self.to_finish, "process_id": self.id, "now": clock.now()}
 
     def _finish_only(self) -> None:
-        self.execute(ready_store.FINISH_ONLY, self._finish_params())
+        self.execute(self._finish_only_sql, self._finish_params())
         self.to_finish = []
 
     # -- claiming -----------------------------------------------------------------------------
@@ -205,16 +484,16 @@ class Worker(Poller):
         paused = self.paused()
         if self.patterns == ("*",):
             if not paused:
-                return self._claim(ready_store.CLAIM_ALL, limit)
+                return self._claim(self._claim_all, limit)
             queues = [q for q in self.ready_queues() if q not in paused]
             if not queues:
                 if self.to_finish:
                     self._finish_only()
                 return []
-            return self._claim(ready_store.CLAIM_QUEUES_MERGED, limit, queues=queues)
+            return self._claim(self._claim_merged, limit, queues=queues)
         claimed: list[Claimed] = []
         for name in self.queue_order(paused):
-            claimed += self._claim(ready_store.CLAIM_QUEUE, limit - len(claimed), queue=name)
+            claimed += self._claim(self._claim_queue, limit - len(claimed), queue=name)
             if len(claimed) >= limit:
                 break
         if self.to_finish:
@@ -224,6 +503,8 @@ class Worker(Poller):
     def _claim(self, template: str, limit: int, **params: Any) -> list[Claimed]:
         rows = self.execute(template, {**self._finish_params(), "limit": limit, **params})
         self.to_finish = []
+        if rows and "claim" in _active:
+            events.emit("claim", process_id=self.id, count=len(rows), queue=params.get("queue"))
         return [Claimed(*row) for row in rows]
 
     # -- stopping -----------------------------------------------------------------------------
@@ -238,6 +519,8 @@ class Worker(Poller):
             self.wake.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             self.wake.clear()
             self._collect()
+            if self._timed:
+                self.check_deadlines(replace=False)
         self._collect()
         if self.to_finish:
             self._finish_only()
@@ -250,7 +533,15 @@ class Worker(Poller):
                     "channel": notify_channel(self.database.schema),
                 },
             )
-            log.warning("worker %s: released %s unfinished jobs to ready", self.name, rows[0][0])
-        for _ in self._pool:
+            self._released(int(rows[0][0]), "unfinished jobs at shutdown")
+        for _ in self._slots:
             self.inbox.put(None)
         self.loop.stop()
+
+    def _released(self, count: int, why: str) -> None:
+        if "release_claimed" in _active:
+            events.emit(
+                "release_claimed", process_id=self.id, process=self.name, count=count, reason=why
+            )
+        else:
+            log.warning("worker %s: released %s %s to ready", self.name, count, why)

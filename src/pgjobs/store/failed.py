@@ -1,7 +1,13 @@
 """``pgjobs_failed_executions`` and ``pgjobs_job_errors``: jobs that failed, and every error.
 
-Failing is one statement: the claimed row (if this process still holds it) is deleted, the
-attempt counted, the error appended to the job's history and the failed row written.
+Every way an execution can end with an error is ONE statement: the claimed row (only if this
+process still holds it) is deleted, the attempt counted, the error appended to the job's history
+(``pgjobs_job_errors``) and the job moved on — to ``failed`` (:data:`FAIL`), back to ``ready`` or
+``scheduled`` (:data:`RETRY`), or finished as discarded (:data:`DISCARD`).
+
+Operators' statements (:mod:`pgjobs.failed`) work in batches: each picks at most ``limit`` failed
+rows after a keyset cursor, locked ``SKIP LOCKED``, and moves or deletes them in one short
+transaction, so retrying or discarding 100k failed jobs never holds long locks.
 """
 
 from __future__ import annotations
@@ -26,4 +32,160 @@ SELECT id, %(exception_class)s, %(message)s, %(backtrace)s, executions, %(proces
 RETURNING job_id
 """
 
+# retry_on: the same job goes back to ready (no wait: scheduled_at NULL, and its queue is
+# notified) or to scheduled, with the attempt counted, the error in its history and maybe a new
+# queue/priority.  Returns nothing when this process no longer holds the job.
+RETRY = """
+WITH done AS (
+    DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
+    RETURNING job_id
+), bumped AS (
+    UPDATE {jobs} SET executions = executions + 1,
+                      queue_name = COALESCE(%(queue)s, queue_name),
+                      priority = COALESCE(%(priority)s, priority),
+                      scheduled_at = COALESCE(%(scheduled_at)s, scheduled_at)
+    WHERE id IN (SELECT job_id FROM done)
+    RETURNING id, executions, queue_name, priority
+), history AS (
+    INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
+                              hostname, pid)
+    SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
+           %(hostname)s, %(pid)s FROM bumped
+), ready AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT id, queue_name, priority FROM bumped WHERE %(scheduled_at)s::timestamptz IS NULL
+), scheduled AS (
+    INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at)
+    SELECT id, queue_name, priority, %(scheduled_at)s FROM bumped
+    WHERE %(scheduled_at)s::timestamptz IS NOT NULL
+)
+SELECT id, executions,
+       CASE WHEN %(scheduled_at)s::timestamptz IS NULL THEN pg_notify(%(channel)s, queue_name) END
+FROM bumped
+"""
+
+# discard_on: the job is finished as discarded, attempt counted, error kept in its history.
+DISCARD = """
+WITH done AS (
+    DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
+    RETURNING job_id
+), bumped AS (
+    UPDATE {jobs} SET executions = executions + 1, finished_at = %(now)s, discarded_at = %(now)s
+    WHERE id IN (SELECT job_id FROM done)
+    RETURNING id, executions
+)
+INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
+                          hostname, pid)
+SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
+       %(hostname)s, %(pid)s FROM bumped
+RETURNING job_id
+"""
+
+# discard_on with preserve_finished_jobs: false: a discarded job is deleted like a finished one
+# (its history with it; after_discard is the place to keep what matters).
+DISCARD_DELETE = """
+WITH done AS (
+    DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
+    RETURNING job_id
+), history AS (
+    DELETE FROM {job_errors} WHERE job_id IN (SELECT job_id FROM done)
+)
+DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done)
+RETURNING id
+"""
+
 COUNT = "SELECT count(*) FROM {failed}"
+
+# The operators' filter on failed jobs (every parameter NULL: no filter).  An error matches its
+# recorded ``module.QualName`` or just its ``QualName``.
+_FILTER = """
+    AND (%(class_name)s::text IS NULL OR j.class_name = %(class_name)s)
+    AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+    AND (%(error)s::text IS NULL OR f.exception_class = %(error)s
+         OR right(f.exception_class, length(%(error)s) + 1) = '.' || %(error)s)
+    AND (%(failed_before)s::timestamptz IS NULL OR f.created_at < %(failed_before)s)
+    AND (%(failed_after)s::timestamptz IS NULL OR f.created_at >= %(failed_after)s)
+    AND (%(job_ids)s::uuid[] IS NULL OR j.job_id = ANY(%(job_ids)s::uuid[]))
+"""
+
+_COLUMNS = """f.job_id, j.job_id, j.class_name, j.queue_name, j.priority, j.arguments,
+       j.executions, j.scheduled_at, j.created_at, f.exception_class, f.message, f.backtrace,
+       f.attempt, f.process_id, f.hostname, f.pid, f.created_at"""
+
+# A page of failed jobs after a keyset cursor (the internal id); served by failed's primary key.
+LIST = (
+    "SELECT "
+    + _COLUMNS
+    + """
+FROM {failed} f JOIN {jobs} j ON j.id = f.job_id
+WHERE f.job_id > %(after_id)s"""
+    + _FILTER
+    + """
+ORDER BY f.job_id
+LIMIT %(limit)s
+"""
+)
+
+# How many failed jobs match a filter.
+COUNT_FILTERED = (
+    """
+SELECT count(*) FROM {failed} f JOIN {jobs} j ON j.id = f.job_id
+WHERE true"""
+    + _FILTER
+)
+
+# A job's error history, oldest first; served by job_errors (job_id, id).
+ERRORS = """
+SELECT attempt, exception_class, message, backtrace, process_id, hostname, pid, created_at
+FROM {job_errors} WHERE job_id = %(id)s ORDER BY id
+"""
+
+# The next batch of matching failed rows, locked (others' locked rows are skipped).
+_PICK = (
+    """
+WITH picked AS (
+    SELECT f.job_id FROM {failed} f JOIN {jobs} j ON j.id = f.job_id
+    WHERE f.job_id > %(after_id)s"""
+    + _FILTER
+    + """
+    ORDER BY f.job_id
+    LIMIT %(limit)s
+    FOR UPDATE OF f SKIP LOCKED
+), gone AS (
+    DELETE FROM {failed} f USING picked p WHERE f.job_id = p.job_id RETURNING f.job_id
+)"""
+)
+
+# Retry a batch of failed jobs: back to ready (or scheduled, for a future scheduled_at) as if
+# newly enqueued, executions kept, interruptions reset.  Returns (retried, cursor, notify).
+RETRY_FAILED = (
+    _PICK
+    + """, reset AS (
+    UPDATE {jobs} j SET interruptions = 0 FROM gone g WHERE j.id = g.job_id
+    RETURNING j.id, j.queue_name, j.priority, j.scheduled_at
+), ready AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT id, queue_name, priority FROM reset
+    WHERE scheduled_at IS NULL OR scheduled_at <= %(now)s
+    RETURNING job_id
+), scheduled AS (
+    INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at)
+    SELECT id, queue_name, priority, scheduled_at FROM reset WHERE scheduled_at > %(now)s
+)
+SELECT (SELECT count(*) FROM reset), (SELECT max(job_id) FROM picked),
+       (SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM ready)
+"""
+)
+
+# Discard a batch of failed jobs: delete the job, its failed row and its error history.
+# Returns (discarded, cursor).
+DISCARD_FAILED = (
+    _PICK
+    + """, history AS (
+    DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.job_id
+), deleted AS (
+    DELETE FROM {jobs} j USING gone g WHERE j.id = g.job_id RETURNING j.id
+)
+SELECT (SELECT count(*) FROM gone), (SELECT max(job_id) FROM picked)
+"""
+)

@@ -1,0 +1,68 @@
+"""Finished jobs: deleting them when they are not preserved, and clearing old ones in batches.
+
+``preserve_finished_jobs: false``: the worker's claim statements (:mod:`pgjobs.store.ready`)
+finish the previous batch by *deleting* the jobs instead of stamping ``finished_at``.  The
+variants below are those statements with the finishing part swapped, chosen once when a worker
+starts, so the hot path stays one statement either way.
+
+Clearing walks the jobs table in primary-key ranges (``id > a AND id <= b``, each range the next
+``batch_size`` ids), because ``finished_at`` is deliberately not indexed (it is written on the hot
+path): each range is one short statement, a few index pages, whatever the table's size.
+"""
+
+from __future__ import annotations
+
+from pgjobs.store import ready
+
+_FINISH_DELETE = """
+done AS (
+    -- Only rows this process still holds: a job released or recovered meanwhile is not ours.
+    DELETE FROM {claimed}
+    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
+    RETURNING job_id
+), finish AS (
+    DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done)
+), finish_history AS (
+    -- A job that succeeded after retries has errors in its history: they go with it.
+    DELETE FROM {job_errors} WHERE job_id IN (SELECT job_id FROM done)
+)"""
+
+
+def _deleting(statement: str) -> str:
+    finish = ready._FINISH
+    if finish not in statement:  # pragma: no cover - guards an edit of store/ready.py
+        raise AssertionError("store.ready's statements no longer contain its _FINISH part")
+    return statement.replace(finish, _FINISH_DELETE)
+
+
+# ready.CLAIM_ALL, finishing by deletion.
+CLAIM_ALL = _deleting(ready.CLAIM_ALL)
+# ready.CLAIM_QUEUE, finishing by deletion.
+CLAIM_QUEUE = _deleting(ready.CLAIM_QUEUE)
+# ready.CLAIM_QUEUES_MERGED, finishing by deletion.
+CLAIM_QUEUES_MERGED = _deleting(ready.CLAIM_QUEUES_MERGED)
+# ready.FINISH_ONLY, finishing by deletion.
+FINISH_ONLY = _deleting(ready.FINISH_ONLY)
+
+# Where the walk ends: the newest job when it starts (one primary-key probe).
+MAX_ID = "SELECT max(id) FROM {jobs}"
+
+# One step of the walk: the range of the next %(limit)s ids after %(after)s (gaps skipped), and
+# in it the jobs that finished before the cutoff (of one class) deleted with their error
+# histories.  Failed jobs (finished_at NULL) are never touched.  Returns (deleted, range end).
+CLEAR_RANGE = """
+WITH bounds AS (
+    SELECT max(id) AS last FROM (
+        SELECT id FROM {jobs} WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
+    ) ids
+), gone AS (
+    DELETE FROM {jobs}
+    WHERE id > %(after)s AND id <= (SELECT last FROM bounds)
+      AND finished_at < %(cutoff)s
+      AND (%(class_name)s::text IS NULL OR class_name = %(class_name)s)
+    RETURNING id
+), history AS (
+    DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.id
+)
+SELECT (SELECT count(*) FROM gone), (SELECT last FROM bounds)
+"""
