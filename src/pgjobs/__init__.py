@@ -31,7 +31,19 @@ from pgjobs.errors import (
 )
 from pgjobs.events import Event, on_thread_error, subscribe, unsubscribe
 from pgjobs.failed import FailedJob, FailedJobs, JobErrorRecord
+from pgjobs.hooks import (
+    on_dispatcher_start,
+    on_dispatcher_stop,
+    on_scheduler_start,
+    on_scheduler_stop,
+    on_start,
+    on_stop,
+    on_worker_start,
+    on_worker_stop,
+)
 from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
+from pgjobs.queues import Queue, QueueInfo
+from pgjobs.recurring import schedule_recurring, unschedule_recurring
 from pgjobs.retention import clear_finished
 from pgjobs.rules import DiscardRule, RetryRule, discard_on, rescue_from, retry_on
 from pgjobs.runtime import configure, get_database
@@ -59,6 +71,8 @@ __all__ = [
     "JobTimeout",
     "PgJobsError",
     "ProcessExitError",
+    "Queue",
+    "QueueInfo",
     "RetryRule",
     "SerializationError",
     "UnknownJobError",
@@ -75,12 +89,22 @@ __all__ = [
     "get_database",
     "job",
     "migrate",
+    "on_dispatcher_start",
+    "on_dispatcher_stop",
+    "on_scheduler_start",
+    "on_scheduler_stop",
+    "on_start",
+    "on_stop",
     "on_thread_error",
+    "on_worker_start",
+    "on_worker_stop",
     "perform_all_later",
     "perform_all_later_async",
     "register_type",
     "rescue_from",
     "retry_on",
+    "schedule_recurring",
     "subscribe",
+    "unschedule_recurring",
     "unsubscribe",
 ]

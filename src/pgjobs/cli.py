@@ -228,6 +228,22 @@ def _recurring(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("embedded")
+def _embedded(args: argparse.Namespace) -> int:
+    from pgjobs.db import embedded
+
+    where = embedded.data_directory(args.directory)
+    if args.action == "stop":
+        stopped = embedded.stop(args.directory)
+        print(
+            f"stopped the embedded PostgreSQL in {where}" if stopped else f"not running ({where})"
+        )
+        return 0
+    pid = embedded.running_pid(args.directory)
+    print(f"running (pid {pid}) in {where}" if pid else f"not running ({where})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgjobs", description="A PostgreSQL-backed background job queue."
@@ -276,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = rsub.add_parser("run", help="enqueue a task now (recorded as a manual run)")
     _database_options(q)
     q.add_argument("key")
+
+    p = sub.add_parser("embedded", help="the embedded development PostgreSQL: status or stop")
+    p.add_argument("action", choices=["status", "stop"])
+    p.add_argument("--directory", help="its directory (default: $PGJOBS_EMBEDDED_DIR or .pgjobs)")
 
     from pgjobs import cli_jobs  # failed jobs and retention; imports this module
 

@@ -10,6 +10,8 @@ stop``).  It is the development default; production always names a URL.
 from __future__ import annotations
 
 import os
+import signal
+import time
 import warnings
 from pathlib import Path
 
@@ -47,15 +49,39 @@ def start(directory: str | os.PathLike[str] | None = None) -> str:
     return uri
 
 
-def stop(directory: str | os.PathLike[str] | None = None) -> bool:
-    """Stop the embedded server if it runs; returns whether one was stopped."""
-    path = data_directory(directory)
-    if not (path / "postmaster.pid").exists():
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
+def running_pid(directory: str | os.PathLike[str] | None = None) -> int | None:
+    """The embedded server's postmaster pid, or None when it is not running."""
+    pid_file = data_directory(directory) / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (FileNotFoundError, IndexError, ValueError, ProcessLookupError):
+        return None
+    except PermissionError:  # alive, owned by the user pgserver runs it as
+        return pid
+    return pid
 
-        server = pgserver.get_server(str(path), cleanup_mode="stop")  # type: ignore[attr-defined]
-    server.cleanup()
+
+def stop(directory: str | os.PathLike[str] | None = None, *, timeout: float = 15.0) -> bool:
+    """Stop the embedded server (PostgreSQL's fast shutdown); returns whether one was running."""
+    pid = running_pid(directory)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGINT)  # fast shutdown: roll back sessions, checkpoint, exit
+    deadline = time.monotonic() + timeout
+    while running_pid(directory) is not None:
+        if time.monotonic() > deadline:
+            raise DatabaseUnreachable(f"the embedded PostgreSQL (pid {pid}) did not stop")
+        time.sleep(0.05)
+    _forget(data_directory(directory))
     return True
+
+
+def _forget(path: Path) -> None:
+    """Drop pgserver's cached handle, so a later start() starts the server again."""
+    try:
+        from pgserver.postgres_server import PostgresServer
+
+        PostgresServer._instances.pop(path, None)
+    except (ImportError, AttributeError):  # pragma: no cover - a pgserver without the cache
+        pass

@@ -1,0 +1,36 @@
+"""The embedded development server: start (or reuse), status, stop, restart — a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgjobs.cli import main
+from pgjobs.db import embedded
+
+pytestmark = pytest.mark.slow
+
+
+def test_start_reuse_stop_and_restart(capsys: pytest.CaptureFixture[str]) -> None:
+    # Under the repository, not pytest's tmp_path: as root, pgserver runs PostgreSQL as another
+    # user, who cannot enter /tmp/pytest-of-root (mode 700).
+    directory = Path(__file__).resolve().parent.parent / ".pgjobs" / f"embedded-test-{os.getpid()}"
+    url = embedded.start(directory)
+    assert embedded.start(directory) == url  # a second start reuses the running server
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("pgjobs",)
+    assert main(["embedded", "status", "--directory", str(directory)]) == 0
+    assert "running (pid" in capsys.readouterr().out
+    assert main(["embedded", "stop", "--directory", str(directory)]) == 0
+    assert "stopped" in capsys.readouterr().out
+    assert embedded.running_pid(directory) is None
+    assert not embedded.stop(directory)
+    url = embedded.start(directory)  # the data survives a restart
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert embedded.stop(directory)
+    shutil.rmtree(directory, ignore_errors=True)
