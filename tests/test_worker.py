@@ -15,7 +15,7 @@ from pgjobs.db.database import Database
 from pgjobs.processes.dispatcher import Dispatcher
 from pgjobs.processes.worker import Worker
 from pgjobs.queues import Queue, all_queues
-from tests.engine_helpers import states
+from tests.engine_helpers import scalar, states
 from tests.sample_jobs import Record
 
 pytestmark = pytest.mark.committed
@@ -161,3 +161,49 @@ def test_dispatcher_leaves_jobs_that_are_not_due(db: Database) -> None:
     assert 0 < dispatcher.poll() <= 1.0
     dispatcher.close()
     assert states(db.url) == {"scheduled": 1}
+
+
+def test_pruning_recovers_stale_processes_but_never_a_supervisors_live_children(
+    db: Database,
+) -> None:
+    import subprocess
+
+    from pgjobs.processes.supervisor import Supervisor
+
+    config = Config(workers=(), dispatchers=(), heartbeat_interval=30, process_alive_threshold=5)
+    supervisor = Supervisor(Database(db.url), config)
+    supervisor.register()
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        supervisor.children = [type("C", (), {"popen": sleeper})()]  # type: ignore[list-item]
+        old = datetime.now(UTC) - timedelta(minutes=10)
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            ids = [
+                conn.execute(
+                    "INSERT INTO pgjobs_processes (kind, name, hostname, pid, supervisor_id, "
+                    "last_heartbeat_at) VALUES ('worker', %s, 'h', %s, %s, %s) RETURNING id",
+                    [name, pid, sup, old],
+                ).fetchone()[0]  # type: ignore[index]
+                for name, pid, sup in (
+                    ("own-live-child", sleeper.pid, supervisor.id),
+                    ("vanished-host", 424242, None),
+                )
+            ]
+            pgjobs.perform_all_later([Record("a"), Record("b")], connection=conn)
+            conn.execute(
+                "WITH moved AS (DELETE FROM pgjobs_ready_executions RETURNING job_id) "
+                "INSERT INTO pgjobs_claimed_executions (job_id, process_id) "
+                "SELECT job_id, %s FROM moved",
+                [ids[1]],
+            )
+        supervisor.prune()
+        with psycopg.connect(db.url) as conn:
+            names = {r[0] for r in conn.execute("SELECT name FROM pgjobs_processes")}
+        assert "own-live-child" in names and "vanished-host" not in names
+        assert states(db.url) == {"ready": 2}
+        assert scalar(db.url, "SELECT max(interruptions) FROM pgjobs_jobs") == 1
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        supervisor.stop()
+        supervisor.close()

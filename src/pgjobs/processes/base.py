@@ -31,6 +31,7 @@ import psycopg
 from pgjobs import clock, events
 from pgjobs.config import Config
 from pgjobs.db.database import Database
+from pgjobs.errors import DatabaseUnreachable
 from pgjobs.store import processes as store
 
 log = logging.getLogger("pgjobs")
@@ -90,7 +91,7 @@ class Process:
         while True:
             try:
                 return fn(self.conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnreachable) as exc:
                 self.reconnected = True
                 if self._conn is not None:
                     self._conn.close()
@@ -136,7 +137,10 @@ class Process:
         if self.id is not None:
             try:
                 self.execute(store.DEREGISTER, {"id": self.id})
-            except psycopg.Error as exc:  # the supervisor or a pruner will clean up
+            except (
+                psycopg.Error,
+                DatabaseUnreachable,
+            ) as exc:  # the supervisor or a pruner will clean up
                 log.warning("%s %s: could not deregister: %s", self.kind, self.name, exc)
 
     def _heartbeat_loop(self) -> None:
@@ -151,7 +155,7 @@ class Process:
                 if conn is None or conn.closed:
                     conn = self.database.connect(autocommit=True)
                 alive = conn.execute(statement, {"now": clock.now(), "id": self.id}).fetchone()
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseUnreachable) as exc:
                 log.warning("%s %s: heartbeat failed: %s", self.kind, self.name, exc)
                 if conn is not None:
                     conn.close()

@@ -18,6 +18,7 @@ import psycopg
 from pgjobs import logs, runtime
 from pgjobs.config import load_config
 from pgjobs.db.database import Database
+from pgjobs.errors import DatabaseUnreachable
 from pgjobs.processes.base import Process
 
 
@@ -58,7 +59,10 @@ def main() -> None:
     process.install_signal_handlers()
     try:
         process.run()  # type: ignore[attr-defined]
-    except psycopg.Error as exc:  # the database stayed away while we were stopping
+    except (
+        psycopg.Error,
+        DatabaseUnreachable,
+    ) as exc:  # the database stayed away while we were stopping
         logging.getLogger("pgjobs").error("%s exiting without the database: %s", spec["kind"], exc)
         sys.stderr.flush()
         os._exit(1)

@@ -25,7 +25,7 @@ import psycopg
 from pgjobs import callbacks, clock
 from pgjobs.config import Config
 from pgjobs.db.database import Database
-from pgjobs.errors import ConfigurationError
+from pgjobs.errors import ConfigurationError, DatabaseUnreachable
 from pgjobs.jobs import EnqueuedJob
 from pgjobs.processes.poller import Poller
 from pgjobs.recurring import RecurringTask, sync_static, task_from_row
@@ -251,7 +251,7 @@ class Scheduler(Poller):
                 rows = self.execute(store.PRUNE, {"cutoff": cutoff, "limit": PRUNE_BATCH})
                 if rows[0][0] < PRUNE_BATCH:
                     break
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseUnreachable) as exc:
             log.warning("scheduler: pruning old recurring runs failed: %s", exc)
         self.clear_finished()
 
@@ -263,7 +263,7 @@ class Scheduler(Poller):
 
         try:
             cleared = clear_finished(self.config.clear_finished_jobs_after, database=self.database)
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseUnreachable) as exc:
             log.warning("scheduler: clearing finished jobs failed: %s", exc)
             return 0
         if cleared:

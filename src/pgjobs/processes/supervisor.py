@@ -159,10 +159,16 @@ class Supervisor(Process):
         cutoff = clock.now().timestamp() - self.config.process_alive_threshold
         from datetime import UTC, datetime
 
+        # Our own children are alive if their process runs, whatever their heartbeat says (it
+        # lags after a database outage): only their exit, seen by reap(), recovers their jobs.
+        running = {c.popen.pid for c in self.children if c.popen and c.popen.poll() is None}
+        children = self.execute(processes_store.CHILDREN, {"id": self.id})
+        alive = [int(r[0]) for r in children if r[1] in running]
         rows = self.execute(
-            processes_store.CLAIM_DEAD, {"cutoff": datetime.fromtimestamp(cutoff, UTC)}
+            processes_store.CLAIM_DEAD,
+            {"cutoff": datetime.fromtimestamp(cutoff, UTC), "alive": [*alive, self.id or 0]},
         )
-        dead = [int(r[0]) for r in rows if r[0] != self.id]
+        dead = [int(r[0]) for r in rows]
         if dead:
             events.emit("prune_processes", process_ids=dead, names=[r[2] for r in rows])
             log.warning("supervisor: pruning dead processes %s", [r[2] for r in rows])

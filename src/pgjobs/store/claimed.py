@@ -42,7 +42,10 @@ WITH released AS (
            'the process running this job exited ' || interruptions || ' times before it finished',
            '', executions, process_id
     FROM bumped WHERE interruptions >= %(max_interruptions)s
-    RETURNING job_id
+    RETURNING job_id, exception_class, message, attempt, process_id
+), history AS (
+    INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id)
+    SELECT job_id, attempt, exception_class, message, '', process_id FROM failed
 )
 SELECT r.n, (SELECT count(*) FROM failed), CASE WHEN r.n > 0 THEN pg_notify(%(channel)s, '*') END
 FROM (SELECT count(*) AS n FROM requeued) r

@@ -25,6 +25,7 @@ DEREGISTER = "DELETE FROM {processes} WHERE id = %(id)s"
 CLAIM_DEAD = """
 DELETE FROM {processes} WHERE id IN (
     SELECT id FROM {processes} WHERE last_heartbeat_at < %(cutoff)s
+    AND NOT (id = ANY(%(alive)s::bigint[]))  -- the caller's own children, seen alive
     ORDER BY id FOR UPDATE SKIP LOCKED
 )
 RETURNING id, kind, name, hostname, pid
