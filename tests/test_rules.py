@@ -711,3 +711,40 @@ def test_pgjobs_start_retries_a_flaky_job_until_it_succeeds(db: Database, tmp_pa
     assert row["executions"] == 3 and row["finished_at"] is not None
     assert [e[0] for e in errors_of(db.url, job.job_id)] == [1, 2]
     assert [e[0] for e in errors_of(db.url, exhausted.job_id)] == [1, 2, 3]
+
+
+# -- the configuration's default retry policy --------------------------------------------------
+
+
+def test_the_default_policy_retries_errors_no_rule_names(tmp_path: Path) -> None:
+    from pgjobs import rules
+    from pgjobs.config import load_config
+
+    path = tmp_path / "queue.yml"
+    path.write_text("retry:\n  attempts: 2\n  wait: 30s\n  jitter: 0\n")
+    config = load_config(path)
+    assert config.retry == {"attempts": 2, "wait": 30.0, "jitter": 0}
+    try:
+        rules.set_default_retry(config.retry)
+        first = run(Flaky, "value", "bad", executions=0)
+        assert (first.kind, first.wait) == ("retry", 30.0)
+        last = run(Flaky, "value", "bad", executions=1)  # the second execution: used up
+        assert last.kind == "fail"
+        assert run(Flaky, "value", "bad").kind == "retry"
+    finally:
+        rules.set_default_retry(None)
+    assert run(Flaky, "value", "bad").kind == "fail"
+
+
+def test_a_bad_default_policy_is_reported_with_its_line(tmp_path: Path) -> None:
+    from pgjobs.config import load_config
+
+    path = tmp_path / "queue.yml"
+    path.write_text("workers: []\nretry:\n  attempt: 2\n")
+    with pytest.raises(
+        pgjobs.ConfigurationError, match=r"queue.yml:2: retry: unknown key 'attempt'"
+    ):
+        load_config(path)
+    path.write_text("retry:\n  wait: sometimes\n")
+    with pytest.raises(pgjobs.ConfigurationError, match="retry"):
+        load_config(path)

@@ -69,6 +69,7 @@ class Config:
     clear_finished_jobs_after: float = 86400.0
     listen_notify: bool = True
     max_interruptions: int = 3
+    retry: dict[str, Any] | None = None
     job_timeout: float | None = None
     timeout_grace: float = 2.0
     path: Path | None = None
@@ -107,6 +108,31 @@ def schema_name(value: Any) -> str:
     return value
 
 
+RETRY_KEYS = ("attempts", "wait", "jitter")
+
+
+def retry_policy(value: Any) -> dict[str, Any]:
+    """The default retry policy: a mapping of ``attempts``, ``wait`` and ``jitter``."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of {', '.join(RETRY_KEYS)}, got {describe(value)}")
+    unknown = sorted(set(value) - set(RETRY_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(RETRY_KEYS)}")
+    policy = dict(value)
+    if isinstance(policy.get("wait"), str) and policy["wait"] not in (
+        "polynomially_longer",
+        "exponentially_longer",
+    ):
+        policy["wait"] = parse_duration(policy["wait"])
+    from pgjobs.rules import retry_on
+
+    try:
+        retry_on(Exception, **policy)
+    except Exception as exc:  # ConfigurationError: say what is wrong, without the prefix
+        raise ValueError(str(exc).split(": ", 1)[-1]) from exc
+    return policy
+
+
 def parse_duration(value: Any) -> float:
     """Seconds from a number or a string such as ``"45s"``, ``"30m"``, ``"12h"``, ``"1 day"``."""
     seconds = value
@@ -142,6 +168,7 @@ _GLOBAL: dict[str, Callable[[Any], Any]] = {
     "clear_finished_jobs_after": parse_duration,
     "listen_notify": boolean,
     "max_interruptions": positive_int,
+    "retry": retry_policy,
     "job_timeout": parse_duration,
     "timeout_grace": positive_number,
 }

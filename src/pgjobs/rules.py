@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 import random
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
@@ -310,11 +310,25 @@ def _requested(job: Job, error: BaseException) -> Decision | None:
     return Decision("retry", error, wait, request.queue, request.priority)
 
 
+# The configuration's default policy (queue.yml ``retry:``), set by workers at start: it applies
+# to an ``Exception`` that none of the job's own rules matches.
+default_retry: RetryRule | None = None
+
+
+def set_default_retry(settings: Mapping[str, Any] | None) -> RetryRule | None:
+    """Install the default retry policy from queue.yml's ``retry:`` mapping (None: no retries)."""
+    global default_retry
+    default_retry = retry_on(Exception, **settings) if settings else None
+    return default_retry
+
+
 def _pick(job: Job, error: BaseException) -> Rule | None:
     for rule in candidates(type(job)._rules, error):
         if isinstance(rule, DiscardRule) and rule.if_ is not None and not rule.if_(job, error):
             continue
         return rule
+    if default_retry is not None and isinstance(error, Exception):
+        return default_retry
     return None
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pgjobs import clock, events
+from pgjobs import clock, events, rules
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.executor import (
@@ -138,6 +138,7 @@ class Worker(Poller):
         self._started_threads = 0
         # Settings not in every Config yet: a default timeout for jobs without one, and the grace.
         self.default_timeout = _seconds(getattr(config, "job_timeout", None))
+        rules.set_default_retry(config.retry)
         self.timeout_grace = float(getattr(config, "timeout_grace", TIMEOUT_GRACE))
         self._timed: dict[int, _Deadline] = {}  # running jobs with a deadline, by id
         self._wake_at = INF  # when the main loop plans to wake up (monotonic)
