@@ -214,3 +214,19 @@ def test_a_postgresql_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
     finally:
         embedded.stop(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sigquit_leaves_at_once_and_gives_the_running_jobs_back(
+    db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    job = Sleepy.perform_later(60)
+    with pgjobs_start(db.url, config_file(tmp_path, shutdown_timeout=30), log) as proc:
+        wait_for(lambda: any(" start" in line for line in log_lines(log)))
+        started = time.monotonic()
+        proc.send_signal(signal.SIGQUIT)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5  # not the 30 s shutdown_timeout
+    assert states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT executions FROM pgjobs_jobs WHERE job_id = %s", [job.job_id]) == 0
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes") == 0
