@@ -188,6 +188,40 @@ async def async_driver(conn: Connectionish) -> psycopg.AsyncConnection[Any]:
 # -- single enqueue ---------------------------------------------------------------------------
 
 
+def _write(
+    conn: psycopg.Connection[Any], schema: str | None, job: Job, now: datetime
+) -> EnqueuedJob:
+    """The one statement that writes a job and its ready or scheduled row, on ``conn``."""
+    row = _row(job, now, store.notify_channel(schema))
+    found = conn.execute(_statement(schema, row), row.params).fetchone()
+    assert found is not None
+    return _result(row, found[0], found[1])
+
+
+async def _write_async(
+    conn: psycopg.AsyncConnection[Any], schema: str | None, job: Job, now: datetime
+) -> EnqueuedJob:
+    row = _row(job, now, store.notify_channel(schema))
+    found = await (await conn.execute(_statement(schema, row), row.params)).fetchone()
+    assert found is not None
+    return _result(row, found[0], found[1])
+
+
+def enqueue_on(
+    conn: psycopg.Connection[Any], job: Job, *, schema: str | None, now: datetime | None = None
+) -> EnqueuedJob | None:
+    """Write ``job`` on ``conn``, inside its transaction, with the job's enqueue callbacks.
+
+    For pgjobs' own processes (the scheduler), which hold a connection and a schema already.
+    ``None`` when an ``around_enqueue`` callback did not proceed.
+    """
+    when = now or clock.now()
+    result: EnqueuedJob | None = callbacks.run(
+        job, "enqueue", lambda: _write(conn, schema, job, when)
+    )
+    return result
+
+
 def enqueue(job: Job) -> EnqueuedJob:
     """Write one job (with its enqueue callbacks); see :meth:`pgjobs.Job.perform_later`."""
 
@@ -196,17 +230,11 @@ def enqueue(job: Job) -> EnqueuedJob:
         if _adapter is not None:
             return _adapter.enqueue(job, scheduled_at_of(job, now))
         if job.options.connection is not None:
-            schema = current_schema()  # the caller's connection: never start or pool anything
-            row = _row(job, now, store.notify_channel(schema))
-            cur = sync_driver(job.options.connection).execute(_statement(schema, row), row.params)
-            found = cur.fetchone()
-        else:
-            database = _database()
-            row = _row(job, now, store.notify_channel(database.schema))
-            with database.connection() as conn:
-                found = conn.execute(_statement(database.schema, row), row.params).fetchone()
-        assert found is not None
-        return _result(row, found[0], found[1])
+            # The caller's connection: never start or pool anything.
+            return _write(sync_driver(job.options.connection), current_schema(), job, now)
+        database = _database()
+        with database.connection() as conn:
+            return _write(conn, database.schema, job, now)
 
     result: EnqueuedJob | None = callbacks.run(job, "enqueue", body)
     return result if result is not None else _not_enqueued(job)
@@ -218,19 +246,11 @@ async def enqueue_async(job: Job) -> EnqueuedJob:
         if _adapter is not None:
             return _adapter.enqueue(job, scheduled_at_of(job, now))
         if job.options.connection is not None:
-            schema = current_schema()
-            row = _row(job, now, store.notify_channel(schema))
             driver = await async_driver(job.options.connection)
-            cur = await driver.execute(_statement(schema, row), row.params)
-            found = await cur.fetchone()
-        else:
-            database = _database()
-            row = _row(job, now, store.notify_channel(database.schema))
-            async with database.async_connection() as conn:
-                cur = await conn.execute(_statement(database.schema, row), row.params)
-                found = await cur.fetchone()
-        assert found is not None
-        return _result(row, found[0], found[1])
+            return await _write_async(driver, current_schema(), job, now)
+        database = _database()
+        async with database.async_connection() as conn:
+            return await _write_async(conn, database.schema, job, now)
 
     result: EnqueuedJob | None = await callbacks.run_async(job, "enqueue", body)
     return result if result is not None else _not_enqueued(job)

@@ -22,9 +22,11 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import callbacks, clock
+from pgjobs import clock
 from pgjobs.config import Config
 from pgjobs.db.database import Database
+from pgjobs.db.names import sql
+from pgjobs.enqueue import enqueue_on
 from pgjobs.errors import ConfigurationError, DatabaseUnreachable
 from pgjobs.jobs import EnqueuedJob
 from pgjobs.processes.poller import Poller
@@ -87,9 +89,6 @@ def enqueue_run(
     callback dropped it.  An error building or writing the job rolls the claim back and
     propagates: nothing is recorded, and the tick can be tried again.
     """
-    from pgjobs import enqueue as writer
-    from pgjobs.db.names import sql
-    from pgjobs.store.jobs import notify_channel
 
     job = task.build_job()
     with conn.transaction():
@@ -98,14 +97,7 @@ def enqueue_run(
         claimed = conn.execute(sql(store.CLAIM_RUN, schema), claim).fetchone()
         if claimed is None:
             return None
-
-        def write() -> EnqueuedJob:
-            row = writer._row(job, now, notify_channel(schema))
-            found = conn.execute(writer._statement(schema, row), row.params).fetchone()
-            assert found is not None
-            return writer._result(row, found[0], found[1])
-
-        enqueued: EnqueuedJob | None = callbacks.run(job, "enqueue", write)
+        enqueued = enqueue_on(conn, job, schema=schema, now=now)
         if enqueued is not None:
             conn.execute(sql(store.SET_JOB_ID, schema), {"id": claimed[0], "job_id": enqueued.id})
     return int(claimed[0]), enqueued
