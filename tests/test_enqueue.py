@@ -384,3 +384,27 @@ def test_bulk_on_a_callers_connection_commits_only_with_the_caller(db: Database)
             )
         pgjobs.perform_all_later([SendWelcomeEmail(5), SendWelcomeEmail(6)], connection=auto)
     assert count(db.url) == 3
+
+
+def test_enqueue_on_a_given_connection_reads_queue_yml_once(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgjobs import config, runtime
+
+    reads: list[object] = []
+    real = config.load_config
+
+    def counting(*args: Any, **kwargs: Any) -> config.Config:
+        reads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(config, "load_config", counting)
+    monkeypatch.setattr(runtime, "_schema_resolved", False)
+    monkeypatch.delenv("PGJOBS_SCHEMA", raising=False)
+    previous = runtime.use(None)
+    try:
+        for i in range(3):
+            SendWelcomeEmail.set(connection=conn).perform_later(i)
+    finally:
+        runtime.use(previous)
+    assert len(reads) == 1 and count(conn) == 3

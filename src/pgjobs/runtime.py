@@ -51,15 +51,27 @@ def use(database: Database | None) -> Database | None:
     return previous
 
 
+_schema: str | None = None  # resolved once from the environment and queue.yml
+_schema_resolved = False
+
+
 def current_schema() -> str | None:
-    """The pgjobs schema, without connecting or starting anything (for caller connections)."""
+    """The pgjobs schema, without connecting or starting anything (for caller connections).
+
+    Without a default database it is read from ``PGJOBS_SCHEMA`` or queue.yml once per process
+    (not on every enqueue); ``configure()`` and ``use()`` make it follow their database.
+    """
+    global _schema, _schema_resolved
     if _default is not None:
         return _default.schema
-    import os
+    if not _schema_resolved:
+        import os
 
-    from pgjobs.config import load_config
+        from pgjobs.config import load_config
 
-    return os.environ.get("PGJOBS_SCHEMA") or load_config().schema
+        _schema = os.environ.get("PGJOBS_SCHEMA") or load_config().schema
+        _schema_resolved = True
+    return _schema
 
 
 def get_database() -> Database:
