@@ -23,6 +23,7 @@ import psycopg
 from pgjobs import callbacks, clock, events
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
+from pgjobs.jobs import MAX_PRIORITY, MIN_PRIORITY
 from pgjobs.serialization import dumps_arguments
 from pgjobs.store import jobs as store
 
@@ -85,9 +86,10 @@ def _row(job: Job, now: datetime, channel: str) -> _Row:
     cls = type(job)
     if not isinstance(job.priority, int) or isinstance(job.priority, bool):
         raise ConfigurationError(f"{cls.job_name}: priority must be an int, got {job.priority!r}")
-    if not -32768 <= job.priority <= 32767:
+    if not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:
         raise ConfigurationError(
-            f"{cls.job_name}: priority must be between -32768 and 32767, got {job.priority}"
+            f"{cls.job_name}: priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, "
+            f"got {job.priority}"
         )
     when = scheduled_at_of(job, now)
     arguments = dumps_arguments(job.args, job.kwargs, context=f"{cls.job_name}.perform_later")

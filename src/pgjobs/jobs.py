@@ -25,6 +25,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
+# pgjobs_jobs.priority is a smallint: the priorities a job can have.
+MIN_PRIORITY, MAX_PRIORITY = -32768, 32767
 _registry: dict[str, type[Job]] = {}
 
 

@@ -28,7 +28,15 @@ from pgjobs.config import non_empty_string as _text
 from pgjobs.config import positive_int as _limit
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError, PgJobsError, UnknownJobError
-from pgjobs.jobs import EnqueuedJob, Job, JobFunction, Options, resolve
+from pgjobs.jobs import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    EnqueuedJob,
+    Job,
+    JobFunction,
+    Options,
+    resolve,
+)
 from pgjobs.schedules import Schedule, parse_schedule
 from pgjobs.serialization import deserialize_arguments, dumps_arguments, serialize_arguments
 from pgjobs.store import recurring as store
@@ -130,8 +138,14 @@ def _plain(value: Any) -> Any:
 
 
 def _priority(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -32768 <= value <= 32767:
-        raise ValueError(f"must be an integer from -32768 to 32767, got {describe(value)}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_PRIORITY <= value <= MAX_PRIORITY
+    ):
+        raise ValueError(
+            f"must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {describe(value)}"
+        )
     return value
 
 
