@@ -76,6 +76,10 @@ def _run_with(connection: Connection) -> None:
             connection = connection.execution_options(schema_translate_map={None: schema})
         _configure(connection)
         with context.begin_transaction():
+            if schema:
+                # ALTER TABLE by name (op.add_column, op.create_index) does not go through the
+                # translate map: resolve unqualified names to the schema for this transaction.
+                connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
             context.run_migrations()
         connection.commit()
     finally:

@@ -259,3 +259,90 @@ class StuckTimeout(pgjobs.Job):
         _log_line(f"{self.job_id} start")
         time.sleep(seconds)
         _log_line(f"{self.job_id} woke up")
+
+
+# -- concurrency limits and unique jobs --------------------------------------------------------
+
+
+def _span(kind: str, key: str, seconds: float) -> None:
+    """Log "<kind> <key> start <t>" / "... end <t>" around a sleep (wall clock, one machine)."""
+    import time
+
+    _log_line(f"span {kind} {key} start {time.time():.6f}")
+    time.sleep(seconds)
+    _log_line(f"span {kind} {key} end {time.time():.6f}")
+
+
+class LimitedPerStore(pgjobs.Job):
+    """At most 2 at once per store, across every worker."""
+
+    limits_concurrency = pgjobs.limit(to=2, key=lambda store, seconds=0.0: store, duration=60)
+
+    def perform(self, store: str, seconds: float = 0.0) -> None:
+        _span("limited", store, seconds)
+
+
+class OneAtATime(pgjobs.Job):
+    """One at a time; a crashed holder's slot comes back after 2 seconds."""
+
+    limits_concurrency = pgjobs.limit(to=1, duration=2)
+
+    def perform(self, seconds: float = 0.0) -> None:
+        _span("one", "all", seconds)
+
+
+class DiscardWhenBusy(pgjobs.Job):
+    limits_concurrency = pgjobs.limit(to=1, key=lambda name: name, on_conflict="discard")
+
+    def perform(self, name: str) -> None:
+        _log_line(f"discard-when-busy {name}")
+
+
+class FailsLimited(pgjobs.Job):
+    limits_concurrency = pgjobs.limit(to=1, key=lambda name: name)
+
+    def perform(self, name: str) -> None:
+        raise RuntimeError(f"boom {name}")
+
+
+class RebuildIndex(pgjobs.Job):
+    unique = pgjobs.unique(key=lambda index: index)
+
+    def perform(self, index: str) -> None:
+        _log_line(f"rebuild {index}")
+
+
+class RebuildIndexUntilExecuting(pgjobs.Job):
+    unique = pgjobs.unique(key=lambda index: index, until="executing")
+
+    def perform(self, index: str) -> None:
+        _log_line(f"rebuild-executing {index}")
+
+
+class StrictUnique(pgjobs.Job):
+    unique = pgjobs.unique(key=lambda name: name, on_conflict="raise")
+
+    def perform(self, name: str) -> None:
+        pass
+
+
+class Debounced(pgjobs.Job):
+    unique = pgjobs.unique(key=lambda name, version: name, on_conflict="replace")
+
+    def perform(self, name: str, version: int) -> None:
+        _log_line(f"debounced {name} {version}")
+
+
+class Hourly(pgjobs.Job):
+    unique = pgjobs.unique(key=lambda name: name, period=3600)
+
+    def perform(self, name: str) -> None:
+        pass
+
+
+class UniqueAndLimited(pgjobs.Job):
+    unique = pgjobs.unique(key=lambda name: name)
+    limits_concurrency = pgjobs.limit(to=1, group="shared")
+
+    def perform(self, name: str) -> None:
+        pass

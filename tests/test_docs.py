@@ -33,7 +33,10 @@ SKIP = "<!-- docs-test: skip"
 SHELLS = {"bash", "sh", "shell", "console", "ini"}
 # Store modules whose every statement docs/architecture.md must name.  A module not listed here
 # (work in progress) must at least be mentioned by its path.
-DOCUMENTED_STORES = ("claimed", "failed", "jobs", "pauses", "processes", "ready", "scheduled")
+DOCUMENTED_STORES = (
+    "blocked", "claimed", "failed", "finished", "jobs", "pauses", "processes", "ready",
+    "scheduled", "semaphores",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def keep_default_database(db: Database) -> Iterator[Database]:
 
 
 @pytest.mark.committed
-@pytest.mark.parametrize("name", ["README.md", "docs/jobs.md"])
+@pytest.mark.parametrize("name", ["README.md", "docs/jobs.md", "docs/concurrency.md"])
 def test_python_examples_run(
     name: str, keep_default_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

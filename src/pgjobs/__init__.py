@@ -22,6 +22,7 @@ from pgjobs.errors import (
     DatabaseNotMigrated,
     DatabaseUnreachable,
     DeserializationError,
+    DuplicateJobError,
     JobError,
     JobTimeout,
     PgJobsError,
@@ -42,6 +43,7 @@ from pgjobs.hooks import (
     on_worker_stop,
 )
 from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
+from pgjobs.limits import ConcurrencyLimit, Uniqueness, limit, unique
 from pgjobs.queues import Queue, QueueInfo
 from pgjobs.recurring import schedule_recurring, unschedule_recurring
 from pgjobs.retention import clear_finished
@@ -52,6 +54,7 @@ from pgjobs.serialization import register_type
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ConcurrencyLimit",
     "ConfigurationError",
     "ConfiguredJob",
     "Database",
@@ -60,6 +63,7 @@ __all__ = [
     "DatabaseUnreachable",
     "DeserializationError",
     "DiscardRule",
+    "DuplicateJobError",
     "EnqueuedJob",
     "Event",
     "FailedJob",
@@ -75,6 +79,7 @@ __all__ = [
     "QueueInfo",
     "RetryRule",
     "SerializationError",
+    "Uniqueness",
     "UnknownJobError",
     "__version__",
     "after_enqueue",
@@ -88,6 +93,7 @@ __all__ = [
     "discard_on",
     "get_database",
     "job",
+    "limit",
     "migrate",
     "on_dispatcher_start",
     "on_dispatcher_stop",
@@ -105,6 +111,7 @@ __all__ = [
     "retry_on",
     "schedule_recurring",
     "subscribe",
+    "unique",
     "unschedule_recurring",
     "unsubscribe",
 ]

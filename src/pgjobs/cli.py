@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from pgjobs import logs, settings
 from pgjobs.db.database import Database
@@ -119,12 +120,21 @@ def _start(args: argparse.Namespace) -> int:
 @command("status")
 def _status(args: argparse.Namespace) -> int:
     from pgjobs.queues import all_queues
+    from pgjobs.store import blocked as blocked_store
     from pgjobs.store import processes as processes_store
+    from pgjobs.store import semaphores as semaphores_store
 
     database = _open(args)
     with database.connection() as conn:
         procs = conn.execute(database.sql(processes_store.LIST)).fetchall()
+        slots = conn.execute(database.sql(semaphores_store.LIST)).fetchall()
+        waiting = dict(conn.execute(database.sql(blocked_store.COUNT_BY_KEY)).fetchall())
     queues = all_queues(database)
+    holding = {str(r[0]): int(r[1]) for r in slots}
+    limits: list[dict[str, Any]] = [
+        {"key": key, "holding": holding.get(key, 0), "blocked": int(waiting.get(key, 0))}
+        for key in sorted(set(holding) | set(waiting))
+    ]
     database.close()
     now = datetime.now(UTC)
     if args.json:
@@ -138,6 +148,7 @@ def _status(args: argparse.Namespace) -> int:
                         for p in procs
                     ],
                     "queues": [vars(q) for q in queues],
+                    "concurrency": limits,
                 },
                 indent=2,
             )
@@ -155,6 +166,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{q.name[:24]:<24} {q.size:>8} {q.latency:>9.1f}s  {'yes' if q.paused else ''}")
     if not queues:
         print("(no ready jobs)")
+    if limits:
+        print()
+        print(f"{'CONCURRENCY KEY':<40} {'HOLDING':>8} {'BLOCKED':>8}")
+        for limit in limits:
+            print(f"{limit['key'][:40]:<40} {limit['holding']:>8} {limit['blocked']:>8}")
     return 0
 
 

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,7 +50,16 @@ class DispatcherConfig:
     polling_interval: float = 1.0
     batch_size: int = 500
     concurrency_maintenance: bool = True
-    concurrency_maintenance_interval: float = 600.0
+    concurrency_maintenance_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The ``web:`` section: the dashboard's basic-auth credentials and read-only mode."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class Config:
     retry: dict[str, Any] | None = None
     job_timeout: float | None = None
     timeout_grace: float = 2.0
+    web: WebConfig = WebConfig()
     path: Path | None = None
     env: str = "development"
 
@@ -172,8 +182,9 @@ _GLOBAL: dict[str, Callable[[Any], Any]] = {
     "job_timeout": parse_duration,
     "timeout_grace": positive_number,
 }
-KEYS = frozenset(field.name for field in fields(Config)) - {"path", "env"}
-C = TypeVar("C", WorkerConfig, DispatcherConfig, Config)
+_WEB = {"username": non_empty_string, "password": non_empty_string, "read_only": boolean}
+KEYS = frozenset(f.name for f in fields(Config)) - {"path", "env"}
+C = TypeVar("C", WorkerConfig, DispatcherConfig, WebConfig, Config)
 
 
 def _build(
@@ -185,7 +196,7 @@ def _build(
     **given: Any,
 ) -> C:
     """``cls(**given, **settings)``, with missing and invalid settings at their default."""
-    allowed = {field.name for field in fields(cls)} - {"path", "env"}
+    allowed = {f.name for f in fields(cls)} - {"path", "env"}
     problems.check_keys(settings, allowed, where)
     values = {
         key: problems.take(settings, key, convert, getattr(cls, key), where)
@@ -221,6 +232,21 @@ def _queues(worker: Mapping[str, Any], where: str, problems: Problems) -> tuple[
         message = '"*" means all queues and cannot be combined with other queue names'
         problems.add(message, line=line, where=where)
     return tuple(queues) or WorkerConfig.queues
+
+
+def _web(settings: Mapping[str, Any], problems: Problems) -> WebConfig:
+    """The ``web:`` mapping (dashboard credentials): both or neither of username and password."""
+    value = settings["web"]
+    if not isinstance(value, Mapping):
+        message = f"must be a mapping of username, password and read_only, got {describe(value)}"
+        problems.add(message, line=line_of(settings, "web"), where="web")
+        return WebConfig()
+    web = _build(WebConfig, value, _WEB, "web", problems)
+    if (web.username is None) != (web.password is None):
+        message = "give both username and password (the dashboard's HTTP basic auth), or neither"
+        problems.add(message, line=line_of(settings, "web"), where="web")
+        return WebConfig(read_only=web.read_only)
+    return web
 
 
 def _entries(settings: Mapping[str, Any], key: str, problems: Problems) -> list[tuple[Any, str]]:
@@ -268,6 +294,8 @@ def parse_config(
             _build(DispatcherConfig, entry, _DISPATCHER, where, collected)
             for entry, where in _entries(settings, "dispatchers", collected)
         )
+    if settings.get("web") is not None:
+        given["web"] = _web(settings, collected)
     config = _build(Config, settings, _GLOBAL, "", collected, **given)
     if config.process_alive_threshold <= config.heartbeat_interval:
         key = "process_alive_threshold"

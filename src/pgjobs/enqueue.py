@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import psycopg
 
-from pgjobs import callbacks, clock, events
+from pgjobs import callbacks, clock, enqueue_keyed, events, limits
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
 from pgjobs.jobs import MAX_PRIORITY, MIN_PRIORITY
@@ -65,6 +65,8 @@ class _Row:
     job: Job
     params: dict[str, Any]
     scheduled_at: datetime | None
+    keys: limits.Keys
+    now: datetime
 
 
 def scheduled_at_of(job: Job, now: datetime) -> datetime | None:
@@ -103,14 +105,20 @@ def _row(job: Job, now: datetime, channel: str) -> _Row:
         "scheduled_at": when,
         "channel": channel,
     }
-    return _Row(job, params, when)
+    return _Row(job, params, when, limits.keys_for(job, now), now)
 
 
-def _result(row: _Row, id_: int | None, created_at: datetime | None) -> EnqueuedJob:
+def _result(
+    row: _Row,
+    id_: int | None,
+    created_at: datetime | None,
+    written: enqueue_keyed.Written | None = None,
+) -> EnqueuedJob:
     from pgjobs.jobs import EnqueuedJob
 
     job = row.job
     job.enqueued_at, job.scheduled_at = created_at, row.scheduled_at
+    state = written.state if written is not None else ""
     result = EnqueuedJob(
         job_id=job.job_id,
         class_name=type(job).job_name,
@@ -118,7 +126,22 @@ def _result(row: _Row, id_: int | None, created_at: datetime | None) -> Enqueued
         priority=job.priority,
         scheduled_at=row.scheduled_at,
         id=id_,
+        enqueued=state not in ("duplicate", "discarded"),
+        state=state,
+        duplicate_of=written.duplicate_of if written is not None else None,
+        replaced=written.replaced if written is not None else None,
     )
+    if not result.enqueued:
+        if "enqueue_skipped" in events.active:
+            events.emit(
+                "enqueue_skipped",
+                **events.job_fields(result.job_id, result.class_name, result.queue_name),
+                reason=state,
+                duplicate_of=result.duplicate_of,
+                unique_key=row.keys.unique_key,
+                concurrency_key=row.keys.concurrency_key,
+            )
+        return result
     if "enqueue" in events.active:
         events.emit(
             "enqueue",
@@ -190,20 +213,40 @@ async def async_driver(conn: Connectionish) -> psycopg.AsyncConnection[Any]:
 # -- single enqueue ---------------------------------------------------------------------------
 
 
-def _write(
-    conn: psycopg.Connection[Any], schema: str | None, job: Job, now: datetime
-) -> EnqueuedJob:
-    """The one statement that writes a job and its ready or scheduled row, on ``conn``."""
-    row = _row(job, now, store.notify_channel(schema))
+def _keyed_steps(row: _Row) -> Any:
+    return enqueue_keyed.steps(row.params, row.keys, row.scheduled_at is not None, row.now)
+
+
+def _atomic(row: _Row) -> bool:
+    return enqueue_keyed.needs_transaction(row.keys, row.scheduled_at is not None)
+
+
+def _write_row(conn: psycopg.Connection[Any], schema: str | None, row: _Row) -> EnqueuedJob:
+    if row.keys.special:
+        written = enqueue_keyed.run(conn, schema, _keyed_steps(row), atomic=_atomic(row))
+        return _result(row, written.id, written.created_at, written)
     found = conn.execute(_statement(schema, row), row.params).fetchone()
     assert found is not None
     return _result(row, found[0], found[1])
+
+
+def _write(
+    conn: psycopg.Connection[Any], schema: str | None, job: Job, now: datetime
+) -> EnqueuedJob:
+    """The one statement that writes a job and its ready or scheduled row, on ``conn`` (a few,
+    in a transaction, for a job with a concurrency limit or a unique key)."""
+    return _write_row(conn, schema, _row(job, now, store.notify_channel(schema)))
 
 
 async def _write_async(
     conn: psycopg.AsyncConnection[Any], schema: str | None, job: Job, now: datetime
 ) -> EnqueuedJob:
     row = _row(job, now, store.notify_channel(schema))
+    if row.keys.special:
+        written = await enqueue_keyed.run_async(
+            conn, schema, _keyed_steps(row), atomic=_atomic(row)
+        )
+        return _result(row, written.id, written.created_at, written)
     found = await (await conn.execute(_statement(schema, row), row.params)).fetchone()
     assert found is not None
     return _result(row, found[0], found[1])
@@ -277,19 +320,28 @@ def _not_enqueued(job: Job) -> EnqueuedJob:
 
 @dataclass(frozen=True)
 class _Bulk:
-    rows: list[_Row]
+    rows: list[_Row]  # jobs without keys: COPYed
     ready: list[_Row]
     scheduled: list[_Row]
     queues: list[str]
+    keyed: list[tuple[int, _Row]]  # (position, row) of jobs with keys, in semaphore-lock order
+    size: int
 
 
 def _plan_bulk(jobs: Iterable[Job], channel: str) -> _Bulk:
     now = clock.now()
-    rows = [_row(job, now, channel) for job in jobs]
+    every = [_row(job, now, channel) for job in jobs]
+    rows = [r for r in every if not r.keys.special]
+    # Jobs with keys are written one by one (each takes its semaphore row lock): in key order, so
+    # two bulk enqueues of the same keys cannot deadlock.
+    keyed = sorted(
+        ((i, r) for i, r in enumerate(every) if r.keys.special),
+        key=lambda item: item[1].keys.concurrency_key or "",
+    )
     ready = [r for r in rows if r.scheduled_at is None]
     scheduled = [r for r in rows if r.scheduled_at is not None]
     queues = sorted({r.params["queue_name"] for r in ready})
-    return _Bulk(rows, ready, scheduled, queues)
+    return _Bulk(rows, ready, scheduled, queues, keyed, len(every))
 
 
 def _copies(
@@ -323,8 +375,23 @@ def _notify(schema: str | None, plan: _Bulk) -> tuple[str, dict[str, Any]]:
     return store.NOTIFY_QUEUES, {"channel": store.notify_channel(schema), "queues": plan.queues}
 
 
-def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -> list[int]:
-    ids = [r[0] for r in conn.execute(*_reserve(schema, len(plan.rows))).fetchall()]
+def _bulk_results(plan: _Bulk, ids: list[int]) -> list[EnqueuedJob | None]:
+    results: list[EnqueuedJob | None] = [None] * plan.size
+    plain = iter(zip(plan.rows, ids, strict=True))
+    keyed = {i for i, _ in plan.keyed}
+    for i in range(plan.size):
+        if i not in keyed:
+            row, id_ = next(plain)
+            results[i] = _result(row, id_, None)
+    return results
+
+
+def _bulk_sync(
+    conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk
+) -> list[EnqueuedJob | None]:
+    ids: list[int] = []
+    if plan.rows:
+        ids = [r[0] for r in conn.execute(*_reserve(schema, len(plan.rows))).fetchall()]
     with conn.cursor() as cur:
         for statement, records in _copies(schema, plan, ids):
             with cur.copy(statement) as copy:
@@ -332,13 +399,20 @@ def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -
                     copy.write_row(record)
         if plan.queues:
             cur.execute(*_notify(schema, plan))
-    return ids
+    results = _bulk_results(plan, ids)
+    for i, row in plan.keyed:  # inside the bulk's transaction already
+        written = enqueue_keyed.run(conn, schema, _keyed_steps(row), atomic=False)
+        results[i] = _result(row, written.id, written.created_at, written)
+    return results
 
 
 async def _bulk_async(
     conn: psycopg.AsyncConnection[Any], schema: str | None, plan: _Bulk
-) -> list[int]:
-    ids = [r[0] for r in await (await conn.execute(*_reserve(schema, len(plan.rows)))).fetchall()]
+) -> list[EnqueuedJob | None]:
+    ids: list[int] = []
+    if plan.rows:
+        reserved = await conn.execute(*_reserve(schema, len(plan.rows)))
+        ids = [r[0] for r in await reserved.fetchall()]
     async with conn.cursor() as cur:
         for statement, records in _copies(schema, plan, ids):
             async with cur.copy(statement) as copy:
@@ -346,7 +420,15 @@ async def _bulk_async(
                     await copy.write_row(record)
         if plan.queues:
             await cur.execute(*_notify(schema, plan))
-    return ids
+    results = _bulk_results(plan, ids)
+    for i, row in plan.keyed:
+        written = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=False)
+        results[i] = _result(row, written.id, written.created_at, written)
+    return results
+
+
+def _done(results: list[EnqueuedJob | None]) -> list[EnqueuedJob]:
+    return [r for r in results if r is not None]
 
 
 def _adapted(jobs: Sequence[Job]) -> list[EnqueuedJob]:
@@ -363,7 +445,10 @@ def perform_all_later(
     """Enqueue many jobs (mixed classes, ready and scheduled) in a handful of statements.
 
     Like ActiveJob's ``perform_all_later``, enqueue callbacks are not run.  All jobs are written
-    in one transaction: the caller's when ``connection`` is given, else pgjobs' own.
+    in one transaction: the caller's when ``connection`` is given, else pgjobs' own.  Jobs with a
+    concurrency limit or a unique key are honoured as by ``perform_later`` (written one by one
+    after the others' COPY; a duplicate with ``on_conflict="raise"`` rolls the whole batch back).
+    Returns one result per job, in order (see :class:`pgjobs.EnqueuedJob.state`).
     """
     if not jobs or _adapter is not None:
         return _adapted(jobs)
@@ -373,15 +458,15 @@ def perform_all_later(
         driver = sync_driver(connection)
         if driver.autocommit:  # no caller transaction to join: make the batch atomic ourselves
             with driver.transaction():
-                ids = _bulk_sync(driver, schema, plan)
+                results = _bulk_sync(driver, schema, plan)
         else:  # inside the caller's transaction: it commits or rolls back the jobs with its data
-            ids = _bulk_sync(driver, schema, plan)
+            results = _bulk_sync(driver, schema, plan)
     else:
         database = _database()
         plan = _plan_bulk(jobs, store.notify_channel(database.schema))
         with database.connection() as conn, conn.transaction():
-            ids = _bulk_sync(conn, database.schema, plan)
-    return [_result(row, id_, None) for row, id_ in zip(plan.rows, ids, strict=True)]
+            results = _bulk_sync(conn, database.schema, plan)
+    return _done(results)
 
 
 async def perform_all_later_async(
@@ -395,12 +480,12 @@ async def perform_all_later_async(
         driver = await async_driver(connection)
         if driver.autocommit:
             async with driver.transaction():
-                ids = await _bulk_async(driver, schema, plan)
+                results = await _bulk_async(driver, schema, plan)
         else:
-            ids = await _bulk_async(driver, schema, plan)
+            results = await _bulk_async(driver, schema, plan)
     else:
         database = _database()
         plan = _plan_bulk(jobs, store.notify_channel(database.schema))
         async with database.async_connection() as conn, conn.transaction():
-            ids = await _bulk_async(conn, database.schema, plan)
-    return [_result(row, id_, None) for row, id_ in zip(plan.rows, ids, strict=True)]
+            results = await _bulk_async(conn, database.schema, plan)
+    return _done(results)

@@ -10,6 +10,7 @@ Every error pgjobs raises derives from :class:`PgJobsError`; a docstring is the 
     ├── SerializationError          a job argument cannot be stored as JSON
     ├── DeserializationError        a stored argument cannot be turned back into Python
     ├── UnknownJobError             no job class is registered under a stored name
+    ├── DuplicateJobError           a unique job's key is held (``on_conflict="raise"``)
     └── JobError                    base for failures recorded *on a job* (never raised in callers)
         ├── JobTimeout              the job ran longer than its timeout
         └── ProcessExitError        the process running the job died (recorded on recovery)
@@ -60,6 +61,16 @@ class DeserializationError(PgJobsError):
 
 class UnknownJobError(PgJobsError):
     """No job class is registered under the stored name."""
+
+
+class DuplicateJobError(PgJobsError):
+    """A job with the same unique key is already waiting or running."""
+
+    def __init__(self, existing_job_id: object, unique_key: str | None) -> None:
+        self.existing_job_id = existing_job_id
+        self.unique_key = unique_key
+        holder = f"job {existing_job_id}" if existing_job_id is not None else "another job"
+        super().__init__(f"{holder} holds the unique key {unique_key!r}")
 
 
 class JobError(PgJobsError):

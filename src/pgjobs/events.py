@@ -42,6 +42,10 @@ EVENTS: Mapping[str, int] = {
     "perform": logging.DEBUG,
     # one per batch of maintenance work
     "dispatch_scheduled": logging.DEBUG,
+    "unblock": logging.DEBUG,
+    "concurrency_maintenance": logging.INFO,
+    # an enqueue that did not write a job: a unique key held, or no slot with on_conflict=discard
+    "enqueue_skipped": logging.INFO,
     # a job did not simply finish
     "retry": logging.WARNING,
     "discard": logging.WARNING,

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from pgjobs import clock, events
+from pgjobs import clock, concurrency, events
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
 from pgjobs.store import failed as store
@@ -240,7 +240,9 @@ class FailedJobs:
             params["now"] = clock.now()
             with database.connection() as conn:  # autocommit: one short transaction a batch
                 row = conn.execute(statement, params).fetchone()
-            assert row is not None
+                assert row is not None
+                if len(row) > 3 and row[3]:  # retried jobs of limited classes wait in blocked
+                    concurrency.unblock(database.runner(conn), row[3], channel=params["channel"])
             total += int(row[0])
             if row[1] is None or limit is not None:
                 return total

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
-from pgjobs import callbacks, rules
+from pgjobs import callbacks, limits, rules
 from pgjobs.errors import ConfigurationError, UnknownJobError
 
 if TYPE_CHECKING:
@@ -32,7 +32,13 @@ _registry: dict[str, type[Job]] = {}
 
 @dataclass(frozen=True)
 class EnqueuedJob:
-    """What ``perform_later`` returns: the new job's public id and where it went."""
+    """What ``perform_later`` returns: the new job's public id and where it went.
+
+    ``state``: ``"ready"``, ``"scheduled"``, ``"blocked"`` (waiting for a concurrency slot),
+    ``"discarded"`` (no slot, ``on_conflict="discard"``), ``"duplicate"`` (a unique job's key is
+    held by ``duplicate_of``; nothing was written) or ``"skipped"`` (an ``around_enqueue``
+    callback did not proceed).  ``enqueued`` is False for the last three.
+    """
 
     job_id: uuid.UUID
     class_name: str
@@ -41,6 +47,14 @@ class EnqueuedJob:
     scheduled_at: datetime | None
     id: int | None = None
     enqueued: bool = True
+    state: str = ""
+    duplicate_of: uuid.UUID | None = None
+    replaced: uuid.UUID | None = None  # on_conflict="replace": the waiting job this one replaced
+
+    def __post_init__(self) -> None:
+        if not self.state:
+            state = "scheduled" if self.scheduled_at is not None else "ready"
+            object.__setattr__(self, "state", state if self.enqueued else "skipped")
 
     @property
     def scheduled(self) -> bool:
@@ -69,7 +83,8 @@ class Job:
     ``priority`` (lower runs first, default 0), ``job_name`` (a stable alias), ``timeout``
     (seconds or a timedelta; a worker fails the job with :class:`pgjobs.JobTimeout` past it),
     ``retry_on`` and ``discard_on`` (lists of :func:`pgjobs.retry_on` / :func:`pgjobs.discard_on`
-    rules, inherited; see ``docs/errors.md``).
+    rules, inherited; see ``docs/errors.md``), ``limits_concurrency`` (:func:`pgjobs.limit`) and
+    ``unique`` (:func:`pgjobs.unique`; see ``docs/concurrency.md``).
     Inside ``perform``: ``self.job_id``, ``self.executions``, ``self.queue_name``,
     ``self.priority``, ``self.enqueued_at``, ``self.scheduled_at``, ``self.args``, ``self.kwargs``.
     """
@@ -80,6 +95,8 @@ class Job:
     timeout: ClassVar[float | timedelta | None] = None
     retry_on: ClassVar[Sequence[Any]] = ()
     discard_on: ClassVar[Sequence[Any]] = ()
+    limits_concurrency: ClassVar[limits.ConcurrencyLimit | None] = None
+    unique: ClassVar[limits.Uniqueness | None] = None
     _callbacks: ClassVar[dict[tuple[callbacks.Kind, callbacks.Phase], tuple[str, ...]]] = {}
     _rules: ClassVar[tuple[rules.Rule, ...]] = ()
     _retry_request: rules.RetryRequest | None = None
@@ -92,6 +109,7 @@ class Job:
         cls._callbacks = callbacks.collect(cls)
         cls._rules = rules.collect(cls)
         cls.timeout = cls._timeout_seconds = _timeout(cls.timeout, cls.job_name)
+        limits.check_declarations(cls)
         if cls.is_async():
             for name in cls._callbacks.get(("around", "perform"), ()):
                 if not inspect.iscoroutinefunction(getattr(cls, name)):
@@ -347,6 +365,8 @@ def job(
     timeout: float | timedelta | None = None,
     retry_on: Sequence[Any] = (),
     discard_on: Sequence[Any] = (),
+    limits_concurrency: limits.ConcurrencyLimit | None = None,
+    unique: limits.Uniqueness | None = None,
 ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
 
 
@@ -360,10 +380,13 @@ def job(
     timeout: float | timedelta | None = None,
     retry_on: Sequence[Any] = (),
     discard_on: Sequence[Any] = (),
+    limits_concurrency: limits.ConcurrencyLimit | None = None,
+    unique: limits.Uniqueness | None = None,
 ) -> JobFunction[P, R] | Callable[[Callable[P, R]], JobFunction[P, R]]:
     """Turn a function into a job: ``@pgjobs.job(queue="mailers")``; same API as a Job class.
 
-    ``timeout``, ``retry_on`` and ``discard_on`` are the job class attributes of those names.
+    ``timeout``, ``retry_on``, ``discard_on``, ``limits_concurrency`` and ``unique`` are the job
+    class attributes of those names.
     """
 
     def wrap(func: Callable[P, R]) -> JobFunction[P, R]:
@@ -374,6 +397,8 @@ def job(
             "timeout": timeout,
             "retry_on": list(retry_on),
             "discard_on": list(discard_on),
+            "limits_concurrency": limits_concurrency,
+            "unique": unique,
             "job_name": name or f"{func.__module__}:{func.__qualname__}",
             "__module__": func.__module__,
             "__qualname__": func.__qualname__,

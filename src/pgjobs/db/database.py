@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -65,6 +65,17 @@ class Database:
     def sql(self, template: str) -> str:
         """A statement template with this database's table names filled in (cached)."""
         return sql(template, self.schema)
+
+    def runner(
+        self, conn: psycopg.Connection[Any]
+    ) -> Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]:
+        """``run(template, params) -> rows`` on ``conn`` (for helpers that take a runner)."""
+
+        def run(template: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+            cur = conn.execute(self.sql(template), params)
+            return cur.fetchall() if cur.description else []
+
+        return run
 
     def _kwargs(self) -> dict[str, Any]:
         # Pooled connections are in autocommit: a one-statement operation is one round trip;

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    Interval,
     MetaData,
     SmallInteger,
     Table,
@@ -75,7 +76,14 @@ jobs = Table(
     Column("priority", SmallInteger, nullable=False, server_default=text("0")),
     Column("executions", Integer, nullable=False, server_default=text("0")),
     Column("interruptions", SmallInteger, nullable=False, server_default=text("0")),
+    # Concurrency limits (NULL for unlimited jobs): the "group/key" whose semaphore the job takes,
+    # and the limit, duration and on_conflict it was enqueued with (used when it is dispatched or
+    # unblocked later, by processes that may not have the job's class).
     Column("concurrency_key", Text),
+    Column("concurrency_limit", Integer),
+    Column("concurrency_duration", Interval),
+    Column("concurrency_on_conflict", Text),
+    # Unique jobs: "<mode>|<job name>|<key>", NULL once the lock is released (see pgjobs.limits).
     Column("unique_key", Text),
     Column("scheduled_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
@@ -83,6 +91,14 @@ jobs = Table(
     _now(),
     # job_id is the public id: looked up by the API, the CLI and the dashboard.
     Index(None, "job_id", unique=True),
+    # Unique jobs: at most one job holds a key; INSERT ... ON CONFLICT arbitrates races.  Partial:
+    # jobs without a key (almost all) add nothing to it.
+    Index(
+        "uq_pgjobs_jobs_unique_key",
+        "unique_key",
+        unique=True,
+        postgresql_where=text("unique_key IS NOT NULL"),
+    ),
     # Dashboard and clear-finished filter by class; finished_at is deliberately NOT indexed
     # (it is written on the hot path; clear-finished scans in id order instead).
     Index(None, "class_name", "id"),
@@ -121,6 +137,8 @@ scheduled_executions = Table(
     Column("queue_name", Text, nullable=False),
     Column("priority", SmallInteger, nullable=False, server_default=text("0")),
     Column("scheduled_at", DateTime(timezone=True), nullable=False),
+    # Set for concurrency-limited jobs: when due they go through blocked to take a slot.
+    Column("concurrency_key", Text),
     _now(),
     # Dispatch: WHERE scheduled_at <= now ORDER BY scheduled_at, priority, job_id.
     Index(None, "scheduled_at", "priority", "job_id"),
@@ -202,6 +220,7 @@ pauses = Table(
     _now(),
 )
 
+# One row per concurrency key in use: ``value`` is how many jobs hold a slot (ready or running).
 semaphores = Table(
     "pgjobs_semaphores",
     metadata,

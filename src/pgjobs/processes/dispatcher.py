@@ -1,7 +1,10 @@
-"""The dispatcher: moves due scheduled jobs to ready, in batches, back to back while behind.
+"""The dispatcher: moves due scheduled jobs to ready, in batches, back to back while behind,
+and runs the concurrency maintenance (:func:`pgjobs.concurrency.maintain`) every
+``concurrency_maintenance_interval`` seconds.
 
 Several dispatchers may run side by side: the dispatch statement locks with ``SKIP LOCKED`` and
-moves each row exactly once (see :mod:`pgjobs.store.scheduled`).
+moves each row exactly once (see :mod:`pgjobs.store.scheduled`); due jobs of limited classes go
+to blocked and are unblocked right after, as slots allow.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from pgjobs import clock, events
+from pgjobs import clock, concurrency, events
 from pgjobs.config import Config, DispatcherConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.poller import Poller
@@ -31,6 +34,7 @@ class Dispatcher(Poller):
         }
         super().__init__(database, config, metadata=metadata, **kwargs)
         self.dispatcher = dispatcher
+        self._maintained_at = time.monotonic()  # the first pass comes one interval in
 
     def title(self) -> str:
         return f"pgjobs-dispatcher: every {self.dispatcher.polling_interval}s"
@@ -46,7 +50,9 @@ class Dispatcher(Poller):
                 "channel": notify_channel(self.database.schema),
             },
         )
-        moved = int(rows[0][0])
+        moved, keys = int(rows[0][0]), rows[0][2]
+        if keys:
+            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
         if moved and "dispatch_scheduled" in events.active:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
             events.emit(
@@ -54,7 +60,22 @@ class Dispatcher(Poller):
             )
         return moved
 
+    def maintain(self, now: datetime | None = None) -> tuple[int, concurrency.Unblocked]:
+        """One concurrency-maintenance pass: (semaphores expired, jobs unblocked)."""
+        self._maintained_at = time.monotonic()
+        return concurrency.maintain(
+            self.execute,
+            channel=notify_channel(self.database.schema),
+            alive_threshold=self.config.process_alive_threshold,
+            now=now,
+        )
+
     def poll(self) -> float:
+        interval = self.dispatcher.concurrency_maintenance_interval
+        if self.dispatcher.concurrency_maintenance and (
+            time.monotonic() - self._maintained_at >= interval
+        ):
+            self.maintain()
         if self.dispatch() >= self.dispatcher.batch_size:
             return 0.0  # a backlog: go again at once
         rows = self.execute(store.NEXT_DUE)

@@ -48,6 +48,17 @@ class Claimed:
     executions: int
     created_at: datetime
     scheduled_at: datetime | None
+    concurrency_key: str | None = None
+    unique_key: str | None = None
+
+    @property
+    def keyed(self) -> bool:
+        """Finishing it gives back a concurrency slot or a unique key, or must keep a period's
+        key: it is finished by the statements of :mod:`pgjobs.store.finished` that do that, not
+        by the claim statement.  (An until-executing key was released at claim.)"""
+        return self.concurrency_key is not None or (
+            self.unique_key is not None and not self.unique_key.startswith("x|")
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgjobs import clock, events, hooks
+from pgjobs import clock, concurrency, events, hooks
 from pgjobs.config import Config
 from pgjobs.db.database import Database
 from pgjobs.processes import systemd
@@ -144,7 +144,9 @@ class Supervisor(Process):
                 "channel": notify_channel(self.database.schema),
             },
         )
-        requeued, failed = rows[0][0], rows[0][1]
+        requeued, failed, _notified, keys = rows[0]
+        if keys:  # jobs failed after too many interruptions gave their slots back
+            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
         if requeued or failed:
             events.emit("recover", process_ids=process_ids, requeued=requeued, failed=failed)
             log.warning(

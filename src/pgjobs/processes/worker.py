@@ -18,6 +18,10 @@ Guarantees:
   (finished, ``discarded_at`` set) or failed; the error goes to the job's history either way.
 - With ``preserve_finished_jobs: false`` the claim statements delete finished jobs instead of
   stamping them (the variants in :mod:`pgjobs.store.finished`, chosen here once).
+- Jobs of classes with a concurrency limit or a unique key (rare: the claim returns their keys)
+  are finished by their own statement, which also gives back their slots and unique keys; the
+  keys whose slots were given back are then unblocked (:func:`pgjobs.concurrency.unblock`).  A
+  job unique ``until="executing"`` has its key released before it starts.
 
 Timeouts (``timeout`` on a job, else the ``job_timeout`` setting): the main loop watches the
 deadlines of running jobs — free while no running job has one.  Past its deadline an async job is
@@ -43,7 +47,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pgjobs import clock, events, rules
+from pgjobs import clock, concurrency, events, rules
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.executor import (
@@ -129,6 +133,7 @@ class Worker(Poller):
         self.outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.in_flight: dict[int, Claimed] = {}
         self.to_finish: list[int] = []
+        self.to_finish_keyed: list[int] = []  # finished jobs with a slot or unique key to release
         self.loop = EventLoopThread()
         self._paused: frozenset[str] = frozenset()
         self._paused_at = float("-inf")
@@ -146,12 +151,14 @@ class Worker(Poller):
             self._claim_all, self._claim_queue = ready_store.CLAIM_ALL, ready_store.CLAIM_QUEUE
             self._claim_merged = ready_store.CLAIM_QUEUES_MERGED
             self._finish_only_sql, self._discard_sql = ready_store.FINISH_ONLY, failed_store.DISCARD
+            self._finish_keyed_sql = finished_store.FINISH_KEYED
         else:
             self._claim_all = finished_store.CLAIM_ALL
             self._claim_queue = finished_store.CLAIM_QUEUE
             self._claim_merged = finished_store.CLAIM_QUEUES_MERGED
             self._finish_only_sql = finished_store.FINISH_ONLY
             self._discard_sql = failed_store.DISCARD_DELETE
+            self._finish_keyed_sql = finished_store.FINISH_KEYED_DELETE
 
     def title(self) -> str:
         return f"pgjobs-worker: {','.join(self.patterns)} ({self.threads} threads)"
@@ -325,12 +332,17 @@ class Worker(Poller):
         return delay
 
     def _claim_pass(self) -> float:
+        if self.to_finish_keyed:
+            self._finish_keyed()
         idle = self.threads - len(self.in_flight)
         if idle <= 0:
             if self.to_finish:
                 self._finish_only()
             return self.worker.polling_interval
         claimed = self.claim(idle)
+        executing = [c.id for c in claimed if c.unique_key and c.unique_key.startswith("x|")]
+        if executing:  # until="executing": a new job with the key may be enqueued from now on
+            self.execute(finished_store.RELEASE_UNIQUE_AT_CLAIM, {"ids": executing})
         for job in claimed:
             self.in_flight[job.id] = job
             self.inbox.put(job)
@@ -352,7 +364,10 @@ class Worker(Poller):
             if self._timed:
                 self._timed.pop(claimed.id, None)
             if outcome.kind == FINISHED:
-                self.to_finish.append(claimed.id)
+                if claimed.keyed:
+                    self.to_finish_keyed.append(claimed.id)
+                else:
+                    self.to_finish.append(claimed.id)
             else:
                 self.record(outcome)
 
@@ -378,6 +393,7 @@ class Worker(Poller):
             "backtrace": outcome.backtrace,
             "hostname": self.hostname,
             "pid": self.pid,
+            "now": clock.now(),
         }
 
     @staticmethod
@@ -395,8 +411,14 @@ class Worker(Poller):
             "duration_ms": round(outcome.duration * 1000, 3),
         }
 
+    def _unblock(self, rows: list[tuple[Any, ...]]) -> None:
+        """After a statement that gave slots back: rows whose second column is a key."""
+        keys = [r[1] for r in rows if r[1] is not None]
+        if keys:
+            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
+
     def fail(self, outcome: Outcome) -> None:
-        self.execute(failed_store.FAIL, self._error_params(outcome))
+        self._unblock(self.execute(failed_store.FAIL, self._error_params(outcome)))
         if "fail" in _active:
             events.emit("fail", **self._error_fields(outcome))
 
@@ -410,7 +432,7 @@ class Worker(Poller):
             priority=outcome.priority,
             channel=notify_channel(self.database.schema),
         )
-        self.execute(failed_store.RETRY, params)
+        self._unblock(self.execute(failed_store.RETRY, params))
         if "retry" in _active:
             claimed = outcome.claimed
             events.emit(
@@ -423,16 +445,14 @@ class Worker(Poller):
             )
 
     def discard(self, outcome: Outcome) -> None:
-        params = self._error_params(outcome)
-        params["now"] = clock.now()
-        self.execute(self._discard_sql, params)
+        self._unblock(self.execute(self._discard_sql, self._error_params(outcome)))
         if "discard" in _active:
             events.emit("discard", **self._error_fields(outcome))
 
     def reconcile(self) -> None:
         """After a lost connection, give back claimed rows we are not running."""
         self.reconnected = False
-        running = list(self.in_flight) + self.to_finish
+        running = list(self.in_flight) + self.to_finish + self.to_finish_keyed
         rows = self.execute(
             claimed_store.RELEASE_ORPHANS,
             {
@@ -450,6 +470,14 @@ class Worker(Poller):
     def _finish_only(self) -> None:
         self.execute(self._finish_only_sql, self._finish_params())
         self.to_finish = []
+
+    def _finish_keyed(self) -> None:
+        params = {"finished": self.to_finish_keyed, "process_id": self.id, "now": clock.now()}
+        rows = self.execute(self._finish_keyed_sql, params)
+        self.to_finish_keyed = []
+        keys = [r[0] for r in rows]
+        if keys:
+            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -525,6 +553,8 @@ class Worker(Poller):
         self._collect()
         if self.to_finish:
             self._finish_only()
+        if self.to_finish_keyed:
+            self._finish_keyed()
         if self.in_flight:
             rows = self.execute(
                 claimed_store.RELEASE,

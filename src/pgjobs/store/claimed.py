@@ -8,6 +8,8 @@ that kills its worker cannot loop forever.
 
 from __future__ import annotations
 
+from pgjobs.store import jobs as _jobs
+
 # Give back jobs a stopping process did not finish (graceful shutdown): not counted as attempts.
 RELEASE = """
 WITH released AS (
@@ -22,16 +24,23 @@ WITH released AS (
 SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM requeued
 """
 
-# Recover the jobs of dead processes: re-queue with the attempt counted, or fail for good once a
-# job has been interrupted too many times.
-RECOVER = """
+# Recover the jobs of dead processes: re-queue with the attempt counted (keeping a concurrency
+# slot and unique key), or fail for good once a job has been interrupted too many times (slot
+# given back, unique key released).  Returns (re-queued, failed, notify, keys to unblock).
+RECOVER = (
+    """
 WITH released AS (
     DELETE FROM {claimed} WHERE process_id = ANY(%(process_ids)s::bigint[])
     RETURNING job_id, process_id
 ), bumped AS (
-    UPDATE {jobs} j SET executions = j.executions + 1, interruptions = j.interruptions + 1
+    UPDATE {jobs} j SET executions = j.executions + 1, interruptions = j.interruptions + 1,
+        unique_key = CASE WHEN j.interruptions + 1 >= %(max_interruptions)s
+                          THEN """
+    + _jobs.RELEASE_UNIQUE.replace("unique_key", "j.unique_key")
+    + """ ELSE j.unique_key END
     FROM released r WHERE j.id = r.job_id
-    RETURNING j.id, j.queue_name, j.priority, j.executions, j.interruptions, r.process_id
+    RETURNING j.id, j.queue_name, j.priority, j.executions, j.interruptions, r.process_id,
+              j.concurrency_key
 ), requeued AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM bumped WHERE interruptions < %(max_interruptions)s
@@ -46,10 +55,19 @@ WITH released AS (
 ), history AS (
     INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id)
     SELECT job_id, attempt, exception_class, message, '', process_id FROM failed
+), freed AS (
+    SELECT concurrency_key AS k, count(*) AS n FROM bumped
+    WHERE interruptions >= %(max_interruptions)s AND concurrency_key IS NOT NULL
+    GROUP BY concurrency_key
+), slots AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - f.n, 0), updated_at = now()
+    FROM freed f WHERE s.key = f.k
 )
-SELECT r.n, (SELECT count(*) FROM failed), CASE WHEN r.n > 0 THEN pg_notify(%(channel)s, '*') END
+SELECT r.n, (SELECT count(*) FROM failed), CASE WHEN r.n > 0 THEN pg_notify(%(channel)s, '*') END,
+       (SELECT array_agg(k) FROM freed)
 FROM (SELECT count(*) AS n FROM requeued) r
 """
+)
 
 # Jobs a process holds (status, dashboard).
 COUNT_BY_PROCESS = """

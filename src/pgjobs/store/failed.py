@@ -12,25 +12,44 @@ transaction, so retrying or discarding 100k failed jobs never holds long locks.
 
 from __future__ import annotations
 
-FAIL = """
+from pgjobs.store import jobs as _jobs
+
+# Give back the slot of a job that held one (the worker then unblocks its key).
+_RELEASE_SLOT = """
+, released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - 1, 0), updated_at = %(now)s
+    FROM bumped b WHERE s.key = b.concurrency_key
+)"""
+
+# A final failure: to failed, unique key released (a period's stays), slot given back.
+# Returns (id, concurrency key) when this process still held the job.
+FAIL = (
+    """
 WITH done AS (
     DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
     RETURNING job_id
 ), bumped AS (
-    UPDATE {jobs} SET executions = executions + 1 WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, executions
+    UPDATE {jobs} SET executions = executions + 1, unique_key = """
+    + _jobs.RELEASE_UNIQUE
+    + """
+    WHERE id IN (SELECT job_id FROM done)
+    RETURNING id, executions, concurrency_key
 ), history AS (
     INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
                               hostname, pid)
     SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
            %(hostname)s, %(pid)s FROM bumped
-)
-INSERT INTO {failed} (job_id, exception_class, message, backtrace, attempt, process_id,
-                      hostname, pid)
-SELECT id, %(exception_class)s, %(message)s, %(backtrace)s, executions, %(process_id)s,
-       %(hostname)s, %(pid)s FROM bumped
-RETURNING job_id
+), failed AS (
+    INSERT INTO {failed} (job_id, exception_class, message, backtrace, attempt, process_id,
+                          hostname, pid)
+    SELECT id, %(exception_class)s, %(message)s, %(backtrace)s, executions, %(process_id)s,
+           %(hostname)s, %(pid)s FROM bumped
+)"""
+    + _RELEASE_SLOT
+    + """
+SELECT id, concurrency_key FROM bumped
 """
+)
 
 # retry_on: the same job goes back to ready (no wait: scheduled_at NULL, and its queue is
 # notified) or to scheduled, with the attempt counted, the error in its history and maybe a new
@@ -45,54 +64,74 @@ WITH done AS (
                       priority = COALESCE(%(priority)s, priority),
                       scheduled_at = COALESCE(%(scheduled_at)s, scheduled_at)
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, executions, queue_name, priority
+    RETURNING id, executions, queue_name, priority, concurrency_key
 ), history AS (
     INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
                               hostname, pid)
     SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
            %(hostname)s, %(pid)s FROM bumped
 ), ready AS (
+    -- Retried at once: it keeps its concurrency slot.
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM bumped WHERE %(scheduled_at)s::timestamptz IS NULL
 ), scheduled AS (
-    INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at)
-    SELECT id, queue_name, priority, %(scheduled_at)s FROM bumped
+    -- Retried later: it gives its slot back and takes one again when due.
+    INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at, concurrency_key)
+    SELECT id, queue_name, priority, %(scheduled_at)s, concurrency_key FROM bumped
     WHERE %(scheduled_at)s::timestamptz IS NOT NULL
+), released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - 1, 0), updated_at = %(now)s
+    FROM bumped b
+    WHERE s.key = b.concurrency_key AND %(scheduled_at)s::timestamptz IS NOT NULL
 )
-SELECT id, executions,
+SELECT id, CASE WHEN %(scheduled_at)s::timestamptz IS NOT NULL THEN concurrency_key END,
        CASE WHEN %(scheduled_at)s::timestamptz IS NULL THEN pg_notify(%(channel)s, queue_name) END
 FROM bumped
 """
 
 # discard_on: the job is finished as discarded, attempt counted, error kept in its history.
-DISCARD = """
+DISCARD = (
+    """
 WITH done AS (
     DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
     RETURNING job_id
 ), bumped AS (
-    UPDATE {jobs} SET executions = executions + 1, finished_at = %(now)s, discarded_at = %(now)s
+    UPDATE {jobs} SET executions = executions + 1, finished_at = %(now)s, discarded_at = %(now)s,
+                      unique_key = """
+    + _jobs.RELEASE_UNIQUE
+    + """
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, executions
-)
-INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
-                          hostname, pid)
-SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
-       %(hostname)s, %(pid)s FROM bumped
-RETURNING job_id
+    RETURNING id, executions, concurrency_key
+), history AS (
+    INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
+                              hostname, pid)
+    SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
+           %(hostname)s, %(pid)s FROM bumped
+)"""
+    + _RELEASE_SLOT
+    + """
+SELECT id, concurrency_key FROM bumped
 """
+)
 
 # discard_on with preserve_finished_jobs: false: a discarded job is deleted like a finished one
 # (its history with it; after_discard is the place to keep what matters).
-DISCARD_DELETE = """
+DISCARD_DELETE = (
+    """
 WITH done AS (
     DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
     RETURNING job_id
 ), history AS (
     DELETE FROM {job_errors} WHERE job_id IN (SELECT job_id FROM done)
-)
-DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done)
-RETURNING id
+), bumped AS (
+    DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done)
+    RETURNING id, concurrency_key
+)"""
+    + _RELEASE_SLOT
+    + """
+SELECT id, concurrency_key FROM bumped
 """
+)
 
 COUNT = "SELECT count(*) FROM {failed}"
 
@@ -157,23 +196,34 @@ WITH picked AS (
 )
 
 # Retry a batch of failed jobs: back to ready (or scheduled, for a future scheduled_at) as if
-# newly enqueued, executions kept, interruptions reset.  Returns (retried, cursor, notify).
+# newly enqueued, executions kept, interruptions reset.  A job of a limited class goes to blocked
+# to take a slot (the caller unblocks the keys returned).  Its unique key, released when it
+# failed, is not taken again.  Returns (retried, cursor, notify, keys to unblock).
 RETRY_FAILED = (
     _PICK
     + """, reset AS (
     UPDATE {jobs} j SET interruptions = 0 FROM gone g WHERE j.id = g.job_id
-    RETURNING j.id, j.queue_name, j.priority, j.scheduled_at
+    RETURNING j.id, j.queue_name, j.priority, j.scheduled_at, j.concurrency_key,
+              j.concurrency_duration
 ), ready AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM reset
-    WHERE scheduled_at IS NULL OR scheduled_at <= %(now)s
+    WHERE (scheduled_at IS NULL OR scheduled_at <= %(now)s) AND concurrency_key IS NULL
     RETURNING job_id
+), blocked AS (
+    INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
+    SELECT id, queue_name, priority, concurrency_key, %(now)s::timestamptz + concurrency_duration
+    FROM reset
+    WHERE (scheduled_at IS NULL OR scheduled_at <= %(now)s) AND concurrency_key IS NOT NULL
+    RETURNING concurrency_key
 ), scheduled AS (
-    INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at)
-    SELECT id, queue_name, priority, scheduled_at FROM reset WHERE scheduled_at > %(now)s
+    INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at, concurrency_key)
+    SELECT id, queue_name, priority, scheduled_at, concurrency_key FROM reset
+    WHERE scheduled_at > %(now)s
 )
 SELECT (SELECT count(*) FROM reset), (SELECT max(job_id) FROM picked),
-       (SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM ready)
+       (SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM ready),
+       (SELECT array_agg(DISTINCT concurrency_key) FROM blocked)
 """
 )
 

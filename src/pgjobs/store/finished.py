@@ -12,6 +12,7 @@ path): each range is one short statement, a few index pages, whatever the table'
 
 from __future__ import annotations
 
+from pgjobs.store import jobs as _jobs
 from pgjobs.store import ready
 
 _FINISH_DELETE = """
@@ -65,4 +66,66 @@ WITH bounds AS (
     DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.id
 )
 SELECT (SELECT count(*) FROM gone), (SELECT last FROM bounds)
+"""
+
+# -- finishing jobs with a concurrency slot or a unique key ------------------------------------
+
+_RELEASE_SLOTS = """
+, released AS (
+    -- Give back one slot per finished job; the worker then unblocks those keys.
+    UPDATE {semaphores} s SET value = greatest(s.value - r.n, 0), updated_at = %(now)s
+    FROM (SELECT concurrency_key AS k, count(*) AS n FROM finish
+          WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) r
+    WHERE s.key = r.k
+)
+SELECT concurrency_key FROM finish WHERE concurrency_key IS NOT NULL
+"""
+
+# Finish jobs of limited or unique classes (preserve_finished_jobs: true): stamp them, release
+# their unique keys (a period's stays) and give their slots back.  Returns one row per slot.
+FINISH_KEYED = (
+    """
+WITH done AS (
+    DELETE FROM {claimed}
+    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
+    RETURNING job_id
+), finish AS (
+    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
+                      unique_key = """
+    + _jobs.RELEASE_UNIQUE
+    + """
+    WHERE id IN (SELECT job_id FROM done)
+    RETURNING concurrency_key
+)"""
+    + _RELEASE_SLOTS
+)
+
+# The same with preserve_finished_jobs: false: jobs are deleted, except those holding a
+# period's unique key, which are stamped and kept until clear_finished (the window's record).
+FINISH_KEYED_DELETE = (
+    """
+WITH done AS (
+    DELETE FROM {claimed}
+    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
+    RETURNING job_id
+), kept AS (
+    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1
+    WHERE id IN (SELECT job_id FROM done) AND left(unique_key, 2) = 'p|'
+    RETURNING concurrency_key
+), deleted AS (
+    DELETE FROM {jobs}
+    WHERE id IN (SELECT job_id FROM done) AND left(coalesce(unique_key, ''), 2) <> 'p|'
+    RETURNING id, concurrency_key
+), finish_history AS (
+    DELETE FROM {job_errors} WHERE job_id IN (SELECT id FROM deleted)
+), finish AS (
+    SELECT concurrency_key FROM kept UNION ALL SELECT concurrency_key FROM deleted
+)"""
+    + _RELEASE_SLOTS
+)
+
+# until="executing": a claimed job's unique key is released before it starts.
+RELEASE_UNIQUE_AT_CLAIM = """
+UPDATE {jobs} SET unique_key = NULL
+WHERE id = ANY(%(ids)s::bigint[]) AND left(unique_key, 2) = 'x|'
 """

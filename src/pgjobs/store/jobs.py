@@ -77,3 +77,124 @@ SELECT CASE
 def notify_channel(schema: str | None) -> str:
     """The NOTIFY channel that wakes the workers of one pgjobs schema."""
     return f"pgjobs_ready_{schema}" if schema else "pgjobs_ready"
+
+
+# -- jobs with a concurrency limit or a unique key (pgjobs.limits) -----------------------------
+
+# What a job's unique_key becomes when its execution ends for good: released, unless it names a
+# period (kept until the window is over).  Used by every statement that ends an execution.
+RELEASE_UNIQUE = "CASE WHEN left(unique_key, 2) = 'p|' THEN unique_key END"
+
+_KEYED_COLUMNS = """job_id, queue_name, class_name, arguments, priority, concurrency_key,
+                        concurrency_limit, concurrency_duration, concurrency_on_conflict,
+                        unique_key, scheduled_at"""
+_KEYED_VALUES = """%(job_id)s, %(queue_name)s, %(class_name)s, %(arguments)s::jsonb, %(priority)s,
+            %(concurrency_key)s, %(concurrency_limit)s, %(concurrency_duration)s,
+            %(concurrency_on_conflict)s, %(unique_key)s, %(scheduled_at)s"""
+# Two enqueues of one unique key: the second inserts nothing (it waits for the first to commit
+# or roll back).  Served by the partial unique index on unique_key.
+_ON_DUPLICATE = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+
+# A due job with a unique key and no limit: the job and its ready row, or nothing (duplicate).
+ENQUEUE_READY_KEYED = f"""
+WITH job AS (
+    INSERT INTO {{jobs}} ({_KEYED_COLUMNS})
+    VALUES ({_KEYED_VALUES})
+    {_ON_DUPLICATE}
+    RETURNING id, queue_name, priority, created_at
+), ready AS (
+    INSERT INTO {{ready}} (job_id, queue_name, priority)
+    SELECT id, queue_name, priority FROM job
+)
+SELECT id, created_at, 'ready', pg_notify(%(channel)s, queue_name) FROM job
+"""
+
+# A future job with keys: the job and its scheduled row (which carries the concurrency key, so
+# the dispatcher sends it through blocked to take a slot when due), or nothing (duplicate).
+ENQUEUE_SCHEDULED_KEYED = f"""
+WITH job AS (
+    INSERT INTO {{jobs}} ({_KEYED_COLUMNS})
+    VALUES ({_KEYED_VALUES})
+    {_ON_DUPLICATE}
+    RETURNING id, queue_name, priority, scheduled_at, concurrency_key, created_at
+), scheduled AS (
+    INSERT INTO {{scheduled}} (job_id, queue_name, priority, scheduled_at, concurrency_key)
+    SELECT id, queue_name, priority, scheduled_at, concurrency_key FROM job
+)
+SELECT id, created_at, 'scheduled', NULL FROM job
+"""
+
+# A due job of a limited class, step 1: the job alone (nothing on a duplicate)...
+INSERT_KEYED = f"""
+INSERT INTO {{jobs}} ({_KEYED_COLUMNS})
+VALUES ({_KEYED_VALUES})
+{_ON_DUPLICATE}
+RETURNING id, created_at
+"""
+
+# ... step 2, in the same transaction: take a slot (semaphores' primary key; the row is locked
+# either way) and go to ready, else to blocked, or finish as discarded.  Returns the state.
+PLACE_LIMITED = (
+    """
+WITH slot AS (
+    INSERT INTO {semaphores} AS s (key, value, expires_at)
+    VALUES (%(concurrency_key)s, 1, %(now)s::timestamptz + %(concurrency_duration)s::interval)
+    ON CONFLICT (key) DO UPDATE
+        SET value = s.value + 1, expires_at = excluded.expires_at, updated_at = %(now)s
+        WHERE s.value < %(concurrency_limit)s
+    RETURNING key
+), ready AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT %(id)s, %(queue_name)s, %(priority)s WHERE EXISTS (SELECT 1 FROM slot)
+    RETURNING queue_name
+), blocked AS (
+    INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
+    SELECT %(id)s, %(queue_name)s, %(priority)s, %(concurrency_key)s,
+           %(now)s::timestamptz + %(concurrency_duration)s::interval
+    WHERE NOT EXISTS (SELECT 1 FROM slot) AND %(concurrency_on_conflict)s = 'block'
+    RETURNING job_id
+), discarded AS (
+    UPDATE {jobs} SET finished_at = %(now)s, discarded_at = %(now)s, unique_key = """
+    + RELEASE_UNIQUE
+    + """
+    WHERE id = %(id)s AND NOT EXISTS (SELECT 1 FROM slot)
+      AND %(concurrency_on_conflict)s = 'discard'
+    RETURNING id
+)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM ready) THEN 'ready'
+            WHEN EXISTS (SELECT 1 FROM blocked) THEN 'blocked' ELSE 'discarded' END,
+       (SELECT pg_notify(%(channel)s, queue_name) FROM ready)
+"""
+)
+
+# The job holding a unique key (a duplicate was refused).  Served by the unique index.
+FIND_UNIQUE = "SELECT id, job_id FROM {jobs} WHERE unique_key = %(unique_key)s"
+
+# on_conflict="replace": discard the job holding the key if it is still waiting (ready,
+# scheduled or blocked), giving back its slot if it held one.  A job being claimed right now
+# keeps its ready row locked: the DELETE waits, finds it gone, and the job is left running.
+# Returns (replaced, its job_id, the concurrency key whose slot it gave back).
+REPLACE_WAITING = """
+WITH old AS (
+    SELECT id, job_id, concurrency_key FROM {jobs} WHERE unique_key = %(unique_key)s FOR UPDATE
+), from_ready AS (
+    DELETE FROM {ready} r USING old WHERE r.job_id = old.id RETURNING r.job_id
+), from_scheduled AS (
+    DELETE FROM {scheduled} s USING old WHERE s.job_id = old.id RETURNING s.job_id
+), from_blocked AS (
+    DELETE FROM {blocked} b USING old WHERE b.job_id = old.id RETURNING b.job_id
+), removed AS (
+    SELECT job_id FROM from_ready UNION ALL SELECT job_id FROM from_scheduled
+    UNION ALL SELECT job_id FROM from_blocked
+), discarded AS (
+    UPDATE {jobs} j SET finished_at = %(now)s, discarded_at = %(now)s, unique_key = NULL
+    FROM removed WHERE j.id = removed.job_id
+    RETURNING j.id
+), released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - 1, 0), updated_at = %(now)s
+    FROM old WHERE s.key = old.concurrency_key AND EXISTS (SELECT 1 FROM from_ready)
+    RETURNING s.key
+)
+SELECT (SELECT count(*) FROM discarded), (SELECT job_id FROM old),
+       (SELECT key FROM released)
+"""

@@ -30,7 +30,7 @@ moved AS (
     RETURNING job_id
 )
 SELECT j.id, j.job_id, j.class_name, j.arguments, j.queue_name, j.priority, j.executions,
-       j.created_at, j.scheduled_at
+       j.created_at, j.scheduled_at, j.concurrency_key, j.unique_key
 FROM claimed c JOIN {jobs} j ON j.id = c.job_id
 ORDER BY j.priority, j.id  -- run in the order they were picked
 """
