@@ -243,3 +243,13 @@ def test_an_application_migrated_database_is_recognised(
     check_migrated(url)
     migrate(url)  # a no-op: it must not try to create the tables again
     assert _tables(url) >= {"pgjobs_jobs"} and "pgjobs_alembic_version" not in _tables(url)
+
+
+def test_the_jobs_table_keeps_room_for_hot_finishes(make_database: Callable[[], str]) -> None:
+    url = make_database()
+    migrate(url)
+    with psycopg.connect(url) as conn:
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'pgjobs_jobs'"
+        ).fetchone()
+    assert options is not None and "fillfactor=50" in options[0]

@@ -275,8 +275,18 @@ def dumps_arguments(
     return _JSON.encode(serialize_arguments(args, kwargs, context=context))
 
 
-def deserialize_arguments(data: Mapping[str, Any]) -> tuple[tuple[object, ...], dict[str, object]]:
-    """Turn the stored form back into ``(args, kwargs)``; raises DeserializationError."""
+def deserialize_arguments(
+    data: Mapping[str, Any] | str,
+) -> tuple[tuple[object, ...], dict[str, object]]:
+    """Turn the stored form (a mapping, or its JSON text) back into ``(args, kwargs)``; raises
+    DeserializationError."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise DeserializationError(f"stored job arguments are not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DeserializationError(f"stored job arguments are malformed: {data!r:.200}")
     raw_args, raw_kwargs = data.get("args", []), data.get("kwargs", {})
     if type(raw_args) is not list or type(raw_kwargs) is not dict:
         raise DeserializationError(f"stored job arguments are malformed: {data!r:.200}")

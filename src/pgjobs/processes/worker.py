@@ -465,7 +465,9 @@ class Worker(Poller):
             self._released(int(rows[0][0]), "jobs claimed by a lost reply")
 
     def _finish_params(self) -> dict[str, Any]:
-        return {"finished": self.to_finish, "process_id": self.id, "now": clock.now()}
+        # The ids as an array literal: psycopg adapts a list element by element (~2 µs each).
+        finished = "{" + ",".join(map(str, self.to_finish)) + "}"
+        return {"finished": finished, "process_id": self.id, "now": clock.now()}
 
     def _finish_only(self) -> None:
         self.execute(self._finish_only_sql, self._finish_params())

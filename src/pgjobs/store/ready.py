@@ -22,14 +22,17 @@ done AS (
 
 _CLAIMED = """
 moved AS (
-    DELETE FROM {ready} r USING picked WHERE r.job_id = picked.job_id
-    RETURNING r.job_id
+    -- By primary key, one probe per picked id: a join here may be planned as a hash join over
+    -- a sequential scan of ready, which costs as much as the backlog is deep.
+    DELETE FROM {ready} WHERE job_id = ANY(ARRAY(SELECT job_id FROM picked))
+    RETURNING job_id
 ), claimed AS (
     INSERT INTO {claimed} (job_id, process_id)
     SELECT job_id, %(process_id)s FROM moved
     RETURNING job_id
 )
-SELECT j.id, j.job_id, j.class_name, j.arguments, j.queue_name, j.priority, j.executions,
+-- arguments as text: decoded by the job's thread, not by the worker's claim loop.
+SELECT j.id, j.job_id, j.class_name, j.arguments::text, j.queue_name, j.priority, j.executions,
        j.created_at, j.scheduled_at, j.concurrency_key, j.unique_key
 FROM claimed c JOIN {jobs} j ON j.id = c.job_id
 ORDER BY j.priority, j.id  -- run in the order they were picked
