@@ -313,9 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["status", "stop"])
     p.add_argument("--directory", help="its directory (default: $PGJOBS_EMBEDDED_DIR or .pgjobs)")
 
-    from pgjobs import cli_jobs  # failed jobs and retention; imports this module
+    # Failed jobs and retention; the dashboard.  Both import this module.
+    from pgjobs import cli_jobs, cli_web
 
     cli_jobs.add_parsers(sub)
+    cli_web.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,238 @@
+"""``create_app``: the dashboard as an ASGI application, and what its pages share.
+
+The app is a Starlette application whose routes are the pages (:mod:`pgjobs.web.pages`) and the
+actions (:mod:`pgjobs.web.actions`), wrapped in :class:`pgjobs.web.security.Guard`.  Every link
+and form is built from the request's ``root_path``, so the app works at ``/`` (``pgjobs web``)
+and mounted under any prefix.  Database work runs in Starlette's thread pool on pgjobs' own
+(synchronous) connection pool.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import jinja2
+import psycopg
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from pgjobs import clock
+from pgjobs.config import Config, load_config
+from pgjobs.db.database import Database
+from pgjobs.errors import ConfigurationError, DatabaseError
+from pgjobs.web import fmt
+from pgjobs.web.security import (
+    CSRF_COOKIE,
+    FLASH_COOKIE,
+    Authorize,
+    BasicAuth,
+    Guard,
+    Signer,
+    cookie_path,
+    derive_secret,
+    new_nonce,
+    route_path,
+)
+
+HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
+CLOSED = (
+    "the pgjobs dashboard is closed by default: set PGJOBS_WEB_USERNAME and PGJOBS_WEB_PASSWORD "
+    "(or username/password under web: in queue.yml), pass username= and password=, or "
+    "authorize=, or no_auth=True to open it to anyone who can reach it"
+)
+
+
+@dataclass
+class Dashboard:
+    """What every handler needs: the database, the options, the templates and the signer."""
+
+    database_source: Callable[[], Database]
+    read_only: bool
+    alive_threshold: float  # seconds without a heartbeat after which a process is dead
+    signer: Signer
+    templates: jinja2.Environment
+    batch_size: int = 1000
+    _database: Database | None = None
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = self.database_source()
+        return self._database
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        database = self.database
+        with database.connection() as conn:
+            return fn(conn, database.schema, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, schema, *args)`` on a pooled connection, in the thread pool."""
+        return await run_in_threadpool(self._read, fn, *args)
+
+    def render(
+        self, request: Request, template: str, context: dict[str, Any], status: int = 200
+    ) -> Response:
+        nonce = request.cookies.get(CSRF_COOKIE) or new_nonce()
+        flash = self.signer.unseal(request.cookies.get(FLASH_COOKIE))
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        now = clock.now()
+
+        def route(name: str, query: dict[str, Any] | None = None, **params: Any) -> str:
+            """The path of a page inside the dashboard (what forms send back as return_to)."""
+            path = str(request.app.url_path_for(name, **params))
+            given = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+            return path + (f"?{urlencode(given)}" if given else "")
+
+        def url(name: str, query: dict[str, Any] | None = None, **params: Any) -> str:
+            return root + route(name, query, **params)
+
+        html = self.templates.get_template(template).render(
+            {
+                **context,
+                "url": url,
+                "route": route,
+                "static": lambda name: f"{root}/static/{name}",
+                "here": route_path(request.scope)
+                + (f"?{request.url.query}" if request.url.query else ""),
+                "csrf_token": self.signer.csrf_token(nonce),
+                "read_only": self.read_only,
+                "flash": flash,
+                "now": now,
+                "ago": lambda moment: fmt.age(moment, now),
+            }
+        )
+        response = HTMLResponse(html, status)
+        secure = request.url.scheme == "https"
+        path = cookie_path(request)
+        if request.cookies.get(CSRF_COOKIE) != nonce:
+            response.set_cookie(
+                CSRF_COOKIE, nonce, path=path, httponly=True, samesite="strict", secure=secure
+            )
+        if FLASH_COOKIE in request.cookies:
+            response.delete_cookie(FLASH_COOKIE, path=path)
+        return response
+
+
+def dashboard(request: Request) -> Dashboard:
+    found = request.app.state.dashboard
+    assert isinstance(found, Dashboard)
+    return found
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every value from the database is escaped on output
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        count=fmt.count, human=fmt.human, duration=fmt.duration, timestamp=fmt.timestamp
+    )
+    return env
+
+
+def _credentials(
+    username: str | None, password: str | None, config: Callable[[], Config]
+) -> BasicAuth | None:
+    if username is not None or password is not None:
+        source = "username= and password="
+    elif os.environ.get("PGJOBS_WEB_USERNAME") or os.environ.get("PGJOBS_WEB_PASSWORD"):
+        username = os.environ.get("PGJOBS_WEB_USERNAME")
+        password = os.environ.get("PGJOBS_WEB_PASSWORD")
+        source = "PGJOBS_WEB_USERNAME and PGJOBS_WEB_PASSWORD"
+    else:
+        web = config().web
+        username, password, source = web.username, web.password, "web: in queue.yml"
+    if not username and not password:
+        return None
+    if not username or not password:
+        raise ConfigurationError(f"the dashboard needs both a username and a password ({source})")
+    return BasicAuth(username, password)
+
+
+def create_app(
+    database: Database | str | None = None,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    authorize: Authorize | None = None,
+    no_auth: bool = False,
+    read_only: bool | None = None,
+    secret_key: str | bytes | None = None,
+    schema: str | None = None,
+    config: Config | None = None,
+    process_alive_threshold: float | None = None,
+) -> Starlette:
+    """The dashboard as an ASGI app, to serve on its own or to mount under a prefix.
+
+    ``database``: a :class:`~pgjobs.db.database.Database`, a URL (with ``schema``), or None
+    for pgjobs' default database (``pgjobs.configure`` / ``PGJOBS_DATABASE_URL``), resolved at
+    the first request.  Access: HTTP basic auth with ``username``/``password`` (default:
+    ``PGJOBS_WEB_USERNAME``/``PGJOBS_WEB_PASSWORD``, else the ``web:`` section of queue.yml);
+    or ``authorize(request) -> bool`` (may be async) for an application that has its own login;
+    or ``no_auth=True``.  With none of them, ConfigurationError: the dashboard is closed by
+    default.  ``read_only`` (default: ``web: read_only`` in queue.yml) hides and refuses every
+    action.  ``secret_key`` signs CSRF tokens and flash cookies (default: derived from the
+    basic-auth credentials, else random per process: give one when several processes serve
+    the dashboard behind ``authorize``).  ``process_alive_threshold`` (default: queue.yml's)
+    is when a process without heartbeat is shown as dead.
+    """
+    from pgjobs.web import actions, pages
+
+    loaded: list[Config] = [config] if config is not None else []
+
+    def settings() -> Config:
+        if not loaded:
+            loaded.append(load_config())
+        return loaded[0]
+
+    basic = None if authorize is not None or no_auth else _credentials(username, password, settings)
+    if basic is None and authorize is None and not no_auth:
+        raise ConfigurationError(CLOSED)
+    if isinstance(database, Database):
+        given = database
+        source: Callable[[], Database] = lambda: given  # noqa: E731
+    elif isinstance(database, str):
+        url = database
+        source = lambda: Database(url, schema=schema, application_name="pgjobs-web")  # noqa: E731
+    else:
+        from pgjobs.runtime import get_database
+
+        source = get_database
+    state = Dashboard(
+        database_source=source,
+        read_only=settings().web.read_only if read_only is None else read_only,
+        alive_threshold=process_alive_threshold or settings().process_alive_threshold,
+        signer=Signer(derive_secret(secret_key, basic)),
+        templates=_templates(),
+    )
+    static = StaticFiles(directory=HERE / "static")
+    app = Starlette(
+        routes=[*pages.ROUTES, *actions.ROUTES, Mount("/static", app=static, name="static")],
+        middleware=[Middleware(Guard, basic=basic, authorize=authorize)],
+        exception_handlers={
+            DatabaseError: _unavailable,
+            psycopg.OperationalError: _unavailable,
+        },
+    )
+    app.state.dashboard = state
+    return app
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """The database is down or not migrated: say so instead of a traceback."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return dashboard(request).render(request, "error.html", {"message": message}, 503)

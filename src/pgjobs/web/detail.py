@@ -1,0 +1,100 @@
+"""One job for its detail page: the job, where it is (its state), its errors and its origin.
+
+One statement reads the job by its public id (``ix_pgjobs_jobs_job_id``) with each execution
+table's row by primary key — the state is whichever of them exists — the process running it, and
+the recurring task that enqueued it (``ix_pgjobs_recurring_executions_job_id``).  A second
+statement reads its error history (``failed.ERRORS``, by ``ix_pgjobs_job_errors_job_id_id``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pgjobs.db.names import sql
+from pgjobs.failed import JobErrorRecord
+from pgjobs.store import failed as failed_store
+
+# The job and every execution row it may have (at most one exists), by primary keys.
+JOB = """
+SELECT j.id, j.job_id, j.class_name, j.queue_name, j.priority, j.arguments, j.executions,
+       j.interruptions, j.concurrency_key, j.unique_key, j.scheduled_at, j.finished_at,
+       j.discarded_at, j.created_at,
+       r.created_at AS ready_at,
+       s.scheduled_at AS due_at,
+       c.created_at AS claimed_at, c.process_id AS claimed_process_id,
+       p.kind AS process_kind, p.name AS process_name, p.hostname AS process_hostname,
+       p.pid AS process_pid, p.last_heartbeat_at AS process_heartbeat_at,
+       b.concurrency_key AS blocked_key, b.expires_at AS blocked_expires_at,
+       b.created_at AS blocked_at,
+       f.exception_class, f.message, f.backtrace, f.attempt, f.process_id AS failed_process_id,
+       f.hostname AS failed_hostname, f.pid AS failed_pid, f.created_at AS failed_at,
+       re.task_key, re.run_at AS task_run_at, re.manual AS task_manual
+FROM {jobs} j
+LEFT JOIN {ready} r ON r.job_id = j.id
+LEFT JOIN {scheduled} s ON s.job_id = j.id
+LEFT JOIN {claimed} c ON c.job_id = j.id
+LEFT JOIN {processes} p ON p.id = c.process_id
+LEFT JOIN {blocked} b ON b.job_id = j.id
+LEFT JOIN {failed} f ON f.job_id = j.id
+LEFT JOIN LATERAL (
+    SELECT task_key, run_at, manual FROM {recurring_executions} e
+    WHERE e.job_id = j.id ORDER BY e.id LIMIT 1
+) re ON true
+WHERE j.job_id = %(job_id)s
+"""
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    row: dict[str, Any]  # the columns of JOB by name
+    errors: tuple[JobErrorRecord, ...]
+
+    @property
+    def state(self) -> str:
+        """ready, scheduled, in_progress, blocked, failed, finished, discarded (or unknown)."""
+        r = self.row
+        for state, column in (
+            ("ready", "ready_at"),
+            ("scheduled", "due_at"),
+            ("in_progress", "claimed_at"),
+            ("blocked", "blocked_at"),
+            ("failed", "failed_at"),
+        ):
+            if r[column] is not None:
+                return state
+        if r["discarded_at"] is not None:
+            return "discarded"
+        return "finished" if r["finished_at"] is not None else "unknown"
+
+    @property
+    def list_state(self) -> str | None:
+        """The job list this job appears in (discarded jobs are among the finished)."""
+        state = self.state
+        return {"discarded": "finished", "unknown": None}.get(state, state)
+
+    @property
+    def arguments(self) -> str:
+        """The stored arguments as indented JSON."""
+        return json.dumps(self.row["arguments"], indent=2, ensure_ascii=False, sort_keys=True)
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the running attempt was claimed (not recorded once it has ended)."""
+        value = self.row["claimed_at"]
+        return value if isinstance(value, datetime) else None
+
+
+def find(conn: psycopg.Connection[Any], schema: str | None, job_id: uuid.UUID) -> JobDetail | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(sql(JOB, schema), {"job_id": job_id}).fetchone()
+    if row is None:
+        return None
+    history = conn.execute(sql(failed_store.ERRORS, schema), {"id": row["id"]}).fetchall()
+    return JobDetail(row, tuple(JobErrorRecord(*r) for r in history))

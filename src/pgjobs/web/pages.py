@@ -1,0 +1,247 @@
+"""The dashboard's pages (GET only: no page changes anything).
+
+Each handler reads what its page shows on one pooled connection, in the thread pool, and renders
+its template.  The SQL lives in :mod:`~pgjobs.web.counts`, :mod:`~pgjobs.web.throughput`,
+:mod:`~pgjobs.web.lists` and :mod:`~pgjobs.web.detail`; processes and recurring tasks use the
+statements and API of :mod:`pgjobs.store.processes` and :mod:`pgjobs.recurring`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pgjobs import clock
+from pgjobs.db.names import sql
+from pgjobs.recurring import TaskStatus, list_tasks
+from pgjobs.store import processes as processes_store
+from pgjobs.web import counts, detail, fmt, lists, throughput
+from pgjobs.web.app import dashboard
+from pgjobs.web.pinned import PinnedDatabase
+
+MAX_FILTER = 200  # characters of a filter value
+STATE_TITLES = {
+    "ready": "Ready",
+    "scheduled": "Scheduled",
+    "in_progress": "In progress",
+    "blocked": "Blocked",
+    "failed": "Failed",
+    "finished": "Finished",
+}
+# The public ids of jobs known by internal id (recurring tasks' last runs); primary key.
+JOB_IDS = "SELECT id, job_id FROM {jobs} WHERE id = ANY(%(ids)s::bigint[])"
+# The operators' filter on failed jobs, as pgjobs.FailedJobs applies it (every NULL: no filter).
+_FAILED_FILTER = """
+WHERE (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+  AND (%(class_name)s::text IS NULL OR j.class_name = %(class_name)s)
+  AND (%(error)s::text IS NULL OR f.exception_class = %(error)s
+       OR right(f.exception_class, length(%(error)s) + 1) = '.' || %(error)s)
+"""
+# How many failed jobs match a filter: run only while the failed table is under the count cap.
+# The LATERAL LIMIT 1 keeps it a nested loop of primary-key probes (never a scan of the jobs).
+FAILED_MATCHING = (
+    """
+SELECT count(*) FROM {failed} f
+CROSS JOIN LATERAL (
+    SELECT queue_name, class_name FROM {jobs} WHERE id = f.job_id LIMIT 1
+) j"""
+    + _FAILED_FILTER
+)
+# Past the cap: the planner's estimate of the same.
+FAILED_MATCHING_ESTIMATE = (
+    "EXPLAIN (FORMAT JSON) SELECT 1 FROM {failed} f JOIN {jobs} j ON j.id = f.job_id"
+    + _FAILED_FILTER
+)
+
+
+def _overview(conn: psycopg.Connection[Any], schema: str | None, now: datetime) -> dict[str, Any]:
+    flow = throughput.throughput(conn, schema, now)
+    return {
+        "counts": counts.state_counts(conn, schema),
+        "queues": counts.queue_stats(conn, schema),
+        "throughput": flow,
+        "chart": fmt.chart(flow.minutes),
+        "cap": counts.COUNT_CAP,
+    }
+
+
+async def overview(request: Request) -> Response:
+    dash = dashboard(request)
+    data = await dash.read(_overview, clock.now())
+    refresh = request.query_params.get("refresh", "")
+    seconds = min(max(int(refresh), 2), 3600) if refresh.isdigit() else None
+    return dash.render(request, "overview.html", {**data, "page": "overview", "refresh": seconds})
+
+
+async def queues(request: Request) -> Response:
+    dash = dashboard(request)
+    found = await dash.read(counts.queue_stats)
+    return dash.render(request, "queues.html", {"queues": found, "page": "queues"})
+
+
+def _param(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name, "").strip()
+    return value[:MAX_FILTER] or None
+
+
+def _filters(request: Request, state: str) -> lists.Filters:
+    process = _param(request, "process") if state == "in_progress" else None
+    return lists.Filters(
+        queue=_param(request, "queue"),
+        class_name=_param(request, "class"),
+        text=_param(request, "q"),
+        error=_param(request, "error") if state == "failed" else None,
+        process=int(process) if process and process.isdigit() else None,
+    )
+
+
+def _failed_matching(
+    conn: psycopg.Connection[Any], schema: str | None, filters: lists.Filters, total: counts.Count
+) -> counts.Count:
+    """How many failed jobs a bulk action on ``filters`` would touch: exact while the failed
+    table is under the count cap (then it is small), else the planner's estimate."""
+    if filters.queue is None and filters.class_name is None and filters.error is None:
+        return total
+    params = {"queue": filters.queue, "class_name": filters.class_name, "error": filters.error}
+    if total.kind == "exact":
+        row = conn.execute(sql(FAILED_MATCHING, schema), params).fetchone()
+        return counts.Count(int(row[0]) if row else 0)
+    estimate = counts.explain_rows(conn, sql(FAILED_MATCHING_ESTIMATE, schema), params)
+    return counts.Count(estimate, "estimate")
+
+
+def _jobs(
+    conn: psycopg.Connection[Any],
+    schema: str | None,
+    state: str,
+    filters: lists.Filters,
+    cursor: lists.Cursor | None,
+) -> dict[str, Any]:
+    found = counts.state_counts(conn, schema)
+    data: dict[str, Any] = {
+        "counts": found,
+        "result": lists.page(conn, schema, state, filters, cursor),
+    }
+    if state == "failed":
+        data["matching"] = _failed_matching(conn, schema, filters, found["failed"])
+    return data
+
+
+async def jobs(request: Request) -> Response:
+    state = request.path_params["state"]
+    if state not in STATE_TITLES:
+        raise HTTPException(404, f"no job state {state!r}")
+    dash = dashboard(request)
+    filters = _filters(request, state)
+    cursor = lists.Cursor.decode(request.query_params.get("before"))
+    data = await dash.read(_jobs, state, filters, cursor)
+    query = {
+        "queue": filters.queue,
+        "class": filters.class_name,
+        "q": filters.text,
+        "error": filters.error,
+        "process": filters.process,
+    }
+    context = {
+        **data,
+        "page": "failed" if state == "failed" else "jobs",
+        "state": state,
+        "states": STATE_TITLES,
+        "filters": filters,
+        "query": query,
+        "cursor": cursor,
+        "window": lists.SEARCH_WINDOW,
+    }
+    return dash.render(request, "jobs.html", context)
+
+
+async def job(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    assert isinstance(job_id, uuid.UUID)
+    dash = dashboard(request)
+    found = await dash.read(detail.find, job_id)
+    if found is None:
+        return dash.render(request, "error.html", {"message": f"No job {job_id}."}, 404)
+    return dash.render(request, "job.html", {"job": found, "page": "jobs"})
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    id: int
+    kind: str
+    name: str
+    hostname: str
+    pid: int
+    supervisor_id: int | None
+    metadata: dict[str, Any]
+    last_heartbeat_at: datetime
+    created_at: datetime
+    running: int
+    heartbeat_age: float
+    dead: bool
+
+    @property
+    def queues(self) -> str:
+        """The queues of a worker, as configured ("-" for other kinds)."""
+        found = self.metadata.get("queues")
+        if isinstance(found, list):
+            return ", ".join(str(q) for q in found)
+        return "-" if found is None else str(found)
+
+
+def _processes(
+    conn: psycopg.Connection[Any], schema: str | None, now: datetime, alive: float
+) -> list[ProcessRow]:
+    found = []
+    for row in conn.execute(sql(processes_store.LIST, schema)):
+        age = max(0.0, (now - row[7]).total_seconds())
+        metadata = row[6] if isinstance(row[6], dict) else {}
+        ident, kind, name, hostname, pid, supervisor_id = row[:6]
+        heartbeat, created, running = row[7:10]
+        found.append(
+            ProcessRow(ident, kind, name, hostname, pid, supervisor_id, metadata, heartbeat,
+                       created, running, age, age > alive)
+        )  # fmt: skip
+    return found
+
+
+async def processes(request: Request) -> Response:
+    dash = dashboard(request)
+    found = await dash.read(_processes, clock.now(), dash.alive_threshold)
+    names = {p.id: p.name for p in found}
+    context = {"processes": found, "names": names, "page": "processes"}
+    return dash.render(request, "processes.html", {**context, "alive": dash.alive_threshold})
+
+
+def _recurring(
+    conn: psycopg.Connection[Any], schema: str | None
+) -> tuple[list[TaskStatus], dict[int, uuid.UUID]]:
+    tasks = list_tasks(PinnedDatabase(conn, schema=schema))
+    ids = [t.last_job_id for t in tasks if t.last_job_id is not None]
+    public = {int(r[0]): r[1] for r in conn.execute(sql(JOB_IDS, schema), {"ids": ids})}
+    return tasks, public
+
+
+async def recurring(request: Request) -> Response:
+    dash = dashboard(request)
+    tasks, public = await dash.read(_recurring)
+    context = {"tasks": tasks, "public_ids": public, "page": "recurring"}
+    return dash.render(request, "recurring.html", {**context, "issued_at": clock.now()})
+
+
+ROUTES = [
+    Route("/", overview, name="overview"),
+    Route("/queues", queues, name="queues"),
+    Route("/jobs/{state}", jobs, name="jobs"),
+    Route("/job/{job_id:uuid}", job, name="job"),
+    Route("/processes", processes, name="processes"),
+    Route("/recurring", recurring, name="recurring"),
+]

@@ -1,0 +1,165 @@
+"""The dashboard's actions: each says what it did, and a double click does not do it twice."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import psycopg
+import pytest
+
+from tests.sample_jobs import SendWelcomeEmail
+from tests.web_helpers import add_job, client_on, flash, form_fields, state_of, submit
+
+
+def test_retry_one_then_again(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "failed")
+    client = client_on(conn)
+    page = client.get("/jobs/failed").text
+    fields = form_fields(page, "/failed/retry")[0]
+    first = client.post("/failed/retry", data=fields)
+    assert flash(client, first) == f"success: Retried job {job}: it is ready now."
+    assert state_of(conn, job) == "ready"
+    second = client.post("/failed/retry", data=fields)  # the double click
+    message = flash(client, second)
+    assert message == f"info: Job {job} is not failed (it is ready): nothing done."
+    assert conn.execute("SELECT count(*) FROM pgjobs_ready_executions").fetchone() == (1,)
+
+
+def test_retry_from_the_job_page_returns_to_it(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "failed")
+    client = client_on(conn)
+    response = submit(client, f"/job/{job}", "/failed/retry")
+    assert response.headers["location"] == f"/job/{job}"
+    page = client.get(response.headers["location"]).text
+    assert "state-ready" in page and "Retried job" in page
+    assert 'class="flash' not in client.get(f"/job/{job}").text  # shown once
+
+
+def test_discard_one_then_again(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "failed")
+    client = client_on(conn)
+    fields = form_fields(client.get(f"/job/{job}").text, "/failed/discard")[0]
+    response = client.post("/failed/discard", data=fields)
+    assert response.headers["location"] == "/jobs/failed"
+    assert flash(client, response) == f"success: Discarded job {job} and its error history."
+    assert state_of(conn, job) is None
+    again = flash(client, client.post("/failed/discard", data=fields))
+    assert again == f"info: Job {job} is not failed (it no longer exists): nothing done."
+
+
+def test_retry_a_job_that_is_not_failed(conn: psycopg.Connection) -> None:
+    _, failed = add_job(conn, "failed")
+    _, running = add_job(conn, "in_progress")
+    client = client_on(conn)
+    fields = form_fields(client.get("/jobs/failed").text, "/failed/retry")[0]
+    message = flash(client, client.post("/failed/retry", data={**fields, "job_id": str(running)}))
+    assert message == f"info: Job {running} is not failed (it is in progress): nothing done."
+    bad = flash(client, client.post("/failed/retry", data={**fields, "job_id": "nope"}))
+    assert bad == "error: No job id given."
+    assert state_of(conn, failed) == "failed"
+
+
+def test_bulk_retry_takes_every_job_matching_the_filter(conn: psycopg.Connection) -> None:
+    payments = [
+        add_job(conn, "failed", queue="payments", error="app.GatewayError")[1] for _ in range(7)
+    ]
+    other_error = add_job(conn, "failed", queue="payments", error="app.Timeout")[1]
+    other_queue = add_job(conn, "failed", queue="mail", error="app.GatewayError")[1]
+    client = client_on(conn)
+    client.app.state.dashboard.batch_size = 2  # type: ignore[attr-defined]
+    page = "/jobs/failed?queue=payments&error=GatewayError"
+    shown = client.get(page).text
+    assert "These filters match 7 failed jobs" in shown
+    fields = form_fields(shown, "/failed/retry-all")[0]
+    response = client.post("/failed/retry-all", data=fields)
+    assert response.headers["location"] == page
+    message = flash(client, response)
+    assert message == "success: Retried 7 failed jobs matching queue payments, error GatewayError."
+    assert {state_of(conn, j) for j in payments} == {"ready"}
+    assert state_of(conn, other_error) == state_of(conn, other_queue) == "failed"
+    again = flash(client, client.post("/failed/retry-all", data=fields))  # the double click
+    assert again == (
+        "info: No failed jobs matching queue payments, error GatewayError: nothing to retry."
+    )
+
+
+def test_bulk_discard_and_class_filter(conn: psycopg.Connection) -> None:
+    reports = [add_job(conn, "failed", class_name="app:Report")[1] for _ in range(3)]
+    kept = add_job(conn, "failed", class_name="app:Send")[1]
+    client = client_on(conn)
+    message = flash(client, submit(client, "/jobs/failed?class=app:Report", "/failed/discard-all"))
+    assert message == "success: Discarded 3 failed jobs matching class app:Report."
+    assert [state_of(conn, j) for j in reports] == [None, None, None]
+    assert state_of(conn, kept) == "failed"
+    message = flash(client, submit(client, "/jobs/failed", "/failed/discard-all"))
+    assert message == "success: Discarded 1 failed jobs."
+
+
+def test_bulk_actions_refuse_a_text_filter(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "failed", args=["needle"])
+    client = client_on(conn)
+    page = client.get("/jobs/failed?q=needle").text
+    assert "Bulk actions take the queue, class and error filters" in page
+    assert form_fields(page, "/failed/retry-all") == []
+    fields = form_fields(page, "/failed/retry")[0]
+    message = flash(client, client.post("/failed/retry-all", data={**fields, "q": "needle"}))
+    assert message.startswith("error: Bulk actions take the queue, class and error filters")
+    assert state_of(conn, job) == "failed"
+
+
+def test_pause_twice(conn: psycopg.Connection) -> None:
+    add_job(conn, "ready", queue="mail")
+    client = client_on(conn)
+    fields = form_fields(client.get("/queues").text, "/queues/pause")[0]
+    assert flash(client, client.post("/queues/pause", data=fields)).startswith("success: Paused")
+    again = flash(client, client.post("/queues/pause", data=fields))
+    assert again == "info: Queue mail was already paused: nothing done."
+    assert conn.execute("SELECT queue_name FROM pgjobs_pauses").fetchall() == [("mail",)]
+    resume = form_fields(client.get("/queues").text, "/queues/resume")[0]
+    assert flash(client, client.post("/queues/resume", data=resume)).startswith("success: Resumed")
+    again = flash(client, client.post("/queues/resume", data=resume))
+    assert again == "info: Queue mail was already not paused: nothing done."
+
+
+@pytest.fixture
+def nightly(conn: psycopg.Connection) -> str:
+    conn.execute(
+        "INSERT INTO pgjobs_recurring_tasks (key, schedule, class_name, arguments, queue_name) "
+        "VALUES ('nightly', 'every day at 3am', %s, %s, 'reports')",
+        [SendWelcomeEmail.job_name, json.dumps({"args": [5], "kwargs": {}})],
+    )
+    return "nightly"
+
+
+def test_run_now_once_per_page(conn: psycopg.Connection, nightly: str) -> None:
+    client = client_on(conn)
+    fields = form_fields(client.get("/recurring").text, "/recurring/run")[0]
+    message = flash(client, client.post("/recurring/run", data=fields))
+    match = re.fullmatch(r"success: Enqueued task nightly now: job ([0-9a-f-]{36})\.", message)
+    assert match is not None, message
+    row = conn.execute(
+        "SELECT j.job_id::text, j.queue_name, j.arguments, e.manual FROM pgjobs_jobs j "
+        "JOIN pgjobs_recurring_executions e ON e.job_id = j.id"
+    ).fetchall()
+    assert row == [(match.group(1), "reports", {"args": [5], "kwargs": {}}, True)]
+    again = flash(client, client.post("/recurring/run", data=fields))  # the double click
+    assert again.startswith("info: Task nightly was already run from this page")
+    assert conn.execute("SELECT count(*) FROM pgjobs_jobs").fetchone() == (1,)
+    # The page, reloaded, links the run's job and runs the task again.
+    page = client.get("/recurring").text
+    assert f"/job/{match.group(1)}" in page
+    fresh = form_fields(page, "/recurring/run")[0]
+    assert flash(client, client.post("/recurring/run", data=fresh)).startswith("success: Enqueued")
+    assert conn.execute("SELECT count(*) FROM pgjobs_jobs").fetchone() == (2,)
+
+
+def test_run_now_of_an_unknown_task(conn: psycopg.Connection, nightly: str) -> None:
+    client = client_on(conn)
+    fields = form_fields(client.get("/recurring").text, "/recurring/run")[0]
+    message = flash(client, client.post("/recurring/run", data={**fields, "key": "nightli"}))
+    assert message == "error: no recurring task 'nightli'; did you mean 'nightly'?"
+    conn.execute("UPDATE pgjobs_recurring_tasks SET class_name = 'nowhere:Missing'")
+    message = flash(client, client.post("/recurring/run", data=fields))
+    assert message.startswith("error: job class 'nowhere:Missing'")
+    assert conn.execute("SELECT count(*) FROM pgjobs_recurring_executions").fetchone() == (0,)
