@@ -96,16 +96,16 @@ def test_bulk_discard_and_class_filter(conn: psycopg.Connection) -> None:
     assert message == "success: Discarded 1 failed jobs."
 
 
-def test_bulk_actions_refuse_a_text_filter(conn: psycopg.Connection) -> None:
-    _, job = add_job(conn, "failed", args=["needle"])
+def test_bulk_actions_take_the_text_filter(conn: psycopg.Connection) -> None:
+    _, needle = add_job(conn, "failed", args=["a 100%_needle"])
+    _, other = add_job(conn, "failed", args=["a 100 needle"])  # % and _ are literal, not wildcards
     client = client_on(conn)
-    page = client.get("/jobs/failed?q=needle").text
-    assert "Bulk actions take the queue, class and error filters" in page
-    assert form_fields(page, "/failed/retry-all") == []
-    fields = form_fields(page, "/failed/retry")[0]
-    message = flash(client, client.post("/failed/retry-all", data={**fields, "q": "needle"}))
-    assert message.startswith("error: Bulk actions take the queue, class and error filters")
-    assert state_of(conn, job) == "failed"
+    page = client.get("/jobs/failed?q=100%25_NEEDLE").text
+    assert "These filters match 1 failed jobs" in page
+    message = flash(client, submit(client, "/jobs/failed?q=100%25_NEEDLE", "/failed/retry-all"))
+    assert message == "success: Retried 1 failed jobs matching arguments with 100%_NEEDLE."
+    assert state_of(conn, needle) == "ready"
+    assert state_of(conn, other) == "failed"
 
 
 def test_pause_twice(conn: psycopg.Connection) -> None:

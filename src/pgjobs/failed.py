@@ -47,6 +47,7 @@ class Filters(TypedDict, total=False):
     error: str | type[BaseException] | None
     failed_before: datetime | None
     failed_after: datetime | None
+    text: str | None
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class FailedJobs:
     Every method takes the same filters, all optional and combined with AND: ``job_class`` (a
     job class, a ``@pgjobs.job`` function or a stored class name), ``queue``, ``error`` (an
     exception class, or its name with or without the module), ``failed_before`` and
-    ``failed_after`` (timezone-aware datetimes).
+    ``failed_after`` (timezone-aware datetimes), ``text`` (a case-insensitive substring of the
+    job's stored arguments, JSON).
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class FailedJobs:
         error: str | type[BaseException] | None = None,
         failed_before: datetime | None = None,
         failed_after: datetime | None = None,
+        text: str | None = None,
         job_ids: builtins.list[uuid.UUID] | None = None,
     ) -> dict[str, Any]:
         for name, moment in (("failed_before", failed_before), ("failed_after", failed_after)):
@@ -169,6 +172,7 @@ class FailedJobs:
             "error": _error_name(error),
             "failed_before": failed_before,
             "failed_after": failed_after,
+            "text": f"%{escape_like(text)}%" if text else None,
             "job_ids": job_ids,
         }
 
@@ -275,6 +279,11 @@ class FailedJobs:
         if "discard_failed" in events.active:
             events.emit("discard_failed", count=done, **_shown(filters))
         return done
+
+
+def escape_like(text: str) -> str:
+    """``text`` matched literally by ``ILIKE`` (its ``%``, ``_`` and ``\\`` escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _shown(filters: Filters) -> dict[str, Any]:

@@ -145,6 +145,7 @@ _FILTER = """
     AND (%(failed_before)s::timestamptz IS NULL OR f.created_at < %(failed_before)s)
     AND (%(failed_after)s::timestamptz IS NULL OR f.created_at >= %(failed_after)s)
     AND (%(job_ids)s::uuid[] IS NULL OR j.job_id = ANY(%(job_ids)s::uuid[]))
+    AND (%(text)s::text IS NULL OR j.arguments::text ILIKE %(text)s)
 """
 
 _COLUMNS = """f.job_id, j.job_id, j.class_name, j.queue_name, j.priority, j.arguments,

@@ -124,17 +124,12 @@ def discard(dash: Dashboard, form: FormData) -> Flash:
 
 
 def _all(dash: Dashboard, form: FormData, verb: str) -> Flash:
-    if _text(form, "q"):
-        message = (
-            "Bulk actions take the queue, class and error filters, not a text search: "
-            "clear the text filter first."
-        )
-        return {"kind": "error", "message": message}
     queue, job_class, error = _text(form, "queue"), _text(form, "class"), _text(form, "error")
+    text = _text(form, "q")
     failed = FailedJobs(dash.database, batch_size=dash.batch_size)
     act = failed.retry_all if verb == "retry" else failed.discard_all
-    done = act(queue=queue, job_class=job_class, error=error)
-    given = (("queue", queue), ("class", job_class), ("error", error))
+    done = act(queue=queue, job_class=job_class, error=error, text=text)
+    given = (("queue", queue), ("class", job_class), ("error", error), ("arguments with", text))
     shown = ", ".join(f"{name} {value}" for name, value in given if value)
     matching = f"failed jobs matching {shown}" if shown else "failed jobs"
     if not done:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from pgjobs.db.names import sql
+from pgjobs.failed import escape_like
 
 PAGE_SIZE = 50
 SEARCH_WINDOW = 10_000
@@ -224,10 +225,6 @@ class Page:
     next: Cursor | None  # where the next (older) page starts; None at the end
     searched: int = 0  # a short filtered page: how many rows its window held
     exhausted: bool = True  # False when a short page's window was full: look further
-
-
-def escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _key(state: str, filters: Filters) -> str:

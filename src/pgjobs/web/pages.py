@@ -44,6 +44,7 @@ WHERE (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
   AND (%(class_name)s::text IS NULL OR j.class_name = %(class_name)s)
   AND (%(error)s::text IS NULL OR f.exception_class = %(error)s
        OR right(f.exception_class, length(%(error)s) + 1) = '.' || %(error)s)
+  AND (%(text)s::text IS NULL OR j.arguments::text ILIKE %(text)s)
 """
 # How many failed jobs match a filter: run only while the failed table is under the count cap.
 # The LATERAL LIMIT 1 keeps it a nested loop of primary-key probes (never a scan of the jobs).
@@ -51,7 +52,7 @@ FAILED_MATCHING = (
     """
 SELECT count(*) FROM {failed} f
 CROSS JOIN LATERAL (
-    SELECT queue_name, class_name FROM {jobs} WHERE id = f.job_id LIMIT 1
+    SELECT queue_name, class_name, arguments FROM {jobs} WHERE id = f.job_id LIMIT 1
 ) j"""
     + _FAILED_FILTER
 )
@@ -108,9 +109,14 @@ def _failed_matching(
 ) -> counts.Count:
     """How many failed jobs a bulk action on ``filters`` would touch: exact while the failed
     table is under the count cap (then it is small), else the planner's estimate."""
-    if filters.queue is None and filters.class_name is None and filters.error is None:
+    if not (filters.queue or filters.class_name or filters.error or filters.text):
         return total
-    params = {"queue": filters.queue, "class_name": filters.class_name, "error": filters.error}
+    params = {
+        "queue": filters.queue,
+        "class_name": filters.class_name,
+        "error": filters.error,
+        "text": f"%{lists.escape_like(filters.text)}%" if filters.text else None,
+    }
     if total.kind == "exact":
         row = conn.execute(sql(FAILED_MATCHING, schema), params).fetchone()
         return counts.Count(int(row[0]) if row else 0)
