@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from pgjobs import clock
 from pgjobs.db.names import sql
+from pgjobs.failed import escape_like
 from pgjobs.recurring import TaskStatus, list_tasks
 from pgjobs.store import processes as processes_store
 from pgjobs.web import counts, detail, fmt, lists, throughput
@@ -115,7 +116,7 @@ def _failed_matching(
         "queue": filters.queue,
         "class_name": filters.class_name,
         "error": filters.error,
-        "text": f"%{lists.escape_like(filters.text)}%" if filters.text else None,
+        "text": f"%{escape_like(filters.text)}%" if filters.text else None,
     }
     if total.kind == "exact":
         row = conn.execute(sql(FAILED_MATCHING, schema), params).fetchone()
