@@ -57,15 +57,5 @@ SELECT DISTINCT concurrency_key FROM (
 ) expired
 """
 
-# Put jobs (by internal id) into blocked to wait for a slot: operators' retries and due
-# scheduled jobs of limited classes.  Returns their keys.
-BLOCK = """
-INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
-SELECT j.id, j.queue_name, j.priority, j.concurrency_key,
-       %(now)s::timestamptz + j.concurrency_duration
-FROM {jobs} j WHERE j.id = ANY(%(ids)s::bigint[])
-RETURNING concurrency_key
-"""
-
 # Blocked jobs per key (status, dashboard).
 COUNT_BY_KEY = "SELECT concurrency_key, count(*) FROM {blocked} GROUP BY concurrency_key"

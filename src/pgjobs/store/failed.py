@@ -135,9 +135,10 @@ SELECT id, concurrency_key FROM bumped
 
 COUNT = "SELECT count(*) FROM {failed}"
 
-# The operators' filter on failed jobs (every parameter NULL: no filter).  An error matches its
-# recorded ``module.QualName`` or just its ``QualName``.
-_FILTER = """
+# The operators' filter on failed jobs (every parameter NULL: no filter), on failed rows ``f`` and
+# their jobs ``j``; shared with the dashboard.  An error matches its recorded ``module.QualName``
+# or just its ``QualName``; text is an ILIKE pattern over the arguments.
+FILTER = """
     AND (%(class_name)s::text IS NULL OR j.class_name = %(class_name)s)
     AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
     AND (%(error)s::text IS NULL OR f.exception_class = %(error)s
@@ -159,7 +160,7 @@ LIST = (
     + """
 FROM {failed} f JOIN {jobs} j ON j.id = f.job_id
 WHERE f.job_id > %(after_id)s"""
-    + _FILTER
+    + FILTER
     + """
 ORDER BY f.job_id
 LIMIT %(limit)s
@@ -171,7 +172,7 @@ COUNT_FILTERED = (
     """
 SELECT count(*) FROM {failed} f JOIN {jobs} j ON j.id = f.job_id
 WHERE true"""
-    + _FILTER
+    + FILTER
 )
 
 # A job's error history, oldest first; served by job_errors (job_id, id).
@@ -186,7 +187,7 @@ _PICK = (
 WITH picked AS (
     SELECT f.job_id FROM {failed} f JOIN {jobs} j ON j.id = f.job_id
     WHERE f.job_id > %(after_id)s"""
-    + _FILTER
+    + FILTER
     + """
     ORDER BY f.job_id
     LIMIT %(limit)s

@@ -4,29 +4,12 @@ Taking a slot is an upsert whose ``DO UPDATE ... WHERE value < limit`` both coun
 row is locked even when the slot is refused (PostgreSQL locks the conflicting row for
 ``ON CONFLICT DO UPDATE`` whatever its ``WHERE`` says), so a job blocked for lack of a slot is
 committed before any release of that key can run its next statement — and that release then sees
-it (:mod:`pgjobs.concurrency` releases in one statement and unblocks in the next).
+it (:mod:`pgjobs.concurrency` releases in one statement and unblocks in the next).  The upserts
+are part of the statements that place a job (``jobs.PLACE_LIMITED``, ``blocked.UNBLOCK_NEXT``);
+the releases part of those that end an execution (``finished.FINISH_KEYED``, ``failed.FAIL``, ...).
 """
 
 from __future__ import annotations
-
-# Take a slot of %(key)s for a job with limit %(limit)s; returns a row when it got one.
-# Served by the primary key.
-ACQUIRE = """
-INSERT INTO {semaphores} AS s (key, value, expires_at)
-VALUES (%(key)s, 1, %(now)s::timestamptz + %(duration)s::interval)
-ON CONFLICT (key) DO UPDATE
-    SET value = s.value + 1, expires_at = excluded.expires_at, updated_at = %(now)s
-    WHERE s.value < %(limit)s
-RETURNING key
-"""
-
-# Give back one slot per element of %(keys)s (a key appears once per slot).  Never below zero:
-# a semaphore that expired and was re-created may count fewer holders than give slots back.
-RELEASE = """
-UPDATE {semaphores} s SET value = greatest(s.value - r.n, 0), updated_at = %(now)s
-FROM (SELECT k, count(*) AS n FROM unnest(%(keys)s::text[]) AS k GROUP BY k) r
-WHERE s.key = r.k
-"""
 
 # Concurrency maintenance: forget semaphores not taken for their duration, unless a live
 # process is running one of their jobs (its slot is real).  Returns the keys, to unblock.

@@ -23,6 +23,7 @@ from pgjobs import clock
 from pgjobs.db.names import sql
 from pgjobs.failed import escape_like
 from pgjobs.recurring import TaskStatus, list_tasks
+from pgjobs.store import failed as failed_store
 from pgjobs.store import processes as processes_store
 from pgjobs.web import counts, detail, fmt, lists, throughput
 from pgjobs.web.app import dashboard
@@ -39,21 +40,15 @@ STATE_TITLES = {
 }
 # The public ids of jobs known by internal id (recurring tasks' last runs); primary key.
 JOB_IDS = "SELECT id, job_id FROM {jobs} WHERE id = ANY(%(ids)s::bigint[])"
-# The operators' filter on failed jobs, as pgjobs.FailedJobs applies it (every NULL: no filter).
-_FAILED_FILTER = """
-WHERE (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
-  AND (%(class_name)s::text IS NULL OR j.class_name = %(class_name)s)
-  AND (%(error)s::text IS NULL OR f.exception_class = %(error)s
-       OR right(f.exception_class, length(%(error)s) + 1) = '.' || %(error)s)
-  AND (%(text)s::text IS NULL OR j.arguments::text ILIKE %(text)s)
-"""
+# The operators' filter on failed jobs, exactly as pgjobs.FailedJobs applies it.
+_FAILED_FILTER = "\nWHERE true" + failed_store.FILTER
 # How many failed jobs match a filter: run only while the failed table is under the count cap.
 # The LATERAL LIMIT 1 keeps it a nested loop of primary-key probes (never a scan of the jobs).
 FAILED_MATCHING = (
     """
 SELECT count(*) FROM {failed} f
 CROSS JOIN LATERAL (
-    SELECT queue_name, class_name, arguments FROM {jobs} WHERE id = f.job_id LIMIT 1
+    SELECT job_id, queue_name, class_name, arguments FROM {jobs} WHERE id = f.job_id LIMIT 1
 ) j"""
     + _FAILED_FILTER
 )
@@ -117,6 +112,9 @@ def _failed_matching(
         "class_name": filters.class_name,
         "error": filters.error,
         "text": f"%{escape_like(filters.text)}%" if filters.text else None,
+        "failed_before": None,
+        "failed_after": None,
+        "job_ids": None,
     }
     if total.kind == "exact":
         row = conn.execute(sql(FAILED_MATCHING, schema), params).fetchone()
