@@ -56,11 +56,11 @@ from pgjobs.processes.executor import (
     EventLoopThread,
     Outcome,
     TimeoutInterrupt,
-    error_name,
     perform,
     timed_out,
 )
 from pgjobs.processes.poller import Poller, matches
+from pgjobs.processes.recording import Recording
 from pgjobs.store import claimed as claimed_store
 from pgjobs.store import failed as failed_store
 from pgjobs.store import finished as finished_store
@@ -114,7 +114,7 @@ def _seconds(value: Any) -> float | None:
     return float(value.total_seconds() if isinstance(value, timedelta) else value)
 
 
-class Worker(Poller):
+class Worker(Poller, Recording):
     kind = "worker"
 
     def __init__(
@@ -370,84 +370,6 @@ class Worker(Poller):
                     self.to_finish.append(claimed.id)
             else:
                 self.record(outcome)
-
-    # -- recording errors ---------------------------------------------------------------------
-
-    def record(self, outcome: Outcome) -> None:
-        """Record an execution that ended with an error, as its rules decided."""
-        if outcome.kind == "retry":
-            self.retry(outcome)
-        elif outcome.kind == "discard":
-            self.discard(outcome)
-        else:
-            self.fail(outcome)
-
-    def _error_params(self, outcome: Outcome) -> dict[str, Any]:
-        error = outcome.error
-        assert error is not None
-        return {
-            "id": outcome.claimed.id,
-            "process_id": self.id,
-            "exception_class": error_name(error),
-            "message": str(error),
-            "backtrace": outcome.backtrace,
-            "hostname": self.hostname,
-            "pid": self.pid,
-            "now": clock.now(),
-        }
-
-    @staticmethod
-    def _fields(claimed: Claimed) -> dict[str, Any]:
-        return events.job_fields(
-            claimed.job_id, claimed.class_name, claimed.queue_name, claimed.executions + 1
-        )
-
-    def _error_fields(self, outcome: Outcome) -> dict[str, Any]:
-        error = outcome.error
-        return {
-            **self._fields(outcome.claimed),
-            "error_class": error_name(error) if error is not None else None,
-            "error": str(error),
-            "duration_ms": round(outcome.duration * 1000, 3),
-        }
-
-    def _unblock(self, rows: list[tuple[Any, ...]]) -> None:
-        """After a statement that gave slots back: rows whose second column is a key."""
-        keys = [r[1] for r in rows if r[1] is not None]
-        if keys:
-            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
-
-    def fail(self, outcome: Outcome) -> None:
-        self._unblock(self.execute(failed_store.FAIL, self._error_params(outcome)))
-        if "fail" in _active:
-            events.emit("fail", **self._error_fields(outcome))
-
-    def retry(self, outcome: Outcome) -> None:
-        wait = outcome.wait or 0.0
-        scheduled_at = clock.now() + timedelta(seconds=wait) if wait > 0 else None
-        params = self._error_params(outcome)
-        params.update(
-            scheduled_at=scheduled_at,
-            queue=outcome.queue,
-            priority=outcome.priority,
-            channel=notify_channel(self.database.schema),
-        )
-        self._unblock(self.execute(failed_store.RETRY, params))
-        if "retry" in _active:
-            claimed = outcome.claimed
-            events.emit(
-                "retry",
-                **self._error_fields(outcome),
-                wait=wait,
-                scheduled_at=scheduled_at,
-                retry_queue=outcome.queue or claimed.queue_name,
-                retry_priority=claimed.priority if outcome.priority is None else outcome.priority,
-            )
-
-    def discard(self, outcome: Outcome) -> None:
-        self._unblock(self.execute(self._discard_sql, self._error_params(outcome)))
-        if "discard" in _active:
-            events.emit("discard", **self._error_fields(outcome))
 
     def reconcile(self) -> None:
         """After a lost connection, give back claimed rows we are not running."""
