@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -50,14 +51,22 @@ class Database:
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
         self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
         self._lock = threading.Lock()
-        self._returned: dict[int, float] = {}
+        # When each pooled connection was last handed back (weak: closed ones drop out).  Kept
+        # by connection() itself, not by a pool reset callback: psycopg_pool runs a reset in a
+        # worker thread, a thread hand-off on every return that cost single enqueues ~25 %.
+        self._used: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 
-    def _on_return(self, conn: psycopg.Connection[TupleRow]) -> None:
-        self._returned[id(conn)] = time.monotonic()
+    def _idle_too_long(self, conn: object) -> bool:
+        return time.monotonic() - self._used.get(conn, 0.0) > CHECK_AFTER_IDLE
 
     def _check(self, conn: psycopg.Connection[TupleRow]) -> None:
-        if time.monotonic() - self._returned.get(id(conn), 0.0) > CHECK_AFTER_IDLE:
+        """Test a connection that sat idle (the server may have restarted meanwhile)."""
+        if self._idle_too_long(conn):
             ConnectionPool.check_connection(conn)
+
+    async def _check_async(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        if self._idle_too_long(conn):
+            await AsyncConnectionPool.check_connection(conn)
 
     def __repr__(self) -> str:
         return f"Database({redact(self.url)!r}, schema={self.schema!r})"
@@ -109,7 +118,6 @@ class Database:
                     open=False,
                     name="pgjobs",
                     check=self._check,
-                    reset=self._on_return,
                 )
                 try:
                     pool.open(wait=True, timeout=10)
@@ -126,7 +134,10 @@ class Database:
     def connection(self) -> Iterator[psycopg.Connection[TupleRow]]:
         """A pooled autocommit connection (use ``conn.transaction()`` for several statements)."""
         with self.pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                self._used[conn] = time.monotonic()
 
     @asynccontextmanager
     async def async_connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
@@ -137,7 +148,7 @@ class Database:
                 max_size=self.pool_size,
                 kwargs=self._kwargs(),
                 open=False,
-                check=AsyncConnectionPool.check_connection,
+                check=self._check_async,
             )
             try:
                 await pool.open(wait=True, timeout=10)
@@ -146,7 +157,10 @@ class Database:
                 raise _unreachable(self.url, exc) from exc
             self._async_pool = pool
         async with self._async_pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                self._used[conn] = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
