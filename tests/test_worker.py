@@ -207,3 +207,21 @@ def test_pruning_recovers_stale_processes_but_never_a_supervisors_live_children(
         sleeper.wait()
         supervisor.stop()
         supervisor.close()
+
+
+def test_durable_claims_off_sets_asynchronous_commit_on_every_connection(db: Database) -> None:
+    def setting(worker: Worker) -> str:
+        return str(worker.conn.execute("SHOW synchronous_commit").fetchone()[0])  # type: ignore[index]
+
+    fast = Worker(Database(db.url), Config(durable_claims=False), WorkerConfig(threads=2))
+    default = Worker(Database(db.url), CONFIG, WorkerConfig(threads=2))
+    try:
+        assert (setting(fast), setting(default)) == ("off", "on")
+        fast.conn.close()  # a lost connection: the new one is set up again
+        assert setting(fast) == "off"
+        enqueue("q", 2)
+        fast.register()
+        assert len(fast.claim(5)) == 2
+    finally:
+        for worker in (fast, default):
+            worker.close()

@@ -77,6 +77,7 @@ class Config:
     preserve_finished_jobs: bool = True
     clear_finished_jobs_after: float = 86400.0
     listen_notify: bool = True
+    durable_claims: bool = True
     max_interruptions: int = 3
     retry: dict[str, Any] | None = None
     job_timeout: float | None = None
@@ -177,6 +178,7 @@ _GLOBAL: dict[str, Callable[[Any], Any]] = {
     "preserve_finished_jobs": boolean,
     "clear_finished_jobs_after": parse_duration,
     "listen_notify": boolean,
+    "durable_claims": boolean,
     "max_interruptions": positive_int,
     "retry": retry_policy,
     "job_timeout": parse_duration,

@@ -83,7 +83,11 @@ class Process:
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = self.database.connect(autocommit=True)
+            self.on_connect(self._conn)
         return self._conn
+
+    def on_connect(self, conn: psycopg.Connection[Any]) -> None:
+        """Hook for subclasses: set up a new main connection (also after a reconnect)."""
 
     def with_retry(self, what: str, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``fn(conn)``; on a connection failure reconnect with backoff and run it again."""
