@@ -168,18 +168,36 @@ def test_enqueue_callbacks_run(conn: psycopg.Connection[Any]) -> None:
 
 
 @pytest.mark.committed
-def test_enqueue_sends_one_notification_per_transaction_and_queue(db: Database) -> None:
+def test_enqueue_notifies_at_commit_naming_each_job(db: Database) -> None:
     with (
         psycopg.connect(db.url, autocommit=True) as listener,
         psycopg.connect(db.url) as app,
     ):
         listener.execute("LISTEN pgjobs_ready")
-        for i in range(5):
-            SendWelcomeEmail.set(connection=app).perform_later(i)
-        rebuild_index.set(connection=app).perform_later("x")
+        jobs = [SendWelcomeEmail.set(connection=app).perform_later(i) for i in range(3)]
+        jobs.append(rebuild_index.set(connection=app, priority=5).perform_later("x"))
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == []  # nothing before commit
         app.commit()
-        received = [n.payload for n in listener.notifies(timeout=0.5, stop_after=10)]
-    assert sorted(received) == ["indexing", "mailers"]
+        received = [n.payload for n in listener.notifies(timeout=0.5, stop_after=4)]
+        rebuild_index.set(connection=app).perform_later("rolled back")
+        app.rollback()
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == []
+    expected = [f"{j.queue_name}\t{j.priority}\t{j.id}" for j in jobs]
+    assert sorted(received) == sorted(expected)
+
+
+@pytest.mark.committed
+def test_bulk_enqueue_notifies_each_queue_once_with_its_first_job(db: Database) -> None:
+    with psycopg.connect(db.url, autocommit=True) as listener:
+        listener.execute("LISTEN pgjobs_ready")
+        jobs = [SendWelcomeEmail(i) for i in range(3)]
+        jobs.append(rebuild_index.build("a"))
+        jobs.append(SendWelcomeEmail.set(priority=-1).build(9))
+        results = pgjobs.perform_all_later(jobs)
+        received = [n.payload for n in listener.notifies(timeout=0.5, stop_after=5)]
+    assert sorted(received) == sorted(
+        [f"indexing\t{results[3].priority}\t{results[3].id}", f"mailers\t-1\t{results[4].id}"]
+    )
 
 
 # -- transactions: the job exists if and only if the caller commits ---------------------------

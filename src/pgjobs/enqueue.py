@@ -371,8 +371,16 @@ def _reserve(schema: str | None, n: int) -> tuple[str, dict[str, Any]]:
     return store.RESERVE_IDS, {"jobs_table": names(schema)["jobs"], "n": n}
 
 
-def _notify(schema: str | None, plan: _Bulk) -> tuple[str, dict[str, Any]]:
-    return store.NOTIFY_QUEUES, {"channel": store.notify_channel(schema), "queues": plan.queues}
+def _notify(schema: str | None, plan: _Bulk, ids: list[int]) -> tuple[str, dict[str, Any]]:
+    """One notification per queue, naming the queue's first new job in claim order."""
+    first: dict[str, tuple[int, int]] = {}
+    for row, id_ in zip(plan.rows, ids, strict=True):
+        if row.scheduled_at is None:
+            queue, key = row.params["queue_name"], (row.params["priority"], id_)
+            if queue not in first or key < first[queue]:
+                first[queue] = key
+    payloads = [f"{q}\t{priority}\t{id_}" for q, (priority, id_) in sorted(first.items())]
+    return store.NOTIFY_QUEUES, {"channel": store.notify_channel(schema), "payloads": payloads}
 
 
 def _bulk_results(plan: _Bulk, ids: list[int]) -> list[EnqueuedJob | None]:
@@ -398,7 +406,7 @@ def _bulk_sync(
                 for record in records:
                     copy.write_row(record)
         if plan.queues:
-            cur.execute(*_notify(schema, plan))
+            cur.execute(*_notify(schema, plan, ids))
     results = _bulk_results(plan, ids)
     for i, row in plan.keyed:  # inside the bulk's transaction already
         written = enqueue_keyed.run(conn, schema, _keyed_steps(row), atomic=False)
@@ -419,7 +427,7 @@ async def _bulk_async(
                 for record in records:
                     await copy.write_row(record)
         if plan.queues:
-            await cur.execute(*_notify(schema, plan))
+            await cur.execute(*_notify(schema, plan, ids))
     results = _bulk_results(plan, ids)
     for i, row in plan.keyed:
         written = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=False)

@@ -14,6 +14,7 @@ from typing import Any
 from pgjobs import clock, concurrency, events
 from pgjobs.db.database import Database
 from pgjobs.processes.executor import Claimed, Outcome, error_name
+from pgjobs.processes.floors import Floors
 from pgjobs.store import failed as failed_store
 from pgjobs.store.jobs import notify_channel
 
@@ -24,6 +25,7 @@ class Recording:
     """The worker's error-recording half (a mixin of :class:`pgjobs.processes.worker.Worker`)."""
 
     id: int | None
+    floors: Floors
     hostname: str
     pid: int
     database: Database
@@ -75,6 +77,7 @@ class Recording:
         keys = [r[1] for r in rows if r[1] is not None]
         if keys:
             concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
+            self.floors.notified("*", None)  # unblocked jobs keep their (old) ids
 
     def fail(self, outcome: Outcome) -> None:
         self._unblock(self.execute(failed_store.FAIL, self._error_params(outcome)))
@@ -92,6 +95,8 @@ class Recording:
             channel=notify_channel(self.database.schema),
         )
         self._unblock(self.execute(failed_store.RETRY, params))
+        if scheduled_at is None:  # back in ready with its old id: below this worker's floors
+            self.floors.notified(outcome.queue or outcome.claimed.queue_name, None)
         if "retry" in _active:
             claimed = outcome.claimed
             events.emit(

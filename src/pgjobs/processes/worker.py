@@ -52,6 +52,7 @@ import psycopg
 from pgjobs import clock, concurrency, events, rules
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
+from pgjobs.processes import floors
 from pgjobs.processes.executor import (
     FINISHED,
     Claimed,
@@ -142,6 +143,7 @@ class Worker(Poller, Recording):
         self._queues: list[str] = []
         self._queues_at = float("-inf")
         self._slots: list[_Slot] = []
+        self.floors = floors.Floors()
         self._started_threads = 0
         # Settings not in every Config yet: a default timeout for jobs without one, and the grace.
         self.default_timeout = _seconds(getattr(config, "job_timeout", None))
@@ -174,7 +176,9 @@ class Worker(Poller, Recording):
         return f"pgjobs-worker: {','.join(self.patterns)} ({self.threads} threads)"
 
     def wanted(self, payload: str) -> bool:
+        payload, key = floors.parse(payload)
         if payload == "*" or matches(payload, self.patterns):
+            self.floors.notified(payload, key)
             if payload in self._paused:
                 self._paused_at = float("-inf")  # resumed: re-read pauses now
             if payload not in self._queues:
@@ -394,6 +398,7 @@ class Worker(Poller, Recording):
             },
         )
         if rows and rows[0][0]:
+            self.floors.notified("*", None)
             self._released(int(rows[0][0]), "jobs claimed by a lost reply")
 
     def _finish_params(self) -> dict[str, Any]:
@@ -412,6 +417,7 @@ class Worker(Poller, Recording):
         keys = [r[0] for r in rows]
         if keys:
             concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
+            self.floors.notified("*", None)  # unblocked jobs keep their (old) ids
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -447,7 +453,7 @@ class Worker(Poller, Recording):
         paused = self.paused()
         if self.patterns == ("*",):
             if not paused:
-                return self._claim(self._claim_all, limit)
+                return self._claim(self._claim_all, limit, floor=floors.EVERY_QUEUE)
             queues = [q for q in self.ready_queues() if q not in paused]
             if not queues:
                 if self.to_finish:
@@ -456,15 +462,21 @@ class Worker(Poller, Recording):
             return self._claim(self._claim_merged, limit, queues=queues)
         claimed: list[Claimed] = []
         for name in self.queue_order(paused):
-            claimed += self._claim(self._claim_queue, limit - len(claimed), queue=name)
+            claimed += self._claim(self._claim_queue, limit - len(claimed), queue=name, floor=name)
             if len(claimed) >= limit:
                 break
         if self.to_finish:
             self._finish_only()
         return claimed
 
-    def _claim(self, template: str, limit: int, **params: Any) -> list[Claimed]:
+    def _claim(
+        self, template: str, limit: int, floor: str | None = None, **params: Any
+    ) -> list[Claimed]:
+        if floor is not None:
+            params["floor_priority"], params["floor_id"] = self.floors.floor(floor)
         rows = self.execute(template, {**self._finish_params(), "limit": limit, **params})
+        if floor is not None:  # rows come in claim order: the first is the new floor
+            self.floors.claimed(floor, (rows[0][5], rows[0][0]) if rows else None)
         self.to_finish = []
         if rows and "claim" in _active:
             events.emit("claim", process_id=self.id, count=len(rows), queue=params.get("queue"))

@@ -9,8 +9,8 @@ rows: no per-row statement, whatever the batch size.
 
 from __future__ import annotations
 
-# Insert a due job and its ready row; NOTIFY the queue's workers (delivered at commit, and
-# collapsed by PostgreSQL to one notification per queue per transaction).
+# Insert a due job and its ready row; NOTIFY the queue's workers (delivered at commit) with the
+# job's queue, priority and id ("queue<TAB>priority<TAB>id": see pgjobs.processes.floors).
 ENQUEUE_READY = """
 WITH job AS (
     INSERT INTO {jobs} (job_id, queue_name, class_name, arguments, priority, concurrency_key)
@@ -21,7 +21,8 @@ WITH job AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM job
 )
-SELECT id, created_at, pg_notify(%(channel)s, queue_name) FROM job
+SELECT id, created_at, pg_notify(%(channel)s, queue_name || E'\t' || priority || E'\t' || id)
+FROM job
 """
 
 # Insert a future job and its scheduled row (the dispatcher moves it to ready when due).
@@ -51,8 +52,8 @@ COPY {jobs} (id, job_id, queue_name, class_name, arguments, priority, concurrenc
 COPY_READY = "COPY {ready} (job_id, queue_name, priority) FROM STDIN"
 COPY_SCHEDULED = "COPY {scheduled} (job_id, queue_name, priority, scheduled_at) FROM STDIN"
 
-# One notification per distinct queue after a bulk enqueue.
-NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q"
+# One notification per distinct queue after a bulk enqueue, naming its first job in claim order.
+NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, p) FROM unnest(%(payloads)s::text[]) AS p"
 
 # Look a job up by its public id.
 FIND_BY_JOB_ID = """
@@ -106,7 +107,8 @@ WITH job AS (
     INSERT INTO {{ready}} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM job
 )
-SELECT id, created_at, 'ready', pg_notify(%(channel)s, queue_name) FROM job
+SELECT id, created_at, 'ready',
+       pg_notify(%(channel)s, queue_name || E'\t' || priority || E'\t' || id) FROM job
 """
 
 # A future job with keys: the job and its scheduled row (which carries the concurrency key, so

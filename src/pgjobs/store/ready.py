@@ -12,8 +12,10 @@ from __future__ import annotations
 _FINISH = """
 done AS (
     -- Only rows this process still holds: a job released or recovered meanwhile is not ours.
+    -- By primary key (process_id + 0 keeps the planner off the process index, whose entries
+    -- for this process's earlier, dead rows it would walk).
     DELETE FROM {claimed}
-    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
+    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id + 0 = %(process_id)s
     RETURNING job_id
 ), finish AS (
     UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1
@@ -39,12 +41,14 @@ ORDER BY j.priority, j.id  -- run in the order they were picked
 """
 
 # Claim from every queue in global priority order; served by ready (priority, job_id).
-# ORDER BY priority, job_id: lower priority number first, then FIFO.
+# ORDER BY priority, job_id: lower priority number first, then FIFO.  The scan starts at the
+# worker's floor (pgjobs.processes.floors), past the dead entries its earlier claims left.
 CLAIM_ALL = (
     "WITH"
     + _FINISH
     + """, picked AS (
     SELECT job_id FROM {ready}
+    WHERE (priority, job_id) >= (%(floor_priority)s, %(floor_id)s)
     ORDER BY priority, job_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -58,7 +62,7 @@ CLAIM_QUEUE = (
     + _FINISH
     + """, picked AS (
     SELECT job_id FROM {ready}
-    WHERE queue_name = %(queue)s
+    WHERE queue_name = %(queue)s AND (priority, job_id) >= (%(floor_priority)s, %(floor_id)s)
     ORDER BY priority, job_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
