@@ -346,3 +346,98 @@ class UniqueAndLimited(pgjobs.Job):
 
     def perform(self, name: str) -> None:
         pass
+
+
+# -- the dashboard's browser tests and screenshots (tests/test_browser.py) ---------------------
+
+
+class PaymentDeclinedError(Exception):
+    """What the payment gateway of the screenshots' shop answers for some orders."""
+
+
+def _authorize_card(order_id: int, amount_cents: int) -> None:
+    if order_id % 9 == 0:
+        raise PaymentDeclinedError(
+            f"card declined for order {order_id} ({amount_cents / 100:.2f} EUR): insufficient funds"
+        )
+
+
+class FailsFirstTime(pgjobs.Job):
+    """Raises on its first execution and succeeds when retried (``executions`` is the number of
+    the current attempt, 1 for the first); logs "<job_id> <executions> fails-first-time"."""
+
+    def perform(self, order_id: int) -> None:
+        _log_line(f"{self.job_id} {self.executions} fails-first-time")
+        if self.executions == 1:
+            _authorize_card(order_id * 9, 4200)
+
+
+class ChargeCard(pgjobs.Job):
+    """Declined (PaymentDeclinedError) for every ninth order."""
+
+    job_name = "ChargeCard"
+    queue_as = "payments"
+
+    def perform(self, order_id: int, amount_cents: int) -> None:
+        _authorize_card(order_id, amount_cents)
+
+
+class DeliverWebhook(pgjobs.Job):
+    """Fails (ConnectionRefusedError) for endpoints on the legacy host."""
+
+    job_name = "DeliverWebhook"
+    queue_as = "webhooks"
+
+    def perform(self, endpoint: str, event: str) -> None:
+        if "legacy" in endpoint:
+            raise ConnectionRefusedError(f"POST {endpoint} ({event}): connection refused")
+
+
+class SyncInventory(pgjobs.Job):
+    """Times out (TimeoutError) for one warehouse."""
+
+    job_name = "SyncInventory"
+
+    def perform(self, warehouse: str, skus: int = 100) -> None:
+        if warehouse == "eu-west-2":
+            raise TimeoutError(f"warehouse {warehouse}: stock API did not answer within 5.0 s")
+
+
+class SendReceiptEmail(pgjobs.Job):
+    job_name = "SendReceiptEmail"
+    queue_as = "mailers"
+
+    def perform(self, order_id: int, email: str) -> None:
+        pass
+
+
+class BuildSalesReport(pgjobs.Job):
+    job_name = "BuildSalesReport"
+    queue_as = "reports"
+
+    def perform(self, day: str, region: str = "all") -> None:
+        pass
+
+
+class ReindexProduct(pgjobs.Job):
+    job_name = "ReindexProduct"
+    queue_as = "search"
+    priority = 10
+
+    def perform(self, product_id: int) -> None:
+        pass
+
+
+class ImportCatalog(pgjobs.Job):
+    """At most two imports at once per supplier; sleeps ``seconds``."""
+
+    job_name = "ImportCatalog"
+    queue_as = "imports"
+    limits_concurrency = pgjobs.limit(
+        to=2, key=lambda supplier, seconds=0.0: supplier, duration=600
+    )
+
+    def perform(self, supplier: str, seconds: float = 0.0) -> None:
+        import time
+
+        time.sleep(seconds)

@@ -70,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--root-path", default="", help="the URL prefix a reverse proxy serves it under (/jobs)"
     )
     p.add_argument("--log-level", default="info", help="uvicorn's log level (info)")
+    p.add_argument(
+        "--app", help="a module to import first, registering your job names (for Run now)"
+    )
 
 
 def _has_credentials(config: Config) -> bool:
@@ -95,6 +98,13 @@ def _web(args: argparse.Namespace) -> int:
             "127.0.0.1 (behind your own proxy), or set PGJOBS_WEB_USERNAME and PGJOBS_WEB_PASSWORD"
         )
     config = load_config(args.config)
+    app_module = args.app or config.app
+    if app_module:  # job names registered by the app's modules, as `pgjobs start --app` does
+        import importlib
+
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        importlib.import_module(app_module)
     if not args.no_auth and not _has_credentials(config):
         raise ConfigurationError(NO_CREDENTIALS)
     chosen = ready_database(args)

@@ -104,7 +104,8 @@ def _one(dash: Dashboard, form: FormData, verb: str) -> Flash:
     done = failed.retry(job_id) if verb == "retry" else failed.discard(job_id)
     if done and verb == "retry":
         state = failed.state(job_id)
-        return {"kind": "success", "message": f"Retried job {job_id}: it is {state} now.",
+        shown = "in progress" if state == "claimed" else state
+        return {"kind": "success", "message": f"Retried job {job_id}: it is {shown} now.",
                 "job": str(job_id)}  # fmt: skip
     if done:
         return {"kind": "success", "message": f"Discarded job {job_id} and its error history."}
