@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks import limits, machine, report
 from benchmarks.common import DEFAULT_URL, ROOT, Databases
-from benchmarks.runner import SCENARIOS, Options, Runner
+from benchmarks.runner import DEFAULT_SCENARIOS, SCENARIOS, Options, Runner
 from benchmarks.systems import SYSTEMS, load
 
 
@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--only",
         type=lambda v: _names(v, SCENARIOS, "scenario"),
-        default=SCENARIOS,
-        help=f"scenarios to run, comma-separated (default: {','.join(SCENARIOS)})",
+        default=DEFAULT_SCENARIOS,
+        help=f"scenarios to run, comma-separated, from {','.join(SCENARIOS)} (default: "
+        f"{','.join(DEFAULT_SCENARIOS)}; backlog and soak take minutes and run only when named)",
     )
     run.add_argument("--batch-size", type=int, default=1000, help="bulk batch (default 1000)")
     run.add_argument(
@@ -82,6 +83,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--no-limits", action="store_true", help="skip the physical-limit proxy (pgbench)"
+    )
+    run.add_argument(
+        "--backlog-jobs",
+        type=int,
+        default=1_000_000,
+        help="backlog: the large backlog, ready or finished (default 1000000)",
+    )
+    run.add_argument(
+        "--backlog-ready",
+        type=int,
+        default=10_000,
+        help="backlog: the small backlog, and the jobs timed in every case (default 10000)",
+    )
+    run.add_argument(
+        "--backlog-window",
+        type=float,
+        default=20.0,
+        help="backlog: seconds the large ready backlog keeps draining for the sustained rate "
+        "(default 20; 0: not measured)",
+    )
+    run.add_argument("--soak-rate", type=float, default=200.0, help="soak: jobs/s (default 200)")
+    run.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=600.0,
+        help="soak: seconds of enqueueing (default 600)",
+    )
+    run.add_argument(
+        "--soak-sample", type=float, default=10.0, help="soak: seconds between samples (default 10)"
+    )
+    run.add_argument(
+        "--soak-no-hold",
+        action="store_true",
+        help="soak: no long transaction (a control run)",
+    )
+    run.add_argument(
+        "--name",
+        help="file name of the results, without extension (default: the date, then -2, -3, ...)",
     )
     run.add_argument(
         "--output-dir",
@@ -113,6 +152,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         latency_seconds=args.latency_seconds,
         sweep=not args.no_sweep,
         time_limit=args.time_limit,
+        backlog_jobs=args.backlog_jobs,
+        backlog_ready=args.backlog_ready,
+        backlog_window=args.backlog_window,
+        soak_rate=args.soak_rate,
+        soak_seconds=args.soak_seconds,
+        soak_sample=args.soak_sample,
+        soak_hold=not args.soak_no_hold,
     )
     began = time.monotonic()
     results: dict[str, Any] = {
@@ -146,7 +192,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results["duration_s"] = time.monotonic() - began
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["machine"]["load_average_after_each_measurement"] = runner.loads
-    json_path, md_path = report.write(results, args.output_dir)
+    json_path, md_path = report.write(results, args.output_dir, args.name)
     say("")
     say(md_path.read_text())
     say(f"wrote {json_path} and {md_path}")

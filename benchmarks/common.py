@@ -93,6 +93,13 @@ class System(abc.ABC):
     done_sql: ClassVar[str]
     #: How many jobs finished successfully (a sanity check after each drain).
     finished_sql: ClassVar[str]
+    #: True when every job with an id up to ``{upto}`` is done (backlog scenario).
+    done_upto_sql: ClassVar[str] = ""
+    #: How many jobs wait to be claimed (soak scenario, sampled every few seconds).
+    waiting_sql: ClassVar[str] = ""
+    #: The system's tables, whose dead tuples and sizes the soak samples; the long transaction
+    #: of the soak reads the first one.
+    tables: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def install(self, url: str) -> None:
@@ -127,6 +134,26 @@ class System(abc.ABC):
         self, url: str, setup: WorkerSetup, workdir: Path, env: dict[str, str]
     ) -> list[subprocess.Popen[bytes]]:
         """Start the workers (their output goes to files in ``workdir``)."""
+
+    def soak_setup(self) -> WorkerSetup:
+        """The worker configuration of the soak (default: the latency scenario's)."""
+        return self.latency_setup()
+
+    def load_backlog(self, url: str, ready: int, finished: int) -> int:
+        """Write ``finished`` finished jobs, then ``ready`` ready jobs, straight into the tables.
+
+        The rows are those the system's own enqueue and worker write, ids consecutive; the
+        tables are then vacuumed and analysed.  Returns the id of the first ready job.
+        """
+        raise NotImplementedError
+
+    def claim_plan(self, url: str, limit: int, insert: int = 0) -> str | None:
+        """``EXPLAIN (ANALYZE, BUFFERS)`` of the system's claim of ``limit`` jobs.
+
+        Run in a transaction that is rolled back, after inserting ``insert`` ready jobs in it;
+        ``None`` when the system does not provide it.
+        """
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Settings common to every run of this system, for the report."""

@@ -54,9 +54,26 @@ def disk_of(path: str) -> str:
     return f"{usage.total / 2**30:.0f} GiB"
 
 
+def pgjobs_source() -> str | None:
+    """Where ``pgjobs`` is imported from (None when it is not installed)."""
+    try:
+        import pgjobs
+    except ImportError:
+        return None
+    return str(Path(pgjobs.__file__).resolve().parent)
+
+
 def revision() -> str:
-    """The pgjobs source measured: the commit, and whether ``src/`` has uncommitted changes."""
+    """The pgjobs source measured: the commit, and whether ``src/`` has uncommitted changes.
+
+    When pgjobs is imported from outside this checkout (``PYTHONPATH`` pointing at an export of
+    a commit, to measure it while the checkout changes), ``BENCH_PGJOBS_REVISION`` names it.
+    """
     root = Path(__file__).resolve().parent.parent
+    source = pgjobs_source()
+    if source and not Path(source).is_relative_to(root):
+        label = os.environ.get("BENCH_PGJOBS_REVISION", "unknown revision")
+        return f"{label}, imported from {source} (not this checkout's src/)"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import report_long
+
 BASE = "pgjobs"
 DASH = "\u2013"  # en dash: ranges, and empty cells
 TIMES = "\u00d7"  # multiplication sign: ratios
@@ -25,14 +27,14 @@ ROWS: tuple[tuple[str, str | None, str, bool], ...] = (
 SCENARIOS_TIMED = ("single", "bulk", "drain")
 
 
-def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write the JSON and Markdown files, never overwriting an earlier run of the same day."""
+def write(results: dict[str, Any], out_dir: Path, name: str | None = None) -> tuple[Path, Path]:
+    """Write the JSON and Markdown files, never overwriting an earlier run."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = results["date"][:10]
-    k = 1
+    base = name or results["date"][:10]
+    stem, k = base, 1
     while (out_dir / f"{stem}.md").exists() or (out_dir / f"{stem}.json").exists():
         k += 1
-        stem = f"{results['date'][:10]}-{k}"
+        stem = f"{base}-{k}"
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     md_path.write_text(render(results))
@@ -145,18 +147,26 @@ def render(results: dict[str, Any]) -> str:
     o = results["options"]
     out: list[str] = [f"# Benchmark results, {results['date'][:16].replace('T', ' ')} UTC", ""]
     out += [f"Command: `{results['command']}`", ""]
+    short = [x for x in o["only"] if x in ("single", "bulk", "drain", "latency")]
     out += [
-        f"{o['jobs']:,} jobs per run, {o['repeat']} runs each, bulk batches of {o['batch']:,}; "
-        f"latency: {o['latency_rate']:g} jobs/s for {o['latency_seconds']:g} s per run. "
-        f"Whole run: {results['duration_s'] / 60:.1f} min. Each measurement ran on a fresh "
+        (
+            f"{o['jobs']:,} jobs per run, {o['repeat']} runs each, bulk batches of {o['batch']:,}; "
+            f"latency: {o['latency_rate']:g} jobs/s for {o['latency_seconds']:g} s per run. "
+            if short
+            else f"Scenarios: {', '.join(o['only'])}. "
+        )
+        + f"Whole run: {results['duration_s'] / 60:.1f} min. Each measurement ran on a fresh "
         "database created from a template holding only the system's schema, dropped afterwards.",
-        "",
-        "## Results",
-        "",
-        f"Median of the runs, (min{DASH}max) in brackets. Ratios are medians, pgjobs/peer: above 1 "
-        "pgjobs is faster for throughput; for latency below 1 is better.",
-        "",
     ]
+    if short:
+        out += [
+            "",
+            "## Results",
+            "",
+            f"Median of the runs, (min{DASH}max) in brackets. Ratios are medians, pgjobs/peer: "
+            "above 1 pgjobs is faster for throughput; for latency below 1 is better.",
+            "",
+        ]
     header = [
         "",
         *names,
@@ -175,7 +185,8 @@ def render(results: dict[str, Any]) -> str:
             ratios = [_ratio(base, _summary(systems[p], scenario, key)) for p in peers]
         proxy = _proxy(results, scenario) if key in (None, "p50") else ""
         rows.append([label, *cells, *ratios, proxy])
-    out += _table(header, rows)
+    if rows:
+        out += _table(header, rows)
     best = [f"{n}: {systems[n]['drain']['best']}" for n in names if systems[n].get("drain")]
     if best:
         out += ["", "Best drain configuration: " + "; ".join(best) + "."]
@@ -187,12 +198,15 @@ def render(results: dict[str, Any]) -> str:
         ]
 
     goal_rows = targets(results)
+    goal_rows += report_long.backlog_targets(systems) + report_long.soak_targets(systems)
     if goal_rows:
         out += ["", "## Targets (issue 9)", ""]
         out += _table(["target", "measured", "met"], goal_rows)
 
     out += _drain_sections(systems)
     out += _latency_section(systems)
+    out += report_long.backlog_render(results)
+    out += report_long.soak_render(results)
     out += _limits_section(results.get("limits"))
     out += _machine_section(results["machine"])
     out += ["", "## Settings used", ""]

@@ -1,4 +1,5 @@
-"""The four scenarios, run the same way for every system.
+"""The four short scenarios, run the same way for every system (the two long ones, backlog and
+soak, are in :mod:`benchmarks.backlog` and :mod:`benchmarks.soak`).
 
 Every measurement gets a fresh database: a copy of a per-system template into which the system
 installed its schema (``CREATE DATABASE ... TEMPLATE``), dropped right after.  So no run sees
@@ -23,14 +24,11 @@ import os
 import subprocess
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
-import psutil  # type: ignore[import-untyped, unused-ignore]
 import psycopg
 
 from benchmarks.common import (
@@ -47,8 +45,12 @@ from benchmarks.common import (
     tail,
     with_database,
 )
+from benchmarks.footprint import Footprint
 
-SCENARIOS = ("single", "bulk", "drain", "latency")
+#: What ``--only`` runs by default: the short scenarios.
+DEFAULT_SCENARIOS = ("single", "bulk", "drain", "latency")
+#: Every scenario; backlog and soak take minutes each, so they run only when named.
+SCENARIOS = (*DEFAULT_SCENARIOS, "backlog", "soak")
 DONE_POLL = 0.01  # seconds between "is the queue empty" polls while draining
 SETTLE = 2.0  # seconds after the drain clock starts before the last footprint sample
 LATENCY_SKIP = 10  # first paced jobs not counted (the worker may still be on the warm-up jobs)
@@ -65,6 +67,13 @@ class Options:
     latency_seconds: float
     sweep: bool
     time_limit: float
+    backlog_jobs: int = 1_000_000
+    backlog_ready: int = 10_000
+    backlog_window: float = 20.0
+    soak_rate: float = 200.0
+    soak_seconds: float = 600.0
+    soak_sample: float = 10.0
+    soak_hold: bool = True
 
 
 class Runner:
@@ -87,6 +96,8 @@ class Runner:
         peer, pgjobs, ...), so a change in the machine's background load during the run is
         spread over all of them rather than landing on one.
         """
+        from benchmarks import backlog, soak  # they use this module's helpers
+
         o = self.options
         results: dict[str, dict[str, Any]] = {s.name: {"settings": s.describe()} for s in systems}
         templates: dict[str, str] = {}
@@ -100,6 +111,10 @@ class Runner:
                     found = self.drain(systems, templates)
                 elif scenario == "latency":
                     found = self.latency(systems, templates)
+                elif scenario == "backlog":
+                    found = backlog.run(self, systems, templates)
+                elif scenario == "soak":
+                    found = soak.run(self, systems, templates)
                 else:
                     found = self.rates(systems, templates, scenario)
                 for name, value in found.items():
@@ -387,57 +402,3 @@ def wait_for_records(
             raise TimeoutError(f"{missing} jobs never started\n{tail(workdir)}")
         check_alive(procs, workdir)
         time.sleep(0.05)
-
-
-class Footprint:
-    """Samples the RSS of the system's processes and its connections while it works."""
-
-    def __init__(
-        self, system: System, procs: Sequence[subprocess.Popen[bytes]], mon: psycopg.Connection[Any]
-    ) -> None:
-        self.system = system
-        self.procs = procs
-        self.mon = mon
-        self.rss: dict[str, int] = defaultdict(int)  # kind -> max RSS of one process
-        self.count: dict[str, int] = defaultdict(int)  # kind -> processes
-        self.conns: dict[str, int] = defaultdict(int)  # application_name -> max connections
-        self.total_conns = 0
-
-    def sample(self) -> None:
-        counts: dict[str, int] = defaultdict(int)
-        for popen in self.procs:
-            with suppress(psutil.Error):
-                root = psutil.Process(popen.pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    with suppress(psutil.Error):
-                        kind = self.system.process_kind(proc.cmdline())
-                        if not kind:
-                            continue
-                        counts[kind] += 1
-                        self.rss[kind] = max(self.rss[kind], proc.memory_info().rss)
-        for kind, n in counts.items():
-            self.count[kind] = max(self.count[kind], n)
-        rows = self.mon.execute(
-            "SELECT coalesce(nullif(application_name, ''), '(unnamed)'), count(*)"
-            " FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() GROUP BY 1"
-        ).fetchall()
-        for name, n in rows:
-            self.conns[str(name)] = max(self.conns[str(name)], int(n))
-        self.total_conns = max(self.total_conns, sum(int(n) for _, n in rows))
-
-    def summary(self) -> dict[str, Any]:
-        kinds = {}
-        for kind, n in sorted(self.count.items()):
-            conns = self.conns.get(f"pgjobs-{kind}")
-            kinds[kind] = {
-                "processes": n,
-                "rss_mb": round(self.rss[kind] / 2**20, 1),
-                "connections": conns,
-                "connections_per_process": None if conns is None else round(conns / n, 2),
-            }
-        return {
-            "kinds": kinds,
-            "connections": dict(self.conns),
-            "total_connections": self.total_conns,
-        }

@@ -10,12 +10,16 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 import pgjobs
 from benchmarks.common import (
@@ -35,6 +39,7 @@ QUEUE_YML = """\
 heartbeat_interval: 1          # so the heartbeat connection is open (and counted) at once
 shutdown_timeout: 5
 listen_notify: {listen_notify}
+durable_claims: {durable_claims}
 preserve_finished_jobs: true
 dispatchers:
   - polling_interval: 1
@@ -46,7 +51,30 @@ workers:
     polling_interval: {polling_interval}
 """
 
-DEFAULTS: dict[str, Any] = {"threads": 3, "polling_interval": 0.1, "listen_notify": "true"}
+# BENCH_PGJOBS_DURABLE_CLAIMS=false measures every scenario with workers that commit claims and
+# finishes without waiting for the WAL flush (docs/configuration.md, durable_claims).
+DEFAULTS: dict[str, Any] = {
+    "threads": 3,
+    "polling_interval": 0.1,
+    "listen_notify": "true",
+    "durable_claims": os.environ.get("BENCH_PGJOBS_DURABLE_CLAIMS", "true"),
+}
+
+# The backlog loader: the rows perform_all_later and a worker's finish write, by the million.
+RESERVE = (
+    "SELECT setval(s, nextval(s) + %(n)s - 1) FROM pg_get_serial_sequence('pgjobs_jobs', 'id') s"
+)
+LOAD_JOBS = """
+INSERT INTO pgjobs_jobs (id, job_id, queue_name, class_name, arguments, executions, finished_at)
+SELECT g, gen_random_uuid(), 'default', %(class_name)s,
+       jsonb_build_object('args', jsonb_build_array(g - %(first)s), 'kwargs', '{}'::jsonb),
+       %(executions)s, %(finished_at)s
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) g
+"""
+LOAD_READY = """
+INSERT INTO pgjobs_ready_executions (job_id, queue_name)
+SELECT g, 'default' FROM generate_series(%(first)s::bigint, %(last)s::bigint) g
+"""
 
 
 class PgJobs(System):
@@ -58,6 +86,17 @@ class PgJobs(System):
         " AND NOT EXISTS (SELECT 1 FROM pgjobs_claimed_executions)"
     )
     finished_sql = "SELECT count(*) FROM pgjobs_jobs WHERE finished_at IS NOT NULL"
+    done_upto_sql = (
+        "SELECT NOT EXISTS (SELECT 1 FROM pgjobs_ready_executions WHERE job_id <= {upto})"
+        " AND NOT EXISTS (SELECT 1 FROM pgjobs_claimed_executions WHERE job_id <= {upto})"
+    )
+    waiting_sql = "SELECT count(*) FROM pgjobs_ready_executions"
+    tables = (
+        "pgjobs_jobs",
+        "pgjobs_ready_executions",
+        "pgjobs_claimed_executions",
+        "pgjobs_processes",
+    )
 
     def install(self, url: str) -> None:
         pgjobs.migrate(url)
@@ -113,14 +152,51 @@ class PgJobs(System):
             self._close(database)
 
     def drain_setups(self) -> list[WorkerSetup]:
-        return [
+        # A worker claims as many jobs as it has idle threads: threads is the claim batch.  The
+        # last (the one --no-sweep runs) also commits its claims without waiting for the disk.
+        durable = [
             WorkerSetup(processes, {"threads": threads})
             for processes in (1, 2)
-            for threads in (5, 20, 50)
+            for threads in (20, 50, 200)
         ]
+        return [*durable, WorkerSetup(2, {"threads": 200, "durable_claims": "false"})]
 
     def latency_setup(self) -> WorkerSetup:
         return WorkerSetup(1, {"threads": DEFAULTS["threads"]})
+
+    def soak_setup(self) -> WorkerSetup:
+        return WorkerSetup(1, {"threads": 10})
+
+    def load_backlog(self, url: str, ready: int, finished: int) -> int:
+        with psycopg.connect(url, autocommit=True) as conn:
+            first = _load(conn, finished, finished=True)
+            if ready:
+                first = _load(conn, ready, finished=False)
+            conn.execute("VACUUM (ANALYZE) pgjobs_jobs, pgjobs_ready_executions")
+        return first
+
+    def claim_plan(self, url: str, limit: int, insert: int = 0) -> str | None:
+        from pgjobs.db.names import sql
+        from pgjobs.store import ready
+
+        try:
+            from pgjobs.processes import floors
+
+            no_floor = floors.NO_FLOOR
+        except ImportError:  # pgjobs before claim floors (274fb5b): the parameters go unused
+            no_floor = (0, 0)
+
+        params = {"finished": "{}", "process_id": 0, "now": datetime.now(UTC), "limit": limit,
+                  "floor_priority": no_floor[0], "floor_id": no_floor[1]}  # fmt: skip
+        with psycopg.connect(url) as conn:
+            try:
+                if insert:
+                    _load(conn, insert, finished=False)
+                explain = "EXPLAIN (ANALYZE, BUFFERS) " + sql(ready.CLAIM_ALL, None)
+                rows = conn.execute(explain, params).fetchall()
+            finally:
+                conn.rollback()
+        return "\n".join(str(row[0]) for row in rows)
 
     def start(
         self, url: str, setup: WorkerSetup, workdir: Path, env: dict[str, str]
@@ -140,6 +216,8 @@ class PgJobs(System):
             "--config",
             str(config),
         ]
+        if os.environ.get("BENCH_PGJOBS_SKIP_RECURRING"):  # no scheduler process (diagnostics)
+            args.append("--skip-recurring")
         return [spawn(args, workdir, "pgjobs.log", env)]
 
     def describe(self) -> dict[str, Any]:
@@ -147,7 +225,11 @@ class PgJobs(System):
             "job": "def noop(i) in the worker's thread pool",
             "single enqueue": "noop.perform_later(i): pgjobs' pool, autocommit, 1 statement/job",
             "bulk enqueue": "pgjobs.perform_all_later([...]) (COPY), one transaction per batch",
-            "workers": "python -m pgjobs start (supervisor + workers + 1 dispatcher)",
+            "workers": "python -m pgjobs start (supervisor + workers + 1 dispatcher + the "
+            "scheduler, which runs clear_finished at start-up, then hourly)"
+            if not os.environ.get("BENCH_PGJOBS_SKIP_RECURRING")
+            else "python -m pgjobs start --skip-recurring (supervisor + workers + 1 dispatcher, "
+            "no scheduler: BENCH_PGJOBS_SKIP_RECURRING is set)",
             "queue.yml": QUEUE_YML.split("\n", 1)[1].format(
                 processes="P", **{**DEFAULTS, "threads": "T"}
             ),
@@ -159,3 +241,23 @@ class PgJobs(System):
         if title.startswith("pgjobs-"):
             return title.removeprefix("pgjobs-").split(":", 1)[0].split(" ", 1)[0]
         return ""  # a child still starting (before it sets its title): not counted
+
+
+def _load(conn: psycopg.Connection[Any], n: int, *, finished: bool) -> int:
+    """Insert ``n`` noop jobs (finished, or ready with their ready rows); the first id."""
+    if n <= 0:
+        return 0
+    row = conn.execute(RESERVE, {"n": n}).fetchone()
+    last = int(row[0]) if row else 0
+    first = last - n + 1
+    params = {
+        "first": first,
+        "last": last,
+        "class_name": "benchmarks.jobs:noop",
+        "executions": 1 if finished else 0,
+        "finished_at": datetime.now(UTC) if finished else None,
+    }
+    conn.execute(LOAD_JOBS, params)
+    if not finished:
+        conn.execute(LOAD_READY, params)
+    return first

@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import pgqueuer
+import psycopg
 from pgqueuer import AsyncpgDriver, Job, PgQueuer, Queries
 
 from benchmarks import probe
@@ -43,6 +44,21 @@ from benchmarks.common import (
 )
 
 WORKER = "benchmarks.systems.pgqueuer_"
+
+# The backlog loader: what enqueue and a worker write.  A job's history is its log rows
+# (queued, picked, successful), already folded into the statistics as pgqueuer's periodic
+# aggregation would have done (aggregated = true); queued jobs have their row and a queued log row.
+RESERVE = "SELECT setval(s, nextval(s) + %(n)s - 1) FROM pg_get_serial_sequence('pgqueuer', 'id') s"
+LOAD_LOG = """
+INSERT INTO pgqueuer_log (job_id, status, entrypoint, priority, aggregated)
+SELECT g, st::pgqueuer_status, 'noop', 0, %(aggregated)s
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) g, unnest(%(statuses)s::text[]) st
+"""
+LOAD_QUEUED = """
+INSERT INTO pgqueuer (id, priority, entrypoint, payload, status)
+SELECT g, 0, 'noop', convert_to((g - %(first)s)::text, 'UTF8'), 'queued'
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) g
+"""
 
 
 @asynccontextmanager
@@ -80,6 +96,9 @@ class PgQueuerSystem(System):
     started_sql = "SELECT EXISTS (SELECT 1 FROM pgqueuer WHERE status = 'picked')"
     done_sql = "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)"
     finished_sql = "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'"
+    done_upto_sql = "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer WHERE id <= {upto})"
+    waiting_sql = "SELECT count(*) FROM pgqueuer WHERE status = 'queued'"
+    tables = ("pgqueuer", "pgqueuer_log", "pgqueuer_statistics")
 
     def install(self, url: str) -> None:
         subprocess.run(
@@ -134,6 +153,23 @@ class PgQueuerSystem(System):
 
     def latency_setup(self) -> WorkerSetup:
         return WorkerSetup(1, {"batch_size": 10})
+
+    def load_backlog(self, url: str, ready: int, finished: int) -> int:
+        first = 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            for n, done in ((finished, True), (ready, False)):
+                if n <= 0:
+                    continue
+                row = conn.execute(RESERVE, {"n": n}).fetchone()
+                last = int(row[0]) if row else 0
+                first = last - n + 1
+                statuses = ["queued", "picked", "successful"] if done else ["queued"]
+                params = {"first": first, "last": last, "statuses": statuses, "aggregated": done}
+                if not done:
+                    conn.execute(LOAD_QUEUED, params)
+                conn.execute(LOAD_LOG, params)
+            conn.execute("VACUUM (ANALYZE) pgqueuer, pgqueuer_log")
+        return first
 
     def start(
         self, url: str, setup: WorkerSetup, workdir: Path, env: dict[str, str]

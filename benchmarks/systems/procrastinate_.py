@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import procrastinate
+import psycopg
 
 from benchmarks import probe
 from benchmarks.common import (
@@ -54,6 +55,26 @@ def make_app(url: str) -> procrastinate.App:
 
 app = make_app(os.environ.get("BENCH_DATABASE_URL", ""))
 
+# The backlog loader: what defer and a worker write.  A finished job is its row (succeeded,
+# attempts 1) and its three events; a todo row goes through procrastinate's own insert
+# triggers (its deferred event, its NOTIFY), as a defer does.
+RESERVE = (
+    "SELECT setval(s, nextval(s) + %(n)s - 1)"
+    " FROM pg_get_serial_sequence('procrastinate_jobs', 'id') s"
+)
+LOAD_JOBS = """
+INSERT INTO procrastinate_jobs (id, queue_name, task_name, args, status, attempts)
+SELECT g, 'default', 'noop', jsonb_build_object('i', g - %(first)s),
+       %(status)s::procrastinate_job_status, %(attempts)s
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) g
+"""
+LOAD_EVENTS = """
+INSERT INTO procrastinate_events (job_id, type)
+SELECT g, t::procrastinate_job_event_type
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) g,
+     unnest(ARRAY['deferred', 'started', 'succeeded']) t
+"""
+
 
 class Procrastinate(System):
     name = "procrastinate"
@@ -66,6 +87,12 @@ class Procrastinate(System):
         "SELECT NOT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
     )
     finished_sql = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+    done_upto_sql = (
+        "SELECT NOT EXISTS (SELECT 1 FROM procrastinate_jobs"
+        " WHERE id <= {upto} AND status IN ('todo', 'doing'))"
+    )
+    waiting_sql = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
+    tables = ("procrastinate_jobs", "procrastinate_events", "procrastinate_workers")
 
     def install(self, url: str) -> None:
         env = {**os.environ, "BENCH_DATABASE_URL": url}
@@ -126,6 +153,26 @@ class Procrastinate(System):
 
     def latency_setup(self) -> WorkerSetup:
         return WorkerSetup(1, {"concurrency": 1})
+
+    def soak_setup(self) -> WorkerSetup:
+        return WorkerSetup(1, {"concurrency": 10})
+
+    def load_backlog(self, url: str, ready: int, finished: int) -> int:
+        first = 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            for n, done in ((finished, True), (ready, False)):
+                if n <= 0:
+                    continue
+                row = conn.execute(RESERVE, {"n": n}).fetchone()
+                last = int(row[0]) if row else 0
+                first = last - n + 1
+                status, attempts = ("succeeded", 1) if done else ("todo", 0)
+                params = {"first": first, "last": last, "status": status, "attempts": attempts}
+                conn.execute(LOAD_JOBS, params)
+                if done:
+                    conn.execute(LOAD_EVENTS, params)
+            conn.execute("VACUUM (ANALYZE) procrastinate_jobs, procrastinate_events")
+        return first
 
     def start(
         self, url: str, setup: WorkerSetup, workdir: Path, env: dict[str, str]
