@@ -314,9 +314,10 @@ def finish_all(db: Database, ago: timedelta, **where: str) -> None:
     with psycopg.connect(db.url, autocommit=True) as conn:
         conn.execute("DELETE FROM pgjobs_ready_executions")
         conn.execute(
-            "UPDATE pgjobs_jobs SET finished_at = now() - %s WHERE finished_at IS NULL AND "
+            "UPDATE pgjobs_jobs SET finished_at = now() - %s, created_at = now() - %s * 1.01 "
+            "WHERE finished_at IS NULL AND "
             "NOT EXISTS (SELECT 1 FROM pgjobs_failed_executions f WHERE f.job_id = id)",
-            [ago],
+            [ago, ago],
         )
 
 
@@ -344,6 +345,27 @@ def test_clear_finished_deletes_old_finished_jobs_in_id_ranges(db: Database) -> 
     assert pgjobs.clear_finished(older_than=timedelta(minutes=1), batch_size=1000) == 10
     assert pgjobs.clear_finished(older_than=0) == 0
     assert states(db.url) == {"failed": 5}
+
+
+def test_clear_finished_stops_at_jobs_created_after_the_cutoff(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pgjobs.perform_all_later([Charge(i) for i in range(300)])
+    finish_all(db, timedelta(days=3))
+    pgjobs.perform_all_later([Charge(i) for i in range(3000)])
+    finish_all(db, timedelta(minutes=5))  # the retained history: not walked
+    ranges: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def counting(self: psycopg.Connection, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "WITH bounds" in str(query):
+            ranges.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    assert pgjobs.clear_finished(older_than="1d", batch_size=100) == 300
+    assert len(ranges) <= 5  # 3 ranges of old jobs, then the first all-recent one: stop
+    assert states(db.url) == {"finished": 3000}
 
 
 def test_clear_finished_by_class(db: Database) -> None:

@@ -152,14 +152,19 @@ class PgJobs(System):
             self._close(database)
 
     def drain_setups(self) -> list[WorkerSetup]:
-        # A worker claims as many jobs as it has idle threads: threads is the claim batch.  The
-        # last (the one --no-sweep runs) also commits its claims without waiting for the disk.
-        durable = [
-            WorkerSetup(processes, {"threads": threads})
-            for processes in (1, 2)
-            for threads in (20, 50, 200)
+        # A worker claims as many jobs as it has idle threads: threads is the claim batch.  One
+        # more commits its claims without waiting for the disk (durable_claims: false).  The
+        # last (the one --no-sweep and the backlog scenario run) is 200 threads x 2, durable.
+        return [
+            *(
+                WorkerSetup(processes, {"threads": threads})
+                for threads in (20, 50)
+                for processes in (1, 2)
+            ),
+            WorkerSetup(1, {"threads": 200}),
+            WorkerSetup(2, {"threads": 200, "durable_claims": "false"}),
+            WorkerSetup(2, {"threads": 200}),
         ]
-        return [*durable, WorkerSetup(2, {"threads": 200, "durable_claims": "false"})]
 
     def latency_setup(self) -> WorkerSetup:
         return WorkerSetup(1, {"threads": DEFAULTS["threads"]})
@@ -203,7 +208,10 @@ class PgJobs(System):
     ) -> list[subprocess.Popen[bytes]]:
         settings = {**DEFAULTS, **setup.settings}
         config = workdir / "queue.yml"
-        config.write_text(textwrap.dedent(QUEUE_YML).format(processes=setup.processes, **settings))
+        text = textwrap.dedent(QUEUE_YML).format(processes=setup.processes, **settings)
+        if str(settings["durable_claims"]) == "true":  # the default: pgjobs before 893b74b
+            text = text.replace("durable_claims: true\n", "")  # does not know the key
+        config.write_text(text)
         args = [
             sys.executable,
             "-m",

@@ -50,11 +50,12 @@ MAX_ID = "SELECT max(id) FROM {jobs}"
 
 # One step of the walk: the range of the next %(limit)s ids after %(after)s (gaps skipped), and
 # in it the jobs that finished before the cutoff (of one class) deleted with their error
-# histories.  Failed jobs (finished_at NULL) are never touched.  Returns (deleted, range end).
+# histories.  Failed jobs (finished_at NULL) are never touched.  Returns (deleted, range end,
+# the range's oldest created_at: the walk stops at a range created after the cutoff).
 CLEAR_RANGE = """
 WITH bounds AS (
-    SELECT max(id) AS last FROM (
-        SELECT id FROM {jobs} WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
+    SELECT max(id) AS last, min(created_at) AS oldest FROM (
+        SELECT id, created_at FROM {jobs} WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
     ) ids
 ), gone AS (
     DELETE FROM {jobs}
@@ -65,7 +66,7 @@ WITH bounds AS (
 ), history AS (
     DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.id
 )
-SELECT (SELECT count(*) FROM gone), (SELECT last FROM bounds)
+SELECT (SELECT count(*) FROM gone), (SELECT last FROM bounds), (SELECT oldest FROM bounds)
 """
 
 # -- finishing jobs with a concurrency slot or a unique key ------------------------------------
