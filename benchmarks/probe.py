@@ -18,6 +18,17 @@ _lock = threading.Lock()
 _file: TextIO | None = None
 
 
+def read(path: os.PathLike[str] | str) -> dict[int, float]:
+    """The recorded start time of each job ``i`` in a probe file (the first record wins)."""
+    seen: dict[int, float] = {}
+    with open(path, encoding="ascii") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) == 2:
+                seen.setdefault(int(parts[0]), float(parts[1]))
+    return seen
+
+
 def record(i: int) -> None:
     """Record that job ``i`` started now (a no-op when ``BENCH_LATENCY_FILE`` is unset)."""
     started = time.time()

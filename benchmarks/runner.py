@@ -31,6 +31,7 @@ from typing import Any, Literal, overload
 
 import psycopg
 
+from benchmarks import probe
 from benchmarks.common import (
     WARMUP,
     Databases,
@@ -390,11 +391,7 @@ def wait_for_records(
     """Wait until every job in ``wanted`` recorded its start in ``path``; their start times."""
     deadline = time.monotonic() + timeout
     while True:
-        seen: dict[int, float] = {}
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                seen.setdefault(int(parts[0]), float(parts[1]))
+        seen = probe.read(path)
         if wanted <= seen.keys():
             return seen
         if time.monotonic() > deadline:

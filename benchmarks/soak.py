@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from benchmarks import probe
 from benchmarks.common import System, check_alive, percentile, stop, subprocess_env
 from benchmarks.footprint import cpu_seconds
 from benchmarks.runner import wait_for_records
@@ -222,11 +223,7 @@ def _records(
     """The start time of every paced job recorded within ``timeout`` s (missing ones absent)."""
     deadline = time.monotonic() + timeout
     while True:
-        seen: dict[int, float] = {}
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                seen.setdefault(int(parts[0]), float(parts[1]))
+        seen = probe.read(path)
         if sum(1 for i in range(count) if i in seen) == count or time.monotonic() > deadline:
             return seen
         check_alive(procs, workdir)
