@@ -247,7 +247,9 @@ def test_failed_job_shows_its_traceback_and_retry_runs_it_again(
         expect(page).to_have_url(f"{served.url}/job/{job}")
         # The worker may claim it (or even finish it) before the action reads its state back.
         expect(flash(page)).to_have_text(
-            re.compile(rf"Retried job {job}: it is (ready|in progress|finished) now\.\s*Show the job")
+            re.compile(
+                rf"Retried job {job}: it is (ready|in progress|finished) now\.\s*Show the job"
+            )
         )
         wait_for(lambda: states(served.database_url) == {"finished": 1}, timeout=20)
         page.reload()
