@@ -353,3 +353,32 @@ def test_a_discard_releases_the_key(db: Database, make_worker: Callable[..., Wor
     worker.record(ended(job, "discard"))
     assert key_of(db, first.job_id) is None
     assert RebuildIndex.perform_later("discarded").enqueued
+
+
+def test_maintenance_reaches_every_key_past_a_long_expired_backlog(
+    db: Database, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgjobs import concurrency
+
+    monkeypatch.setattr(concurrency, "EXPIRED_KEYS_PER_PASS", 2)
+    for _ in range(5):  # one running, four blocked behind it
+        OneAtATime.perform_later()
+    LimitedPerStore.perform_later("b")
+    LimitedPerStore.perform_later("b")
+    LimitedPerStore.perform_later("b")  # blocked
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        # Store b's slot was given back by a worker that died before unblocking: free a slot.
+        conn.execute(
+            "UPDATE pgjobs_semaphores SET value = 1 WHERE key = %s", (STORE_KEY.format("b"),)
+        )
+        # Everything blocked expired long ago, OneAtATime's oldest.
+        conn.execute(
+            "UPDATE pgjobs_blocked_executions SET expires_at = now() - interval '1 hour' - "
+            "CASE WHEN concurrency_key = %s THEN interval '1 day' ELSE interval '0' END",
+            (ONE_KEY,),
+        )
+    dispatcher = Dispatcher(Database(db.url), CONFIG, DispatcherConfig())
+    _, unblocked = dispatcher.maintain()
+    assert unblocked.readied == 1  # store b's job, though OneAtATime's expired rows come first
+    assert slots(db, STORE_KEY.format("b")) == 2
+    dispatcher.close()

@@ -332,11 +332,12 @@ def _plan_bulk(jobs: Iterable[Job], channel: str) -> _Bulk:
     now = clock.now()
     every = [_row(job, now, channel) for job in jobs]
     rows = [r for r in every if not r.keys.special]
-    # Jobs with keys are written one by one (each takes its semaphore row lock): in key order, so
-    # two bulk enqueues of the same keys cannot deadlock.
+    # Jobs with keys are written one by one (each locks its unique key's index entry and its
+    # semaphore row until commit): in key order, so that two bulk enqueues of the same keys take
+    # the locks in the same order.
     keyed = sorted(
         ((i, r) for i, r in enumerate(every) if r.keys.special),
-        key=lambda item: item[1].keys.concurrency_key or "",
+        key=lambda item: (item[1].keys.unique_key or "", item[1].keys.concurrency_key or ""),
     )
     ready = [r for r in rows if r.scheduled_at is None]
     scheduled = [r for r in rows if r.scheduled_at is not None]

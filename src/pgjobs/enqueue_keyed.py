@@ -76,6 +76,8 @@ def steps(
             raise DuplicateJobError(holder, keys.unique_key)
         if keys.on_duplicate == "replace":
             count, old_job_id, released_key = (yield (store.REPLACE_WAITING, params))[0]
+            if old_job_id is None:
+                continue  # the holder let the key go meanwhile: try the insert again
             if count:
                 replaced = old_job_id
                 if released_key is not None:

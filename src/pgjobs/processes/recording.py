@@ -72,15 +72,17 @@ class Recording:
             "duration_ms": round(outcome.duration * 1000, 3),
         }
 
-    def _unblock(self, rows: list[tuple[Any, ...]]) -> None:
-        """After a statement that gave slots back: rows whose second column is a key."""
-        keys = [r[1] for r in rows if r[1] is not None]
-        if keys:
-            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
+    def _unblock(self, key: str | None) -> None:
+        """After a statement that gave a job's slot back: unblock its key.  From the job, not
+        from the statement's reply — a reply lost with the connection is retried and finds
+        nothing, but the slot was given back all the same (unblocking twice is harmless)."""
+        if key is not None:
+            concurrency.unblock(self.execute, [key], channel=notify_channel(self.database.schema))
             self.floors.notified("*", None)  # unblocked jobs keep their (old) ids
 
     def fail(self, outcome: Outcome) -> None:
-        self._unblock(self.execute(failed_store.FAIL, self._error_params(outcome)))
+        self.execute(failed_store.FAIL, self._error_params(outcome))
+        self._unblock(outcome.claimed.concurrency_key)
         if "fail" in _active:
             events.emit("fail", **self._error_fields(outcome))
 
@@ -94,7 +96,9 @@ class Recording:
             priority=outcome.priority,
             channel=notify_channel(self.database.schema),
         )
-        self._unblock(self.execute(failed_store.RETRY, params))
+        self.execute(failed_store.RETRY, params)
+        if scheduled_at is not None:  # retried later: its slot was given back
+            self._unblock(outcome.claimed.concurrency_key)
         if scheduled_at is None:  # back in ready with its old id: below this worker's floors
             self.floors.notified(outcome.queue or outcome.claimed.queue_name, None)
         if "retry" in _active:
@@ -109,6 +113,7 @@ class Recording:
             )
 
     def discard(self, outcome: Outcome) -> None:
-        self._unblock(self.execute(self._discard_sql, self._error_params(outcome)))
+        self.execute(self._discard_sql, self._error_params(outcome))
+        self._unblock(outcome.claimed.concurrency_key)
         if "discard" in _active:
             events.emit("discard", **self._error_fields(outcome))

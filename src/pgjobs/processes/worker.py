@@ -137,6 +137,7 @@ class Worker(Poller, Recording):
         self.in_flight: dict[int, Claimed] = {}
         self.to_finish: list[int] = []
         self.to_finish_keyed: list[int] = []  # finished jobs with a slot or unique key to release
+        self._finished_keys: list[str] = []  # their concurrency keys, to unblock after
         self.loop = EventLoopThread()
         self._paused: frozenset[str] = frozenset()
         self._paused_at = float("-inf")
@@ -380,6 +381,8 @@ class Worker(Poller, Recording):
             if outcome.kind == FINISHED:
                 if claimed.keyed:
                     self.to_finish_keyed.append(claimed.id)
+                    if claimed.concurrency_key is not None:
+                        self._finished_keys.append(claimed.concurrency_key)
                 else:
                     self.to_finish.append(claimed.id)
             else:
@@ -412,9 +415,10 @@ class Worker(Poller, Recording):
 
     def _finish_keyed(self) -> None:
         params = {"finished": self.to_finish_keyed, "process_id": self.id, "now": clock.now()}
-        rows = self.execute(self._finish_keyed_sql, params)
-        self.to_finish_keyed = []
-        keys = [r[0] for r in rows]
+        self.execute(self._finish_keyed_sql, params)
+        # The jobs' own keys, not the statement's reply: a reply lost with the connection is
+        # retried and finds nothing, though the slots were given back.
+        keys, self._finished_keys, self.to_finish_keyed = self._finished_keys, [], []
         if keys:
             concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
             self.floors.notified("*", None)  # unblocked jobs keep their (old) ids

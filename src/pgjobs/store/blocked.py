@@ -51,10 +51,8 @@ SELECT (SELECT count(*) FROM next), (SELECT count(*) FROM readied),
 # Keys with a job blocked past its expiry: a release they may have missed (concurrency
 # maintenance).  Served by blocked (expires_at, concurrency_key).
 EXPIRED_KEYS = """
-SELECT DISTINCT concurrency_key FROM (
-    SELECT concurrency_key FROM {blocked} WHERE expires_at < %(now)s
-    ORDER BY expires_at LIMIT %(limit)s
-) expired
+-- DISTINCT before the LIMIT: one key's long expired backlog must not hide the other keys.
+SELECT DISTINCT concurrency_key FROM {blocked} WHERE expires_at < %(now)s LIMIT %(limit)s
 """
 
 # Blocked jobs per key (status, dashboard).
