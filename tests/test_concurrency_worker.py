@@ -382,3 +382,18 @@ def test_maintenance_reaches_every_key_past_a_long_expired_backlog(
     assert unblocked.readied == 1  # store b's job, though OneAtATime's expired rows come first
     assert slots(db, STORE_KEY.format("b")) == 2
     dispatcher.close()
+
+
+def test_a_dispatcher_that_reconnected_unblocks_every_key(db: Database) -> None:
+    OneAtATime.perform_later()
+    OneAtATime.perform_later()  # blocked
+    with psycopg.connect(db.url, autocommit=True) as conn:  # the slot came back, unannounced
+        conn.execute("UPDATE pgjobs_semaphores SET value = 0")
+    dispatcher = Dispatcher(Database(db.url), CONFIG, DispatcherConfig())
+    dispatcher.dispatch()
+    assert states(db.url) == {"ready": 1, "blocked": 1}  # nothing says the key needs it
+    dispatcher.reconnected = True  # as after a lost connection
+    dispatcher.dispatch()
+    assert states(db.url) == {"ready": 2}
+    assert dispatcher.reconnected is False
+    dispatcher.close()

@@ -17,6 +17,7 @@ from pgjobs import clock, concurrency, events
 from pgjobs.config import Config, DispatcherConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.poller import Poller
+from pgjobs.store import blocked as blocked_store
 from pgjobs.store import scheduled as store
 from pgjobs.store.jobs import notify_channel
 
@@ -51,6 +52,11 @@ class Dispatcher(Poller):
             },
         )
         moved, keys = int(rows[0][0]), rows[0][2]
+        if self.reconnected:
+            # A reply lost with the connection may have named keys to unblock: try them all.
+            self.reconnected = False
+            lost = self.execute(blocked_store.KEYS, {"limit": concurrency.EXPIRED_KEYS_PER_PASS})
+            keys = [*(keys or []), *(r[0] for r in lost)]
         if keys:
             concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
         if moved and "dispatch_scheduled" in events.active:

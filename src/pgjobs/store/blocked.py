@@ -55,5 +55,9 @@ EXPIRED_KEYS = """
 SELECT DISTINCT concurrency_key FROM {blocked} WHERE expires_at < %(now)s LIMIT %(limit)s
 """
 
+# Keys with blocked jobs, after a lost connection (a reply naming keys to unblock may be lost).
+# Served by blocked (concurrency_key, priority, job_id).
+KEYS = "SELECT DISTINCT concurrency_key FROM {blocked} LIMIT %(limit)s"
+
 # Blocked jobs per key (status, dashboard).
 COUNT_BY_KEY = "SELECT concurrency_key, count(*) FROM {blocked} GROUP BY concurrency_key"
