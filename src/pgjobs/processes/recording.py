@@ -8,6 +8,7 @@ keys whose slots came back are then unblocked.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -72,17 +73,18 @@ class Recording:
             "duration_ms": round(outcome.duration * 1000, 3),
         }
 
-    def _unblock(self, key: str | None) -> None:
-        """After a statement that gave a job's slot back: unblock its key.  From the job, not
-        from the statement's reply — a reply lost with the connection is retried and finds
-        nothing, but the slot was given back all the same (unblocking twice is harmless)."""
-        if key is not None:
-            concurrency.unblock(self.execute, [key], channel=notify_channel(self.database.schema))
+    def _unblock(self, keys: Iterable[str | None]) -> None:
+        """After a statement that gave jobs' slots back: unblock their keys.  From the jobs,
+        not from the statement's reply — a reply lost with the connection is retried and finds
+        nothing, but the slots were given back all the same (unblocking twice is harmless)."""
+        given = [key for key in keys if key is not None]
+        if given:
+            concurrency.unblock(self.execute, given, channel=notify_channel(self.database.schema))
             self.floors.notified("*", None)  # unblocked jobs keep their (old) ids
 
     def fail(self, outcome: Outcome) -> None:
         self.execute(failed_store.FAIL, self._error_params(outcome))
-        self._unblock(outcome.claimed.concurrency_key)
+        self._unblock([outcome.claimed.concurrency_key])
         if "fail" in _active:
             events.emit("fail", **self._error_fields(outcome))
 
@@ -98,7 +100,7 @@ class Recording:
         )
         self.execute(failed_store.RETRY, params)
         if scheduled_at is not None:  # retried later: its slot was given back
-            self._unblock(outcome.claimed.concurrency_key)
+            self._unblock([outcome.claimed.concurrency_key])
         if scheduled_at is None:  # back in ready with its old id: below this worker's floors
             self.floors.notified(outcome.queue or outcome.claimed.queue_name, None)
         if "retry" in _active:
@@ -114,6 +116,6 @@ class Recording:
 
     def discard(self, outcome: Outcome) -> None:
         self.execute(self._discard_sql, self._error_params(outcome))
-        self._unblock(outcome.claimed.concurrency_key)
+        self._unblock([outcome.claimed.concurrency_key])
         if "discard" in _active:
             events.emit("discard", **self._error_fields(outcome))

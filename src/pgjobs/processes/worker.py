@@ -49,7 +49,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import clock, concurrency, events, rules
+from pgjobs import clock, events, rules
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes import floors
@@ -109,6 +109,11 @@ def _set_async_exc(ident: int, exc: type[BaseException] | None) -> int:
     """Raise ``exc`` in thread ``ident`` at its next bytecode (``None``: cancel a pending one)."""
     obj = ctypes.py_object(exc) if exc is not None else None
     return int(ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), obj))
+
+
+def _ids(ids: list[int]) -> str:
+    """Ids as a bigint[] literal: psycopg adapts a list element by element (~2 µs each)."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _seconds(value: Any) -> float | None:
@@ -405,23 +410,17 @@ class Worker(Poller, Recording):
             self._released(int(rows[0][0]), "jobs claimed by a lost reply")
 
     def _finish_params(self) -> dict[str, Any]:
-        # The ids as an array literal: psycopg adapts a list element by element (~2 µs each).
-        finished = "{" + ",".join(map(str, self.to_finish)) + "}"
-        return {"finished": finished, "process_id": self.id, "now": clock.now()}
+        return {"finished": _ids(self.to_finish), "process_id": self.id, "now": clock.now()}
 
     def _finish_only(self) -> None:
         self.execute(self._finish_only_sql, self._finish_params())
         self.to_finish = []
 
     def _finish_keyed(self) -> None:
-        params = {"finished": self.to_finish_keyed, "process_id": self.id, "now": clock.now()}
+        params = {"finished": _ids(self.to_finish_keyed), "process_id": self.id, "now": clock.now()}
         self.execute(self._finish_keyed_sql, params)
-        # The jobs' own keys, not the statement's reply: a reply lost with the connection is
-        # retried and finds nothing, though the slots were given back.
         keys, self._finished_keys, self.to_finish_keyed = self._finished_keys, [], []
-        if keys:
-            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
-            self.floors.notified("*", None)  # unblocked jobs keep their (old) ids
+        self._unblock(keys)
 
     # -- claiming -----------------------------------------------------------------------------
 

@@ -15,18 +15,15 @@ from __future__ import annotations
 from pgjobs.store import jobs as _jobs
 from pgjobs.store import ready
 
-_FINISH_DELETE = """
-done AS (
-    -- Only rows this process still holds: a job released or recovered meanwhile is not ours.
-    DELETE FROM {claimed}
-    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
-    RETURNING job_id
-), finish AS (
+_FINISH_DELETE = (
+    ready.DONE
+    + """, finish AS (
     DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done)
 ), finish_history AS (
     -- A job that succeeded after retries has errors in its history: they go with it.
     DELETE FROM {job_errors} WHERE job_id IN (SELECT job_id FROM done)
 )"""
+)
 
 
 def _deleting(statement: str) -> str:
@@ -85,12 +82,9 @@ SELECT concurrency_key FROM finish WHERE concurrency_key IS NOT NULL
 # Finish jobs of limited or unique classes (preserve_finished_jobs: true): stamp them, release
 # their unique keys (a period's stays) and give their slots back.  Returns one row per slot.
 FINISH_KEYED = (
-    """
-WITH done AS (
-    DELETE FROM {claimed}
-    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
-    RETURNING job_id
-), finish AS (
+    "WITH"
+    + ready.DONE
+    + """, finish AS (
     UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
                       unique_key = """
     + _jobs.RELEASE_UNIQUE
@@ -104,12 +98,9 @@ WITH done AS (
 # The same with preserve_finished_jobs: false: jobs are deleted, except those holding a
 # period's unique key, which are stamped and kept until clear_finished (the window's record).
 FINISH_KEYED_DELETE = (
-    """
-WITH done AS (
-    DELETE FROM {claimed}
-    WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id = %(process_id)s
-    RETURNING job_id
-), kept AS (
+    "WITH"
+    + ready.DONE
+    + """, kept AS (
     UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1
     WHERE id IN (SELECT job_id FROM done) AND left(unique_key, 2) = 'p|'
     RETURNING concurrency_key

@@ -9,7 +9,9 @@ held by this process — and stamp ``finished_at``): one round trip and one comm
 
 from __future__ import annotations
 
-_FINISH = """
+# The claimed rows of the finished jobs, deleted; every way of finishing a batch starts with it
+# (here and in store/finished.py).
+DONE = """
 done AS (
     -- Only rows this process still holds: a job released or recovered meanwhile is not ours.
     -- By primary key (process_id + 0 keeps the planner off the process index, whose entries
@@ -17,10 +19,15 @@ done AS (
     DELETE FROM {claimed}
     WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id + 0 = %(process_id)s
     RETURNING job_id
-), finish AS (
+)"""
+
+_FINISH = (
+    DONE
+    + """, finish AS (
     UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1
     WHERE id IN (SELECT job_id FROM done)
 )"""
+)
 
 _CLAIMED = """
 moved AS (
