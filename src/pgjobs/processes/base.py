@@ -65,7 +65,9 @@ class Process:
         self.config = config
         self.supervisor_id = supervisor_id
         self.metadata = metadata or {}
-        self.hostname = socket.gethostname()
+        # PGJOBS_HOSTNAME: the host name recorded for this process (containers that share a
+        # name, or several "hosts" on one machine in the chaos tests).
+        self.hostname = os.environ.get("PGJOBS_HOSTNAME") or socket.gethostname()
         self.pid = os.getpid()
         self.name = f"{self.kind}-{uuid.uuid4().hex[:12]}"
         self.id: int | None = None
