@@ -3,18 +3,28 @@
 Every process holds one :class:`Database`.  Its pools open lazily, so importing or configuring
 pgjobs never connects; ``pgjobs.configure(...)`` sets the process-wide default used when a call
 is not given a connection of its own.
+
+Every connection it opens (pooled, dedicated, sync or async) carries a connect timeout and TCP
+keepalives (:data:`CONNECTION_DEFAULTS`), so a database host that vanished without closing its
+sockets -- a failover, a partition, a NAT or firewall that forgot the connection -- makes the
+next statement or wait fail within about 30 seconds instead of hanging for ever.  That bound is
+what lets a process notice a half-open heartbeat or listener connection, reconnect and beat
+well before other hosts consider it dead.  Values the URL sets itself are kept.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from types import MappingProxyType
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -26,6 +36,50 @@ DEFAULT_POOL_SIZE = 4
 # A pooled connection idle longer than this is checked (one round trip) before it is handed out,
 # so a database restart costs no failed call; busy connections skip the check on the hot path.
 CHECK_AFTER_IDLE = 1.0
+
+# libpq parameters every pgjobs connection gets unless its URL sets them.  Together they bound how
+# long a dead peer goes unnoticed to about 30 s: far below heartbeat_interval (60 s) and
+# process_alive_threshold (300 s), so a process whose heartbeat connection went half-open finds
+# out, reconnects and beats long before another host may prune it; far above a network blip (a
+# few lost packets are retransmitted within seconds).  A slow statement is never cut short: a
+# live server acknowledges the query and answers probes however long it computes.
+
+# Seconds to establish a connection (per address tried; libpq's minimum is 2): a black-holed host
+# fails here instead of after about 2 minutes (the SYN retries; psycopg's fallback timeout).
+CONNECT_TIMEOUT = 10
+# An idle or waiting connection (a listener, a heartbeat between beats, a pooled connection, a
+# query awaiting its result) sends a probe after KEEPALIVES_IDLE s of silence, then one every
+# KEEPALIVES_INTERVAL s, and is closed after KEEPALIVES_COUNT unanswered: 10 + 3 * 5 = 25 s.
+# (On Linux TCP_USER_TIMEOUT takes over the count: closed once probing and 30 s without a reply.)
+KEEPALIVES_IDLE = 10
+KEEPALIVES_INTERVAL = 5
+KEEPALIVES_COUNT = 3
+# Milliseconds sent data may stay unacknowledged before the connection is closed: catches a peer
+# that vanished while a statement was being sent, which keepalives (idle connections only) do not.
+TCP_USER_TIMEOUT = 30_000
+CONNECTION_DEFAULTS: Mapping[str, str] = MappingProxyType(
+    {
+        "connect_timeout": str(CONNECT_TIMEOUT),
+        "keepalives": "1",
+        "keepalives_idle": str(KEEPALIVES_IDLE),
+        "keepalives_interval": str(KEEPALIVES_INTERVAL),
+        "keepalives_count": str(KEEPALIVES_COUNT),
+        "tcp_user_timeout": str(TCP_USER_TIMEOUT),
+    }
+)
+# The defaults that libpq also reads from the environment: a variable that is set wins too.
+_ENVIRONMENT = {"connect_timeout": "PGCONNECT_TIMEOUT"}
+
+
+def connection_defaults(url: str) -> dict[str, str]:
+    """The :data:`CONNECTION_DEFAULTS` that ``url`` (a URL or ``key=value`` string) leaves unset.
+
+    Pass them as keyword arguments to ``psycopg.connect`` (or SQLAlchemy's ``connect_args``).
+    A Unix-socket connection accepts them; libpq applies only ``connect_timeout`` there.
+    """
+    given = set(conninfo_to_dict(url))
+    given.update(key for key, variable in _ENVIRONMENT.items() if variable in os.environ)
+    return {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given}
 
 
 def _unreachable(url: str, exc: Exception) -> DatabaseUnreachable:
@@ -89,7 +143,11 @@ class Database:
     def _kwargs(self) -> dict[str, Any]:
         # Pooled connections are in autocommit: a one-statement operation is one round trip;
         # several statements that belong together use ``with conn.transaction():``.
-        return {"application_name": self.application_name, "autocommit": True}
+        return {
+            **connection_defaults(self.url),
+            "application_name": self.application_name,
+            "autocommit": True,
+        }
 
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection[TupleRow]:
         """A dedicated connection outside the pool (listeners, heartbeats, supervisors)."""
