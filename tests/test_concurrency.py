@@ -13,14 +13,18 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import clock
+from pgjobs import clock, concurrency
+from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError, DuplicateJobError
 from pgjobs.limits import keys_for
+from pgjobs.store import failed as failed_store
+from pgjobs.store import finished as finished_store
 from tests.sample_jobs import (
     Debounced,
     DiscardWhenBusy,
     Hourly,
     LimitedPerStore,
+    OneAtATime,
     RebuildIndex,
     Record,
     StrictUnique,
@@ -105,7 +109,9 @@ def test_keys_name_the_group_and_the_class() -> None:
         "d|tests.sample_jobs:RebuildIndex|products"
     )
     hourly = keys_for(Hourly("report"), now).unique_key
-    assert hourly == "p|tests.sample_jobs:Hourly|report@2026-11-23T13:00:00+00:00"
+    assert hourly == (
+        "p|tests.sample_jobs:Hourly|report@2026-11-23T13:00:00+00:00/2026-11-23T14:00:00+00:00"
+    )
     assert not keys_for(Record("x"), now).special
 
 
@@ -277,3 +283,85 @@ def test_bulk_raise_reaches_the_caller(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(DuplicateJobError), conn.transaction():  # the caller rolls back
         pgjobs.perform_all_later(batch, connection=conn)
     assert one(conn, "SELECT count(*) FROM pgjobs_jobs") == 0
+
+
+# -- concurrency maintenance --------------------------------------------------------------------
+
+
+def test_maintenance_walks_every_key_however_many_hold_expired_blocked_jobs(
+    conn: psycopg.Connection[Any], default_database: Database
+) -> None:
+    """1,000 keys whose blocked jobs wait past their expiry behind running holders (legitimate),
+    and 1,001 keys whose release was missed (a free slot): one pass unblocks every one of those,
+    more than any one page of keys holds."""
+    conn.execute(
+        """WITH keys AS (
+               SELECT 'walk/' || kind || '-' || lpad(i::text, 4, '0') AS key, kind = 'full' AS held
+               FROM (VALUES ('full', 1000), ('free', 1001)) k (kind, n), generate_series(1, n) i
+           ), slots AS (
+               INSERT INTO pgjobs_semaphores (key, value, expires_at)
+               SELECT key, 1, now() + interval '1 hour' FROM keys WHERE held
+           ), jobs AS (
+               INSERT INTO pgjobs_jobs (job_id, queue_name, class_name, concurrency_key,
+                                        concurrency_limit, concurrency_duration,
+                                        concurrency_on_conflict)
+               SELECT gen_random_uuid(), 'default', %s, key, 1, interval '1 minute', 'block'
+               FROM keys
+               RETURNING id, queue_name, priority, concurrency_key
+           )
+           INSERT INTO pgjobs_blocked_executions (job_id, queue_name, priority, concurrency_key,
+                                                  expires_at)
+           SELECT id, queue_name, priority, concurrency_key, now() - interval '1 hour' FROM jobs""",
+        (OneAtATime.job_name,),
+    )
+    run = default_database.runner(conn)
+    expired, unblocked = concurrency.maintain(run, channel="pgjobs_test", alive_threshold=60)
+    assert (expired, unblocked) == (0, concurrency.Unblocked(readied=1001))
+    assert one(conn, "SELECT count(*) FROM pgjobs_ready_executions") == 1001
+    assert one(conn, "SELECT count(*) FROM pgjobs_blocked_executions") == 1000  # the full keys'
+
+
+# -- period keys outlive their job's row only as long as their window --------------------------
+
+
+def test_a_discarded_period_holder_is_kept_when_finished_jobs_are_deleted(
+    conn: psycopg.Connection[Any], default_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """preserve_finished_jobs: false deletes a discarded job, but not its window's record."""
+    at = datetime(2026, 11, 23, 13, 5, tzinfo=UTC)
+    monkeypatch.setattr(clock, "now", lambda: at)
+    first = Hourly.set(connection=conn).perform_later("digest")
+    conn.execute(  # claimed by a worker (process 0)
+        """WITH m AS (DELETE FROM pgjobs_ready_executions RETURNING job_id)
+           INSERT INTO pgjobs_claimed_executions (job_id, process_id) SELECT job_id, 0 FROM m"""
+    )
+    id_ = one(conn, "SELECT id FROM pgjobs_jobs WHERE job_id = %s", (first.job_id,))
+    run = default_database.runner(conn)
+    params = {"id": id_, "process_id": 0, "now": at, "exception_class": "KeyError"}
+    params.update(message="gone", backtrace="", hostname="h", pid=1)
+    assert run(failed_store.DISCARD_DELETE, params) == [(id_, None)]
+    at = datetime(2026, 11, 23, 13, 55, tzinfo=UTC)
+    again = Hourly.set(connection=conn).perform_later("digest")
+    assert (again.state, again.duplicate_of) == ("duplicate", first.job_id)
+    assert state_of(conn, first.job_id) == "discarded"  # kept until clear_finished
+
+
+def test_finishing_deletes_a_period_holder_only_once_its_window_has_ended(
+    conn: psycopg.Connection[Any], default_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """preserve_finished_jobs: false keeps the record of an open window, not of an ended one."""
+    at = datetime(2026, 11, 23, 12, 50, tzinfo=UTC)
+    monkeypatch.setattr(clock, "now", lambda: at)
+    late = Hourly.set(connection=conn).perform_later("late")  # the 12:00 window
+    at = datetime(2026, 11, 23, 13, 5, tzinfo=UTC)
+    current = Hourly.set(connection=conn).perform_later("current")  # the 13:00 window
+    ids = [r[0] for r in conn.execute("SELECT job_id FROM pgjobs_ready_executions").fetchall()]
+    conn.execute(
+        """WITH m AS (DELETE FROM pgjobs_ready_executions RETURNING job_id)
+           INSERT INTO pgjobs_claimed_executions (job_id, process_id) SELECT job_id, 0 FROM m"""
+    )
+    run = default_database.runner(conn)
+    run(finished_store.FINISH_KEYED_DELETE, {"finished": ids, "process_id": 0, "now": at})
+    assert state_of(conn, current.job_id) == "finished"  # kept: its window is open
+    assert one(conn, "SELECT count(*) FROM pgjobs_jobs WHERE job_id = %s", (late.job_id,)) == 0
+    assert Hourly.set(connection=conn).perform_later("current").state == "duplicate"

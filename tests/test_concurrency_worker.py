@@ -29,6 +29,7 @@ from tests.sample_jobs import (
     OneAtATime,
     RebuildIndex,
     RebuildIndexUntilExecuting,
+    Record,
 )
 
 pytestmark = pytest.mark.committed
@@ -135,28 +136,28 @@ def test_a_retry_at_once_keeps_its_slot(db: Database, make_worker: Callable[...,
     assert again.id == job.id
 
 
-def test_a_release_waits_for_a_concurrent_block_and_then_unblocks_it(
+def test_a_release_behind_an_application_transaction_is_retried_and_then_unblocks(
     db: Database, make_worker: Callable[..., Worker]
 ) -> None:
-    """Solid Queue's race: a job blocked in an open transaction while the holder finishes."""
+    """Solid Queue's race — a job blocked in an open transaction while the holder finishes —
+    without stalling the worker: the release gives up after the lock timeout, the worker keeps
+    claiming other jobs, and a later pass releases the slot and unblocks the committed job."""
     OneAtATime.perform_later()
     worker = make_worker()
     (holder,) = worker.claim(10)
     with psycopg.connect(db.url) as app:  # the app's transaction, left open
         assert OneAtATime.set(connection=app).perform_later().state == "blocked"
-        done = threading.Event()
-
-        def release() -> None:
-            finish(worker, [holder])
-            done.set()
-
-        thread = threading.Thread(target=release)
-        thread.start()
-        assert not done.wait(0.5)  # the release waits on the semaphore row the block locked
+        started = time.monotonic()
+        finish(worker, [holder])  # waits lock_timeout, then leaves the finish for later
+        assert time.monotonic() - started < 2
+        assert worker.to_finish_keyed == [holder.id]
+        Record.perform_later("unrelated")
+        assert [job.class_name for job in worker.claim(10)] == ["tests.sample_jobs:Record"]
         app.commit()
-        thread.join(10)
-    assert done.is_set()
-    assert states(db.url) == {"finished": 1, "ready": 1}
+    worker._retry_locked_at = 0.0  # the backoff has passed
+    worker._claim_pass()  # finishes, unblocks, and claims the unblocked job
+    assert worker.to_finish_keyed == []
+    assert states(db.url) == {"finished": 1, "claimed": 2}
     assert slots(db, ONE_KEY) == 1
 
 
@@ -360,7 +361,7 @@ def test_maintenance_reaches_every_key_past_a_long_expired_backlog(
 ) -> None:
     from pgjobs import concurrency
 
-    monkeypatch.setattr(concurrency, "EXPIRED_KEYS_PER_PASS", 2)
+    monkeypatch.setattr(concurrency, "KEYS_PER_PAGE", 1)  # one key per statement of the walk
     for _ in range(5):  # one running, four blocked behind it
         OneAtATime.perform_later()
     LimitedPerStore.perform_later("b")

@@ -15,12 +15,13 @@ import pytest
 
 import pgjobs
 import pgjobs.cli_jobs
-from pgjobs import cli
+from pgjobs import cli, clock
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.executor import perform
 from pgjobs.processes.worker import Worker
 from tests.engine_helpers import scalar, states
+from tests.sample_jobs import Hourly
 
 pytestmark = pytest.mark.committed
 
@@ -366,6 +367,26 @@ def test_clear_finished_stops_at_jobs_created_after_the_cutoff(
     assert pgjobs.clear_finished(older_than="1d", batch_size=100) == 300
     assert len(ranges) <= 5  # 3 ranges of old jobs, then the first all-recent one: stop
     assert states(db.url) == {"finished": 3000}
+
+
+def test_clear_finished_keeps_a_period_key_until_its_window_ends(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # the window
+    at = hour + timedelta(minutes=5)
+    monkeypatch.setattr(clock, "now", lambda: at)
+    first = Hourly.perform_later("digest")
+    with psycopg.connect(db.url, autocommit=True) as conn:  # it ran and finished at :06
+        conn.execute("DELETE FROM pgjobs_ready_executions")
+        conn.execute("UPDATE pgjobs_jobs SET finished_at = %s", [hour + timedelta(minutes=6)])
+    at = hour + timedelta(minutes=30)
+    assert pgjobs.clear_finished(older_than="10m") == 0  # old enough, but its window is open
+    at = hour + timedelta(minutes=40)
+    again = Hourly.perform_later("digest")
+    assert (again.state, again.duplicate_of) == ("duplicate", first.job_id)
+    at = hour + timedelta(minutes=61)
+    assert pgjobs.clear_finished(older_than="10m") == 1  # the window has ended
+    assert Hourly.perform_later("digest").enqueued
 
 
 def test_clear_finished_by_class(db: Database) -> None:

@@ -163,19 +163,22 @@ def test_dispatcher_leaves_jobs_that_are_not_due(db: Database) -> None:
     assert states(db.url) == {"scheduled": 1}
 
 
-def test_pruning_recovers_stale_processes_but_never_a_supervisors_live_children(
-    db: Database,
-) -> None:
+def test_pruning_recovers_stale_processes_and_kills_a_silent_live_child(db: Database) -> None:
+    """A vanished host's process is pruned and its jobs recovered; our own child whose process
+    runs but whose heartbeat is stale is not pruned (its row is ours to end) but killed, and
+    reap() then recovers its jobs as a crash's."""
     import subprocess
 
-    from pgjobs.processes.supervisor import Supervisor
+    from pgjobs.processes.supervisor import Child, Supervisor
 
     config = Config(workers=(), dispatchers=(), heartbeat_interval=30, process_alive_threshold=5)
     supervisor = Supervisor(Database(db.url), config)
     supervisor.register()
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        supervisor.children = [type("C", (), {"popen": sleeper})()]  # type: ignore[list-item]
+        child = Child("worker", 0, popen=sleeper, started_at=0.0)
+        supervisor.children = [child]
+        supervisor.spawn = lambda child: None  # type: ignore[method-assign]  # not replaced here
         old = datetime.now(UTC) - timedelta(minutes=10)
         with psycopg.connect(db.url, autocommit=True) as conn:
             ids = [
@@ -185,23 +188,31 @@ def test_pruning_recovers_stale_processes_but_never_a_supervisors_live_children(
                     [name, pid, sup, old],
                 ).fetchone()[0]  # type: ignore[index]
                 for name, pid, sup in (
-                    ("own-live-child", sleeper.pid, supervisor.id),
+                    ("own-silent-child", sleeper.pid, supervisor.id),
                     ("vanished-host", 424242, None),
                 )
             ]
             pgjobs.perform_all_later([Record("a"), Record("b")], connection=conn)
-            conn.execute(
-                "WITH moved AS (DELETE FROM pgjobs_ready_executions RETURNING job_id) "
-                "INSERT INTO pgjobs_claimed_executions (job_id, process_id) "
-                "SELECT job_id, %s FROM moved",
-                [ids[1]],
-            )
+            first, second = [
+                r[0] for r in conn.execute("SELECT job_id FROM pgjobs_ready_executions")
+            ]
+            for job, process in ((first, ids[0]), (second, ids[1])):
+                conn.execute(
+                    "WITH moved AS (DELETE FROM pgjobs_ready_executions WHERE job_id = %s "
+                    "RETURNING job_id) INSERT INTO pgjobs_claimed_executions (job_id, process_id) "
+                    "SELECT job_id, %s FROM moved",
+                    [job, process],
+                )
         supervisor.prune()
         with psycopg.connect(db.url) as conn:
             names = {r[0] for r in conn.execute("SELECT name FROM pgjobs_processes")}
-        assert "own-live-child" in names and "vanished-host" not in names
+        assert "own-silent-child" in names and "vanished-host" not in names
+        assert states(db.url) == {"ready": 1, "claimed": 1}
+        assert sleeper.wait(timeout=5) == -9  # killed
+        supervisor.reap()  # sees the exit: the child's jobs are recovered, its row removed
         assert states(db.url) == {"ready": 2}
-        assert scalar(db.url, "SELECT max(interruptions) FROM pgjobs_jobs") == 1
+        assert scalar(db.url, "SELECT count(*) FROM pgjobs_jobs WHERE interruptions = 1") == 2
+        assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes") == 1  # the supervisor
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -10,7 +10,10 @@ concurrently holds the semaphore row's lock until it commits, and the release wa
 If the caller dies between its release and the unblock, nothing is lost: the blocked jobs'
 ``expires_at`` passes and :func:`maintain` unblocks their keys.  It also forgets semaphores not
 taken for their ``duration`` (their holders died without giving the slots back), except those
-whose jobs a live process is running.
+whose jobs a live process is running.  Each pass walks *every* key with blocked jobs, in key
+order, :data:`KEYS_PER_PAGE` keys per statement (a keyset cursor), so no key is out of reach
+however many hold jobs blocked past their expiry; only keys with such a job and a free slot cost
+an unblock statement.  A pass costs one short statement per page plus the unblocks it does.
 
 Guarantees: a key never has more than its limit of jobs holding slots, except after a semaphore
 expired while its holder was alive but not running (a job that sat ready longer than
@@ -30,7 +33,8 @@ from pgjobs.store import semaphores as semaphores_store
 
 Run = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
 MAX_UNBLOCK_PER_KEY = 10_000  # one call never loops forever on a pathological key
-EXPIRED_KEYS_PER_PASS = 1_000
+KEYS_PER_PAGE = 1_000  # keys the maintenance walk visits per statement (blocked.WALK_EXPIRED)
+EXPIRED_KEYS_PER_PASS = 1_000  # keys a dispatcher that reconnected unblocks (blocked.KEYS)
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,15 @@ def maintain(
             {"now": moment, "alive_since": moment - timedelta(seconds=alive_threshold)},
         )
     ]
-    stale = [
-        str(r[0])
-        for r in run(blocked_store.EXPIRED_KEYS, {"now": moment, "limit": EXPIRED_KEYS_PER_PASS})
-    ]
-    unblocked = unblock(run, [*expired, *stale], channel=channel, now=moment)
+    unblocked = unblock(run, expired, channel=channel, now=moment)
+    # Every key, a page at a time; a concurrency key is never empty, so "" is before the first.
+    params: dict[str, Any] = {"now": moment, "after": "", "limit": KEYS_PER_PAGE}
+    while True:
+        due, last, walked = run(blocked_store.WALK_EXPIRED, params)[0]
+        unblocked += unblock(run, due or (), channel=channel, now=moment)
+        if walked < KEYS_PER_PAGE:
+            break
+        params["after"] = last
     if (expired or unblocked.readied) and "concurrency_maintenance" in events.active:
         events.emit(
             "concurrency_maintenance",

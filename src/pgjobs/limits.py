@@ -19,7 +19,9 @@ Both are enforced by the database (see ``docs/concurrency.md``):
 
 Stored key formats: ``concurrency_key = "<group>/<key>"`` (group defaults to the job name) and
 ``unique_key = "<mode>|<job name>|<key>"`` where mode is ``x`` (until executing), ``d`` (until
-executed) or ``p`` (a period; the key ends with ``@<window start>``).
+executed) or ``p`` (a period; the key ends with ``@<window start>/<window end>``, an ISO 8601
+interval: the window's end tells retention how long the job row must stay, see
+:data:`pgjobs.store.jobs.PERIOD_ENDED`).
 """
 
 from __future__ import annotations
@@ -217,7 +219,8 @@ def keys_for(job: Job, now: datetime) -> Keys:
             seconds = uniqueness.period.total_seconds()
             window = int((now - _EPOCH).total_seconds() // seconds) * seconds
             start = (_EPOCH + timedelta(seconds=window)).isoformat()
-            unique_key = f"{PERIOD}|{cls.job_name}|{key}@{start}"
+            end = (_EPOCH + timedelta(seconds=window + seconds)).isoformat()
+            unique_key = f"{PERIOD}|{cls.job_name}|{key}@{start}/{end}"
         else:
             mode = UNTIL_EXECUTING if uniqueness.until == "executing" else UNTIL_EXECUTED
             unique_key = f"{mode}|{cls.job_name}|{key}"

@@ -6,7 +6,10 @@ finished (or were discarded) before the cutoff, with their error histories (a ra
 ``batch_size`` existing ids, so gaps left by earlier clearing cost nothing).  Every range is one
 short autocommit statement: no long transaction, no lock held for more than a few milliseconds,
 and it can be interrupted at any point.  Failed jobs are never cleared (an operator retries or
-discards them), nor are jobs waiting or running.
+discards them), nor are jobs waiting or running, nor the holder of a ``period`` unique key whose
+window has not ended (its row is the key: deleting it would let a second job into the window);
+the window's end is part of the key, so this costs no extra read, and a later run, which walks
+from the first id again, deletes it.
 """
 
 from __future__ import annotations
@@ -71,13 +74,15 @@ def clear_finished(
 
         database = get_database()
     started = time.perf_counter()
-    cutoff = clock.now() - _older_than(older_than)
+    now = clock.now()
+    cutoff = now - _older_than(older_than)
     class_name = _class_name(job_class)
     statement = database.sql(store.CLEAR_RANGE)
     with database.connection() as conn:
         newest = conn.execute(database.sql(store.MAX_ID)).fetchone()
     end = int(newest[0]) if newest and newest[0] is not None else 0
     params: dict[str, Any] = {
+        "now": now,  # a period key's holder stays until its window has ended
         "cutoff": cutoff,
         "class_name": class_name,
         "limit": batch_size,

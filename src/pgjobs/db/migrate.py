@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
-from pgjobs.db.urls import redact, sqlalchemy_url
+from pgjobs.db.urls import psycopg_url, redact, sqlalchemy_url
 from pgjobs.errors import DatabaseNotMigrated, DatabaseUnreachable
 
 VERSION_TABLE = "pgjobs_alembic_version"
@@ -55,7 +55,11 @@ def alembic_config(url: str | None = None, *, schema: str | None = None) -> Alem
 
 
 def _engine(url: str):  # type: ignore[no-untyped-def]
-    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    from pgjobs.db.database import connection_defaults
+
+    # The same connect timeout and keepalives as every other pgjobs connection.
+    defaults = connection_defaults(psycopg_url(url))
+    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=defaults)
 
 
 def migrate(url: str, *, schema: str | None = None, revision: str = "heads") -> None:

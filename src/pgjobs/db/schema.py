@@ -158,8 +158,9 @@ blocked_executions = Table(
     _now(),
     # Unblock the next job of a key: WHERE concurrency_key = $1 ORDER BY priority, job_id.
     Index(None, "concurrency_key", "priority", "job_id"),
-    # Concurrency maintenance: WHERE expires_at < now.
-    Index(None, "expires_at", "concurrency_key"),
+    # Concurrency maintenance walks the keys in order, each key's oldest expiry first: one
+    # descent per key (blocked.WALK_EXPIRED; replaced (expires_at, concurrency_key) in 0004).
+    Index(None, "concurrency_key", "expires_at"),
 )
 
 failed_executions = Table(

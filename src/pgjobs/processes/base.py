@@ -9,7 +9,9 @@ Guarantees:
   stops: its jobs have been recovered by someone else, and it must not finish them twice.
 - Database errors never crash the process: the connection is reopened with backoff and the work
   is retried (a PostgreSQL restart is survived).
-- Signal handlers only record the signal and wake the loop.
+- Signal handlers take no lock: they write the signal to a pipe, and a thread stops the process
+  (:mod:`pgjobs.processes.signals`), so a signal cannot deadlock it wherever it lands.  SIGTERM
+  and SIGINT stop gracefully, any number of times in any order; only SIGQUIT stops at once.
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
 
-from pgjobs import clock, events
+from pgjobs import events
 from pgjobs.config import Config
 from pgjobs.db.database import Database
 from pgjobs.errors import DatabaseUnreachable
+from pgjobs.processes import recovery, signals
 from pgjobs.store import processes as store
 
 log = logging.getLogger("pgjobs")
@@ -78,6 +80,15 @@ class Process:
         self._heartbeat: threading.Thread | None = None
         self._parent_pid = os.getppid()
         self.reconnected = False  # set after a lost connection; subclasses reconcile
+        self.pruned = False  # the heartbeat found our row gone: someone recovered our jobs
+        self._beat_now = threading.Event()  # wakes the heartbeat thread (after a reconnect)
+        # Unbroken contact with the database, as the heartbeat thread sees it (monotonic times):
+        # since when every beat succeeded with no gap longer than ``contact_gap``.  A pruner
+        # trusts other processes' heartbeats only after a threshold of such contact.
+        self.contact_since: float | None = None
+        self.last_contact: float | None = None
+        interval = config.heartbeat_interval
+        self.contact_gap = interval + max(1.0, interval / 2)
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -98,7 +109,10 @@ class Process:
             try:
                 return fn(self.conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnreachable) as exc:
+                if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+                    raise  # a lock_timeout / statement_timeout: the caller decides, not a lost link
                 self.reconnected = True
+                self._beat_now.set()  # the heartbeat may have lost its connection too: beat now
                 if self._conn is not None:
                     self._conn.close()
                 delay = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
@@ -120,8 +134,23 @@ class Process:
 
     # -- registration and heartbeat ---------------------------------------------------------
 
+    def execute_durable(
+        self, template: str, params: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """``execute`` with synchronous commit on, whatever the connection's setting: for the
+        statements a PostgreSQL crash must not forget (registration, giving jobs back)."""
+        statement = self.database.sql(template)
+
+        def run(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = on")
+                cur = conn.execute(statement, params)
+                return cur.fetchall() if cur.description else []
+
+        return self.with_retry(self.kind, run)
+
     def register(self) -> None:
-        rows = self.execute(
+        rows = self.execute_durable(
             store.REGISTER,
             {
                 "kind": self.kind,
@@ -130,7 +159,6 @@ class Process:
                 "pid": self.pid,
                 "supervisor_id": self.supervisor_id,
                 "metadata": json.dumps(self.metadata),
-                "now": clock.now(),
             },
         )
         self.id = int(rows[0][0])
@@ -140,19 +168,56 @@ class Process:
         self._heartbeat.start()
 
     def deregister(self) -> None:
-        if self.id is not None:
+        """Delete our row, giving back (uncounted) any job still claimed under it — such as one
+        claimed by a statement whose reply was lost — in one transaction."""
+        if self.id is not None and not self.pruned:
+            process_id = self.id
             try:
-                self.execute(store.DEREGISTER, {"id": self.id})
+                ended = self.with_retry(
+                    self.kind,
+                    lambda c: recovery.end(
+                        c,
+                        self.database,
+                        [process_id],
+                        recover=False,
+                        max_interruptions=self.config.max_interruptions,
+                    ),
+                )
+                if ended.released:
+                    log.warning(
+                        "%s %s: gave back %s claimed jobs it was not running",
+                        self.kind,
+                        self.name,
+                        ended.released,
+                    )
             except (
                 psycopg.Error,
                 DatabaseUnreachable,
             ) as exc:  # the supervisor or a pruner will clean up
                 log.warning("%s %s: could not deregister: %s", self.kind, self.name, exc)
 
+    def in_contact(self, threshold: float) -> bool:
+        """Whether this process has been in unbroken contact with the database (every beat
+        on time) for ``threshold`` seconds, up to now."""
+        now = time.monotonic()
+        return (
+            self.contact_since is not None
+            and self.last_contact is not None
+            and now - self.contact_since >= threshold
+            and now - self.last_contact <= self.contact_gap
+        )
+
     def _heartbeat_loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         statement = self.database.sql(store.HEARTBEAT)
-        while not self.stopping.wait(self.config.heartbeat_interval):
+        interval = self.config.heartbeat_interval
+        self.contact_since = self.last_contact = time.monotonic()  # registration just succeeded
+        delay = interval
+        while not self.stopping.is_set():
+            self._beat_now.wait(delay)
+            self._beat_now.clear()
+            if self.stopping.is_set():
+                break
             if self.orphaned():
                 log.error("%s %s: supervisor exited; stopping", self.kind, self.name)
                 self.stop()
@@ -160,21 +225,30 @@ class Process:
             try:
                 if conn is None or conn.closed:
                     conn = self.database.connect(autocommit=True)
-                alive = conn.execute(statement, {"now": clock.now(), "id": self.id}).fetchone()
+                alive = conn.execute(statement, {"id": self.id}).fetchone()
             except (psycopg.Error, DatabaseUnreachable) as exc:
                 log.warning("%s %s: heartbeat failed: %s", self.kind, self.name, exc)
+                self.contact_since = None
                 if conn is not None:
                     conn.close()
                 conn = None
+                delay = min(1.0, interval)  # beat again soon: others may be judging us
                 continue
             except Exception as exc:  # a bug: report it, keep beating
                 events.thread_error(exc, f"{self.kind} {self.name} heartbeat")
                 continue
+            now = time.monotonic()
+            if self.last_contact is None or now - self.last_contact > self.contact_gap:
+                self.contact_since = now  # contact was broken: it starts again
+            elif self.contact_since is None:
+                self.contact_since = now
+            self.last_contact = now
+            delay = interval
             if alive is None:
                 log.error(
                     "%s %s: pruned as dead by another process; stopping", self.kind, self.name
                 )
-                self.id = None
+                self.pruned = True
                 self.stop()
                 return
         if conn is not None:
@@ -187,11 +261,16 @@ class Process:
     # -- signals and stopping ---------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGQUIT, self._on_signal)
+        """SIGTERM and SIGINT stop gracefully, SIGQUIT at once (main thread only).
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        The handlers take no lock (see :mod:`pgjobs.processes.signals`): :meth:`_on_signal`
+        runs in the signal thread, so a signal can land anywhere without deadlocking us.
+        """
+        signals.install(self._on_signal)
+
+    def _on_signal(self, signum: int) -> None:
+        # Idempotent: under a terminal a child gets Ctrl-C's SIGINT and then the supervisor's
+        # SIGTERM; neither turns a graceful stop into an immediate one, only SIGQUIT does.
         if signum == signal.SIGQUIT:
             self.exit_now = True
         self.stop()
@@ -199,6 +278,7 @@ class Process:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+        self._beat_now.set()
 
     def close(self) -> None:
         self.stopping.set()

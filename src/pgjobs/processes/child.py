@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -49,6 +50,9 @@ def build(spec: dict[str, Any]) -> Process:
 
 
 def main() -> None:
+    # Until our handlers are installed (after the application is imported), a terminal's Ctrl-C
+    # would be a KeyboardInterrupt traceback; the supervisor's SIGTERM stops us all the same.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(os.environ["PGJOBS_CHILD"])
     logs.setup(
         os.environ.get("PGJOBS_LOG_LEVEL", "INFO"), os.environ.get("PGJOBS_LOG_FORMAT", "text")
@@ -56,6 +60,7 @@ def main() -> None:
     if spec.get("app"):
         importlib.import_module(str(spec["app"]))
     process = build(spec)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # what a forked job inherits
     process.install_signal_handlers()
     try:
         process.run()  # type: ignore[attr-defined]

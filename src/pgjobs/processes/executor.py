@@ -50,6 +50,7 @@ class Claimed:
     scheduled_at: datetime | None
     concurrency_key: str | None = None
     unique_key: str | None = None
+    interruptions: int = 0  # > 0: a process running it died; it runs alone (see the worker)
 
     @property
     def keyed(self) -> bool:

@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -31,14 +32,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgjobs import clock, concurrency, events, hooks
+from pgjobs import events, hooks
 from pgjobs.config import Config
 from pgjobs.db.database import Database
-from pgjobs.processes import systemd
+from pgjobs.processes import recovery, systemd
 from pgjobs.processes.base import Process, set_proctitle
-from pgjobs.store import claimed as claimed_store
 from pgjobs.store import processes as processes_store
-from pgjobs.store.jobs import notify_channel
 
 log = logging.getLogger("pgjobs")
 GRACE = 1.0  # seconds past shutdown_timeout before stragglers are killed
@@ -76,6 +75,7 @@ class Supervisor(Process):
         specs += extra_children or []
         self.children = [Child(kind, index) for kind, index in specs]
         self._last_prune = float("-inf")
+        self._ending: dict[int, bool] = {}  # pid of an exited child -> it exited cleanly
         self._last_watchdog = float("-inf")
 
     # -- children -----------------------------------------------------------------------------
@@ -113,10 +113,13 @@ class Supervisor(Process):
             if code is None:
                 continue
             pid = child.popen.pid
-            log.error(
-                "supervisor: %s %s (pid %s) exited with %s", child.kind, child.index, pid, code
-            )
-            self.recover_child(pid)
+            if code == 0:  # a clean stop (SIGTERM to it alone, or it found itself pruned)
+                log.warning("supervisor: %s %s (pid %s) stopped", child.kind, child.index, pid)
+            else:
+                log.error(
+                    "supervisor: %s %s (pid %s) exited with %s", child.kind, child.index, pid, code
+                )
+            self._ending[pid] = code == 0
             child.quick_deaths = child.quick_deaths + 1 if now - child.started_at < 5 else 0
             child.restart_at = (
                 now + min(30.0, 0.1 * 2**child.quick_deaths) if child.quick_deaths else now
@@ -124,60 +127,123 @@ class Supervisor(Process):
             child.popen = None
             if now >= child.restart_at:
                 self.spawn(child)
+        if self._ending:
+            self.end_children()
 
-    def _child_ids(self, pid: int) -> list[int]:
-        rows = self.execute(processes_store.CHILDREN, {"id": self.id})
-        return [int(r[0]) for r in rows if r[1] == pid]
+    def _children(self) -> list[tuple[Any, ...]]:
+        """Our children's rows: (id, pid, name, heartbeat older than the alive threshold)."""
+        params = {"id": self.id, "threshold": self.config.process_alive_threshold}
+        return self.execute(processes_store.CHILDREN, params)
 
-    def recover_child(self, pid: int) -> None:
-        ids = self._child_ids(pid)
-        if ids:
-            self.recover(ids)
-            self.execute(processes_store.REMOVE, {"ids": ids})
+    def end_children(self) -> None:
+        """Remove the rows of children that exited, with their jobs: released (uncounted) after
+        a clean exit — a stopping worker leaves its unfinished jobs to us so that they are given
+        back only once their threads are dead — recovered (counted) after a crash.  A row still
+        locked by a claim the dead child left running on the server is retried next pass."""
+        by_pid = {int(row[1]): int(row[0]) for row in self._children()}
+        for pid, clean in list(self._ending.items()):
+            process_id = by_pid.get(pid)
+            if process_id is None:  # it deregistered, or was pruned: nothing of it is left
+                del self._ending[pid]
+                continue
+            end = functools.partial(
+                recovery.end,
+                database=self.database,
+                ids=[process_id],
+                recover=not clean,
+                max_interruptions=self.config.max_interruptions,
+                wait=False,
+            )
+            ended = self.with_retry(self.kind, end)
+            if ended.ids:
+                del self._ending[pid]
+                self._report(ended, "child exited" if clean else "child died")
 
-    def recover(self, process_ids: list[int]) -> None:
-        rows = self.execute(
-            claimed_store.RECOVER,
-            {
-                "process_ids": process_ids,
-                "max_interruptions": self.config.max_interruptions,
-                "channel": notify_channel(self.database.schema),
-            },
+    def recover(self, process_ids: list[int]) -> recovery.Recovered:
+        """End dead processes (their rows locked first), recovering their jobs."""
+        ended = self.with_retry(
+            self.kind,
+            functools.partial(
+                recovery.end,
+                database=self.database,
+                ids=process_ids,
+                recover=True,
+                max_interruptions=self.config.max_interruptions,
+            ),
         )
-        requeued, failed, _notified, keys = rows[0]
-        if keys:  # jobs failed after too many interruptions gave their slots back
-            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
-        if requeued or failed:
-            events.emit("recover", process_ids=process_ids, requeued=requeued, failed=failed)
+        self._report(ended, "recovered")
+        return ended
+
+    def _report(self, ended: recovery.Recovered, why: str) -> None:
+        if ended.released:
+            events.emit(
+                "release_claimed",
+                process_id=ended.ids[0] if len(ended.ids) == 1 else ended.ids,
+                process=", ".join(str(row[2]) for row in ended.processes),
+                count=ended.released,
+                reason=why,
+            )
+        if ended.requeued or ended.failed:
+            events.emit(
+                "recover", process_ids=ended.ids, requeued=ended.requeued, failed=ended.failed
+            )
             log.warning(
-                "supervisor: recovered jobs of dead processes %s: %s re-queued, %s failed",
-                process_ids,
-                requeued,
-                failed,
+                "supervisor: recovered jobs of dead processes %s (%s): %s re-queued, %s failed",
+                ended.ids,
+                why,
+                ended.requeued,
+                ended.failed,
             )
 
     def prune(self) -> None:
-        """Recover the jobs of processes anywhere whose heartbeat expired."""
-        cutoff = clock.now().timestamp() - self.config.process_alive_threshold
-        from datetime import UTC, datetime
-
-        # Our own children are alive if their process runs, whatever their heartbeat says (it
-        # lags after a database outage): only their exit, seen by reap(), recovers their jobs.
-        running = {c.popen.pid for c in self.children if c.popen and c.popen.poll() is None}
-        children = self.execute(processes_store.CHILDREN, {"id": self.id})
-        alive = [int(r[0]) for r in children if r[1] in running]
-        rows = self.execute(
-            processes_store.CLAIM_DEAD,
-            {"cutoff": datetime.fromtimestamp(cutoff, UTC), "alive": [*alive, self.id or 0]},
+        """Recover the jobs of processes anywhere whose heartbeat expired (on the database's
+        clock), and kill our own children whose heartbeat expired while their process runs."""
+        running = {c.popen.pid: c for c in self.children if c.popen and c.popen.poll() is None}
+        alive: list[int] = []
+        for process_id, pid, name, stale in self._children():
+            child = running.get(int(pid))
+            if child is None:
+                continue
+            alive.append(int(process_id))
+            if stale and child.popen is not None:
+                # Alive but silent (a wedged heartbeat thread, SIGSTOP, a hung interpreter):
+                # it is killed, and its jobs are recovered as a crash's are, by reap().
+                log.error(
+                    "supervisor: %s %s (pid %s) has not beaten for over %ss; killing it",
+                    child.kind,
+                    child.index,
+                    pid,
+                    self.config.process_alive_threshold,
+                )
+                events.emit("kill_silent", process_id=process_id, process=name, pid=pid)
+                child.popen.kill()
+        ended = self.with_retry(
+            self.kind,
+            lambda c: recovery.prune_dead(
+                c,
+                self.database,
+                threshold=self.config.process_alive_threshold,
+                alive=[*alive, self.id or 0],
+                max_interruptions=self.config.max_interruptions,
+            ),
         )
-        dead = [int(r[0]) for r in rows]
-        if dead:
-            events.emit("prune_processes", process_ids=dead, names=[r[2] for r in rows])
-            log.warning("supervisor: pruning dead processes %s", [r[2] for r in rows])
-            self.recover(dead)
+        if ended.processes:
+            names = [row[2] for row in ended.processes]
+            events.emit("prune_processes", process_ids=ended.ids, names=names)
+            log.warning("supervisor: pruning dead processes %s", names)
+            self._report(ended, "heartbeat expired")
+
+    def sweep(self) -> None:
+        """Recover jobs claimed under a process row that no longer exists."""
+        self.with_retry(
+            self.kind,
+            lambda c: recovery.sweep_orphans(
+                c, self.database, max_interruptions=self.config.max_interruptions
+            ),
+        )
 
     def _all_registered(self) -> bool:
-        rows = self.execute(processes_store.CHILDREN, {"id": self.id})
+        rows = self._children()
         live = {c.popen.pid for c in self.children if c.popen is not None}
         return live <= {int(r[1]) for r in rows}
 
@@ -208,12 +274,19 @@ class Supervisor(Process):
             hooks.run("supervisor_stop", self)
             self.deregister()
             self.close()
+        if self.pruned:  # another host judged us dead: exit non-zero so systemd restarts us
+            log.error("supervisor: exiting 1 after being pruned as dead")
+            return 1
         return 0
 
     def maintain(self, *, watchdog: bool = True) -> None:
         now = time.monotonic()
         if now - self._last_prune >= min(self.config.heartbeat_interval, 60.0):
-            self.prune()
+            # Heartbeats are judged only after a threshold of unbroken contact of our own: after
+            # an outage (or a stall of ours) every other process gets that long to beat again.
+            if self.in_contact(self.config.process_alive_threshold):
+                self.prune()
+            self.sweep()
             self._last_prune = now
         interval = systemd.watchdog_interval()
         if watchdog and interval is not None and now - self._last_watchdog >= interval:
@@ -240,22 +313,18 @@ class Supervisor(Process):
                 )
                 child.popen.kill()
                 child.popen.wait()
-        # Whatever our children still hold (killed, or SIGQUIT) goes back to ready, uncounted.
-        for row in self.execute(processes_store.CHILDREN, {"id": self.id}):
-            released = self.execute(
-                claimed_store.RELEASE,
-                {
-                    "process_id": row[0],
-                    "job_ids": None,
-                    "channel": notify_channel(self.database.schema),
-                },
-            )
-            if released and released[0][0]:
-                events.emit(
-                    "release_claimed",
-                    process_id=row[0],
-                    process=row[2],
-                    count=released[0][0],
-                    reason="supervisor stopping",
-                )
-            self.execute(processes_store.DEREGISTER, {"id": row[0]})
+        # Whatever our children still hold (unfinished at their shutdown_timeout, killed, or
+        # SIGQUIT) goes back to ready, uncounted, now that their threads are dead.
+        rows = self._children()
+        ended = self.with_retry(
+            self.kind,
+            lambda c: recovery.end(
+                c,
+                self.database,
+                [int(row[0]) for row in rows],
+                recover=False,
+                max_interruptions=self.config.max_interruptions,
+            ),
+        )
+        self._report(ended, "supervisor stopping")
+        self._ending.clear()

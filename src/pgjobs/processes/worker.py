@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -75,6 +76,10 @@ log = logging.getLogger("pgjobs")
 REFRESH_PAUSES = 1.0  # seconds between re-reads of pgjobs_pauses
 REFRESH_QUEUES = 1.0  # seconds between loose index scans for ``prefix*`` / ``*`` with pauses
 TIMEOUT_GRACE = 2.0  # seconds a timed-out job's thread has to give its slot back
+# The main connection's lock_timeout: statements that would wait longer for a row lock held
+# elsewhere (a semaphore row in an application's open transaction) give up and are retried.
+LOCK_TIMEOUT_MS = 200
+LOCKED_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds before retrying work that hit a lock
 INF = float("inf")
 _active = events.active
 
@@ -156,6 +161,17 @@ class Worker(Poller, Recording):
         rules.set_default_retry(config.retry)
         self.timeout_grace = float(getattr(config, "timeout_grace", TIMEOUT_GRACE))
         self._timed: dict[int, _Deadline] = {}  # running jobs with a deadline, by id
+        # A job recovered after a crash runs alone: until it ends this worker claims nothing,
+        # so if it kills the process again no other job is interrupted with it.
+        self._alone: int | None = None
+        self._draining = False  # a suspect was claimed while others ran: claim once idle
+        # Work that waited too long on a lock held elsewhere (an application transaction holding
+        # a semaphore row): retried from later passes, so the claim loop never stalls behind it.
+        self._unrecorded: list[Outcome] = []
+        self._to_unblock: set[str] = set()
+        self._retry_locked_at = float("-inf")
+        self._locked_backoff = LOCKED_BACKOFF[0]
+        self.leaves_jobs = False  # stopped with jobs still running: the supervisor gives them back
         self._wake_at = INF  # when the main loop plans to wake up (monotonic)
         if config.preserve_finished_jobs:
             self._claim_all, self._claim_queue = ready_store.CLAIM_ALL, ready_store.CLAIM_QUEUE
@@ -171,6 +187,7 @@ class Worker(Poller, Recording):
             self._finish_keyed_sql = finished_store.FINISH_KEYED_DELETE
 
     def on_connect(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
         if not self.config.durable_claims:
             # Claims, finishes and failures commit without waiting for their WAL flush (about a
             # millisecond each on most disks).  A PostgreSQL crash may forget the last ~0.6 s of
@@ -344,6 +361,8 @@ class Worker(Poller, Recording):
         if self.reconnected:
             self.reconcile()
         self._collect()
+        if (self._unrecorded or self._to_unblock) and time.monotonic() >= self._retry_locked_at:
+            self._retry_locked()
         upcoming = self.check_deadlines() if self._timed else INF
         delay = self._claim_pass()
         if upcoming < INF:
@@ -352,14 +371,21 @@ class Worker(Poller, Recording):
         return delay
 
     def _claim_pass(self) -> float:
-        if self.to_finish_keyed:
+        if self.to_finish_keyed and time.monotonic() >= self._retry_locked_at:
             self._finish_keyed()
+        if self._alone is not None and self._alone not in self.in_flight:
+            self._alone = None
+        if self._draining and not self.in_flight:
+            self._draining = False
         idle = self.threads - len(self.in_flight)
-        if idle <= 0:
+        if idle <= 0 or self._alone is not None or self._draining:
             if self.to_finish:
                 self._finish_only()
             return self.worker.polling_interval
-        claimed = self.claim(idle)
+        try:
+            claimed = self.isolate(self.claim(idle))
+        except psycopg.errors.LockNotAvailable:
+            return self.worker.polling_interval  # rolled back whole; to_finish is kept
         executing = [c.id for c in claimed if c.unique_key and c.unique_key.startswith("x|")]
         if executing:  # until="executing": a new job with the key may be enqueued from now on
             self.execute(finished_store.RELEASE_UNIQUE_AT_CLAIM, {"ids": executing})
@@ -369,6 +395,41 @@ class Worker(Poller, Recording):
         if claimed and len(claimed) == idle:
             return self.worker.polling_interval  # busy: a finishing job wakes us
         return 0.0 if claimed else self.worker.polling_interval
+
+    def isolate(self, claimed: list[Claimed]) -> list[Claimed]:
+        """Jobs that were running when a process died (``interruptions > 0``) are suspects: one
+        of them may be what killed it.  A suspect runs alone — claimed by an idle worker, which
+        gives back the rest of its batch and claims nothing until the suspect ends — so a job
+        that kills its worker is failed after ``max_interruptions`` crashes of its own, and its
+        neighbours are interrupted at most once.  A busy worker that claims a suspect gives it
+        back and stops claiming until it is idle."""
+        if not any(c.interruptions for c in claimed):
+            return claimed
+        if self.in_flight:
+            keep = [c for c in claimed if not c.interruptions]
+            self._draining = True
+        else:
+            suspect = next(c for c in claimed if c.interruptions)
+            keep = [suspect]
+            self._alone = suspect.id
+            if "run_alone" in _active:
+                events.emit(
+                    "run_alone", **self._fields(suspect), interruptions=suspect.interruptions
+                )
+        back = [c for c in claimed if c not in keep]
+        if back:
+            rows = self.execute(
+                claimed_store.RELEASE,
+                {
+                    "process_ids": [self.id],
+                    "job_ids": [c.id for c in back],
+                    "channel": notify_channel(self.database.schema),
+                },
+            )
+            for c in back:  # back in ready with their old ids: below this worker's floors
+                self.floors.notified(c.queue_name, None)
+            self._released(int(rows[0][0]), "jobs claimed beside a job that runs alone")
+        return keep
 
     def _collect(self) -> None:
         in_flight = self.in_flight
@@ -391,13 +452,64 @@ class Worker(Poller, Recording):
                 else:
                     self.to_finish.append(claimed.id)
             else:
-                self.record(outcome)
+                self._record(outcome)
+
+    def _record(self, outcome: Outcome) -> None:
+        try:
+            self.record(outcome)
+        except psycopg.errors.LockNotAvailable:
+            self._unrecorded.append(outcome)  # still claimed by us: retried from a later pass
+            self._locked()
+
+    def _unblock(self, keys: Iterable[str | None]) -> None:
+        given = {key for key in keys if key is not None}
+        try:
+            super()._unblock(given | self._to_unblock)
+            self._to_unblock.clear()
+        except psycopg.errors.LockNotAvailable:
+            self._to_unblock |= given
+            self._locked()
+
+    def _locked(self) -> None:
+        """Some work waited ``lock_timeout`` for a lock: retry it later, backing off."""
+        self._retry_locked_at = time.monotonic() + self._locked_backoff
+        self._locked_backoff = min(self._locked_backoff * 2, LOCKED_BACKOFF[-1])
+        log.warning(
+            "worker %s: waiting on a lock held by another transaction; retrying in %.1fs",
+            self.name,
+            self._locked_backoff,
+        )
+
+    def _retry_locked(self) -> None:
+        unrecorded, self._unrecorded = self._unrecorded, []
+        for outcome in unrecorded:
+            self._record(outcome)
+        if self._to_unblock and not self._unrecorded:
+            self._unblock([])
+        if not self._unrecorded and not self._to_unblock:
+            self._locked_backoff = LOCKED_BACKOFF[0]
+
+    def holding(self) -> list[int]:
+        """The jobs this worker holds: running, or ended and not yet recorded."""
+        return [
+            *self.in_flight,
+            *self.to_finish,
+            *self.to_finish_keyed,
+            *(o.claimed.id for o in self._unrecorded),
+        ]
 
     def reconcile(self) -> None:
-        """After a lost connection, give back claimed rows we are not running."""
+        """After a lost connection, give back claimed rows we are not running.  With
+        ``durable_claims: false`` a PostgreSQL crash may also have forgotten claims of jobs we
+        ARE running: those are claimed again if they are still ready (see configuration.md)."""
         self.reconnected = False
-        running = list(self.in_flight) + self.to_finish + self.to_finish_keyed
-        rows = self.execute(
+        running = self.holding()
+        if not self.config.durable_claims and self.in_flight:
+            self.execute(
+                claimed_store.RECLAIM,
+                {"process_id": self.id, "job_ids": list(self.in_flight)},
+            )
+        rows = self.execute_durable(
             claimed_store.RELEASE_ORPHANS,
             {
                 "process_id": self.id,
@@ -418,7 +530,11 @@ class Worker(Poller, Recording):
 
     def _finish_keyed(self) -> None:
         params = {"finished": _ids(self.to_finish_keyed), "process_id": self.id, "now": clock.now()}
-        self.execute(self._finish_keyed_sql, params)
+        try:
+            self.execute(self._finish_keyed_sql, params)
+        except psycopg.errors.LockNotAvailable:
+            self._locked()  # the jobs stay claimed by us, finished later
+            return
         keys, self._finished_keys, self.to_finish_keyed = self._finished_keys, [], []
         self._unblock(keys)
 
@@ -488,10 +604,13 @@ class Worker(Poller, Recording):
     # -- stopping -----------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        if self.id is None:  # pruned: our jobs were recovered elsewhere
+        if self.pruned:
+            # Our jobs were recovered elsewhere; nothing can be claimed under our old row any
+            # more, but give back whatever still is (the orphan sweep would, later and counted).
+            self._release(None, "jobs still claimed after this worker was pruned")
             return
         if self.exit_now:
-            return  # SIGQUIT: the supervisor recovers our jobs
+            return  # SIGQUIT: the supervisor gives our jobs back once we have exited
         deadline = time.monotonic() + self.config.shutdown_timeout
         while self.in_flight and time.monotonic() < deadline:
             self.wake.wait(min(0.05, max(0.0, deadline - time.monotonic())))
@@ -504,19 +623,40 @@ class Worker(Poller, Recording):
             self._finish_only()
         if self.to_finish_keyed:
             self._finish_keyed()
-        if self.in_flight:
-            rows = self.execute(
-                claimed_store.RELEASE,
-                {
-                    "process_id": self.id,
-                    "job_ids": list(self.in_flight),
-                    "channel": notify_channel(self.database.schema),
-                },
+        if self._unrecorded or self._to_unblock:
+            self._retry_locked()
+        if self.in_flight and self.supervisor_id is not None and not self.orphaned():
+            # Jobs still running: their threads die with this process, and only then may they
+            # run elsewhere.  Our row stays; our supervisor gives them back after we exit.
+            self.leaves_jobs = True
+            log.warning(
+                "worker %s: %s jobs still running at shutdown_timeout; leaving them to the "
+                "supervisor",
+                self.name,
+                len(self.in_flight),
             )
-            self._released(int(rows[0][0]), "unfinished jobs at shutdown")
+        elif self.in_flight:
+            # No supervisor to wait for us: given back now, a moment before this process exits.
+            self._release(list(self.in_flight), "unfinished jobs at shutdown")
         for _ in self._slots:
             self.inbox.put(None)
         self.loop.stop()
+
+    def deregister(self) -> None:
+        if not self.leaves_jobs:
+            super().deregister()
+
+    def _release(self, job_ids: list[int] | None, why: str) -> None:
+        rows = self.execute_durable(
+            claimed_store.RELEASE,
+            {
+                "process_ids": [self.id],
+                "job_ids": job_ids,
+                "channel": notify_channel(self.database.schema),
+            },
+        )
+        if rows[0][0]:
+            self._released(int(rows[0][0]), why)
 
     def _released(self, count: int, why: str) -> None:
         if "release_claimed" in _active:

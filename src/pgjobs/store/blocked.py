@@ -48,11 +48,44 @@ SELECT (SELECT count(*) FROM next), (SELECT count(*) FROM readied),
        (SELECT pg_notify(%(channel)s, queue_name) FROM readied)
 """
 
-# Keys with a job blocked past its expiry: a release they may have missed (concurrency
-# maintenance).  Served by blocked (expires_at, concurrency_key).
-EXPIRED_KEYS = """
--- DISTINCT before the LIMIT: one key's long expired backlog must not hide the other keys.
-SELECT DISTINCT concurrency_key FROM {blocked} WHERE expires_at < %(now)s LIMIT %(limit)s
+# Concurrency maintenance walks every key with blocked jobs, in key order, %(limit)s keys after
+# %(after)s per statement (a keyset cursor: a long walk is many short statements, and no key is
+# out of reach however many there are), and picks the keys worth an unblock: a job blocked past
+# its expiry (a release it may have missed) and a slot free for the key's next job, or a next
+# job that discards.  The slot test reads without locking (UNBLOCK_NEXT decides); it spares a
+# statement per key whose jobs wait, legitimately, behind running holders.  Returns (the keys
+# to unblock, the last key walked, how many were walked: fewer than %(limit)s at the end).
+# Served by blocked (concurrency_key, expires_at): a key costs one descent, however many jobs it
+# has blocked (a loose index scan); its next job one descent of blocked (concurrency_key,
+# priority, job_id); then the jobs and semaphores primary keys.
+WALK_EXPIRED = """
+WITH RECURSIVE walk (key, oldest, n) AS (
+    -- The next key and its oldest expiry: the first index entry after the previous key.
+    (SELECT concurrency_key, expires_at, 1 FROM {blocked}
+     WHERE concurrency_key > %(after)s ORDER BY concurrency_key, expires_at LIMIT 1)
+    UNION ALL
+    SELECT next.concurrency_key, next.expires_at, walk.n + 1
+    FROM walk CROSS JOIN LATERAL (
+        SELECT concurrency_key, expires_at FROM {blocked}
+        WHERE concurrency_key > walk.key ORDER BY concurrency_key, expires_at LIMIT 1
+    ) next
+    WHERE walk.n < %(limit)s
+), due AS (
+    SELECT w.key FROM walk w
+    CROSS JOIN LATERAL (
+        -- The key's next job, as UNBLOCK_NEXT picks it (its limit, what it does without a slot).
+        SELECT j.concurrency_limit, j.concurrency_on_conflict
+        FROM {blocked} b JOIN {jobs} j ON j.id = b.job_id
+        WHERE b.concurrency_key = w.key
+        ORDER BY b.priority, b.job_id
+        LIMIT 1
+    ) next
+    LEFT JOIN {semaphores} s ON s.key = w.key
+    WHERE w.oldest < %(now)s
+      AND (s.key IS NULL OR s.value < next.concurrency_limit
+           OR next.concurrency_on_conflict = 'discard')
+)
+SELECT (SELECT array_agg(key) FROM due), (SELECT max(key) FROM walk), (SELECT count(*) FROM walk)
 """
 
 # Keys with blocked jobs, after a lost connection (a reply naming keys to unblock may be lost).

@@ -13,7 +13,7 @@ from pgjobs.store import jobs as _jobs
 # Give back jobs a stopping process did not finish (graceful shutdown): not counted as attempts.
 RELEASE = """
 WITH released AS (
-    DELETE FROM {claimed} WHERE process_id = %(process_id)s
+    DELETE FROM {claimed} WHERE process_id = ANY(%(process_ids)s::bigint[])
     AND (%(job_ids)s::bigint[] IS NULL OR job_id = ANY(%(job_ids)s::bigint[]))
     RETURNING job_id
 ), requeued AS (
@@ -27,11 +27,23 @@ SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FRO
 # Recover the jobs of dead processes: re-queue with the attempt counted (keeping a concurrency
 # slot and unique key), or fail for good once a job has been interrupted too many times (slot
 # given back, unique key released).  Returns (re-queued, failed, notify, keys to unblock).
-RECOVER = (
-    """
-WITH released AS (
+_BY_PROCESS = """
     DELETE FROM {claimed} WHERE process_id = ANY(%(process_ids)s::bigint[])
-    RETURNING job_id, process_id
+    RETURNING job_id, process_id"""
+
+# Claimed rows whose process row is gone — recovered after a grace (created_at: database clock).
+# Nothing should leave such rows (a process row is deleted only in the transaction that first
+# locks it and then recovers or releases its jobs, and claims need the row); this sweep is what
+# makes "never stranded" hold whatever did.  A sequential scan: claimed holds running jobs only.
+_ORPHANED = """
+    DELETE FROM {claimed} c
+    WHERE c.created_at < now() - make_interval(secs => %(grace)s)
+    AND NOT EXISTS (SELECT 1 FROM {processes} p WHERE p.id = c.process_id)
+    RETURNING job_id, process_id"""
+
+_RECOVER = (
+    """
+WITH released AS (RELEASED
 ), bumped AS (
     UPDATE {jobs} j SET executions = j.executions + 1, interruptions = j.interruptions + 1,
         unique_key = CASE WHEN j.interruptions + 1 >= %(max_interruptions)s
@@ -68,6 +80,10 @@ SELECT r.n, (SELECT count(*) FROM failed), CASE WHEN r.n > 0 THEN pg_notify(%(ch
 FROM (SELECT count(*) AS n FROM requeued) r
 """
 )
+# The jobs of dead processes (their rows locked first: see store/processes.py).
+RECOVER = _RECOVER.replace("RELEASED", _BY_PROCESS)
+# The jobs of processes that no longer exist.
+RECOVER_ORPHANED = _RECOVER.replace("RELEASED", _ORPHANED)
 
 # Jobs a process holds (status, dashboard).
 COUNT_BY_PROCESS = """
@@ -87,4 +103,15 @@ WITH released AS (
     RETURNING job_id
 )
 SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM requeued
+"""
+
+# After a reconnect with durable_claims: false, a PostgreSQL crash may have forgotten the claim
+# of a job this process is running (its commit was not flushed): the job is ready again.  Claim
+# it back unless another process got there first.  Served by ready's primary key.
+RECLAIM = """
+WITH moved AS (
+    DELETE FROM {ready} WHERE job_id = ANY(%(job_ids)s::bigint[]) RETURNING job_id
+)
+INSERT INTO {claimed} (job_id, process_id) SELECT job_id, %(process_id)s FROM moved
+ON CONFLICT (job_id) DO NOTHING
 """

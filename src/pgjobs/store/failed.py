@@ -115,17 +115,34 @@ SELECT id, concurrency_key FROM bumped
 )
 
 # discard_on with preserve_finished_jobs: false: a discarded job is deleted like a finished one
-# (its history with it; after_discard is the place to keep what matters).
+# (its history with it; after_discard is the place to keep what matters) — except the holder of
+# a period's unique key whose window is still open: deleting it would release the key, so it is
+# discarded as with DISCARD and kept until clear_finished (the window's record).
 DISCARD_DELETE = (
     """
 WITH done AS (
     DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
     RETURNING job_id
-), history AS (
-    DELETE FROM {job_errors} WHERE job_id IN (SELECT job_id FROM done)
-), bumped AS (
-    DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done)
+), kept AS (
+    UPDATE {jobs} SET executions = executions + 1, finished_at = %(now)s, discarded_at = %(now)s
+    WHERE id IN (SELECT job_id FROM done) AND """
+    + _jobs.PERIOD_OPEN
+    + """
+    RETURNING id, executions, concurrency_key
+), kept_history AS (
+    INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
+                              hostname, pid)
+    SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
+           %(hostname)s, %(pid)s FROM kept
+), deleted AS (
+    DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done) AND NOT """
+    + _jobs.PERIOD_OPEN
+    + """
     RETURNING id, concurrency_key
+), history AS (
+    DELETE FROM {job_errors} WHERE job_id IN (SELECT id FROM deleted)
+), bumped AS (
+    SELECT id, concurrency_key FROM kept UNION ALL SELECT id, concurrency_key FROM deleted
 )"""
     + _RELEASE_SLOT
     + """

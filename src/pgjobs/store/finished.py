@@ -47,9 +47,12 @@ MAX_ID = "SELECT max(id) FROM {jobs}"
 
 # One step of the walk: the range of the next %(limit)s ids after %(after)s (gaps skipped), and
 # in it the jobs that finished before the cutoff (of one class) deleted with their error
-# histories.  Failed jobs (finished_at NULL) are never touched.  Returns (deleted, range end,
-# the range's oldest created_at: the walk stops at a range created after the cutoff).
-CLEAR_RANGE = """
+# histories.  Failed jobs (finished_at NULL) are never touched, nor are holders of a period key
+# whose window is still open at %(now)s (they are the window's record; a later walk, which
+# starts again from the first id, deletes them).  Returns (deleted, range end, the range's
+# oldest created_at: the walk stops at a range created after the cutoff).
+CLEAR_RANGE = (
+    """
 WITH bounds AS (
     SELECT max(id) AS last, min(created_at) AS oldest FROM (
         SELECT id, created_at FROM {jobs} WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
@@ -59,12 +62,16 @@ WITH bounds AS (
     WHERE id > %(after)s AND id <= (SELECT last FROM bounds)
       AND finished_at < %(cutoff)s
       AND (%(class_name)s::text IS NULL OR class_name = %(class_name)s)
+      AND NOT """
+    + _jobs.PERIOD_OPEN
+    + """
     RETURNING id
 ), history AS (
     DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.id
 )
 SELECT (SELECT count(*) FROM gone), (SELECT last FROM bounds), (SELECT oldest FROM bounds)
 """
+)
 
 # -- finishing jobs with a concurrency slot or a unique key ------------------------------------
 
@@ -96,17 +103,22 @@ FINISH_KEYED = (
 )
 
 # The same with preserve_finished_jobs: false: jobs are deleted, except those holding a
-# period's unique key, which are stamped and kept until clear_finished (the window's record).
+# period's unique key whose window is still open, which are stamped and kept until
+# clear_finished (the window's record: deleting it would release the key).
 FINISH_KEYED_DELETE = (
     "WITH"
     + ready.DONE
     + """, kept AS (
     UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1
-    WHERE id IN (SELECT job_id FROM done) AND left(unique_key, 2) = 'p|'
+    WHERE id IN (SELECT job_id FROM done) AND """
+    + _jobs.PERIOD_OPEN
+    + """
     RETURNING concurrency_key
 ), deleted AS (
     DELETE FROM {jobs}
-    WHERE id IN (SELECT job_id FROM done) AND left(coalesce(unique_key, ''), 2) <> 'p|'
+    WHERE id IN (SELECT job_id FROM done) AND NOT """
+    + _jobs.PERIOD_OPEN
+    + """
     RETURNING id, concurrency_key
 ), finish_history AS (
     DELETE FROM {job_errors} WHERE job_id IN (SELECT id FROM deleted)

@@ -86,6 +86,14 @@ def notify_channel(schema: str | None) -> str:
 # period (kept until the window is over).  Used by every statement that ends an execution.
 RELEASE_UNIQUE = "CASE WHEN left(unique_key, 2) = 'p|' THEN unique_key END"
 
+# True for a job holding a period's unique key whose window is still open at %(now)s: its row
+# must stay, finished or not (deleting it releases the key, and a second job of the same window
+# would be accepted).  The window's end is the key's last part ("...@<start>/<end>"); a key
+# without one counts as ended.  False (never NULL) for every other job.  Used by the statements
+# that delete finished jobs: retention and preserve_finished_jobs: false.
+PERIOD_OPEN = """(unique_key IS NOT NULL AND left(unique_key, 2) = 'p|' AND coalesce(
+    substring(unique_key from '@[^@/]*/([^@/]*)$')::timestamptz, '-infinity') > %(now)s)"""
+
 _KEYED_COLUMNS = """job_id, queue_name, class_name, arguments, priority, concurrency_key,
                         concurrency_limit, concurrency_duration, concurrency_on_conflict,
                         unique_key, scheduled_at"""

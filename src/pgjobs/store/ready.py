@@ -29,6 +29,15 @@ _FINISH = (
 )"""
 )
 
+# The claiming process's own row, locked FOR KEY SHARE: a process claims only while it is
+# registered, and whoever deletes its row (a pruner, its supervisor, its own deregistration)
+# locks the row first, so it waits for this claim to commit and then sees what it claimed.
+# KEY SHARE does not conflict with the heartbeat's UPDATE.  MATERIALIZED: the lock is taken once,
+# by the one-time filter ``EXISTS (SELECT 1 FROM me)``, before ready is scanned.
+_ME = """, me AS MATERIALIZED (
+    SELECT id FROM {processes} WHERE id = %(process_id)s FOR KEY SHARE
+)"""
+
 _CLAIMED = """
 moved AS (
     -- By primary key, one probe per picked id: a join here may be planned as a hash join over
@@ -42,7 +51,7 @@ moved AS (
 )
 -- arguments as text: decoded by the job's thread, not by the worker's claim loop.
 SELECT j.id, j.job_id, j.class_name, j.arguments::text, j.queue_name, j.priority, j.executions,
-       j.created_at, j.scheduled_at, j.concurrency_key, j.unique_key
+       j.created_at, j.scheduled_at, j.concurrency_key, j.unique_key, j.interruptions
 FROM claimed c JOIN {jobs} j ON j.id = c.job_id
 ORDER BY j.priority, j.id  -- run in the order they were picked
 """
@@ -53,9 +62,10 @@ ORDER BY j.priority, j.id  -- run in the order they were picked
 CLAIM_ALL = (
     "WITH"
     + _FINISH
+    + _ME
     + """, picked AS (
     SELECT job_id FROM {ready}
-    WHERE (priority, job_id) >= (%(floor_priority)s, %(floor_id)s)
+    WHERE EXISTS (SELECT 1 FROM me) AND (priority, job_id) >= (%(floor_priority)s, %(floor_id)s)
     ORDER BY priority, job_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -67,9 +77,11 @@ CLAIM_ALL = (
 CLAIM_QUEUE = (
     "WITH"
     + _FINISH
+    + _ME
     + """, picked AS (
     SELECT job_id FROM {ready}
-    WHERE queue_name = %(queue)s AND (priority, job_id) >= (%(floor_priority)s, %(floor_id)s)
+    WHERE EXISTS (SELECT 1 FROM me) AND queue_name = %(queue)s
+    AND (priority, job_id) >= (%(floor_priority)s, %(floor_id)s)
     ORDER BY priority, job_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -83,11 +95,12 @@ CLAIM_QUEUE = (
 CLAIM_QUEUES_MERGED = (
     "WITH"
     + _FINISH
+    + _ME
     + """, picked AS (
     SELECT best.job_id FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT job_id, priority FROM {ready}
-        WHERE queue_name = q.name
+        WHERE EXISTS (SELECT 1 FROM me) AND queue_name = q.name
         ORDER BY priority, job_id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED

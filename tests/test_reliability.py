@@ -1,0 +1,423 @@
+"""Issue 15's defects, each provoked directly: no job stranded, none run twice at once.
+
+Each test names the defect it covers; docs/reliability.md maps faults to these tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgjobs import clock
+from pgjobs.config import Config, WorkerConfig
+from pgjobs.db.database import Database
+from pgjobs.processes.executor import Outcome
+from pgjobs.processes.supervisor import Supervisor
+from pgjobs.processes.worker import Worker
+from pgjobs.store import ready as ready_store
+from tests.engine_helpers import (
+    config_file,
+    log_lines,
+    pgjobs_start,
+    scalar,
+    states,
+    wait_for,
+    worker_pids,
+)
+from tests.sample_jobs import KillsItsWorker, Record, Sleepy
+
+pytestmark = pytest.mark.committed
+CONFIG = Config(heartbeat_interval=30, process_alive_threshold=60, max_interruptions=3)
+
+
+@pytest.fixture
+def make_worker(db: Database) -> Iterator[Callable[..., Worker]]:
+    made: list[Worker] = []
+
+    def make(
+        config: Config = CONFIG, threads: int = 10, supervisor_id: int | None = None
+    ) -> Worker:
+        worker = Worker(
+            Database(db.url),
+            config,
+            WorkerConfig(queues=("*",), threads=threads),
+            supervisor_id=supervisor_id,
+        )
+        worker.register()
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.stop()
+        worker.close()
+
+
+@pytest.fixture
+def supervisor(db: Database) -> Iterator[Supervisor]:
+    made = Supervisor(Database(db.url), Config(workers=(), dispatchers=(), **_fast()))
+    made.register()
+    yield made
+    made.stop()
+    made.close()
+
+
+def _fast() -> dict[str, float]:
+    return {"heartbeat_interval": 30, "process_alive_threshold": 60}
+
+
+def claimed_by(db: Database, process_id: int | None) -> int:
+    return int(
+        scalar(
+            db.url,
+            "SELECT count(*) FROM pgjobs_claimed_executions WHERE process_id = %s",
+            [process_id],
+        )
+    )
+
+
+# -- 1. claimed jobs whose process row no longer exists --------------------------------------
+
+
+def claim_for_a_missing_process(db: Database, age_seconds: float) -> None:
+    """A ready job, claimed under a process id that has no row, ``age_seconds`` ago."""
+    Record.perform_later("orphan")
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(
+            "WITH moved AS (DELETE FROM pgjobs_ready_executions RETURNING job_id) "
+            "INSERT INTO pgjobs_claimed_executions (job_id, process_id, created_at) "
+            "SELECT job_id, 987654, now() - make_interval(secs => %s) FROM moved",
+            [age_seconds],
+        )
+
+
+def test_jobs_claimed_under_a_missing_process_are_swept_back_after_the_grace(
+    db: Database, supervisor: Supervisor
+) -> None:
+    claim_for_a_missing_process(db, age_seconds=60)
+    supervisor.sweep()
+    assert states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT interruptions FROM pgjobs_jobs") == 1
+
+
+def test_a_fresh_orphan_is_left_alone_until_the_grace_passes(
+    db: Database, supervisor: Supervisor
+) -> None:
+    claim_for_a_missing_process(db, age_seconds=0)
+    supervisor.sweep()
+    assert states(db.url) == {"claimed": 1}
+
+
+def test_a_clean_shutdown_gives_back_jobs_claimed_by_a_lost_reply(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    """The claim committed but its reply was lost: the worker never knew of the job."""
+    Record.perform_later("lost reply")
+    worker = make_worker()
+    assert len(worker.claim(5)) == 1
+    worker.in_flight.clear()  # what a lost reply leaves: a claimed row the worker does not know
+    worker.stop()
+    worker.shutdown()
+    worker.deregister()
+    assert states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT interruptions + executions FROM pgjobs_jobs") == 0
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes") == 0
+
+
+def test_a_claim_still_running_when_its_process_is_ended_is_recovered(
+    db: Database, make_worker: Callable[..., Worker], supervisor: Supervisor
+) -> None:
+    """A worker SIGKILLed while its claim statement runs on the server: the claim commits after
+    the supervisor began recovering.  Ending the process waits for it and recovers its jobs."""
+    Record.perform_later("in flight")
+    worker = make_worker()
+    assert worker.id is not None
+    statement = db.sql(ready_store.CLAIM_ALL)
+    params = {
+        "finished": "{}",
+        "process_id": worker.id,
+        "now": clock.now(),
+        "limit": 10,
+        "floor_priority": -32768,
+        "floor_id": 0,
+    }
+    with psycopg.connect(db.url) as server_side:  # the dead client's backend, mid-transaction
+        assert len(server_side.execute(statement, params).fetchall()) == 1
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (supervisor.recover([worker.id]), done.set()))
+        thread.start()
+        assert not done.wait(0.5)  # ending the process waits for the claim's lock
+        server_side.commit()
+    thread.join(10)
+    assert done.is_set()
+    assert states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT interruptions FROM pgjobs_jobs") == 1
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes WHERE id = %s", [worker.id]) == 0
+
+
+def test_a_pruned_worker_claims_nothing_more(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    """Its heartbeat could not reach the database and another host pruned it: its main
+    connection still works, but a claim needs the process's row."""
+    Record.perform_later("after the prune")
+    worker = make_worker()
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("DELETE FROM pgjobs_processes WHERE id = %s", [worker.id])
+    assert worker.claim(5) == []
+    assert states(db.url) == {"ready": 1}
+
+
+def test_a_worker_that_finds_itself_pruned_gives_back_what_is_still_claimed(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    Record.perform_later("claimed")
+    worker = make_worker()
+    assert len(worker.claim(5)) == 1
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("DELETE FROM pgjobs_processes WHERE id = %s", [worker.id])
+    worker.pruned = True  # what its heartbeat concludes
+    worker.stop()
+    worker.shutdown()
+    assert states(db.url) == {"ready": 1}
+
+
+# -- 2. outages, clocks, heartbeats --------------------------------------------------------
+
+
+def test_heartbeats_and_cutoffs_use_the_databases_clock(
+    db: Database, supervisor: Supervisor, make_worker: Callable[..., Worker]
+) -> None:
+    """A host whose clock is an hour behind is not judged dead by a pruner whose clock is
+    right (nor would a host an hour ahead judge everyone else dead)."""
+    saved = clock.clock
+    clock.clock = clock.FrozenClock(datetime.now(UTC) - timedelta(hours=1))
+    try:
+        worker = make_worker()
+    finally:
+        clock.clock = saved
+    supervisor.prune()
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes WHERE id = %s", [worker.id]) == 1
+
+
+def test_no_pruning_until_the_pruner_has_been_in_contact_for_a_threshold(
+    db: Database,
+) -> None:
+    config = Config(workers=(), dispatchers=(), heartbeat_interval=0.2, process_alive_threshold=1)
+    supervisor = Supervisor(Database(db.url), config)
+    supervisor.register()
+    try:
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO pgjobs_processes (kind, name, hostname, pid, last_heartbeat_at) "
+                "VALUES ('worker', 'silent', 'elsewhere', 1, now() - interval '1 hour')"
+            )
+        supervisor.maintain()
+        assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes WHERE name = 'silent'") == 1
+        time.sleep(1.3)  # a threshold of unbroken beats
+        assert supervisor.in_contact(config.process_alive_threshold)
+        supervisor._last_prune = float("-inf")
+        supervisor.maintain()
+        assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes WHERE name = 'silent'") == 0
+        # An outage (a beat that failed, or came late) starts the count again.
+        supervisor.contact_since = None
+        assert not supervisor.in_contact(config.process_alive_threshold)
+    finally:
+        supervisor.stop()
+        supervisor.close()
+
+
+def test_a_reconnect_makes_the_heartbeat_beat_at_once(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(Config(heartbeat_interval=30, process_alive_threshold=90))
+    before = scalar(
+        db.url, "SELECT last_heartbeat_at FROM pgjobs_processes WHERE id = %s", [worker.id]
+    )
+    with psycopg.connect(db.url, autocommit=True) as conn:  # the database restarted, say
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'pgjobs' AND pid <> pg_backend_pid() "
+            "AND datname = current_database()"
+        )
+    worker.execute("SELECT 1")  # the main connection finds out and reconnects
+
+    def beaten() -> bool:
+        now = scalar(
+            db.url, "SELECT last_heartbeat_at FROM pgjobs_processes WHERE id = %s", [worker.id]
+        )
+        return bool(now > before)
+
+    deadline = time.monotonic() + 5
+    while not beaten() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert beaten()  # within seconds, not heartbeat_interval (30 s)
+
+
+# -- 3. a poison pill does not take its neighbours with it ---------------------------------
+
+
+def test_a_recovered_job_runs_alone(db: Database, make_worker: Callable[..., Worker]) -> None:
+    for name in ("a", "b", "c"):
+        Record.perform_later(name)
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE pgjobs_jobs SET interruptions = 1 WHERE id = (SELECT min(id) FROM pgjobs_jobs)"
+        )
+    worker = make_worker()
+    claimed = worker.isolate(worker.claim(5))
+    assert [c.interruptions for c in claimed] == [1]  # the suspect alone; the others given back
+    assert states(db.url) == {"claimed": 1, "ready": 2}
+    assert worker._alone == claimed[0].id
+    worker.in_flight[claimed[0].id] = claimed[0]
+    assert worker._claim_pass() > 0 and states(db.url) == {"claimed": 1, "ready": 2}
+    worker.outbox.put(Outcome(claimed[0]))  # it finished: claiming resumes
+    worker._collect()
+    worker._claim_pass()
+    assert states(db.url) == {"finished": 1, "claimed": 2}
+
+
+def test_a_busy_worker_gives_a_suspect_back_and_drains_before_claiming_again(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    Sleepy.perform_later(0)
+    worker = make_worker()
+    (running,) = worker.claim(5)
+    worker.in_flight[running.id] = running
+    Record.perform_later("suspect")
+    Record.perform_later("innocent")
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE pgjobs_jobs SET interruptions = 1 "
+            "WHERE id = (SELECT max(id) - 1 FROM pgjobs_jobs)"
+        )
+    kept = worker.isolate(worker.claim(5))
+    assert [c.interruptions for c in kept] == [0]
+    assert worker._draining
+    assert states(db.url) == {"claimed": 2, "ready": 1}
+
+
+# -- 8. shutdown gives jobs back only once their threads are dead --------------------------
+
+
+def test_a_supervised_worker_leaves_unfinished_jobs_to_its_supervisor(
+    db: Database, make_worker: Callable[..., Worker], supervisor: Supervisor
+) -> None:
+    config = Config(heartbeat_interval=30, process_alive_threshold=60, shutdown_timeout=0.2)
+    Sleepy.perform_later(0)
+    worker = make_worker(config, supervisor_id=supervisor.id)
+    (job,) = worker.claim(5)
+    worker.in_flight[job.id] = job  # still running when the timeout passes
+    worker.stop()
+    worker.shutdown()
+    worker.deregister()
+    assert worker.leaves_jobs
+    assert states(db.url) == {"claimed": 1}  # not released while its thread may run
+    assert claimed_by(db, worker.id) == 1
+    # The process exited (cleanly): its supervisor gives the job back, uncounted.
+    supervisor._ending[worker.pid] = True
+    supervisor.end_children()
+    assert states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT interruptions + executions FROM pgjobs_jobs") == 0
+
+
+# -- 9. durable_claims: false keeps registration and giving back durable -------------------
+
+
+def test_registration_and_deregistration_commit_durably_with_durable_claims_off(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS sync_log (what text, setting text)")
+        conn.execute("TRUNCATE sync_log")
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION log_sync() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN INSERT INTO sync_log VALUES (TG_OP, current_setting('synchronous_commit')); "
+            "RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE OR REPLACE TRIGGER log_sync AFTER INSERT OR DELETE ON pgjobs_processes "
+            "FOR EACH ROW EXECUTE FUNCTION log_sync()"
+        )
+    try:
+        worker = make_worker(Config(durable_claims=False, heartbeat_interval=30))
+        assert str(worker.conn.execute("SHOW synchronous_commit").fetchone()[0]) == "off"  # type: ignore[index]
+        worker.stop()
+        worker.shutdown()
+        worker.deregister()
+        with psycopg.connect(db.url) as conn:
+            rows = conn.execute("SELECT what, setting FROM sync_log").fetchall()
+        assert rows == [("INSERT", "on"), ("DELETE", "on")]
+    finally:
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS log_sync ON pgjobs_processes")
+            conn.execute("DROP FUNCTION IF EXISTS log_sync()")
+            conn.execute("DROP TABLE IF EXISTS sync_log")
+
+
+# -- end to end: real processes -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_poison_pill_is_failed_alone_and_its_neighbour_finishes(
+    db: Database, tmp_path: Path
+) -> None:
+    """Defect 3: the job claimed beside a job that kills its worker was failed with it."""
+    innocent = Sleepy.perform_later(2.0)
+    poison = KillsItsWorker.perform_later()
+    log = tmp_path / "log"
+    workers = '  - queues: "*"\n    threads: 2\n    polling_interval: 0.1'
+    config = config_file(tmp_path, workers, max_interruptions=2)
+    with pgjobs_start(db.url, config, log) as proc:
+        wait_for(lambda: states(db.url) == {"failed": 1, "finished": 1}, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    row = scalar(
+        db.url,
+        "SELECT f.exception_class FROM pgjobs_failed_executions f JOIN pgjobs_jobs j "
+        "ON j.id = f.job_id WHERE j.job_id = %s",
+        [poison.job_id],
+    )
+    assert row == "pgjobs.errors.ProcessExitError"
+    interrupted = scalar(
+        db.url, "SELECT interruptions FROM pgjobs_jobs WHERE job_id = %s", [innocent.job_id]
+    )
+    assert interrupted == 1  # the first crash only: afterwards the poison pill ran alone
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_is_killed_and_its_job_runs_elsewhere(
+    db: Database, tmp_path: Path
+) -> None:
+    """Defect 10: a child whose process lives but whose heartbeat stopped (SIGSTOP here; a
+    wedged heartbeat thread is the same to its supervisor) was trusted for ever."""
+    job = Sleepy.perform_later(1.0)
+    log = tmp_path / "log"
+    with pgjobs_start(db.url, config_file(tmp_path), log) as proc:
+        wait_for(lambda: any(" start" in line for line in log_lines(log)))
+        (pid,) = worker_pids(db.url)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: finished(db.url) == 1, timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # it was killed: nothing to resume
+                os.kill(pid, signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    assert "has not beaten" in log.with_suffix(".out").read_text()
+    assert (
+        scalar(db.url, "SELECT interruptions FROM pgjobs_jobs WHERE job_id = %s", [job.job_id]) == 1
+    )
+
+
+def finished(url: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM pgjobs_jobs WHERE finished_at IS NOT NULL"))
