@@ -20,6 +20,7 @@ import pytest
 from pgjobs import clock
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
+from pgjobs.errors import DatabaseUnreachable
 from pgjobs.processes.executor import Outcome
 from pgjobs.processes.supervisor import Supervisor
 from pgjobs.processes.worker import Worker
@@ -421,3 +422,16 @@ def test_a_stopped_worker_is_killed_and_its_job_runs_elsewhere(
 
 def finished(url: str) -> int:
     return int(scalar(url, "SELECT count(*) FROM pgjobs_jobs WHERE finished_at IS NOT NULL"))
+
+
+def test_an_orphaned_child_waiting_for_its_database_gives_up(db: Database) -> None:
+    """A child whose supervisor died before it registered, and whose database is gone, used to
+    retry for ever (its heartbeat thread, which notices orphaning, was not started yet)."""
+    gone = db.url.rsplit("/", 1)[0] + "/pgjobs_no_such_database"
+    worker = Worker(Database(gone), CONFIG, WorkerConfig(threads=1), supervisor_id=1)
+    worker._parent_pid = -1  # re-parented: what orphaned() looks for
+    started = time.monotonic()
+    with pytest.raises((psycopg.Error, DatabaseUnreachable)):
+        worker.register()
+    assert time.monotonic() - started < 10
+    worker.close()

@@ -119,6 +119,8 @@ class Process:
                 if attempt == 0:
                     log.warning("%s: database connection lost (%s); reconnecting", what, exc)
                 attempt += 1
+                if self.orphaned():  # our supervisor died while we waited for the database
+                    self.stop()
                 if self.exit_now or (self.stopping.is_set() and attempt > 3):
                     raise  # stopping: do not outlive systemd's TimeoutStopSec on a dead database
                 time.sleep(delay)

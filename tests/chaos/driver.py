@@ -1,0 +1,354 @@
+"""The fault driver, the enqueuer and the watcher of a chaos run.
+
+- :class:`Driver` injects one fault at a time, chosen by a seeded ``random.Random``: the first
+  faults are every kind once in a shuffled order (so even a one-minute run sees each), then kinds
+  are drawn by weight.  Each fault is written to the ledger with its interval and the pids or host
+  it hit.  Between faults it restarts any supervisor that exited without being killed, and
+  records that exit (a violation).
+- :class:`Enqueuer` enqueues a mixed workload on a direct connection (the application is never
+  partitioned), and a poison pill every 15-25 seconds.
+- :class:`Watcher` records when a process with an open run dies (a run's end when the process
+  was not killed by the driver), and samples the live database for claimed rows without a
+  process row and blocked jobs with a free slot, reporting those that persist past a grace.
+
+Every loop ends at a deadline or when its ``stop`` event is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from tests.chaos import ledger, workload
+from tests.chaos.cluster import ALIVE_THRESHOLD, Host, Server, alive
+from tests.chaos.proxy import Proxy
+
+KINDS = {  # fault kind: weight
+    "kill_worker": 3.0,
+    "kill_host": 1.5,
+    "freeze_worker": 2.0,
+    "terminate_backends": 2.0,
+    "pg_restart": 1.0,
+    "pg_outage": 1.0,
+    "partition": 1.5,
+}
+ORPHAN_GRACE = 10.0  # seconds a claimed row may outlive its process row (recovery in progress)
+FREE_SLOT_GRACE = 10.0  # seconds a blocked job may wait while its key has a free slot
+
+
+class Driver:
+    def __init__(
+        self, rng: random.Random, hosts: list[Host], server: Server, ledger_url: str
+    ) -> None:
+        self.rng = rng
+        self.hosts = hosts
+        self.server = server
+        self.ledger_url = ledger_url
+        self.counts: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()  # drawn, but found no worker to hit
+        self.killed: set[int] = set()  # supervisor pids the driver killed
+        self.unexpected_exits: list[dict[str, Any]] = []
+        self.last_fault: dict[str, str] = {}
+        self.cut: set[str] = set()  # hosts partitioned past the threshold since they started
+        self.log: list[str] = []
+
+    def run(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        first = list(KINDS)
+        self.rng.shuffle(first)
+        with ledger.connect(self.ledger_url) as conn:
+            while time.monotonic() < deadline:
+                self.ensure_hosts()
+                time.sleep(min(self.rng.uniform(1.0, 4.0), max(0.0, deadline - time.monotonic())))
+                if time.monotonic() >= deadline:
+                    break
+                kind = first.pop(0) if first else self._draw()
+                getattr(self, kind)(conn)
+        self.ensure_hosts()
+
+    def _draw(self) -> str:
+        return self.rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
+
+    def _record(self, conn: psycopg.Connection[Any], kind: str, host: str | None,
+                pids: list[int], detail: str = "") -> int:  # fmt: skip
+        self.counts[kind] += 1
+        if host is not None:
+            self.last_fault[host] = f"{kind} {detail} from {time.strftime('%H:%M:%S')}".strip()
+        self.log.append(f"{time.strftime('%H:%M:%S')} {kind} {host or ''} {pids} {detail}")
+        return ledger.start_fault(conn, kind, host, pids, detail)
+
+    def _host(self) -> Host:
+        return self.rng.choice([h for h in self.hosts if h.running()] or self.hosts)
+
+    def ensure_hosts(self) -> None:
+        """Start a replacement for every supervisor that exited; note those nobody killed."""
+        for host in self.hosts:
+            if host.popen is not None and not host.running():
+                if host.pid not in self.killed:
+                    self.unexpected_exits.append(
+                        {"host": host.name, "pid": host.pid, "code": host.popen.returncode,
+                         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                         "last_fault_on_host": self.last_fault.get(host.name, "none"),
+                         "after_partition": host.name in self.cut}
+                    )  # fmt: skip
+                self.cut.discard(host.name)
+                host.start()
+
+    # -- the faults -----------------------------------------------------------------------------
+
+    def kill_worker(self, conn: psycopg.Connection[Any]) -> None:
+        host = self._host()
+        workers = host.workers()
+        if not workers:
+            self.skipped["kill_worker"] += 1  # the host is between workers (restarting them)
+            return
+        pid = self.rng.choice(workers)
+        fault = self._record(conn, "kill_worker", host.name, [pid])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        ledger.end_fault(conn, fault)
+
+    def kill_host(self, conn: psycopg.Connection[Any]) -> None:
+        host = self._host()
+        fault = self._record(conn, "kill_host", host.name, host.pids())
+        self.killed.add(host.pid)
+        host.kill()
+        self.cut.discard(host.name)
+        ledger.end_fault(conn, fault)
+        time.sleep(self.rng.uniform(0.0, 2.0))
+        host.start()  # the replacement: the run goes on with three hosts
+
+    def freeze_worker(self, conn: psycopg.Connection[Any]) -> None:
+        host = self._host()
+        workers = host.workers()
+        if not workers:
+            self.skipped["freeze_worker"] += 1
+            return
+        pid = self.rng.choice(workers)
+        long = self.rng.random() < 0.5
+        seconds = ALIVE_THRESHOLD + self.rng.uniform(1, 3) if long else self.rng.uniform(0.3, 2)
+        fault = self._record(conn, "freeze_worker", host.name, [pid], f"{seconds:.1f}s")
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(seconds)
+        except ProcessLookupError:
+            pass
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            ledger.end_fault(conn, fault)
+
+    def terminate_backends(self, conn: psycopg.Connection[Any]) -> None:
+        fault = self._record(conn, "terminate_backends", None, [])
+        try:
+            with psycopg.connect(self.server.url, autocommit=True, connect_timeout=5) as pg:
+                row = pg.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                    " FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'pgjobs-%%' AND random() < 0.5"
+                ).fetchone()
+            self.log.append(f"  terminated {row[0] if row else 0} connections")
+        except psycopg.Error as exc:
+            self.log.append(f"  terminate_backends failed: {exc}")
+        ledger.end_fault(conn, fault)
+
+    def pg_restart(self, conn: psycopg.Connection[Any]) -> None:
+        fault = self._record(conn, "pg_restart", None, [])
+        self.server.stop()
+        self.server.start()
+        ledger.end_fault(conn, fault)
+
+    def pg_outage(self, conn: psycopg.Connection[Any]) -> None:
+        seconds = ALIVE_THRESHOLD + self.rng.uniform(1, 3)
+        fault = self._record(conn, "pg_outage", None, [], f"{seconds:.1f}s")
+        self.server.stop()
+        try:
+            time.sleep(seconds)
+        finally:
+            self.server.start()
+            ledger.end_fault(conn, fault)
+
+    def partition(self, conn: psycopg.Connection[Any]) -> None:
+        host = self._host()
+        long = self.rng.random() < 0.75
+        seconds = ALIVE_THRESHOLD + self.rng.uniform(1, 3) if long else self.rng.uniform(0.5, 2)
+        fault = self._record(conn, "partition", host.name, host.pids(), f"{seconds:.1f}s")
+        if long:
+            self.cut.add(host.name)
+        host.proxy.partition()
+        try:
+            time.sleep(seconds)
+        finally:
+            host.proxy.heal()
+            ledger.end_fault(conn, fault)
+
+    def heal_all(self, proxies: list[Proxy]) -> None:
+        for proxy in proxies:
+            proxy.heal()
+        for host in self.hosts:
+            for pid in host.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        if not self.server.running:
+            self.server.start()
+        self.ensure_hosts()
+
+
+class Enqueuer:
+    """Enqueues jobs until stopped; ``not_before`` maps scheduled jobs to their due time."""
+
+    def __init__(self, rng: random.Random, url: str, rate: float = 4.0) -> None:
+        self.rng = rng
+        self.url = url
+        self.interval = 1.0 / rate
+        self.counts: Counter[str] = Counter()
+        self.errors = 0
+        self.error_kinds: Counter[str] = Counter()
+        self.not_before: dict[str, datetime] = {}
+        self.stop = threading.Event()
+        self._next_poison = 0.0
+
+    def run(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        self._next_poison = time.monotonic() + self.rng.uniform(5, 15)
+        conn: psycopg.Connection[Any] | None = None
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.url, connect_timeout=3)
+                self.enqueue_one(conn)
+                conn.commit()
+            except Exception as exc:  # psycopg's errors, or pgjobs' wrapping of them
+                self.errors += 1
+                self.error_kinds[type(exc).__name__] += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self.stop.wait(0.5)
+            self.stop.wait(self.rng.expovariate(1.0 / self.interval))
+        if conn is not None:
+            conn.close()
+
+    def enqueue_one(self, conn: psycopg.Connection[Any]) -> None:
+        rng = self.rng
+        if time.monotonic() >= self._next_poison:
+            self._next_poison = time.monotonic() + rng.uniform(15, 25)
+            workload.PoisonPill.set(connection=conn).perform_later()
+            self.counts["poison"] += 1
+            return
+        kind = rng.choices(
+            ["fast", "slow", "limited", "unique", "scheduled", "fails_once"],
+            weights=[35, 20, 15, 10, 10, 10],
+        )[0]
+        self.counts[kind] += 1
+        if kind == "fast":
+            workload.Fast.set(connection=conn).perform_later(rng.randrange(10**6))
+        elif kind == "slow":
+            workload.Slow.set(connection=conn).perform_later(round(rng.uniform(1, 5), 2))
+        elif kind == "limited":
+            store = f"store-{rng.randrange(4)}"
+            workload.Limited.set(connection=conn).perform_later(store, round(rng.uniform(1, 3), 2))
+        elif kind == "unique":
+            name = f"index-{rng.randrange(5)}"
+            workload.Unique.set(connection=conn).perform_later(name, round(rng.uniform(0.5, 2), 2))
+        elif kind == "fails_once":
+            workload.FailsOnce.set(connection=conn).perform_later(round(rng.uniform(0, 1), 2))
+        else:
+            wait = round(rng.uniform(1, 8), 2)
+            job = workload.Slow.set(connection=conn, wait=timedelta(seconds=wait))
+            handle = job.perform_later(round(rng.uniform(0.1, 1), 2))
+            self.not_before[str(handle.job_id)] = datetime.now(UTC) + timedelta(seconds=wait)
+
+
+ORPHANS = """
+SELECT j.job_id::text, c.process_id FROM pgjobs_claimed_executions c
+JOIN pgjobs_jobs j ON j.id = c.job_id
+WHERE NOT EXISTS (SELECT 1 FROM pgjobs_processes p WHERE p.id = c.process_id)
+"""
+
+FREE_SLOTS = """
+SELECT j.job_id::text, b.concurrency_key FROM pgjobs_blocked_executions b
+JOIN pgjobs_jobs j ON j.id = b.job_id
+LEFT JOIN pgjobs_semaphores s ON s.key = b.concurrency_key
+WHERE coalesce(s.value, 0) < j.concurrency_limit
+"""
+
+
+class Watcher:
+    """Death watch (every 0.1 s) and live-database samples (every second)."""
+
+    def __init__(self, ledger_url: str, server: Server) -> None:
+        self.ledger_url = ledger_url
+        self.server = server
+        self.stop = threading.Event()
+        self.persisting: dict[str, list[dict[str, Any]]] = {"orphan_claim": [], "free_slot": []}
+        self._first_seen: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._reported: set[tuple[str, str]] = set()
+        self._ledger: psycopg.Connection[Any] | None = None
+        self.errors = 0
+
+    def run(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        last_sample = 0.0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.sweep()
+            except psycopg.Error:  # the ledger's server is not faulted; retry anyway
+                self.errors += 1
+                self._ledger = None
+            if time.monotonic() - last_sample >= 1.0:
+                last_sample = time.monotonic()
+                self.sample()
+            self.stop.wait(0.1)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+
+    def sweep(self) -> None:
+        """Record the death of every process that had a run open and is gone."""
+        if self._ledger is None or self._ledger.closed:
+            self._ledger = ledger.connect(self.ledger_url)
+        for pid in ledger.open_run_pids(self._ledger):
+            if not alive(pid):
+                ledger.record_death(self._ledger, pid)
+
+    def sample(self) -> None:
+        try:
+            with psycopg.connect(self.server.url, autocommit=True, connect_timeout=2) as pg:
+                orphans = pg.execute(ORPHANS).fetchall()
+                free = pg.execute(FREE_SLOTS).fetchall()
+        except psycopg.Error:
+            self.errors += 1
+            return  # the server is down: keep what was seen
+        self._track("orphan_claim", orphans, ORPHAN_GRACE)
+        self._track("free_slot", free, FREE_SLOT_GRACE)
+
+    def _track(self, check: str, rows: list[tuple[Any, ...]], grace: float) -> None:
+        now = time.monotonic()
+        seen = {(check, str(r[0])): r[1] for r in rows}
+        for key in [k for k in self._first_seen if k[0] == check and k not in seen]:
+            del self._first_seen[key]
+        for key, detail in seen.items():
+            first, _ = self._first_seen.setdefault(key, (now, detail))
+            if now - first > grace and key not in self._reported:
+                self._reported.add(key)
+                self.persisting[check].append(
+                    {"job_id": key[1], "detail": str(detail), "for_seconds": round(now - first, 1)}
+                )
+
+
+def in_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,157 @@
+"""Fast tests of the chaos suite's own helpers (the proxy and the checks); no database needed."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.chaos import checks
+from tests.chaos.checks import JobState
+from tests.chaos.ledger import Fault, Run
+from tests.chaos.proxy import Proxy
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(1024):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo_proxy() -> Iterator[Proxy]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = Proxy(lambda: f"127.0.0.1:{server.server_address[1]}")
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_proxy_forwards_black_holes_while_partitioned_and_delivers_after_the_heal(
+    echo_proxy: Proxy,
+) -> None:
+    with socket.create_connection(("127.0.0.1", echo_proxy.port), timeout=5) as client:
+        client.sendall(b"ping")
+        assert client.recv(16) == b"ping"
+        echo_proxy.partition()
+        client.sendall(b"lost?")
+        client.settimeout(0.3)
+        with pytest.raises(TimeoutError):  # half-open: no answer, no reset, no EOF
+            client.recv(16)
+        echo_proxy.heal()
+        client.settimeout(5)
+        assert client.recv(16) == b"lost?"  # delivered late, as TCP retransmits
+
+
+def test_a_connection_opened_during_a_partition_hangs_until_the_heal(echo_proxy: Proxy) -> None:
+    echo_proxy.partition()
+    with socket.create_connection(("127.0.0.1", echo_proxy.port), timeout=5) as client:
+        client.sendall(b"hello")
+        client.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            client.recv(16)
+        echo_proxy.heal()
+        client.settimeout(5)
+        assert client.recv(16) == b"hello"
+
+
+def run(
+    id: int, start: float, end: float | None, *, job: str = "j1", pid: int = 1,
+    host: str = "host-a", key: str | None = None, outcome: str | None = "ok",
+) -> Run:  # fmt: skip
+    return Run(id, job, "slow", key, host, pid, 1, at(start), None if end is None else at(end),
+               outcome if end is not None else None)  # fmt: skip
+
+
+def fault(kind: str, start: float, end: float, *, pids: tuple[int, ...] = (),
+          host: str | None = None) -> Fault:  # fmt: skip
+    return Fault(1, kind, host, pids, at(start), at(end), "")
+
+
+def test_a_killed_run_ends_at_its_kill_and_never_overlaps_its_rerun() -> None:
+    runs = [run(1, 0, None, pid=7), run(2, 1.1, 2)]
+    faults = [fault("kill_worker", 1.0, 1.0, pids=(7,))]
+    ends = checks.run_ends(runs, faults, {7: at(1.3)})
+    assert ends.at[1] == at(1.0) and ends.source[1] == "kill"
+    violations, excused = checks.check_overlaps(runs, ends, faults, 4.0, at(10))
+    assert violations == [] and excused == set()
+
+
+def test_overlapping_runs_are_a_violation_unless_the_older_was_frozen_past_the_threshold() -> None:
+    runs = [run(1, 0, 8, pid=7), run(2, 6, 7, pid=8)]
+    ends = checks.run_ends(runs, [], {})
+    violations, _ = checks.check_overlaps(runs, ends, [], 4.0, at(10))
+    assert [v.check for v in violations] == ["overlap"]
+    short = [fault("freeze_worker", 1, 3, pids=(7,))]
+    assert checks.check_overlaps(runs, ends, short, 4.0, at(10))[0] != []
+    long = [fault("freeze_worker", 1, 6, pids=(7,))]
+    assert checks.check_overlaps(runs, ends, long, 4.0, at(10)) == ([], {1})
+    partition = [fault("partition", 1, 6, host="host-a")]
+    assert checks.check_overlaps(runs, ends, partition, 4.0, at(10)) == ([], {1})
+
+
+def test_limits_count_runs_of_a_key_at_once() -> None:
+    runs = [
+        run(1, 0, 5, job="a", key="limit:s"),
+        run(2, 1, 5, job="b", key="limit:s"),
+        run(3, 5, 6, job="c", key="limit:s"),  # starts as two end: fine
+        run(4, 5.5, 7, job="d", key="limit:s"),
+    ]
+    ends = checks.run_ends(runs, [], {})
+    assert checks.check_limits(runs, ends, set(), {"limit": 2}, at(10)) == []
+    runs.append(run(5, 5.8, 6.5, job="e", key="limit:s"))
+    ends = checks.run_ends(runs, [], {})
+    assert [v.check for v in checks.check_limits(runs, ends, set(), {"limit": 2}, at(10))] == [
+        "limit"
+    ]
+
+
+def test_final_states() -> None:
+    runs = [
+        run(1, 0, 1, job="ok"),
+        run(2, 0, None, job="pill", pid=9),
+        run(3, 0, 1, job="late", outcome="ok"),
+        run(4, 0.5, None, job="late", pid=5),
+    ]
+    runs[1] = Run(2, "pill", "poison", None, "host-a", 9, 1, at(0), at(0.1), "poison")
+    jobs = [
+        JobState("ok", "tests.chaos.workload.Fast", "finished"),
+        JobState("pill", "tests.chaos.workload.PoisonPill", "failed", checks.PROCESS_EXIT),
+        JobState("late", "tests.chaos.workload.Slow", "finished"),
+        JobState("stuck", "tests.chaos.workload.Slow", "claimed", None, None, 3, False),
+        JobState("innocent", "tests.chaos.workload.Slow", "failed", checks.PROCESS_EXIT),
+    ]
+    ends = checks.run_ends(runs, [], {5: at(2)})
+    found = checks.check_final_states(jobs, runs, ends, [], 4.0, 3, at(10))
+    assert {(v.check, v.job_id) for v in found} == {
+        ("final_state", "late"),  # finished, but its newest run was interrupted
+        ("stranded", "stuck"),
+        ("failed", "innocent"),
+    }
+
+
+def test_a_stale_run_after_a_long_partition_does_not_decide_the_final_state() -> None:
+    runs = [
+        run(1, 0, 2, job="j", pid=5, host="host-b"),  # the recovered copy, elsewhere
+        run(2, 7.5, None, job="j", pid=3, host="host-a"),  # the cut-off worker's late start
+    ]
+    cut = [fault("partition", 1, 7, host="host-a")]
+    jobs = [JobState("j", "tests.chaos.workload:Slow", "finished")]
+    ends = checks.run_ends(runs, cut, {3: at(9)})
+    assert checks.check_final_states(jobs, runs, ends, cut, 4.0, 3, at(10)) == []
+    assert checks.check_final_states(jobs, runs, ends, [], 4.0, 3, at(10)) != []
