@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -34,7 +35,13 @@ from tests.engine_helpers import (
     wait_for,
     worker_pids,
 )
-from tests.sample_jobs import KillsItsWorker, Record, Sleepy
+from tests.sample_jobs import (
+    KillsItsWorker,
+    OneAtATime,
+    RebuildIndexUntilExecuting,
+    Record,
+    Sleepy,
+)
 
 pytestmark = pytest.mark.committed
 CONFIG = Config(heartbeat_interval=30, process_alive_threshold=60, max_interruptions=3)
@@ -305,6 +312,130 @@ def test_a_busy_worker_gives_a_suspect_back_and_drains_before_claiming_again(
     assert [c.interruptions for c in kept] == [0]
     assert worker._draining
     assert states(db.url) == {"claimed": 2, "ready": 1}
+    assert worker._claim_pass() > 0 and states(db.url) == {"claimed": 2, "ready": 1}  # drains
+    other = make_worker()
+    assert [c.interruptions for c in other.isolate(other.claim(5))] == [1]  # an idle worker
+    worker._claim_pass()  # the suspect was taken: this worker claims again at once
+    assert not worker._draining
+
+
+# -- the review's findings: lock timeouts never strand or crash ----------------------------
+
+
+def test_a_lock_timeout_on_a_later_queue_keeps_the_jobs_claimed_from_earlier_ones(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    Record.set(queue="a").perform_later("first queue")
+    Record.set(queue="b").perform_later("second queue")
+    worker = Worker(
+        Database(db.url), CONFIG, WorkerConfig(queues=("a", "b"), threads=10), supervisor_id=None
+    )
+    worker.register()
+    blocker = psycopg.connect(db.url)
+    execute = worker.execute
+    calls = []
+
+    def execute_then_lock(template: str, params: dict[str, Any] | None = None) -> Any:
+        rows = execute(template, params)
+        calls.append(template)
+        if len(calls) == 2:  # after the first queue's claim: a migration locks a table
+            blocker.execute("LOCK TABLE pgjobs_claimed_executions IN SHARE MODE")
+        return rows
+
+    try:
+        worker.execute = execute_then_lock  # type: ignore[method-assign]
+        worker._claim_pass()
+        assert [c.queue_name for c in worker.in_flight.values()] == ["a"]
+    finally:
+        blocker.rollback()
+        blocker.close()
+        worker.stop()
+        worker.close()
+
+
+def test_an_until_executing_key_held_by_a_locked_row_is_released_a_pass_later(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    RebuildIndexUntilExecuting.perform_later("idx")
+    worker = make_worker()
+    with psycopg.connect(db.url) as app:
+        app.execute("SELECT id FROM pgjobs_jobs FOR UPDATE")  # an application holds the row
+        worker._claim_pass()  # claims it; releasing the key waits 200 ms, then is put off
+        assert len(worker.in_flight) == 1 and worker._pending_unique
+    worker._claim_pass()
+    assert not worker._pending_unique
+    assert scalar(db.url, "SELECT unique_key FROM pgjobs_jobs") is None
+
+
+def test_the_supervisor_gives_up_on_a_lock_and_recovers_a_pass_later(
+    db: Database, supervisor: Supervisor
+) -> None:
+    """Recovering a job failed after its last interruption gives its slot back: an application
+    transaction holding that semaphore row made the supervisor wait for ever."""
+    OneAtATime.perform_later()
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        dead = conn.execute(
+            "INSERT INTO pgjobs_processes (kind, name, hostname, pid, last_heartbeat_at) "
+            "VALUES ('worker', 'dead', 'gone', 1, now() - interval '1 hour') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE pgjobs_jobs SET interruptions = 2")  # its last interruption
+        conn.execute(
+            "WITH moved AS (DELETE FROM pgjobs_ready_executions RETURNING job_id) "
+            "INSERT INTO pgjobs_claimed_executions (job_id, process_id) "
+            "SELECT job_id, %s FROM moved",
+            [dead],
+        )
+    with psycopg.connect(db.url) as app:
+        app.execute("SELECT * FROM pgjobs_semaphores FOR UPDATE")
+        started = time.monotonic()
+        supervisor.prune()  # gives up after its lock_timeout instead of waiting
+        assert time.monotonic() - started < 5
+        assert states(db.url) == {"claimed": 1}
+    supervisor.prune()
+    assert states(db.url) == {"failed": 1}
+
+
+def test_registering_again_after_a_lost_reply_returns_the_same_row(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker()
+    first = worker.id
+    worker.register()  # what a retry after a lost reply does: the same name
+    assert worker.id == first
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes") == 1
+
+
+def test_the_heartbeat_goes_on_while_a_worker_lets_its_jobs_finish(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    """A stopping worker is alive: pruned for a shutdown_timeout longer than the threshold,
+    its running jobs would have run elsewhere at the same time."""
+    worker = make_worker(Config(heartbeat_interval=0.2, process_alive_threshold=1))
+    worker.stop()  # SIGTERM: from now on it waits for its jobs
+    time.sleep(0.3)
+    before = scalar(
+        db.url, "SELECT last_heartbeat_at FROM pgjobs_processes WHERE id = %s", [worker.id]
+    )
+    time.sleep(0.6)
+    after = scalar(
+        db.url, "SELECT last_heartbeat_at FROM pgjobs_processes WHERE id = %s", [worker.id]
+    )
+    assert after > before
+
+
+def test_a_worker_without_a_supervisor_leaves_running_jobs_claimed(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    """Its threads die only with the process; recovery gives the jobs back once it is gone."""
+    config = Config(heartbeat_interval=30, process_alive_threshold=60, shutdown_timeout=0.1)
+    Sleepy.perform_later(0)
+    worker = make_worker(config)
+    (job,) = worker.claim(5)
+    worker.in_flight[job.id] = job
+    worker.stop()
+    worker.shutdown()
+    worker.deregister()
+    assert worker.leaves_jobs and states(db.url) == {"claimed": 1}
 
 
 # -- 8. shutdown gives jobs back only once their threads are dead --------------------------

@@ -82,6 +82,9 @@ class Process:
         self.reconnected = False  # set after a lost connection; subclasses reconcile
         self.pruned = False  # the heartbeat found our row gone: someone recovered our jobs
         self._beat_now = threading.Event()  # wakes the heartbeat thread (after a reconnect)
+        # The heartbeat beats until the process closes, not until it is asked to stop: a worker
+        # letting its jobs finish at shutdown is alive, and must not be judged dead meanwhile.
+        self._closed = threading.Event()
         # Unbroken contact with the database, as the heartbeat thread sees it (monotonic times):
         # since when every beat succeeded with no gap longer than ``contact_gap``.  A pruner
         # trusts other processes' heartbeats only after a threshold of such contact.
@@ -172,6 +175,7 @@ class Process:
     def deregister(self) -> None:
         """Delete our row, giving back (uncounted) any job still claimed under it — such as one
         claimed by a statement whose reply was lost — in one transaction."""
+        self._closed.set()  # no beat after this: it would find the row gone and cry "pruned"
         if self.id is not None and not self.pruned:
             process_id = self.id
             try:
@@ -186,11 +190,12 @@ class Process:
                     ),
                 )
                 if ended.released:
-                    log.warning(
-                        "%s %s: gave back %s claimed jobs it was not running",
-                        self.kind,
-                        self.name,
-                        ended.released,
+                    events.emit(
+                        "release_claimed",
+                        process_id=process_id,
+                        process=self.name,
+                        count=ended.released,
+                        reason="claimed but not running at deregistration",
                     )
             except (
                 psycopg.Error,
@@ -215,15 +220,14 @@ class Process:
         interval = self.config.heartbeat_interval
         self.contact_since = self.last_contact = time.monotonic()  # registration just succeeded
         delay = interval
-        while not self.stopping.is_set():
+        while not self._closed.is_set():
             self._beat_now.wait(delay)
             self._beat_now.clear()
-            if self.stopping.is_set():
+            if self._closed.is_set():
                 break
-            if self.orphaned():
+            if self.orphaned() and not self.stopping.is_set():
                 log.error("%s %s: supervisor exited; stopping", self.kind, self.name)
                 self.stop()
-                return
             try:
                 if conn is None or conn.closed:
                     conn = self.database.connect(autocommit=True)
@@ -280,10 +284,11 @@ class Process:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
-        self._beat_now.set()
 
     def close(self) -> None:
         self.stopping.set()
+        self._closed.set()
+        self._beat_now.set()
         if self._conn is not None:
             self._conn.close()
         self.database.close()

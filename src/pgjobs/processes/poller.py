@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import psycopg
+
 from pgjobs import hooks
 from pgjobs.processes.base import Process, set_proctitle
 from pgjobs.processes.listener import Listener
@@ -53,7 +55,13 @@ class Poller(Process):
         hooks.run(f"{self.kind}_start", self)
         try:
             while not self.stopping.is_set():
-                delay = self.poll()
+                try:
+                    delay = self.poll()
+                except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+                    # A statement gave up on a lock (lock_timeout) or was cancelled: it rolled
+                    # back whole, and the pass is simply done again.
+                    log.warning("%s: %s; trying again", self.kind, str(exc).strip())
+                    delay = 1.0
                 if delay > 0 and not self.stopping.is_set():
                     self.wake.wait(delay)
                 self.wake.clear()

@@ -20,6 +20,7 @@ All times are the database's (``now()``), so hosts with skewed clocks agree.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +92,11 @@ def _unblock(conn: psycopg.Connection[Any], database: Database, keys: list[str])
     """Jobs failed after too many interruptions gave their slots back.  After the commit; if
     this is lost, the blocked jobs' expiry lets concurrency maintenance unblock them."""
     if keys:
-        concurrency.unblock(database.runner(conn), keys, channel=notify_channel(database.schema))
+        # An application transaction holding the key's row: maintenance unblocks it later.
+        with contextlib.suppress(psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            concurrency.unblock(
+                database.runner(conn), keys, channel=notify_channel(database.schema)
+            )
 
 
 def _end(

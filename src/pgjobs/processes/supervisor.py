@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -32,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from pgjobs import events, hooks
 from pgjobs.config import Config
 from pgjobs.db.database import Database
@@ -41,6 +44,9 @@ from pgjobs.store import processes as processes_store
 
 log = logging.getLogger("pgjobs")
 GRACE = 1.0  # seconds past shutdown_timeout before stragglers are killed
+LOCK_TIMEOUT_MS = 2000  # the supervisor's lock_timeout (see on_connect)
+# A statement that gave up on a lock or was cancelled: rolled back whole, done again later.
+RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 READY_TIMEOUT = 30.0
 
 
@@ -135,6 +141,11 @@ class Supervisor(Process):
         params = {"id": self.id, "threshold": self.config.process_alive_threshold}
         return self.execute(processes_store.CHILDREN, params)
 
+    def on_connect(self, conn: psycopg.Connection[Any]) -> None:
+        # Never stall behind an application transaction (a semaphore row it holds): a pass
+        # that gives up is done again later, and reaping, pruning and the watchdog go on.
+        conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+
     def end_children(self) -> None:
         """Remove the rows of children that exited, with their jobs: released (uncounted) after
         a clean exit — a stopping worker leaves its unfinished jobs to us so that they are given
@@ -154,7 +165,10 @@ class Supervisor(Process):
                 max_interruptions=self.config.max_interruptions,
                 wait=False,
             )
-            ended = self.with_retry(self.kind, end)
+            try:
+                ended = self.with_retry(self.kind, end)
+            except RETRYABLE:
+                continue  # tried again next pass
             if ended.ids:
                 del self._ending[pid]
                 self._report(ended, "child exited" if clean else "child died")
@@ -217,16 +231,17 @@ class Supervisor(Process):
                 )
                 events.emit("kill_silent", process_id=process_id, process=name, pid=pid)
                 child.popen.kill()
-        ended = self.with_retry(
-            self.kind,
-            lambda c: recovery.prune_dead(
-                c,
-                self.database,
-                threshold=self.config.process_alive_threshold,
-                alive=[*alive, self.id or 0],
-                max_interruptions=self.config.max_interruptions,
-            ),
+        prune = functools.partial(
+            recovery.prune_dead,
+            database=self.database,
+            threshold=self.config.process_alive_threshold,
+            alive=[*alive, self.id or 0],
+            max_interruptions=self.config.max_interruptions,
         )
+        try:
+            ended = self.with_retry(self.kind, prune)
+        except RETRYABLE:
+            return  # tried again next pass
         if ended.processes:
             names = [row[2] for row in ended.processes]
             events.emit("prune_processes", process_ids=ended.ids, names=names)
@@ -235,12 +250,13 @@ class Supervisor(Process):
 
     def sweep(self) -> None:
         """Recover jobs claimed under a process row that no longer exists."""
-        self.with_retry(
-            self.kind,
-            lambda c: recovery.sweep_orphans(
-                c, self.database, max_interruptions=self.config.max_interruptions
-            ),
+        sweep = functools.partial(
+            recovery.sweep_orphans,
+            database=self.database,
+            max_interruptions=self.config.max_interruptions,
         )
+        with contextlib.suppress(*RETRYABLE):  # tried again next pass
+            self.with_retry(self.kind, sweep)
 
     def _all_registered(self) -> bool:
         rows = self._children()
@@ -306,25 +322,38 @@ class Supervisor(Process):
         for child in running:
             assert child.popen is not None
             try:
-                child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                code = child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.error(
                     "supervisor: %s %s did not stop in time; killing it", child.kind, child.index
                 )
                 child.popen.kill()
                 child.popen.wait()
-        # Whatever our children still hold (unfinished at their shutdown_timeout, killed, or
-        # SIGQUIT) goes back to ready, uncounted, now that their threads are dead.
-        rows = self._children()
-        ended = self.with_retry(
-            self.kind,
-            lambda c: recovery.end(
-                c,
-                self.database,
-                [int(row[0]) for row in rows],
-                recover=False,
-                max_interruptions=self.config.max_interruptions,
-            ),
-        )
-        self._report(ended, "supervisor stopping")
+                continue
+            if code != 0:  # it crashed while stopping: its jobs are recovered, counted
+                self._ending[child.popen.pid] = False
+        # Children that crashed (before or while stopping) first, counted; then whatever our
+        # children still hold (unfinished at their shutdown_timeout, killed, or SIGQUIT) goes
+        # back to ready, uncounted, now that their threads are dead.
+        for _ in range(10):
+            try:
+                if self._ending:
+                    self.end_children()
+                rows = self._children()
+                ended = self.with_retry(
+                    self.kind,
+                    functools.partial(
+                        recovery.end,
+                        database=self.database,
+                        ids=[int(row[0]) for row in rows],
+                        recover=False,
+                        max_interruptions=self.config.max_interruptions,
+                    ),
+                )
+            except RETRYABLE as exc:  # an application transaction holds a row we need
+                log.warning("supervisor: %s; trying again", str(exc).strip())
+                time.sleep(0.5)
+                continue
+            self._report(ended, "supervisor stopping")
+            break
         self._ending.clear()

@@ -35,6 +35,7 @@ ignored, and it exits) and a new thread takes its place, so capacity is restored
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -80,6 +81,9 @@ TIMEOUT_GRACE = 2.0  # seconds a timed-out job's thread has to give its slot bac
 # elsewhere (a semaphore row in an application's open transaction) give up and are retried.
 LOCK_TIMEOUT_MS = 200
 LOCKED_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds before retrying work that hit a lock
+# A statement that gave up (lock_timeout) or was cancelled (statement_timeout, an operator's
+# pg_cancel_backend): rolled back whole, so the work is simply done again later.
+RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 INF = float("inf")
 _active = events.active
 
@@ -164,7 +168,10 @@ class Worker(Poller, Recording):
         # A job recovered after a crash runs alone: until it ends this worker claims nothing,
         # so if it kills the process again no other job is interrupted with it.
         self._alone: int | None = None
-        self._draining = False  # a suspect was claimed while others ran: claim once idle
+        # Suspects given back because this worker was busy: it claims nothing while one of them
+        # still waits in ready (an idle worker will take it), so that it can run alone somewhere.
+        self._draining: list[int] = []
+        self._pending_unique: list[int] = []  # until-executing keys still to release
         # Work that waited too long on a lock held elsewhere (an application transaction holding
         # a semaphore row): retried from later passes, so the claim loop never stalls behind it.
         self._unrecorded: list[Outcome] = []
@@ -352,7 +359,7 @@ class Worker(Poller, Recording):
                 "timeout", **self._fields(claimed), timeout=deadline.timeout, abandoned=holds
             )
         error = timed_out(claimed, deadline.timeout)
-        self.fail(Outcome(claimed, error, stack, deadline.timeout + self.timeout_grace, "fail"))
+        self._record(Outcome(claimed, error, stack, deadline.timeout + self.timeout_grace, "fail"))
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -375,26 +382,39 @@ class Worker(Poller, Recording):
             self._finish_keyed()
         if self._alone is not None and self._alone not in self.in_flight:
             self._alone = None
-        if self._draining and not self.in_flight:
-            self._draining = False
+        if self._draining and (not self.in_flight or not self._still_ready(self._draining)):
+            self._draining = []
+        if self._pending_unique:
+            self._release_unique([])
         idle = self.threads - len(self.in_flight)
         if idle <= 0 or self._alone is not None or self._draining:
             if self.to_finish:
                 self._finish_only()
             return self.worker.polling_interval
-        try:
-            claimed = self.isolate(self.claim(idle))
-        except psycopg.errors.LockNotAvailable:
-            return self.worker.polling_interval  # rolled back whole; to_finish is kept
+        claimed = self.isolate(self.claim(idle))
         executing = [c.id for c in claimed if c.unique_key and c.unique_key.startswith("x|")]
         if executing:  # until="executing": a new job with the key may be enqueued from now on
-            self.execute(finished_store.RELEASE_UNIQUE_AT_CLAIM, {"ids": executing})
+            self._release_unique(executing)
         for job in claimed:
             self.in_flight[job.id] = job
             self.inbox.put(job)
         if claimed and len(claimed) == idle:
             return self.worker.polling_interval  # busy: a finishing job wakes us
         return 0.0 if claimed else self.worker.polling_interval
+
+    def _release_unique(self, ids: list[int]) -> None:
+        ids = self._pending_unique + ids
+        try:
+            self.execute(finished_store.RELEASE_UNIQUE_AT_CLAIM, {"ids": ids})
+            self._pending_unique = []
+        except RETRYABLE:  # the job runs meanwhile; its key is released a pass later
+            self._pending_unique = ids
+
+    def _still_ready(self, ids: list[int]) -> bool:
+        try:
+            return bool(self.execute(ready_store.ANY_READY, {"ids": ids}))
+        except RETRYABLE:
+            return True
 
     def isolate(self, claimed: list[Claimed]) -> list[Claimed]:
         """Jobs that were running when a process died (``interruptions > 0``) are suspects: one
@@ -407,7 +427,7 @@ class Worker(Poller, Recording):
             return claimed
         if self.in_flight:
             keep = [c for c in claimed if not c.interruptions]
-            self._draining = True
+            self._draining = [c.id for c in claimed if c.interruptions]
         else:
             suspect = next(c for c in claimed if c.interruptions)
             keep = [suspect]
@@ -457,7 +477,7 @@ class Worker(Poller, Recording):
     def _record(self, outcome: Outcome) -> None:
         try:
             self.record(outcome)
-        except psycopg.errors.LockNotAvailable:
+        except RETRYABLE:
             self._unrecorded.append(outcome)  # still claimed by us: retried from a later pass
             self._locked()
 
@@ -466,7 +486,7 @@ class Worker(Poller, Recording):
         try:
             super()._unblock(given | self._to_unblock)
             self._to_unblock.clear()
-        except psycopg.errors.LockNotAvailable:
+        except RETRYABLE:
             self._to_unblock |= given
             self._locked()
 
@@ -505,10 +525,11 @@ class Worker(Poller, Recording):
         self.reconnected = False
         running = self.holding()
         if not self.config.durable_claims and self.in_flight:
-            self.execute(
-                claimed_store.RECLAIM,
-                {"process_id": self.id, "job_ids": list(self.in_flight)},
-            )
+            with contextlib.suppress(*RETRYABLE):  # best effort: it narrows a window, no more
+                self.execute(
+                    claimed_store.RECLAIM,
+                    {"process_id": self.id, "job_ids": list(self.in_flight)},
+                )
         rows = self.execute_durable(
             claimed_store.RELEASE_ORPHANS,
             {
@@ -525,14 +546,18 @@ class Worker(Poller, Recording):
         return {"finished": _ids(self.to_finish), "process_id": self.id, "now": clock.now()}
 
     def _finish_only(self) -> None:
-        self.execute(self._finish_only_sql, self._finish_params())
+        try:
+            self.execute(self._finish_only_sql, self._finish_params())
+        except RETRYABLE:
+            self._locked()  # the jobs stay claimed by us, finished with a later trip
+            return
         self.to_finish = []
 
     def _finish_keyed(self) -> None:
         params = {"finished": _ids(self.to_finish_keyed), "process_id": self.id, "now": clock.now()}
         try:
             self.execute(self._finish_keyed_sql, params)
-        except psycopg.errors.LockNotAvailable:
+        except RETRYABLE:
             self._locked()  # the jobs stay claimed by us, finished later
             return
         keys, self._finished_keys, self.to_finish_keyed = self._finished_keys, [], []
@@ -593,7 +618,12 @@ class Worker(Poller, Recording):
     ) -> list[Claimed]:
         if floor is not None:
             params["floor_priority"], params["floor_id"] = self.floors.floor(floor)
-        rows = self.execute(template, {**self._finish_params(), "limit": limit, **params})
+        try:
+            rows = self.execute(template, {**self._finish_params(), "limit": limit, **params})
+        except RETRYABLE:
+            # Rolled back whole (to_finish is kept for the next trip).  The jobs earlier
+            # statements of this pass claimed are returned all the same: they are ours.
+            return []
         if floor is not None:  # rows come in claim order: the first is the new floor
             self.floors.claimed(floor, (rows[0][5], rows[0][0]) if rows else None)
         self.to_finish = []
@@ -625,19 +655,21 @@ class Worker(Poller, Recording):
             self._finish_keyed()
         if self._unrecorded or self._to_unblock:
             self._retry_locked()
-        if self.in_flight and self.supervisor_id is not None and not self.orphaned():
-            # Jobs still running: their threads die with this process, and only then may they
-            # run elsewhere.  Our row stays; our supervisor gives them back after we exit.
+        if self.in_flight:
+            # Jobs still running: they may run elsewhere only once their threads are dead, so
+            # they are given back only after this process has exited — by our supervisor (the
+            # row stays for it), or, with no supervisor left, by recovery once our heartbeat
+            # has expired (counted as an interruption).
             self.leaves_jobs = True
+            supervised = self.supervisor_id is not None and not self.orphaned()
             log.warning(
-                "worker %s: %s jobs still running at shutdown_timeout; leaving them to the "
-                "supervisor",
+                "worker %s: %s jobs still running at shutdown_timeout; %s",
                 self.name,
                 len(self.in_flight),
+                "leaving them to the supervisor"
+                if supervised
+                else "no supervisor: they are recovered once this process's heartbeat expires",
             )
-        elif self.in_flight:
-            # No supervisor to wait for us: given back now, a moment before this process exits.
-            self._release(list(self.in_flight), "unfinished jobs at shutdown")
         for _ in self._slots:
             self.inbox.put(None)
         self.loop.stop()

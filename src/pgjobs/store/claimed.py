@@ -109,8 +109,11 @@ SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FRO
 # of a job this process is running (its commit was not flushed): the job is ready again.  Claim
 # it back unless another process got there first.  Served by ready's primary key.
 RECLAIM = """
-WITH moved AS (
-    DELETE FROM {ready} WHERE job_id = ANY(%(job_ids)s::bigint[]) RETURNING job_id
+WITH me AS MATERIALIZED (  -- as every claim: only while our row exists (see store/ready.py)
+    SELECT id FROM {processes} WHERE id = %(process_id)s FOR KEY SHARE
+), moved AS (
+    DELETE FROM {ready} WHERE EXISTS (SELECT 1 FROM me) AND job_id = ANY(%(job_ids)s::bigint[])
+    RETURNING job_id
 )
 INSERT INTO {claimed} (job_id, process_id) SELECT job_id, %(process_id)s FROM moved
 ON CONFLICT (job_id) DO NOTHING

@@ -13,6 +13,8 @@ REGISTER = """
 INSERT INTO {processes} (kind, name, hostname, pid, supervisor_id, metadata, last_heartbeat_at)
 VALUES (%(kind)s, %(name)s, %(hostname)s, %(pid)s, %(supervisor_id)s, %(metadata)s::jsonb,
         now())
+-- The name is this process's alone: a conflict is our own insert whose reply was lost.
+ON CONFLICT (name) DO UPDATE SET last_heartbeat_at = now()
 RETURNING id
 """
 

@@ -131,3 +131,7 @@ SELECT queue_name FROM q WHERE queue_name IS NOT NULL
 QUEUE_STATS = """
 SELECT count(*), min(created_at) FROM {ready} WHERE queue_name = %(queue)s
 """
+
+# Whether any of these jobs still waits in ready (a busy worker that gave suspects back waits
+# until one of them was taken).  Served by ready's primary key.
+ANY_READY = "SELECT 1 FROM {ready} WHERE job_id = ANY(%(ids)s::bigint[]) LIMIT 1"
