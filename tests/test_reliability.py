@@ -83,6 +83,12 @@ def _fast() -> dict[str, float]:
     return {"heartbeat_interval": 30, "process_alive_threshold": 60}
 
 
+def long_in_contact(process: Supervisor) -> None:
+    """As if its heartbeats had landed on time for longer than any threshold."""
+    process.contact_since = time.monotonic() - 3600
+    process.last_contact = time.monotonic()
+
+
 def claimed_by(db: Database, process_id: int | None) -> int:
     return int(
         scalar(
@@ -213,6 +219,7 @@ def test_heartbeats_and_cutoffs_use_the_databases_clock(
         worker = make_worker()
     finally:
         clock.clock = saved
+    long_in_contact(supervisor)
     supervisor.prune()
     assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes WHERE id = %s", [worker.id]) == 1
 
@@ -388,9 +395,11 @@ def test_the_supervisor_gives_up_on_a_lock_and_recovers_a_pass_later(
     with psycopg.connect(db.url) as app:
         app.execute("SELECT * FROM pgjobs_semaphores FOR UPDATE")
         started = time.monotonic()
+        long_in_contact(supervisor)
         supervisor.prune()  # gives up after its lock_timeout instead of waiting
         assert time.monotonic() - started < 5
         assert states(db.url) == {"claimed": 1}
+    long_in_contact(supervisor)
     supervisor.prune()
     assert states(db.url) == {"failed": 1}
 
@@ -566,3 +575,31 @@ def test_an_orphaned_child_waiting_for_its_database_gives_up(db: Database) -> No
         worker.register()
     assert time.monotonic() - started < 10
     worker.close()
+
+
+def test_a_prune_that_waited_out_an_outage_judges_nobody(db: Database) -> None:
+    """Found by the chaos suite: a prune begun before an outage was retried through it and then
+    judged every process by heartbeats the outage had stopped.  A statement that had to
+    reconnect breaks the contact, and prune() checks it again after each wait."""
+    config = Config(workers=(), dispatchers=(), heartbeat_interval=30, process_alive_threshold=1)
+    supervisor = Supervisor(Database(db.url), config)
+    supervisor.register()
+    try:
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO pgjobs_processes (kind, name, hostname, pid, last_heartbeat_at) "
+                "VALUES ('worker', 'silent', 'elsewhere', 1, now() - interval '1 hour')"
+            )
+        long_in_contact(supervisor)
+        assert supervisor.in_contact(1)
+        with psycopg.connect(db.url, autocommit=True) as conn:  # the outage: our link drops
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
+                "= 'pgjobs' AND pid <> pg_backend_pid() AND datname = current_database()"
+            )
+        supervisor.prune()  # its first statement reconnects: contact is broken, nobody judged
+        assert not supervisor.in_contact(1)
+        assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes WHERE name = 'silent'") == 1
+    finally:
+        supervisor.stop()
+        supervisor.close()

@@ -115,6 +115,7 @@ class Process:
                 if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
                     raise  # a lock_timeout / statement_timeout: the caller decides, not a lost link
                 self.reconnected = True
+                self.contact_since = None  # an outage, maybe: contact must be unbroken again
                 self._beat_now.set()  # the heartbeat may have lost its connection too: beat now
                 if self._conn is not None:
                     self._conn.close()

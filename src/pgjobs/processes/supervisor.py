@@ -211,10 +211,21 @@ class Supervisor(Process):
 
     def prune(self) -> None:
         """Recover the jobs of processes anywhere whose heartbeat expired (on the database's
-        clock), and kill our own children whose heartbeat expired while their process runs."""
+        clock), and kill our own children whose heartbeat expired while their process runs.
+
+        Only while we are in contact with the database (see :meth:`in_contact`), checked again
+        after each statement that may have waited out an outage, and right before the prune
+        statement itself (each retry included): a stale heartbeat seen across an outage is the
+        outage's doing, not its process's."""
+        threshold = self.config.process_alive_threshold
+        if not self.in_contact(threshold):
+            return
         running = {c.popen.pid: c for c in self.children if c.popen and c.popen.poll() is None}
         alive: list[int] = []
-        for process_id, pid, name, stale in self._children():
+        children = self._children()
+        if not self.in_contact(threshold):  # the query waited out an outage: judge nothing
+            return
+        for process_id, pid, name, stale in children:
             child = running.get(int(pid))
             if child is None:
                 continue
@@ -231,13 +242,18 @@ class Supervisor(Process):
                 )
                 events.emit("kill_silent", process_id=process_id, process=name, pid=pid)
                 child.popen.kill()
-        prune = functools.partial(
-            recovery.prune_dead,
-            database=self.database,
-            threshold=self.config.process_alive_threshold,
-            alive=[*alive, self.id or 0],
-            max_interruptions=self.config.max_interruptions,
-        )
+
+        def prune(conn: psycopg.Connection[Any]) -> recovery.Recovered:
+            if not self.in_contact(threshold):  # lost contact (this is a retry): not now
+                return recovery.Recovered()
+            return recovery.prune_dead(
+                conn,
+                self.database,
+                threshold=threshold,
+                alive=[*alive, self.id or 0],
+                max_interruptions=self.config.max_interruptions,
+            )
+
         try:
             ended = self.with_retry(self.kind, prune)
         except RETRYABLE:
