@@ -441,3 +441,27 @@ class ImportCatalog(pgjobs.Job):
         import time
 
         time.sleep(seconds)
+
+
+class LogsThroughTheApp(pgjobs.Job):
+    """Logs through the application's own logger ``tests.app`` (the job's identity is added)."""
+
+    queue_as = "reports"
+
+    def perform(self, message: str) -> None:
+        import logging
+
+        logging.getLogger("tests.app").info("app says %s", message)
+        _log_line(f"{self.job_id} {self.executions} logged")
+
+
+class AsyncLogsThroughTheApp(pgjobs.Job):
+    """The async twin of :class:`LogsThroughTheApp`, run on the worker's event loop."""
+
+    queue_as = "reports"
+
+    async def perform(self, message: str) -> None:
+        import logging
+
+        logging.getLogger("tests.app").info("async app says %s", message)
+        _log_line(f"{self.job_id} {self.executions} logged")

@@ -44,6 +44,7 @@ from pgjobs.hooks import (
 )
 from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
 from pgjobs.limits import ConcurrencyLimit, Uniqueness, limit, unique
+from pgjobs.observability.logging_context import JobContextFilter, current_job
 from pgjobs.queues import Queue, QueueInfo
 from pgjobs.recurring import schedule_recurring, unschedule_recurring
 from pgjobs.retention import clear_finished
@@ -69,6 +70,7 @@ __all__ = [
     "FailedJob",
     "FailedJobs",
     "Job",
+    "JobContextFilter",
     "JobError",
     "JobErrorRecord",
     "JobFunction",
@@ -90,6 +92,7 @@ __all__ = [
     "before_perform",
     "clear_finished",
     "configure",
+    "current_job",
     "discard_on",
     "get_database",
     "job",

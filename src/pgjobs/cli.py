@@ -104,6 +104,7 @@ def _start(args: argparse.Namespace) -> int:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         importlib.import_module(app)
+    logs.capture_application_logs()  # after the import: logging the application set up wins
     recurring = args.recurring_schedule or os.environ.get("PGJOBS_RECURRING_SCHEDULE")
     extra = [] if args.skip_recurring else [("scheduler", 0)]
     if not args.skip_recurring:

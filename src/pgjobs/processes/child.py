@@ -59,6 +59,7 @@ def main() -> None:
     )
     if spec.get("app"):
         importlib.import_module(str(spec["app"]))
+    logs.capture_application_logs()  # after the import: logging the application set up wins
     process = build(spec)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # what a forked job inherits
     process.install_signal_handlers()

@@ -29,6 +29,7 @@ from uuid import UUID
 from pgjobs import events, rules
 from pgjobs.errors import JobTimeout
 from pgjobs.jobs import Job, resolve
+from pgjobs.observability import logging_context
 from pgjobs.serialization import deserialize_arguments
 
 FINISHED: Literal["finished"] = "finished"
@@ -142,8 +143,10 @@ def perform(
             args, kwargs = deserialize_arguments(claimed.arguments)
         except Exception as exc:  # DeserializationError
             job = _restore(job_class, claimed, (), {})
+            logging_context.enter(claimed, job)
             return _judged(claimed, job, exc, started, loop)
         job = _restore(job_class, claimed, args, kwargs)
+        logging_context.enter(claimed, job)  # log records carry its identity until leave()
         timeout = job_class._timeout_seconds or default_timeout
         if "perform_start" in _active:
             events.emit("perform_start", **_fields(claimed))
@@ -170,6 +173,8 @@ def perform(
         return _failed(claimed, timed_out(claimed, timeout), started)
     except BaseException as exc:  # SystemExit from a handler, …: still only this job's failure
         return _failed(claimed, exc, started)
+    finally:
+        logging_context.leave()
 
 
 def _restore(
@@ -189,6 +194,9 @@ def _restore(
 
 async def _bounded(job: Job, claimed: Claimed, timeout: float | None) -> Any:
     """Perform an async job, cancelled once ``timeout`` passes (then a JobTimeout)."""
+    # The task copied the calling thread's context already; set it in the task all the same, so
+    # that it does not depend on how the loop schedules the coroutine.  It dies with the task.
+    logging_context.enter(claimed, job)
     if timeout is None:
         return await job.perform_with_callbacks_async()
     try:
