@@ -31,7 +31,7 @@ import psycopg
 
 from pgjobs import events
 from pgjobs.config import Config
-from pgjobs.db.database import Database
+from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.errors import DatabaseUnreachable
 from pgjobs.processes import recovery, signals
 from pgjobs.store import processes as store
@@ -54,6 +54,10 @@ class Process:
     """A registered pgjobs process (worker, dispatcher, scheduler or supervisor)."""
 
     kind = "process"
+    # The main connection's lock_timeout in ms (None: the server's): a statement that would wait
+    # longer for a lock held elsewhere — a semaphore row in an application's open transaction, a
+    # table a migration locks — raises one of GAVE_UP, and the caller does the work again later.
+    lock_timeout_ms: int | None = None
 
     def __init__(
         self,
@@ -99,6 +103,8 @@ class Process:
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = self.database.connect(autocommit=True)
+            if self.lock_timeout_ms is not None:
+                self._conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
             self.on_connect(self._conn)
         return self._conn
 
@@ -112,7 +118,7 @@ class Process:
             try:
                 return fn(self.conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnreachable) as exc:
-                if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+                if isinstance(exc, GAVE_UP):
                     raise  # a lock_timeout / statement_timeout: the caller decides, not a lost link
                 self.reconnected = True
                 self.contact_since = None  # an outage, maybe: contact must be unbroken again

@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import psycopg
-
 from pgjobs import hooks
+from pgjobs.db.database import GAVE_UP
 from pgjobs.processes.base import Process, set_proctitle
 from pgjobs.processes.listener import Listener
 from pgjobs.store.jobs import notify_channel
@@ -57,7 +56,7 @@ class Poller(Process):
             while not self.stopping.is_set():
                 try:
                     delay = self.poll()
-                except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+                except GAVE_UP as exc:
                     # A statement gave up on a lock (lock_timeout) or was cancelled: it rolled
                     # back whole, and the pass is simply done again.
                     log.warning("%s: %s; trying again", self.kind, str(exc).strip())

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from pgjobs import concurrency, events
-from pgjobs.db.database import Database
+from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.store import claimed as claimed_store
 from pgjobs.store import processes as store
 from pgjobs.store.jobs import notify_channel
@@ -93,7 +93,7 @@ def _unblock(conn: psycopg.Connection[Any], database: Database, keys: list[str])
     this is lost, the blocked jobs' expiry lets concurrency maintenance unblock them."""
     if keys:
         # An application transaction holding the key's row: maintenance unblocks it later.
-        with contextlib.suppress(psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+        with contextlib.suppress(*GAVE_UP):
             concurrency.unblock(
                 database.runner(conn), keys, channel=notify_channel(database.schema)
             )

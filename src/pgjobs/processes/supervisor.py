@@ -37,16 +37,14 @@ import psycopg
 
 from pgjobs import events, hooks
 from pgjobs.config import Config
-from pgjobs.db.database import Database
+from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.processes import recovery, systemd
 from pgjobs.processes.base import Process, set_proctitle
 from pgjobs.store import processes as processes_store
 
 log = logging.getLogger("pgjobs")
 GRACE = 1.0  # seconds past shutdown_timeout before stragglers are killed
-LOCK_TIMEOUT_MS = 2000  # the supervisor's lock_timeout (see on_connect)
-# A statement that gave up on a lock or was cancelled: rolled back whole, done again later.
-RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
 READY_TIMEOUT = 30.0
 
 
@@ -63,6 +61,9 @@ class Child:
 
 class Supervisor(Process):
     kind = "supervisor"
+    # Never stall behind an application transaction (a semaphore row it holds): a pass that
+    # gives up is done again later, and reaping, pruning and the watchdog go on.
+    lock_timeout_ms = 2000
 
     def __init__(
         self,
@@ -141,11 +142,6 @@ class Supervisor(Process):
         params = {"id": self.id, "threshold": self.config.process_alive_threshold}
         return self.execute(processes_store.CHILDREN, params)
 
-    def on_connect(self, conn: psycopg.Connection[Any]) -> None:
-        # Never stall behind an application transaction (a semaphore row it holds): a pass
-        # that gives up is done again later, and reaping, pruning and the watchdog go on.
-        conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-
     def end_children(self) -> None:
         """Remove the rows of children that exited, with their jobs: released (uncounted) after
         a clean exit — a stopping worker leaves its unfinished jobs to us so that they are given
@@ -167,7 +163,7 @@ class Supervisor(Process):
             )
             try:
                 ended = self.with_retry(self.kind, end)
-            except RETRYABLE:
+            except GAVE_UP:
                 continue  # tried again next pass
             if ended.ids:
                 del self._ending[pid]
@@ -256,7 +252,7 @@ class Supervisor(Process):
 
         try:
             ended = self.with_retry(self.kind, prune)
-        except RETRYABLE:
+        except GAVE_UP:
             return  # tried again next pass
         if ended.processes:
             names = [row[2] for row in ended.processes]
@@ -271,7 +267,7 @@ class Supervisor(Process):
             database=self.database,
             max_interruptions=self.config.max_interruptions,
         )
-        with contextlib.suppress(*RETRYABLE):  # tried again next pass
+        with contextlib.suppress(*GAVE_UP):  # tried again next pass
             self.with_retry(self.kind, sweep)
 
     def _all_registered(self) -> bool:
@@ -366,7 +362,7 @@ class Supervisor(Process):
                         max_interruptions=self.config.max_interruptions,
                     ),
                 )
-            except RETRYABLE as exc:  # an application transaction holds a row we need
+            except GAVE_UP as exc:  # an application transaction holds a row we need
                 log.warning("supervisor: %s; trying again", str(exc).strip())
                 time.sleep(0.5)
                 continue

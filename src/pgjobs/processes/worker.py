@@ -53,7 +53,7 @@ import psycopg
 
 from pgjobs import clock, events, rules
 from pgjobs.config import Config, WorkerConfig
-from pgjobs.db.database import Database
+from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.processes import floors
 from pgjobs.processes.executor import (
     FINISHED,
@@ -77,13 +77,7 @@ log = logging.getLogger("pgjobs")
 REFRESH_PAUSES = 1.0  # seconds between re-reads of pgjobs_pauses
 REFRESH_QUEUES = 1.0  # seconds between loose index scans for ``prefix*`` / ``*`` with pauses
 TIMEOUT_GRACE = 2.0  # seconds a timed-out job's thread has to give its slot back
-# The main connection's lock_timeout: statements that would wait longer for a row lock held
-# elsewhere (a semaphore row in an application's open transaction) give up and are retried.
-LOCK_TIMEOUT_MS = 200
 LOCKED_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds before retrying work that hit a lock
-# A statement that gave up (lock_timeout) or was cancelled (statement_timeout, an operator's
-# pg_cancel_backend): rolled back whole, so the work is simply done again later.
-RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 INF = float("inf")
 _active = events.active
 
@@ -133,6 +127,7 @@ def _seconds(value: Any) -> float | None:
 
 class Worker(Poller, Recording):
     kind = "worker"
+    lock_timeout_ms = 200  # work that hits it is retried from a later pass (see _locked)
 
     def __init__(
         self, database: Database, config: Config, worker: WorkerConfig, **kwargs: Any
@@ -194,7 +189,6 @@ class Worker(Poller, Recording):
             self._finish_keyed_sql = finished_store.FINISH_KEYED_DELETE
 
     def on_connect(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
         if not self.config.durable_claims:
             # Claims, finishes and failures commit without waiting for their WAL flush (about a
             # millisecond each on most disks).  A PostgreSQL crash may forget the last ~0.6 s of
@@ -407,13 +401,13 @@ class Worker(Poller, Recording):
         try:
             self.execute(finished_store.RELEASE_UNIQUE_AT_CLAIM, {"ids": ids})
             self._pending_unique = []
-        except RETRYABLE:  # the job runs meanwhile; its key is released a pass later
+        except GAVE_UP:  # the job runs meanwhile; its key is released a pass later
             self._pending_unique = ids
 
     def _still_ready(self, ids: list[int]) -> bool:
         try:
             return bool(self.execute(ready_store.ANY_READY, {"ids": ids}))
-        except RETRYABLE:
+        except GAVE_UP:
             return True
 
     def isolate(self, claimed: list[Claimed]) -> list[Claimed]:
@@ -422,7 +416,7 @@ class Worker(Poller, Recording):
         gives back the rest of its batch and claims nothing until the suspect ends — so a job
         that kills its worker is failed after ``max_interruptions`` crashes of its own, and its
         neighbours are interrupted at most once.  A busy worker that claims a suspect gives it
-        back and stops claiming until it is idle."""
+        back and claims nothing while it still waits in ready (until an idle worker took it)."""
         if not any(c.interruptions for c in claimed):
             return claimed
         if self.in_flight:
@@ -477,7 +471,7 @@ class Worker(Poller, Recording):
     def _record(self, outcome: Outcome) -> None:
         try:
             self.record(outcome)
-        except RETRYABLE:
+        except GAVE_UP:
             self._unrecorded.append(outcome)  # still claimed by us: retried from a later pass
             self._locked()
 
@@ -486,18 +480,19 @@ class Worker(Poller, Recording):
         try:
             super()._unblock(given | self._to_unblock)
             self._to_unblock.clear()
-        except RETRYABLE:
+        except GAVE_UP:
             self._to_unblock |= given
             self._locked()
 
     def _locked(self) -> None:
         """Some work waited ``lock_timeout`` for a lock: retry it later, backing off."""
-        self._retry_locked_at = time.monotonic() + self._locked_backoff
-        self._locked_backoff = min(self._locked_backoff * 2, LOCKED_BACKOFF[-1])
+        delay = self._locked_backoff
+        self._retry_locked_at = time.monotonic() + delay
+        self._locked_backoff = min(delay * 2, LOCKED_BACKOFF[-1])
         log.warning(
             "worker %s: waiting on a lock held by another transaction; retrying in %.1fs",
             self.name,
-            self._locked_backoff,
+            delay,
         )
 
     def _retry_locked(self) -> None:
@@ -525,7 +520,7 @@ class Worker(Poller, Recording):
         self.reconnected = False
         running = self.holding()
         if not self.config.durable_claims and self.in_flight:
-            with contextlib.suppress(*RETRYABLE):  # best effort: it narrows a window, no more
+            with contextlib.suppress(*GAVE_UP):  # best effort: it narrows a window, no more
                 self.execute(
                     claimed_store.RECLAIM,
                     {"process_id": self.id, "job_ids": list(self.in_flight)},
@@ -548,7 +543,7 @@ class Worker(Poller, Recording):
     def _finish_only(self) -> None:
         try:
             self.execute(self._finish_only_sql, self._finish_params())
-        except RETRYABLE:
+        except GAVE_UP:
             self._locked()  # the jobs stay claimed by us, finished with a later trip
             return
         self.to_finish = []
@@ -557,7 +552,7 @@ class Worker(Poller, Recording):
         params = {"finished": _ids(self.to_finish_keyed), "process_id": self.id, "now": clock.now()}
         try:
             self.execute(self._finish_keyed_sql, params)
-        except RETRYABLE:
+        except GAVE_UP:
             self._locked()  # the jobs stay claimed by us, finished later
             return
         keys, self._finished_keys, self.to_finish_keyed = self._finished_keys, [], []
@@ -620,7 +615,7 @@ class Worker(Poller, Recording):
             params["floor_priority"], params["floor_id"] = self.floors.floor(floor)
         try:
             rows = self.execute(template, {**self._finish_params(), "limit": limit, **params})
-        except RETRYABLE:
+        except GAVE_UP:
             # Rolled back whole (to_finish is kept for the next trip).  The jobs earlier
             # statements of this pass claimed are returned all the same: they are ours.
             return []
