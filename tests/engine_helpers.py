@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -79,6 +80,13 @@ def pgjobs_start(
                 proc.wait()
             # Shown by pytest when the test fails.
             print(f"--- pgjobs start output ({output}) ---\n{output.read_text()}")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (on 127.0.0.1)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:

@@ -465,3 +465,20 @@ class AsyncLogsThroughTheApp(pgjobs.Job):
 
         logging.getLogger("tests.app").info("async app says %s", message)
         _log_line(f"{self.job_id} {self.executions} logged")
+
+
+class FansOut(pgjobs.Job):
+    """Enqueues ``count`` :class:`Record` jobs from inside a job (counted where it runs)."""
+
+    def perform(self, count: int) -> None:
+        for i in range(count):
+            Record.perform_later(f"fan-{i}")
+
+
+class DiscardsBadInput(pgjobs.Job):
+    """Discarded: ValueError is in its ``discard_on``."""
+
+    discard_on = [ValueError]
+
+    def perform(self) -> None:
+        raise ValueError("bad input")

@@ -22,7 +22,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +36,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.engine_helpers import ROOT, config_file, log_lines, pgjobs_start, states, wait_for
+from tests.engine_helpers import (
+    ROOT,
+    config_file,
+    free_port,
+    log_lines,
+    pgjobs_start,
+    states,
+    wait_for,
+)
 
 REQUIRE_BROWSER = os.environ.get("PGJOBS_REQUIRE_BROWSER") == "1"
 CHROMIUM = os.environ.get("PGJOBS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -106,12 +113,6 @@ class Served:
     config: Path  # the queue.yml both the dashboard and the tests' workers read
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     """Whether the server answers (401: it is up and closed without credentials)."""
     try:
@@ -127,7 +128,7 @@ def _answers(url: str) -> bool:
 def served(test_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("web")
     config = config_file(tmp)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,

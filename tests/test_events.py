@@ -244,7 +244,11 @@ def test_a_worker_emits_the_documented_job_events(
         "outcome": "finished",
         "error_class": None,
     }
-    assert set(performed[Works.job_name]) == {*base(Works), "duration_ms", "outcome", "error_class"}
+    assert set(performed[Works.job_name]) == {
+        *base(Works),
+        *("duration_ms", "outcome", "error_class", "wait_ms"),
+    }
+    assert performed[Works.job_name]["wait_ms"] >= 0  # a first attempt: since its enqueue
     outcomes = {name: p["outcome"] for name, p in performed.items()}
     assert outcomes == {
         Works.job_name: "finished",

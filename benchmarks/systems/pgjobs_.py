@@ -226,6 +226,8 @@ class PgJobs(System):
         ]
         if os.environ.get("BENCH_PGJOBS_SKIP_RECURRING"):  # no scheduler process (diagnostics)
             args.append("--skip-recurring")
+        if os.environ.get("BENCH_PGJOBS_METRICS_PORT"):  # Prometheus metrics on (pgjobs[metrics])
+            args += ["--metrics-port", os.environ["BENCH_PGJOBS_METRICS_PORT"]]
         return [spawn(args, workdir, "pgjobs.log", env)]
 
     def describe(self) -> dict[str, Any]:
@@ -238,6 +240,9 @@ class PgJobs(System):
             if not os.environ.get("BENCH_PGJOBS_SKIP_RECURRING")
             else "python -m pgjobs start --skip-recurring (supervisor + workers + 1 dispatcher, "
             "no scheduler: BENCH_PGJOBS_SKIP_RECURRING is set)",
+            "metrics": f"--metrics-port {os.environ['BENCH_PGJOBS_METRICS_PORT']}"
+            if os.environ.get("BENCH_PGJOBS_METRICS_PORT")
+            else "off",
             "queue.yml": QUEUE_YML.split("\n", 1)[1].format(
                 processes="P", **{**DEFAULTS, "threads": "T"}
             ),

@@ -13,13 +13,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgjobs import logs, settings
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import check_migrated, migrate, migration_sql
 from pgjobs.db.urls import redact
-from pgjobs.errors import PgJobsError
+from pgjobs.errors import ConfigurationError, PgJobsError
+
+if TYPE_CHECKING:
+    from pgjobs.config import Config
+    from pgjobs.observability.metrics import HostExporter
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -99,6 +103,7 @@ def _start(args: argparse.Namespace) -> int:
     )
     config = load_config(args.config)
     chosen = ready_database(args)
+    exporter = _metrics_exporter(args, config)  # before the application imports prometheus
     app = args.app or config.app
     if app:
         if os.getcwd() not in sys.path:
@@ -113,9 +118,37 @@ def _start(args: argparse.Namespace) -> int:
         load_recurring(recurring)  # every problem in recurring.yml is reported before starting
     database = Database(chosen.url, schema=chosen.schema, application_name="pgjobs-supervisor")
     supervisor = Supervisor(
-        database, config, app=app, extra_children=extra, recurring_schedule=recurring
+        database,
+        config,
+        app=app,
+        extra_children=extra,
+        recurring_schedule=recurring,
+        exporter=exporter,
     )
     return supervisor.run()
+
+
+def _metrics_exporter(args: argparse.Namespace, config: Config) -> HostExporter | None:
+    """The host's ``/metrics`` when ``--metrics-port`` or ``metrics.port`` asks for it."""
+    port = args.metrics_port if args.metrics_port is not None else config.metrics.port
+    if port is None:
+        return None
+    from pgjobs.observability.multiproc import multiprocess_directory
+
+    directory = multiprocess_directory()  # before prometheus_client is first imported
+    try:
+        from pgjobs.observability.metrics import HostExporter
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--metrics-port / metrics.port needs prometheus_client: {exc}"
+        ) from exc
+    return HostExporter(
+        args.metrics_host or config.metrics.host,
+        port,
+        directory,
+        refresh=config.metrics.refresh,
+        alive_threshold=config.process_alive_threshold,
+    )
 
 
 @command("status")
@@ -281,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="recurring.yml to use (default: $PGJOBS_RECURRING_SCHEDULE or config/recurring.yml)",
     )
     p.add_argument("--skip-recurring", action="store_true", help="run no scheduler")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help='serve Prometheus /metrics for this host on this port (pip install "pgjobs[metrics]")',
+    )
+    p.add_argument("--metrics-host", help="address for /metrics (default 127.0.0.1)")
 
     p = sub.add_parser("status", help="live processes and queues")
     _database_options(p)

@@ -63,6 +63,19 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The ``metrics:`` section: where ``pgjobs start`` serves Prometheus ``/metrics``.
+
+    ``port`` unset: no endpoint (``pgjobs start --metrics-port`` sets it too).  ``refresh``: the
+    database gauges are queried at most once per this many seconds, however often it is scraped.
+    """
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    refresh: float = 5.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole ``queue.yml`` for one environment; times are in seconds."""
 
@@ -83,6 +96,7 @@ class Config:
     job_timeout: float | None = None
     timeout_grace: float = 2.0
     web: WebConfig = WebConfig()
+    metrics: MetricsConfig = MetricsConfig()
     path: Path | None = None
     env: str = "development"
 
@@ -110,6 +124,12 @@ def boolean(value: Any) -> bool:
 def non_empty_string(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"must be a non-empty string, got {describe(value)}")
+    return value
+
+
+def port_number(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"must be a TCP port number (1-65535), got {describe(value)}")
     return value
 
 
@@ -185,8 +205,9 @@ _GLOBAL: dict[str, Callable[[Any], Any]] = {
     "timeout_grace": positive_number,
 }
 _WEB = {"username": non_empty_string, "password": non_empty_string, "read_only": boolean}
+_METRICS = {"host": non_empty_string, "port": port_number, "refresh": positive_number}
 KEYS = frozenset(f.name for f in fields(Config)) - {"path", "env"}
-C = TypeVar("C", WorkerConfig, DispatcherConfig, WebConfig, Config)
+C = TypeVar("C", WorkerConfig, DispatcherConfig, WebConfig, MetricsConfig, Config)
 
 
 def _build(
@@ -251,6 +272,16 @@ def _web(settings: Mapping[str, Any], problems: Problems) -> WebConfig:
     return web
 
 
+def _metrics(settings: Mapping[str, Any], problems: Problems) -> MetricsConfig:
+    """The ``metrics:`` mapping (host, port, refresh)."""
+    value = settings["metrics"]
+    if not isinstance(value, Mapping):
+        message = f"must be a mapping of host, port and refresh, got {describe(value)}"
+        problems.add(message, line=line_of(settings, "metrics"), where="metrics")
+        return MetricsConfig()
+    return _build(MetricsConfig, value, _METRICS, "metrics", problems)
+
+
 def _entries(settings: Mapping[str, Any], key: str, problems: Problems) -> list[tuple[Any, str]]:
     """The ``(mapping, where)`` of each entry of the ``workers`` / ``dispatchers`` list."""
     value, kind = settings[key], key.removesuffix("s")
@@ -298,6 +329,8 @@ def parse_config(
         )
     if settings.get("web") is not None:
         given["web"] = _web(settings, collected)
+    if settings.get("metrics") is not None:
+        given["metrics"] = _metrics(settings, collected)
     config = _build(Config, settings, _GLOBAL, "", collected, **given)
     if config.process_alive_threshold <= config.heartbeat_interval:
         key = "process_alive_threshold"

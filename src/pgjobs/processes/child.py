@@ -57,6 +57,10 @@ def main() -> None:
     logs.setup(
         os.environ.get("PGJOBS_LOG_LEVEL", "INFO"), os.environ.get("PGJOBS_LOG_FORMAT", "text")
     )
+    if spec.get("metrics"):  # $PROMETHEUS_MULTIPROC_DIR is set: the supervisor adds us up
+        from pgjobs.observability import metrics
+
+        metrics.instrument()
     if spec.get("app"):
         importlib.import_module(str(spec["app"]))
     logs.capture_application_logs()  # after the import: logging the application set up wins

@@ -249,13 +249,25 @@ def _fields(claimed: Claimed) -> dict[str, Any]:
 
 
 def _performed(claimed: Claimed, started: float, outcome: str, error: BaseException | None) -> None:
+    duration = time.perf_counter() - started
     events.emit(
         "perform",
         **_fields(claimed),
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        duration_ms=round(duration * 1000, 3),
         outcome=outcome,
         error_class=None if error is None else error_name(error),
+        wait_ms=_wait_ms(claimed, time.time() - duration),
     )
+
+
+def _wait_ms(claimed: Claimed, started_at: float) -> float | None:
+    """A first attempt's wait: from when it was due (enqueued, or its scheduled time) to its
+    start, in ms.  ``None`` for a later attempt: its due time (the end of a retry's wait) is not
+    in the job row, and a retry's wait is the back-off its rules chose."""
+    if claimed.executions or claimed.interruptions:
+        return None
+    due = claimed.scheduled_at or claimed.created_at
+    return round(max(0.0, started_at - due.timestamp()) * 1000, 3)
 
 
 def error_name(error: BaseException) -> str:

@@ -44,6 +44,8 @@ class Recovered:
     requeued: int = 0
     failed: int = 0
     released: int = 0
+    # (queue, class, count) of the interrupted executions recovered (re-queued or failed)
+    interrupted: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def ids(self) -> list[int]:
@@ -72,6 +74,7 @@ def _recover(
     )[0]
     result.requeued += int(row[0])
     result.failed += int(row[1])
+    result.interrupted += [(str(q), str(c), int(n)) for q, c, n in row[4] or []]
     return list(row[3] or [])
 
 
@@ -188,5 +191,10 @@ def sweep_orphans(
     )
     _unblock(conn, database, keys)
     if (result.requeued or result.failed) and "recover_orphans" in events.active:
-        events.emit("recover_orphans", requeued=result.requeued, failed=result.failed)
+        events.emit(
+            "recover_orphans",
+            requeued=result.requeued,
+            failed=result.failed,
+            interrupted=result.interrupted,
+        )
     return result

@@ -31,13 +31,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from pgjobs import events, hooks
 from pgjobs.config import Config
 from pgjobs.db.database import GAVE_UP, Database
+
+if TYPE_CHECKING:
+    from pgjobs.observability.metrics import HostExporter
 from pgjobs.processes import recovery, systemd
 from pgjobs.processes.base import Process, set_proctitle
 from pgjobs.store import processes as processes_store
@@ -73,8 +76,10 @@ class Supervisor(Process):
         app: str | None = None,
         extra_children: list[tuple[str, int]] | None = None,
         recurring_schedule: str | None = None,
+        exporter: HostExporter | None = None,
     ) -> None:
         super().__init__(database, config, metadata={"app": app})
+        self.exporter = exporter  # /metrics for the host (pgjobs.observability.metrics)
         self.app = app
         self.recurring_schedule = recurring_schedule
         specs = [("worker", i) for i, w in enumerate(config.workers) for _ in range(w.processes)]
@@ -98,6 +103,7 @@ class Supervisor(Process):
             "env": self.config.env,
             "app": self.app,
             "recurring_schedule": self.recurring_schedule,
+            "metrics": self.exporter is not None,
         }
 
     def spawn(self, child: Child) -> None:
@@ -127,6 +133,8 @@ class Supervisor(Process):
                     "supervisor: %s %s (pid %s) exited with %s", child.kind, child.index, pid, code
                 )
             self._ending[pid] = code == 0
+            if self.exporter is not None:
+                self.exporter.process_exited(pid)
             child.quick_deaths = child.quick_deaths + 1 if now - child.started_at < 5 else 0
             child.restart_at = (
                 now + min(30.0, 0.1 * 2**child.quick_deaths) if child.quick_deaths else now
@@ -195,7 +203,11 @@ class Supervisor(Process):
             )
         if ended.requeued or ended.failed:
             events.emit(
-                "recover", process_ids=ended.ids, requeued=ended.requeued, failed=ended.failed
+                "recover",
+                process_ids=ended.ids,
+                requeued=ended.requeued,
+                failed=ended.failed,
+                interrupted=ended.interrupted,
             )
             log.warning(
                 "supervisor: recovered jobs of dead processes %s (%s): %s re-queued, %s failed",
@@ -279,7 +291,19 @@ class Supervisor(Process):
 
     def run(self) -> int:
         set_proctitle(f"pgjobs-supervisor: {len(self.children)} processes")
+        if self.exporter is not None:
+            from pgjobs.observability import metrics
+
+            self.exporter.start(self.database)  # a port in use stops us before anything runs
+            metrics.instrument()  # what the supervisor counts: pruned processes, recoveries
         self.install_signal_handlers()
+        try:
+            return self._run()
+        finally:
+            if self.exporter is not None:
+                self.exporter.close()
+
+    def _run(self) -> int:
         self.register()
         hooks.run("supervisor_start", self)
         for child in self.children:

@@ -52,7 +52,7 @@ WITH released AS (RELEASED
     + """ ELSE j.unique_key END
     FROM released r WHERE j.id = r.job_id
     RETURNING j.id, j.queue_name, j.priority, j.executions, j.interruptions, r.process_id,
-              j.concurrency_key
+              j.concurrency_key, j.class_name
 ), requeued AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM bumped WHERE interruptions < %(max_interruptions)s
@@ -76,7 +76,10 @@ WITH released AS (RELEASED
     FROM freed f WHERE s.key = f.k
 )
 SELECT r.n, (SELECT count(*) FROM failed), CASE WHEN r.n > 0 THEN pg_notify(%(channel)s, '*') END,
-       (SELECT array_agg(k) FROM freed)
+       (SELECT array_agg(k) FROM freed),
+       -- the interrupted executions per (queue, class), for metrics
+       (SELECT json_agg(json_build_array(queue_name, class_name, n)) FROM (
+            SELECT queue_name, class_name, count(*) AS n FROM bumped GROUP BY 1, 2) g)
 FROM (SELECT count(*) AS n FROM requeued) r
 """
 )

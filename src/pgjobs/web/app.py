@@ -64,6 +64,7 @@ class Dashboard:
     templates: jinja2.Environment
     batch_size: int = 1000
     _database: Database | None = None
+    metrics: Any = None  # the /metrics registry, made at its first request
 
     @property
     def database(self) -> Database:

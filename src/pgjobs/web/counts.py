@@ -27,16 +27,21 @@ COUNT_CAP = 10_000
 # order: exact for queues up to that size, and what the workers will reach next beyond it.
 LATENCY_WINDOW = 1_000
 
-# Each execution table counted up to %(cap)s rows (sequential reads that stop at the cap), and
-# pgjobs_jobs the same way.
-STATE_COUNTS = """
+# Each execution table counted up to %(cap)s rows (sequential reads that stop at the cap).
+EXECUTION_COUNTS = """
 SELECT (SELECT count(*) FROM (SELECT 1 FROM {ready} LIMIT %(cap)s) t),
        (SELECT count(*) FROM (SELECT 1 FROM {scheduled} LIMIT %(cap)s) t),
        (SELECT count(*) FROM (SELECT 1 FROM {claimed} LIMIT %(cap)s) t),
        (SELECT count(*) FROM (SELECT 1 FROM {blocked} LIMIT %(cap)s) t),
-       (SELECT count(*) FROM (SELECT 1 FROM {failed} LIMIT %(cap)s) t),
+       (SELECT count(*) FROM (SELECT 1 FROM {failed} LIMIT %(cap)s) t)"""
+# ... and pgjobs_jobs the same way.
+STATE_COUNTS = (
+    EXECUTION_COUNTS
+    + """,
        (SELECT count(*) FROM (SELECT 1 FROM {jobs} LIMIT %(cap)s) t)
 """
+)
+EXECUTION_TABLES = ("ready", "scheduled", "claimed", "blocked", "failed")
 
 # Finished jobs, counted exactly: only run while pgjobs_jobs holds fewer than COUNT_CAP rows.
 FINISHED_SMALL = "SELECT count(*) FROM {jobs} WHERE finished_at IS NOT NULL"
@@ -117,11 +122,7 @@ def state_counts(
     """Jobs per state (the keys of :data:`STATES`), exact below ``cap``, else estimated."""
     row = conn.execute(sql(STATE_COUNTS, schema), {"cap": cap}).fetchone()
     assert row is not None
-    tables = ("ready", "scheduled", "claimed", "blocked", "failed")
-    counts = {
-        state: _bounded(conn, schema, table, int(n), cap)
-        for state, table, n in zip(STATES[:5], tables, row[:5], strict=True)
-    }
+    counts = _executions(conn, schema, row[:5], cap)
     if int(row[5]) < cap:
         finished = conn.execute(sql(FINISHED_SMALL, schema)).fetchone()
         counts["finished"] = Count(int(finished[0]) if finished else 0)
@@ -133,6 +134,25 @@ def state_counts(
         others = sum(c.value for c in counts.values())
         counts["finished"] = Count(max(total - others, 0), "estimate")
     return counts
+
+
+def _executions(
+    conn: psycopg.Connection[Any], schema: str | None, counted: Sequence[Any], cap: int
+) -> dict[str, Count]:
+    return {
+        state: _bounded(conn, schema, table, int(n), cap)
+        for state, table, n in zip(STATES[:5], EXECUTION_TABLES, counted, strict=True)
+    }
+
+
+def execution_counts(
+    conn: psycopg.Connection[Any], schema: str | None, cap: int = COUNT_CAP
+) -> dict[str, Count]:
+    """Jobs per unfinished state (ready … failed; ``in_progress`` is claimed), exact below
+    ``cap``, else estimated: the execution tables only, never ``pgjobs_jobs``."""
+    row = conn.execute(sql(EXECUTION_COUNTS, schema), {"cap": cap}).fetchone()
+    assert row is not None
+    return _executions(conn, schema, row, cap)
 
 
 def queue_names(conn: psycopg.Connection[Any], schema: str | None) -> tuple[list[str], set[str]]:

@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pgjobs import clock
@@ -242,8 +243,26 @@ async def recurring(request: Request) -> Response:
     return dash.render(request, "recurring.html", {**context, "issued_at": clock.now()})
 
 
+async def metrics(request: Request) -> Response:
+    """The database gauges for Prometheus (``pgjobs[metrics]``), for hosts that do not run
+    ``pgjobs start --metrics-port``; the same names and values as its ``/metrics``."""
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from pgjobs.observability.metrics import database_registry
+    except ImportError:
+        hint = '/metrics needs prometheus_client: pip install "pgjobs[metrics]"\n'
+        return PlainTextResponse(hint, 501)
+    dash = dashboard(request)
+    if dash.metrics is None:
+        dash.metrics = database_registry(dash.database)
+    body = await run_in_threadpool(generate_latest, dash.metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 ROUTES = [
     Route("/", overview, name="overview"),
+    Route("/metrics", metrics, name="metrics"),
     Route("/queues", queues, name="queues"),
     Route("/jobs/{state}", jobs, name="jobs"),
     Route("/job/{job_id:uuid}", job, name="job"),
