@@ -9,6 +9,11 @@ before the call returns.
 
 Sync and async share everything but the few lines that execute: :func:`_plan` builds the
 statement and parameters once, for both.
+
+Tracing (:mod:`pgjobs.observability.tracing`): each enqueue that writes runs inside the hook's
+``send`` (a bulk one inside ``send_bulk``, each job's row built inside its ``create``) when a hook
+is installed; the trace context it sets on the job is stored in the job's arguments.  Off, the
+cost is one ``is None`` check.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pgjobs import callbacks, clock, enqueue_keyed, events, limits
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
 from pgjobs.jobs import MAX_PRIORITY, MIN_PRIORITY
+from pgjobs.observability import tracing
 from pgjobs.serialization import dumps_arguments
 from pgjobs.store import jobs as store
 
@@ -94,7 +100,9 @@ def _row(job: Job, now: datetime, channel: str) -> _Row:
             f"got {job.priority}"
         )
     when = scheduled_at_of(job, now)
-    arguments = dumps_arguments(job.args, job.kwargs, context=f"{cls.job_name}.perform_later")
+    arguments = dumps_arguments(
+        job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
+    )
     params = {
         "job_id": job.job_id,
         "queue_name": job.queue_name,
@@ -261,9 +269,15 @@ def enqueue_on(
     ``None`` when an ``around_enqueue`` callback did not proceed.
     """
     when = now or clock.now()
-    result: EnqueuedJob | None = callbacks.run(
-        job, "enqueue", lambda: _write(conn, schema, job, when)
-    )
+
+    def body() -> EnqueuedJob:
+        hook = tracing.tracer
+        if hook is None:
+            return _write(conn, schema, job, when)
+        with hook.send(job):  # a recurring tick has no active span: a new trace
+            return _write(conn, schema, job, when)
+
+    result: EnqueuedJob | None = callbacks.run(job, "enqueue", body)
     return result
 
 
@@ -274,15 +288,23 @@ def enqueue(job: Job) -> EnqueuedJob:
         now = clock.now()
         if _adapter is not None:
             return _adapter.enqueue(job, scheduled_at_of(job, now))
-        if job.options.connection is not None:
-            # The caller's connection: never start or pool anything.
-            return _write(sync_driver(job.options.connection), current_schema(), job, now)
-        database = _database()
-        with database.connection() as conn:
-            return _write(conn, database.schema, job, now)
+        hook = tracing.tracer
+        if hook is None:
+            return _send(job, now)
+        with hook.send(job):
+            return _send(job, now)
 
     result: EnqueuedJob | None = callbacks.run(job, "enqueue", body)
     return result if result is not None else _not_enqueued(job)
+
+
+def _send(job: Job, now: datetime) -> EnqueuedJob:
+    if job.options.connection is not None:
+        # The caller's connection: never start or pool anything.
+        return _write(sync_driver(job.options.connection), current_schema(), job, now)
+    database = _database()
+    with database.connection() as conn:
+        return _write(conn, database.schema, job, now)
 
 
 async def enqueue_async(job: Job) -> EnqueuedJob:
@@ -290,15 +312,23 @@ async def enqueue_async(job: Job) -> EnqueuedJob:
         now = clock.now()
         if _adapter is not None:
             return _adapter.enqueue(job, scheduled_at_of(job, now))
-        if job.options.connection is not None:
-            driver = await async_driver(job.options.connection)
-            return await _write_async(driver, current_schema(), job, now)
-        database = _database()
-        async with database.async_connection() as conn:
-            return await _write_async(conn, database.schema, job, now)
+        hook = tracing.tracer
+        if hook is None:
+            return await _send_async(job, now)
+        with hook.send(job):
+            return await _send_async(job, now)
 
     result: EnqueuedJob | None = await callbacks.run_async(job, "enqueue", body)
     return result if result is not None else _not_enqueued(job)
+
+
+async def _send_async(job: Job, now: datetime) -> EnqueuedJob:
+    if job.options.connection is not None:
+        driver = await async_driver(job.options.connection)
+        return await _write_async(driver, current_schema(), job, now)
+    database = _database()
+    async with database.async_connection() as conn:
+        return await _write_async(conn, database.schema, job, now)
 
 
 def _not_enqueued(job: Job) -> EnqueuedJob:
@@ -328,9 +358,12 @@ class _Bulk:
     size: int
 
 
-def _plan_bulk(jobs: Iterable[Job], channel: str) -> _Bulk:
+def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None) -> _Bulk:
     now = clock.now()
-    every = [_row(job, now, channel) for job in jobs]
+    if create is None:
+        every = [_row(job, now, channel) for job in jobs]
+    else:  # tracing: each row is built inside its job's create span
+        every = [_created(create, job, now, channel) for job in jobs]
     rows = [r for r in every if not r.keys.special]
     # Jobs with keys are written one by one (each locks its unique key's index entry and its
     # semaphore row until commit): in key order, so that two bulk enqueues of the same keys take
@@ -343,6 +376,11 @@ def _plan_bulk(jobs: Iterable[Job], channel: str) -> _Bulk:
     scheduled = [r for r in rows if r.scheduled_at is not None]
     queues = sorted({r.params["queue_name"] for r in ready})
     return _Bulk(rows, ready, scheduled, queues, keyed, len(every))
+
+
+def _created(create: tracing.Create, job: Job, now: datetime, channel: str) -> _Row:
+    with create(job):
+        return _row(job, now, channel)
 
 
 def _copies(
@@ -461,9 +499,19 @@ def perform_all_later(
     """
     if not jobs or _adapter is not None:
         return _adapted(jobs)
+    hook = tracing.tracer
+    if hook is None:
+        return _all(jobs, connection, None)
+    with hook.send_bulk(jobs) as create:
+        return _all(jobs, connection, create)
+
+
+def _all(
+    jobs: Sequence[Job], connection: Connectionish | None, create: tracing.Create | None
+) -> list[EnqueuedJob]:
     if connection is not None:
         schema = current_schema()
-        plan = _plan_bulk(jobs, store.notify_channel(schema))
+        plan = _plan_bulk(jobs, store.notify_channel(schema), create)
         driver = sync_driver(connection)
         if driver.autocommit:  # no caller transaction to join: make the batch atomic ourselves
             with driver.transaction():
@@ -472,7 +520,7 @@ def perform_all_later(
             results = _bulk_sync(driver, schema, plan)
     else:
         database = _database()
-        plan = _plan_bulk(jobs, store.notify_channel(database.schema))
+        plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
         with database.connection() as conn, conn.transaction():
             results = _bulk_sync(conn, database.schema, plan)
     return _done(results)
@@ -483,9 +531,19 @@ async def perform_all_later_async(
 ) -> list[EnqueuedJob]:
     if not jobs or _adapter is not None:
         return _adapted(jobs)
+    hook = tracing.tracer
+    if hook is None:
+        return await _all_async(jobs, connection, None)
+    with hook.send_bulk(jobs) as create:
+        return await _all_async(jobs, connection, create)
+
+
+async def _all_async(
+    jobs: Sequence[Job], connection: Connectionish | None, create: tracing.Create | None
+) -> list[EnqueuedJob]:
     if connection is not None:
         schema = current_schema()
-        plan = _plan_bulk(jobs, store.notify_channel(schema))
+        plan = _plan_bulk(jobs, store.notify_channel(schema), create)
         driver = await async_driver(connection)
         if driver.autocommit:
             async with driver.transaction():
@@ -494,7 +552,7 @@ async def perform_all_later_async(
             results = await _bulk_async(driver, schema, plan)
     else:
         database = _database()
-        plan = _plan_bulk(jobs, store.notify_channel(database.schema))
+        plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
         async with database.async_connection() as conn, conn.transaction():
             results = await _bulk_async(conn, database.schema, plan)
     return _done(results)

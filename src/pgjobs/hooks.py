@@ -40,6 +40,11 @@ on_scheduler_start = _register("scheduler_start")
 on_scheduler_stop = _register("scheduler_stop")
 
 
+def registered(register: Callable[[Hook], Hook], fn: Hook) -> bool:
+    """Whether ``fn`` is already registered with ``register`` (one of the ``on_*`` above)."""
+    return fn in _hooks.get(register.__name__.removeprefix("on_"), ())
+
+
 def run(event: str, process: object) -> None:
     for fn in _hooks.get(event, ()):
         try:

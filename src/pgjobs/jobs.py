@@ -100,6 +100,9 @@ class Job:
     _callbacks: ClassVar[dict[tuple[callbacks.Kind, callbacks.Phase], tuple[str, ...]]] = {}
     _rules: ClassVar[tuple[rules.Rule, ...]] = ()
     _retry_request: rules.RetryRequest | None = None
+    # Set by a tracing hook around an enqueue (pgjobs.observability.tracing): the trace context
+    # stored with the job.  The class default keeps it off the instances when tracing is off.
+    _trace_carrier: Mapping[str, str] | None = None
     _timeout_seconds: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -1,7 +1,8 @@
 """Job arguments to JSON and back, losslessly and without pickle.
 
 The stored form (the jobs' ``arguments`` jsonb column) is ``{"args": [...], "kwargs": {...}}``,
-both keys always present. Values JSON holds exactly are stored as themselves: ``str``, ``int``,
+both keys always present (plus ``"trace"``, the enqueue's trace context, when tracing is on: see
+:func:`dumps_arguments`). Values JSON holds exactly are stored as themselves: ``str``, ``int``,
 finite ``float``, ``bool``, ``None``, ``list``, and ``dict`` with ``str`` keys. Anything else
 is a *tagged object*, a JSON object with the reserved key ``"__pgjobs__"``::
 
@@ -269,10 +270,22 @@ def serialize_arguments(
 
 
 def dumps_arguments(
-    args: Sequence[object], kwargs: Mapping[str, object], *, context: str = "job"
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    *,
+    context: str = "job",
+    trace: Mapping[str, str] | None = None,
 ) -> str:
-    """:func:`serialize_arguments` as compact JSON text: the enqueue hot path."""
-    return _JSON.encode(serialize_arguments(args, kwargs, context=context))
+    """:func:`serialize_arguments` as compact JSON text: the enqueue hot path.
+
+    ``trace``: the propagated trace context of the enqueue (set only when tracing is on, see
+    :mod:`pgjobs.observability.tracing`), stored under a ``"trace"`` key beside ``args`` and
+    ``kwargs``; :func:`deserialize_arguments` ignores it.
+    """
+    data = serialize_arguments(args, kwargs, context=context)
+    if trace is not None:
+        data["trace"] = dict(trace)
+    return _JSON.encode(data)
 
 
 def deserialize_arguments(

@@ -12,11 +12,16 @@ Async jobs run on the worker's event loop thread; the calling worker thread wait
 the ``threads`` setting bounds sync and async jobs alike.  A job's ``timeout`` is enforced on the
 loop by cancellation (``asyncio.timeout``); for a sync job the worker's main loop injects
 :class:`TimeoutInterrupt` into the job's thread (see :mod:`pgjobs.processes.worker`).
+
+With a tracing hook installed (:mod:`pgjobs.observability.tracing`), all of it — perform and the
+judging of its error — runs inside the hook's ``process``, given the trace context stored with
+the job's arguments (parsed once, for both); without one, that costs one ``is None`` check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import traceback
@@ -29,7 +34,7 @@ from uuid import UUID
 from pgjobs import events, rules
 from pgjobs.errors import JobTimeout
 from pgjobs.jobs import Job, resolve
-from pgjobs.observability import logging_context
+from pgjobs.observability import logging_context, tracing
 from pgjobs.serialization import deserialize_arguments
 
 FINISHED: Literal["finished"] = "finished"
@@ -132,6 +137,39 @@ def perform(
     watch: Watch | None = None,
     default_timeout: float | None = None,
 ) -> Outcome:
+    """Run ``claimed`` to its outcome; inside the tracing hook's ``process`` when one is set."""
+    hook = tracing.tracer
+    if hook is None:
+        return _perform(claimed, claimed.arguments, loop, watch, default_timeout)
+    arguments, carrier = _traced(claimed.arguments)
+    with hook.process(claimed, carrier) as processed:
+        outcome = _perform(claimed, arguments, loop, watch, default_timeout)
+        processed(outcome)
+    return outcome
+
+
+def _traced(arguments: Any) -> tuple[Any, tracing.Carrier | None]:
+    """The stored arguments parsed once, for the job and for the trace context stored with them
+    (``None`` if there is none).  Text that is no JSON object is left for the job to report."""
+    data = arguments
+    if isinstance(arguments, str):
+        try:
+            data = json.loads(arguments)
+        except (ValueError, RecursionError):  # deserialize_arguments fails the job with it
+            return arguments, None
+    if not isinstance(data, dict):
+        return arguments, None
+    trace = data.get("trace")
+    return data, trace if isinstance(trace, dict) else None
+
+
+def _perform(
+    claimed: Claimed,
+    arguments: Any,
+    loop: EventLoopThread,
+    watch: Watch | None,
+    default_timeout: float | None,
+) -> Outcome:
     started = time.perf_counter()
     timeout: float | None = None
     try:
@@ -140,7 +178,7 @@ def perform(
         except Exception as exc:  # UnknownJobError, or an import that failed
             return _failed(claimed, exc, started)
         try:
-            args, kwargs = deserialize_arguments(claimed.arguments)
+            args, kwargs = deserialize_arguments(arguments)
         except Exception as exc:  # DeserializationError
             job = _restore(job_class, claimed, (), {})
             logging_context.enter(claimed, job)
