@@ -337,3 +337,48 @@ def test_a_worker_gives_each_job_and_attempt_its_identity(
     )
     # The worker's own thread never runs a job: nothing leaks into it.
     assert pgjobs.current_job() is None
+
+
+class PerformsInline(pgjobs.Job):
+    """Runs SyncLogs inline from inside itself: the inner job is current, then the outer again."""
+
+    def perform(self) -> None:
+        SyncLogs.perform_now("inner")
+        SEEN.append(("outer", pgjobs.current_job()))
+        logging.getLogger(LOGGER).info("outer")
+
+
+@pytest.mark.parametrize("job_class", [SyncLogs, AsyncLogs])
+def test_perform_now_runs_in_the_jobs_context(
+    records: Records, job_class: type[pgjobs.Job]
+) -> None:
+    job = job_class("now")
+    job.perform_inline()  # what perform_now does
+    (seen,) = SEEN
+    assert seen == ("now", job)
+    assert records.fields() == [
+        {
+            "msg": "now",
+            "job_id": str(job.job_id),
+            "job_class": job_class.job_name,
+            "queue": job.queue_name,
+            "attempt": 1,
+        }
+    ]
+    assert pgjobs.current_job() is None  # and nothing stays behind
+
+
+def test_perform_now_inside_a_job_gives_the_outer_job_back(
+    records: Records, loop: EventLoopThread
+) -> None:
+    outer = claimed(PerformsInline)
+    assert perform(outer, loop).kind == "finished"
+    inner_job = SEEN[0][1]
+    assert [(tag, type(job)) for tag, job in SEEN] == [
+        ("inner", SyncLogs),
+        ("outer", PerformsInline),
+    ]
+    assert [(f["msg"], f["job_id"]) for f in records.fields()] == [
+        ("inner", str(inner_job.job_id)),
+        ("outer", str(outer.job_id)),
+    ]

@@ -3,8 +3,10 @@ and the dashboard's /metrics.  (tests/test_metrics_e2e.py runs the host endpoint
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,7 +19,15 @@ import pgjobs
 from pgjobs import events
 from pgjobs.config import ConfigurationError, parse_config
 from pgjobs.db.database import Database
-from pgjobs.observability.metrics import DatabaseCollector, JobMetrics
+from pgjobs.observability import outcomes
+from pgjobs.observability.metrics import (
+    Counts,
+    DatabaseCollector,
+    HostCollector,
+    Recorder,
+    instrument,
+    uninstrument,
+)
 from pgjobs.processes.worker import Worker
 from pgjobs.web.pinned import PinnedDatabase
 from tests.test_events import Discards, Fails, Rescues, Retries, Works, run_once, worker
@@ -25,12 +35,12 @@ from tests.web_helpers import add_job, add_process, basic, client_on
 
 
 @pytest.fixture
-def metrics() -> Iterator[tuple[JobMetrics, CollectorRegistry]]:
+def metrics() -> Iterator[tuple[Recorder, CollectorRegistry]]:
     registry = CollectorRegistry()
-    made = JobMetrics(registry)
-    made.subscribe()
-    yield made, registry
-    made.unsubscribe()
+    recorder = instrument(registry)
+    yield recorder, registry
+    uninstrument()
+    assert outcomes.observe is None and list(registry.collect()) == []
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -42,7 +52,7 @@ __all__ = ["worker"]  # a fixture, shared with tests/test_events.py
 
 @pytest.mark.committed
 def test_a_worker_pass_counts_each_outcome(
-    worker: Worker, metrics: tuple[JobMetrics, CollectorRegistry]
+    worker: Worker, metrics: tuple[Recorder, CollectorRegistry]
 ) -> None:
     _, registry = metrics
     for cls in (Works, Works, Retries, Discards, Fails, Rescues):
@@ -58,7 +68,7 @@ def test_a_worker_pass_counts_each_outcome(
     assert finished(Retries, "retried") == 1
     assert finished(Discards, "discarded") == 1
     assert finished(Fails, "failed") == 1
-    assert finished(Fails, "succeeded") == 0  # the child exists once the class was seen
+    assert finished(Fails, "succeeded") is None  # a series appears with its first count
     assert (
         sample(registry, "pgjobs_jobs_enqueued_total", queue="default", job_class=Works.job_name)
         == 2
@@ -73,7 +83,7 @@ def test_a_worker_pass_counts_each_outcome(
 
 
 def test_recoveries_count_interrupted_executions_and_prunes_count_processes(
-    metrics: tuple[JobMetrics, CollectorRegistry],
+    metrics: tuple[Recorder, CollectorRegistry],
 ) -> None:
     _, registry = metrics
     interrupted = [("default", "app:Import", 2), ("mail", "app:Send", 1)]
@@ -88,7 +98,7 @@ def test_recoveries_count_interrupted_executions_and_prunes_count_processes(
 
 
 def test_skipped_enqueues_are_counted_with_their_reason(
-    metrics: tuple[JobMetrics, CollectorRegistry],
+    metrics: tuple[Recorder, CollectorRegistry],
 ) -> None:
     _, registry = metrics
     fields = events.job_fields("x", "app:Report", "default")
@@ -194,3 +204,39 @@ def test_the_metrics_section_is_validated() -> None:
         parse_config({"metrics": {"port": 70000}})
     with pytest.raises(ConfigurationError, match=r"metrics\.prot: unknown key.*'port'"):
         parse_config({"metrics": {"prot": 9394}})
+
+
+def test_the_host_adds_up_every_process_and_keeps_the_exited_ones(tmp_path: Path) -> None:
+    def written(pid: int, succeeded: float, duration: float) -> None:
+        counts = Counts()
+        labels = ("default", "app:Job")
+        counts.inc("pgjobs_jobs_finished", (*labels, "succeeded"), succeeded)
+        with counts.lock:
+            counts._observe("pgjobs_job_duration_seconds", labels, duration)
+        (tmp_path / f"pgjobs_{pid}.json").write_text(json.dumps(counts.dump()))
+
+    def totals(collector: HostCollector) -> tuple[float | None, float | None, float | None]:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        labels = {"queue": "default", "job_class": "app:Job"}
+        return (
+            registry.get_sample_value(
+                "pgjobs_jobs_finished_total", {**labels, "outcome": "succeeded"}
+            ),
+            registry.get_sample_value("pgjobs_job_duration_seconds_count", labels),
+            registry.get_sample_value(
+                "pgjobs_job_duration_seconds_bucket", {**labels, "le": "0.01"}
+            ),
+        )
+
+    written(101, 5, 0.002)
+    written(102, 7, 3.0)
+    written(103, 1, 0.004)
+    host = HostCollector(str(tmp_path))
+    assert totals(host) == (13, 3, 2)
+    host.exited(101)
+    host.exited(103)
+    assert totals(host) == (13, 3, 2)  # the same: merged, not lost or doubled
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pgjobs_102.json", "pgjobs_exited.json"]
+    written(104, 2, 0.5)  # a restarted worker
+    assert totals(host) == (15, 4, 2)

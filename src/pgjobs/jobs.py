@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, ov
 
 from pgjobs import callbacks, limits, rules
 from pgjobs.errors import ConfigurationError, UnknownJobError
+from pgjobs.observability import logging_context
 
 if TYPE_CHECKING:
     from pgjobs.enqueue import Connectionish
@@ -234,20 +235,22 @@ class Job:
         job returns ``None``); an error that a worker would retry is raised here, since there is
         nothing to reschedule.
         """
-        if self.is_async():
-            return asyncio.run(self.perform_inline_async())
-        try:
-            return self.perform_with_callbacks()
-        except Exception as error:
-            return _inline_outcome(rules.decide(self, error), error)
+        with logging_context.inline(self):  # its log records carry it, as in a worker
+            if self.is_async():
+                return asyncio.run(self.perform_inline_async())
+            try:
+                return self.perform_with_callbacks()
+            except Exception as error:
+                return _inline_outcome(rules.decide(self, error), error)
 
     async def perform_inline_async(self) -> Any:
         if not self.is_async():
             return await asyncio.to_thread(self.perform_inline)
-        try:
-            return await self.perform_with_callbacks_async()
-        except Exception as error:
-            return _inline_outcome(await rules.decide_async(self, error), error)
+        with logging_context.inline(self):
+            try:
+                return await self.perform_with_callbacks_async()
+            except Exception as error:
+                return _inline_outcome(await rules.decide_async(self, error), error)
 
     def perform_with_callbacks(self) -> Any:
         """``perform`` wrapped in its callbacks, errors raised as they are (no rules)."""

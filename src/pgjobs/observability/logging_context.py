@@ -14,6 +14,9 @@ Guarantees:
 - It is set once the job is restored (its class resolved, its arguments decoded) and cleared
   when its outcome is judged; a job whose class is unknown never gets it (pgjobs' own lines about
   it are events, which carry the job's fields themselves).
+- ``perform_now`` sets it too, around the inline run (:func:`inline`): the fields are the job
+  instance's (its own ``job_id``, ``attempt`` 1), and the job it ran inside of, if any, is
+  current again afterwards.
 - Cost: the worker sets one context variable when a job starts and again when it ends.  The
   fields are derived only when a record reaches a handler that has the filter, so a job that logs
   nothing pays nothing more.
@@ -27,6 +30,8 @@ an attribute a record already has (an ``extra={"queue": ...}`` of the applicatio
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -37,8 +42,8 @@ if TYPE_CHECKING:  # the worker's types; nothing here imports the engine
 FIELDS = ("job_id", "job_class", "queue", "attempt")
 
 # One variable, one set when a job starts and one when it ends: the tuple costs less than a
-# second variable would (each ``set`` copies the context's mapping).
-_running: ContextVar[tuple[Claimed, Job] | None] = ContextVar("pgjobs_running", default=None)
+# second variable would (each ``set`` copies the context's mapping).  No Claimed: perform_now.
+_running: ContextVar[tuple[Claimed | None, Job] | None] = ContextVar("pgjobs_running", default=None)
 
 
 def current_job() -> Job | None:
@@ -57,6 +62,17 @@ def leave() -> None:
     _running.set(None)
 
 
+@contextmanager
+def inline(job: Job) -> Iterator[None]:
+    """``perform_now``: ``job`` runs in this thread until the block ends; then whatever ran
+    before (a worker's job that performs another inline) is current again."""
+    token = _running.set((None, job))
+    try:
+        yield
+    finally:
+        _running.reset(token)
+
+
 class JobContextFilter(logging.Filter):
     """Adds ``job_id``, ``job_class``, ``queue`` and ``attempt`` to records emitted during a job.
 
@@ -69,6 +85,13 @@ class JobContextFilter(logging.Filter):
         running = _running.get()
         if running is not None:
             claimed, fields = running[0], record.__dict__
+            if claimed is None:  # perform_now: the job as it is
+                job = running[1]
+                fields.setdefault("job_id", str(job.job_id))
+                fields.setdefault("job_class", type(job).job_name)
+                fields.setdefault("queue", job.queue_name)
+                fields.setdefault("attempt", job.executions or 1)
+                return True
             fields.setdefault("job_id", str(claimed.job_id))
             fields.setdefault("job_class", claimed.class_name)
             fields.setdefault("queue", claimed.queue_name)

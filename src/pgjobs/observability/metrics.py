@@ -3,17 +3,25 @@
 Two kinds of metric, from two places:
 
 * **Counters and histograms** — jobs enqueued, finished per outcome, perform and wait times —
-  are counted by the process where it happens, from pgjobs' events (:mod:`pgjobs.events`).
-  :func:`instrument` subscribes them.  Under ``pgjobs start --metrics-port`` every supervised
-  process does, in prometheus_client's multiprocess mode (each process writes its values to
-  memory-mapped files in a directory the supervisor owns), and the supervisor's ``/metrics``
-  adds them up for the host.  An application process that enqueues (a web server) calls
-  ``instrument()`` itself and exposes its registry as it already does.
+  are counted by the process where it happens.  :func:`instrument` starts a :class:`Recorder`
+  there: it subscribes to the rare events (enqueues, recoveries, prunes), and a worker hands it
+  the outcomes it collected in each pass (:data:`pgjobs.observability.outcomes.observe`), added
+  up in plain Python: about 1.4 us per job.  Under ``pgjobs start --metrics-port`` every
+  supervised process records, and its recorder's thread writes the totals (a small JSON file,
+  replaced atomically, once a second and when it stops) to a directory the supervisor owns; the
+  supervisor's ``/metrics`` adds the files up (:class:`HostCollector`).  An application
+  process that enqueues (a web server) calls ``instrument()`` itself: its counts are served
+  from memory by the registry it gives.
 * **Database gauges** — ready jobs and latency per queue, jobs per state, live processes and
   busy threads — describe the shared database, not a process: :class:`DatabaseCollector`
   queries them at scrape time, at most once per ``refresh`` seconds, with capped counts that
   never read a whole table (:mod:`pgjobs.web.counts`).  The supervisor's ``/metrics`` and the
   dashboard's ``/metrics`` serve them.
+
+Why not prometheus_client's metric objects in the workers: in its multiprocess mode every
+increment and observation is a locked write to a memory-mapped file, ~2-4 us each; three per job
+halved the drain rate of a 2-core host (``docs/performance.md``).  Its multiprocess directory is
+still set up by the supervisor, so metrics the application records inside jobs are served too.
 
 ``docs/observability.md`` lists every metric with its labels, PromQL for the usual alerts, and
 the Grafana dashboard built on them (``docs/grafana/pgjobs.json``).  The core of pgjobs never
@@ -22,24 +30,34 @@ imports this module: with metrics off, nothing here runs.
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import json
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgjobs import events
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
+from pgjobs.observability import outcomes
 from pgjobs.observability.multiproc import ENV
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+    from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client import start_http_server as _start_http_server
-    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
     from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - exercised by a fresh install without the extra
@@ -47,166 +65,316 @@ except ImportError as exc:  # pragma: no cover - exercised by a fresh install wi
         'pgjobs metrics need prometheus_client: pip install "pgjobs[metrics]"'
     ) from exc
 
+if TYPE_CHECKING:
+    from pgjobs.processes.executor import Outcome
+
 log = logging.getLogger("pgjobs")
 
 MULTIPROC_ENV = ENV  # prometheus_client's switch to multiprocess mode
 
 # Jobs run from milliseconds to hours; waits from milliseconds (LISTEN/NOTIFY) to a backlog's
 # hours.  Seconds, as Prometheus wants.
-DURATION_BUCKETS = (
+BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
     3600.0,
 )  # fmt: skip
-WAIT_BUCKETS = DURATION_BUCKETS
 
-#: pgjobs' outcome of an execution (the events') -> the metric's ``outcome`` label.
-OUTCOMES = {"retry": "retried", "discard": "discarded", "fail": "failed"}
+#: name -> (type, help, label names), in the order /metrics lists them.
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "pgjobs_jobs_enqueued": (
+        "counter",
+        "Jobs written to the queue (delayed ones included), by this host's processes",
+        ("queue", "job_class"),
+    ),
+    "pgjobs_jobs_enqueue_skipped": (
+        "counter",
+        "Enqueues that wrote no runnable job: a unique key held (duplicate) or no concurrency "
+        "slot with on_conflict=discard (discarded)",
+        ("queue", "job_class", "reason"),
+    ),
+    "pgjobs_jobs_finished": (
+        "counter",
+        "Executions that ended, by outcome: succeeded, failed, retried, discarded, interrupted "
+        "(the process running it died)",
+        ("queue", "job_class", "outcome"),
+    ),
+    "pgjobs_job_duration_seconds": (
+        "histogram",
+        "Time spent performing a job (every execution, whatever its outcome)",
+        ("queue", "job_class"),
+    ),
+    "pgjobs_job_wait_seconds": (
+        "histogram",
+        "A first attempt's wait from when it was due (enqueued, or its scheduled time) to its "
+        "start",
+        ("queue",),
+    ),
+    "pgjobs_processes_pruned": (
+        "counter",
+        "Processes found dead (heartbeat older than process_alive_threshold) and pruned",
+        (),
+    ),
+}
+
+#: An outcome's kind -> the ``outcome`` label.
+OUTCOMES = {"finished": "succeeded", "retry": "retried", "discard": "discarded", "fail": "failed"}
+
+Key = tuple[str, tuple[str, ...]]  # (metric name, label values)
 
 
-@dataclass
-class _Series:
-    """The label children of one (queue, job_class): ``labels()`` looked up once, not per job."""
+class Counts:
+    """Counters and histograms in plain Python: one process's, or the sum of several.
 
-    succeeded: Any
-    duration: Any
+    A histogram is a list: the count in each bucket of :data:`BUCKETS` (not cumulative), the
+    count above the last, then the sum of the observed values.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[Key, float] = {}
+        self.histograms: dict[Key, list[float]] = {}
+
+    def inc(self, name: str, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        with self.lock:
+            self._inc(name, labels, amount)
+
+    def _inc(self, name: str, labels: tuple[str, ...], amount: float) -> None:
+        key = (name, labels)
+        self.counters[key] = self.counters.get(key, 0.0) + amount
+
+    def _observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        key = (name, labels)
+        histogram = self.histograms.get(key)
+        if histogram is None:
+            histogram = self.histograms[key] = [0.0] * (len(BUCKETS) + 2)
+        histogram[bisect_left(BUCKETS, value)] += 1
+        histogram[-1] += value
+
+    def add_outcomes(self, done: Iterable[Outcome]) -> None:
+        """Count a worker's collected outcomes (the recorder's thread, in batches)."""
+        with self.lock:
+            for outcome in done:
+                claimed = outcome.claimed
+                queue, job_class = claimed.queue_name, claimed.class_name
+                self._inc("pgjobs_jobs_finished", (queue, job_class, OUTCOMES[outcome.kind]), 1.0)
+                self._observe("pgjobs_job_duration_seconds", (queue, job_class), outcome.duration)
+                if outcome.started_at and not claimed.executions and not claimed.interruptions:
+                    due = (claimed.scheduled_at or claimed.created_at).timestamp()
+                    self._observe(
+                        "pgjobs_job_wait_seconds", (queue,), max(0.0, outcome.started_at - due)
+                    )
+
+    def dump(self) -> dict[str, Any]:
+        """The totals as JSON-able data (what a process writes for its supervisor)."""
+        with self.lock:
+            return {
+                "counters": [[n, list(labels), v] for (n, labels), v in self.counters.items()],
+                "histograms": [[n, list(labels), h] for (n, labels), h in self.histograms.items()],
+            }
+
+    def merge(self, data: Mapping[str, Any]) -> None:
+        """Add the totals of :meth:`dump` (another process's) to these."""
+        with self.lock:
+            for name, labels, value in data.get("counters", ()):
+                self._inc(name, tuple(labels), float(value))
+            for name, labels, values in data.get("histograms", ()):
+                key = (name, tuple(labels))
+                mine = self.histograms.get(key)
+                if mine is None:
+                    self.histograms[key] = [float(v) for v in values]
+                else:
+                    for i, v in enumerate(values):
+                        mine[i] += v
+
+    def families(self) -> Iterator[Metric]:
+        """The totals as Prometheus metric families (every family, even with no samples)."""
+        with self.lock:
+            counters = sorted(self.counters.items())
+            histograms = sorted((k, list(v)) for k, v in self.histograms.items())
+        for name, (kind, text, labels) in FAMILIES.items():
+            if kind == "counter":
+                counter = CounterMetricFamily(name, text, labels=labels)
+                for (found, values), value in counters:
+                    if found == name:
+                        counter.add_metric(values, value)
+                yield counter
+                continue
+            histogram = HistogramMetricFamily(name, text, labels=labels)
+            for (found, values), counts in histograms:
+                if found == name:
+                    buckets, running = [], 0.0
+                    for bound, count in zip((*BUCKETS, float("inf")), counts, strict=False):
+                        running += count
+                        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+                    histogram.add_metric(values, buckets, sum_value=counts[-1])
+            yield histogram
 
 
-class JobMetrics:
-    """The counters and histograms of one process, fed by its events."""
+class CountsCollector(Collector):
+    """Serves one process's :class:`Counts` from memory (an application's registry)."""
 
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        self.enqueued = Counter(
-            "pgjobs_jobs_enqueued",
-            "Jobs written to the queue (delayed ones included), by this process",
-            ["queue", "job_class"],
-            registry=registry,
-        )
-        self.skipped = Counter(
-            "pgjobs_jobs_enqueue_skipped",
-            "Enqueues that wrote no runnable job: a unique key held (duplicate) or no "
-            "concurrency slot with on_conflict=discard (discarded)",
-            ["queue", "job_class", "reason"],
-            registry=registry,
-        )
-        self.finished = Counter(
-            "pgjobs_jobs_finished",
-            "Executions that ended, by outcome: succeeded, failed, retried, discarded, "
-            "interrupted (the process running it died)",
-            ["queue", "job_class", "outcome"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "pgjobs_job_duration_seconds",
-            "Time spent performing a job (every execution, whatever its outcome)",
-            ["queue", "job_class"],
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.wait = Histogram(
-            "pgjobs_job_wait_seconds",
-            "A first attempt's wait from when it was due (enqueued, or its scheduled time) to "
-            "its start",
-            ["queue"],
-            buckets=WAIT_BUCKETS,
-            registry=registry,
-        )
-        self.pruned = Counter(
-            "pgjobs_processes_pruned",
-            "Processes found dead (heartbeat older than process_alive_threshold) and pruned",
-            registry=registry,
-        )
-        self._series: dict[tuple[str, str], _Series] = {}
-        self._waits: dict[str, Any] = {}
-        self._handlers: dict[str, Callable[[events.Event], None]] = {
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        return self.counts.families()
+
+
+class Recorder:
+    """Counts what happens in this process: its events, and its worker's outcomes.
+
+    ``path``: write the totals there once a second and at :meth:`close` (under ``pgjobs start``,
+    for the supervisor's ``/metrics``); ``None``: in memory only.
+    """
+
+    INTERVAL = 1.0
+
+    def __init__(self, path: str | None = None) -> None:
+        self.counts = Counts()
+        self.path = path
+        self._stop = threading.Event()
+        self._handlers = {
             "enqueue": self._on_enqueue,
             "enqueue_skipped": self._on_skipped,
-            "perform": self._on_perform,
-            "retry": self._on_recorded,
-            "discard": self._on_recorded,
-            "fail": self._on_recorded,
             "recover": self._on_recover,
             "recover_orphans": self._on_recover,
             "prune_processes": self._on_pruned,
         }
-
-    def subscribe(self) -> None:
         for name, handler in self._handlers.items():
             events.subscribe(name, handler)
+        outcomes.observe = self.counts.add_outcomes
+        self._thread = threading.Thread(target=self._run, name="pgjobs-metrics", daemon=True)
+        if path is not None:
+            self._thread.start()
 
-    def unsubscribe(self) -> None:
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            try:
+                self.flush()
+            except Exception as exc:
+                events.thread_error(exc, "pgjobs-metrics")
+
+    def flush(self) -> None:
+        """Write the totals to ``path`` (if there is one)."""
+        if self.path is not None:
+            temporary = f"{self.path}.tmp"
+            with open(temporary, "w") as out:
+                json.dump(self.counts.dump(), out)
+            os.replace(temporary, self.path)  # a reader sees the old totals or the new
+
+    def close(self) -> None:
+        """Stop the thread, unsubscribe, and write the last totals."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         for name, handler in self._handlers.items():
             events.unsubscribe(name, handler)
+        if outcomes.observe == self.counts.add_outcomes:
+            outcomes.observe = None
+        self.flush()
 
-    # -- handlers (the thread that emits: a job thread for perform) -----------------------------
-
-    def _of(self, queue: str, job_class: str) -> _Series:
-        series = self._series.get((queue, job_class))
-        if series is None:
-            series = _Series(
-                self.finished.labels(queue, job_class, "succeeded"),
-                self.duration.labels(queue, job_class),
-            )
-            self._series[queue, job_class] = series
-        return series
-
-    def _on_perform(self, event: events.Event) -> None:
-        fields = event.fields
-        queue = fields["queue"]
-        series = self._of(queue, fields["class"])
-        if fields["outcome"] in ("finished", "rescued"):
-            series.succeeded.inc()
-        series.duration.observe(fields["duration_ms"] / 1000)
-        wait_ms = fields.get("wait_ms")
-        if wait_ms is not None:
-            waits = self._waits.get(queue)
-            if waits is None:
-                waits = self._waits[queue] = self.wait.labels(queue)
-            waits.observe(wait_ms / 1000)
-
-    def _on_recorded(self, event: events.Event) -> None:
-        # retry / discard / fail are counted when recorded (a job failed on its timeout after
-        # the grace has no perform event: its thread never came back)
-        fields = event.fields
-        self.finished.labels(fields["queue"], fields["class"], OUTCOMES[event.name]).inc()
+    # -- events (rare: counted in the emitting thread) -------------------------------------------
 
     def _on_enqueue(self, event: events.Event) -> None:
-        self.enqueued.labels(event.fields["queue"], event.fields["class"]).inc()
+        fields = event.fields
+        self.counts.inc("pgjobs_jobs_enqueued", (fields["queue"], fields["class"]))
 
     def _on_skipped(self, event: events.Event) -> None:
         fields = event.fields
-        self.skipped.labels(fields["queue"], fields["class"], fields["reason"]).inc()
+        labels = (fields["queue"], fields["class"], fields["reason"])
+        self.counts.inc("pgjobs_jobs_enqueue_skipped", labels)
 
     def _on_recover(self, event: events.Event) -> None:
         for queue, job_class, count in event.fields.get("interrupted") or ():
-            self.finished.labels(queue, job_class, "interrupted").inc(count)
+            self.counts.inc("pgjobs_jobs_finished", (queue, job_class, "interrupted"), count)
 
     def _on_pruned(self, event: events.Event) -> None:
-        self.pruned.inc(len(event.fields["process_ids"]))
+        self.counts.inc("pgjobs_processes_pruned", (), len(event.fields["process_ids"]))
 
 
-_installed: JobMetrics | None = None
+_installed: Recorder | None = None
+_served: tuple[CollectorRegistry, CountsCollector] | None = None
 _install_lock = threading.Lock()
 
 
-def instrument(registry: CollectorRegistry | None = REGISTRY) -> JobMetrics:
-    """Count this process's jobs in Prometheus metrics (``registry``: prometheus_client's
-    default); idempotent.  Returns the metrics, whose attributes are the prometheus_client
-    objects."""
-    global _installed
+def instrument(
+    registry: CollectorRegistry | None = REGISTRY, *, directory: str | None = None
+) -> Recorder:
+    """Count this process's jobs; idempotent.  In an application process the counts are served
+    from memory by ``registry`` (prometheus_client's default).  ``directory``: write them there
+    for a supervisor to add up instead (``pgjobs start --metrics-port`` does this)."""
+    global _installed, _served
     with _install_lock:
         if _installed is None:
-            _installed = JobMetrics(registry)
-            _installed.subscribe()
+            path = os.path.join(directory, f"pgjobs_{os.getpid()}.json") if directory else None
+            _installed = Recorder(path)
+            if path is None and registry is not None:
+                collector = CountsCollector(_installed.counts)
+                registry.register(collector)
+                _served = (registry, collector)
         return _installed
 
 
 def uninstrument() -> None:
-    """Stop counting and unregister the metrics (tests)."""
-    global _installed
+    """Stop counting (and leave the registry :func:`instrument` served from); writes the last
+    totals."""
+    global _installed, _served
     with _install_lock:
         if _installed is not None:
-            _installed.unsubscribe()
+            _installed.close()
             _installed = None
+        if _served is not None:
+            registry, collector = _served
+            registry.unregister(collector)
+            _served = None
+
+
+def host_counts(directory: str) -> Counts:
+    """The sum of every process's totals written in ``directory``."""
+    total = Counts()
+    for path in glob.glob(os.path.join(directory, "pgjobs_*.json")):
+        try:
+            with open(path) as data:
+                total.merge(json.load(data))
+        except (OSError, ValueError):
+            continue  # gone since the glob (merged into the exited totals)
+    return total
+
+
+EXITED = "pgjobs_exited.json"  # the totals of the processes that exited, merged
+
+
+class HostCollector(Collector):
+    """The counters and histograms of every process of the host (their files, added up).
+
+    An exited process's file is merged into :data:`EXITED` (so the files do not pile up under a
+    crash loop), under the lock every scrape takes: a scrape never counts it twice, or not at
+    all, which Prometheus would take for a counter reset.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            found = host_counts(self.directory)
+        return found.families()
+
+    def exited(self, pid: int) -> None:
+        mine = os.path.join(self.directory, f"pgjobs_{pid}.json")
+        if not os.path.exists(mine):
+            return
+        with self.lock:
+            merged = Counts()
+            for path in (os.path.join(self.directory, EXITED), mine):
+                with contextlib.suppress(OSError, ValueError), open(path) as data:
+                    merged.merge(json.load(data))
+            temporary = os.path.join(self.directory, f"{EXITED}.tmp")
+            with open(temporary, "w") as out:
+                json.dump(merged.dump(), out)
+            os.replace(temporary, os.path.join(self.directory, EXITED))
+            os.remove(mine)
 
 
 # -- database gauges ------------------------------------------------------------------------------
@@ -373,7 +541,8 @@ class HostExporter:
     and ``/metrics`` serving their sum plus the database gauges.
 
     ``directory`` comes from :func:`pgjobs.observability.multiproc.multiprocess_directory`,
-    called before this module (and so prometheus_client) is first imported.
+    called before prometheus_client is first imported (its multiprocess mode, for the
+    application's own metrics, is chosen then).
     """
 
     def __init__(
@@ -385,6 +554,7 @@ class HostExporter:
         self.alive_threshold = alive_threshold
         self._server: Any = None
         self._database: Database | None = None
+        self.processes = HostCollector(directory)
 
     def start(self, database: Database) -> None:
         """Serve ``/metrics`` (raises ConfigurationError naming the address if it is taken)."""
@@ -395,6 +565,8 @@ class HostExporter:
             application_name="pgjobs-metrics",
         )
         registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.processes)
+        # the application's own prometheus_client metrics, recorded inside jobs
         MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
         registry.register(
             DatabaseCollector(
@@ -412,7 +584,9 @@ class HostExporter:
         log.info("metrics: serving http://%s:%s/metrics", self.host, self.port)
 
     def process_exited(self, pid: int) -> None:
-        """A child exited: its counters stay (they are the host's history), its live gauges go."""
+        """A child exited: its counts stay (they are the host's history), merged with the other
+        exited processes'; the application's live gauges of it go."""
+        self.processes.exited(pid)
         mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:

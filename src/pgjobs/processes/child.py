@@ -57,10 +57,11 @@ def main() -> None:
     logs.setup(
         os.environ.get("PGJOBS_LOG_LEVEL", "INFO"), os.environ.get("PGJOBS_LOG_FORMAT", "text")
     )
-    if spec.get("metrics"):  # $PROMETHEUS_MULTIPROC_DIR is set: the supervisor adds us up
+    recorder = None
+    if spec.get("metrics"):  # our counts go to the supervisor's directory, which it adds up
         from pgjobs.observability import metrics
 
-        metrics.instrument()
+        recorder = metrics.instrument(directory=os.environ[metrics.MULTIPROC_ENV])
     if spec.get("app"):
         importlib.import_module(str(spec["app"]))
     logs.capture_application_logs()  # after the import: logging the application set up wins
@@ -76,6 +77,8 @@ def main() -> None:
         logging.getLogger("pgjobs").error("%s exiting without the database: %s", spec["kind"], exc)
         sys.stderr.flush()
         os._exit(1)
+    if recorder is not None:
+        recorder.close()  # the last counts, before an exit that runs no atexit handler
     sys.stderr.flush()
     # Job threads still running past shutdown_timeout were released; do not wait for them.
     os._exit(0)

@@ -80,6 +80,7 @@ class Outcome:
     wait: float | None = None  # retry: seconds until the job is ready again (0: at once)
     queue: str | None = None  # retry: on this queue instead
     priority: int | None = None  # retry: with this priority instead
+    started_at: float = 0.0  # time.time() when it started (0: unknown)
 
 
 class TimeoutInterrupt(BaseException):
@@ -205,7 +206,8 @@ def _perform(
         else:
             if "perform" in _active:
                 _performed(claimed, started, FINISHED, None)
-            return Outcome(claimed, None, "", time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            return Outcome(claimed, None, "", duration, started_at=time.time() - duration)
         return _judged(claimed, job, error, started, loop)
     except TimeoutInterrupt:  # landed outside perform: in an error handler, or in pgjobs
         return _failed(claimed, timed_out(claimed, timeout), started)
@@ -259,7 +261,7 @@ def _judged(
     if "perform" in _active:
         _performed(claimed, started, "rescued" if judged.rescued else judged.kind, judged.error)
     if judged.kind == FINISHED:
-        return Outcome(claimed, None, "", duration)
+        return Outcome(claimed, None, "", duration, started_at=time.time() - duration)
     return Outcome(
         claimed,
         judged.error,
@@ -269,6 +271,7 @@ def _judged(
         judged.wait,
         judged.queue,
         judged.priority,
+        time.time() - duration,
     )
 
 
@@ -277,7 +280,7 @@ def _failed(claimed: Claimed, error: BaseException, started: float) -> Outcome:
     duration = time.perf_counter() - started
     if "perform" in _active:
         _performed(claimed, started, "fail", error)
-    return Outcome(claimed, error, backtrace, duration, "fail")
+    return Outcome(claimed, error, backtrace, duration, "fail", started_at=time.time() - duration)
 
 
 def _fields(claimed: Claimed) -> dict[str, Any]:

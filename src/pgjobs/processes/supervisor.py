@@ -295,12 +295,14 @@ class Supervisor(Process):
             from pgjobs.observability import metrics
 
             self.exporter.start(self.database)  # a port in use stops us before anything runs
-            metrics.instrument()  # what the supervisor counts: pruned processes, recoveries
+            # what the supervisor counts: pruned processes, recovered jobs
+            recorder = metrics.instrument(directory=self.exporter.directory)
         self.install_signal_handlers()
         try:
             return self._run()
         finally:
             if self.exporter is not None:
+                recorder.close()
                 self.exporter.close()
 
     def _run(self) -> int:

@@ -54,6 +54,7 @@ import psycopg
 from pgjobs import clock, events, rules
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import GAVE_UP, Database
+from pgjobs.observability import outcomes
 from pgjobs.processes import floors
 from pgjobs.processes.executor import (
     FINISHED,
@@ -353,7 +354,10 @@ class Worker(Poller, Recording):
                 "timeout", **self._fields(claimed), timeout=deadline.timeout, abandoned=holds
             )
         error = timed_out(claimed, deadline.timeout)
-        self._record(Outcome(claimed, error, stack, deadline.timeout + self.timeout_grace, "fail"))
+        outcome = Outcome(claimed, error, stack, deadline.timeout + self.timeout_grace, "fail")
+        if outcomes.observe is not None:
+            outcomes.observe([outcome])
+        self._record(outcome)
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -447,15 +451,21 @@ class Worker(Poller, Recording):
 
     def _collect(self) -> None:
         in_flight = self.in_flight
+        observe = outcomes.observe  # metrics (pgjobs.observability.metrics), or None
+        done: list[Outcome] = []
         while True:
             try:
                 outcome = self.outbox.get_nowait()
             except queue.Empty:
+                if observe is not None and done:
+                    observe(done)
                 return
             claimed = outcome.claimed
             if in_flight.get(claimed.id) is not claimed:
                 continue  # no longer ours to record (failed on timeout, released)
             del in_flight[claimed.id]
+            if observe is not None:
+                done.append(outcome)
             if self._timed:
                 self._timed.pop(claimed.id, None)
             if outcome.kind == FINISHED:
