@@ -41,6 +41,8 @@ from pgjobs.hooks import (
     on_stop,
     on_worker_start,
     on_worker_stop,
+    unwrap_jobs,
+    wrap_jobs,
 )
 from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
 from pgjobs.limits import ConcurrencyLimit, Uniqueness, limit, unique
@@ -50,7 +52,7 @@ from pgjobs.recurring import schedule_recurring, unschedule_recurring
 from pgjobs.retention import clear_finished
 from pgjobs.rules import DiscardRule, RetryRule, discard_on, rescue_from, retry_on
 from pgjobs.runtime import configure, get_database
-from pgjobs.serialization import register_type
+from pgjobs.serialization import register_records, register_type
 
 __version__ = "0.1.0.dev0"
 
@@ -109,6 +111,7 @@ __all__ = [
     "on_worker_stop",
     "perform_all_later",
     "perform_all_later_async",
+    "register_records",
     "register_type",
     "rescue_from",
     "retry_on",
@@ -117,4 +120,6 @@ __all__ = [
     "unique",
     "unschedule_recurring",
     "unsubscribe",
+    "unwrap_jobs",
+    "wrap_jobs",
 ]

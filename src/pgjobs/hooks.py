@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 log = logging.getLogger("pgjobs")
@@ -38,6 +39,36 @@ on_dispatcher_start = _register("dispatcher_start")
 on_dispatcher_stop = _register("dispatcher_stop")
 on_scheduler_start = _register("scheduler_start")
 on_scheduler_stop = _register("scheduler_stop")
+
+
+#: ``wrap(claimed) -> context manager``: see :func:`wrap_jobs`.  A tuple, replaced (not
+#: mutated) on change, so a worker reads it once per job without a lock.
+JobWrapper = Callable[[Any], AbstractContextManager[object]]
+job_wrappers: tuple[JobWrapper, ...] = ()
+
+
+def wrap_jobs(fn: JobWrapper) -> JobWrapper:
+    """Run every job this process's worker performs inside the context manager ``fn(claimed)``
+    (``claimed``: the job as claimed: ``job_id``, ``class_name``, ``queue_name``, …); returns
+    ``fn``.  For integrations: a framework's per-job set-up and tear-down, as its request cycle
+    does (Django's stale connections, a database session the job's records load through).
+
+    It is entered in the job's thread before the job's arguments are decoded (model instances
+    are loaded then) and left after its outcome is decided (perform, callbacks, error rules);
+    for an ``async def perform`` that is the worker thread that waits for it.  An error entering
+    it fails the job with that error; an error leaving it is reported (``on_thread_error``) and
+    the outcome stands.  Costs nothing while none is registered.
+    """
+    global job_wrappers
+    if fn not in job_wrappers:
+        job_wrappers = (*job_wrappers, fn)
+    return fn
+
+
+def unwrap_jobs(fn: JobWrapper) -> None:
+    """Undo :func:`wrap_jobs` (nothing happens if ``fn`` was not registered)."""
+    global job_wrappers
+    job_wrappers = tuple(w for w in job_wrappers if w is not fn)
 
 
 def registered(register: Callable[[Hook], Hook], fn: Hook) -> bool:

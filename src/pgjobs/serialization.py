@@ -30,6 +30,8 @@ decimal    ``str()``                                             ``Decimal``
 uuid       ``str()``                                             ``UUID``
 enum       the member's value; ``"cls": "module:QualName"``      ``Enum`` members
 object     the encoded instance; ``"type"``: registered name     :func:`register_type` classes
+record     a reference to a database row; ``"kind"``: its        model instances (Django,
+           :func:`register_records` kind                         SQLAlchemy): loaded afresh
 =========  ====================================================  ===============================
 
 Payloads are encoded recursively (a tuple of datetimes is a tagged list of tagged datetimes).
@@ -61,7 +63,13 @@ from zoneinfo import ZoneInfo
 
 from pgjobs.errors import DeserializationError, SerializationError
 
-__all__ = ["deserialize_arguments", "dumps_arguments", "register_type", "serialize_arguments"]
+__all__ = [
+    "deserialize_arguments",
+    "dumps_arguments",
+    "register_records",
+    "register_type",
+    "serialize_arguments",
+]
 
 TAG = "__pgjobs__"
 _T = TypeVar("_T")
@@ -72,8 +80,8 @@ _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _SUPPORTED = (
     "str, int, float, bool, None, list, tuple, dict, set, frozenset, bytes, datetime, date, "
-    "time, timedelta, Decimal, UUID, Enum members, and classes registered with "
-    "pgjobs.register_type"
+    "time, timedelta, Decimal, UUID, Enum members, classes registered with "
+    "pgjobs.register_type, and model instances of a registered integration"
 )
 
 
@@ -82,6 +90,17 @@ class _EncodeError(Exception):
 
     def __init__(self, problem: str) -> None:
         self.problem, self.path = problem, list[str]()
+
+
+class _Records(NamedTuple):
+    kind: str
+    match: Callable[[type], bool]
+    reference: Callable[[Any], Any]
+    load: Callable[[Any], object]
+
+
+_RECORDS: dict[str, _Records] = {}
+_RECORDS_BY_CLASS: dict[type, _Records | None] = {}  # a class's kind, once asked (None: none)
 
 
 class _Registration(NamedTuple):
@@ -157,6 +176,15 @@ def _encode(v: Any) -> Any:
             problem = f"the encode function registered for {registration.name} failed: {exc!r}"
             raise _EncodeError(problem) from exc
         return _tagged("object", _encode(payload), type=registration.name)
+    records = _RECORDS_BY_CLASS[t] if t in _RECORDS_BY_CLASS else _records_for(t)
+    if records is not None:
+        try:
+            reference = records.reference(v)
+        except (SerializationError, ValueError) as exc:
+            raise _EncodeError(str(exc)) from exc
+        except Exception as exc:
+            raise _EncodeError(f"the {records.kind} reference of it failed: {exc!r}") from exc
+        return _tagged("record", _encode(reference), kind=records.kind)
     if isinstance(v, Enum):
         cls = type(v)
         if "<locals>" in cls.__qualname__:
@@ -353,6 +381,16 @@ def _decode_enum(d: Mapping[str, Any]) -> object:
     return cls(_decode(d["v"]))
 
 
+def _decode_record(d: Mapping[str, Any]) -> object:
+    records = _RECORDS.get(d["kind"])
+    if records is None:
+        raise DeserializationError(
+            f"no record kind {d['kind']!r} is registered: import its integration "
+            f"(e.g. pgjobs.contrib.{d['kind']}) in the worker before running the job"
+        )
+    return records.load(_decode(d["v"]))  # DeserializationError: the row is gone
+
+
 def _decode_object(d: Mapping[str, Any]) -> object:
     registration = _BY_NAME.get(d["type"])
     if registration is None:
@@ -380,7 +418,39 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], object]] = {
     "uuid": lambda d: UUID(d["v"]),
     "enum": _decode_enum,
     "object": _decode_object,
+    "record": _decode_record,
 }
+
+
+def register_records(
+    kind: str,
+    *,
+    match: Callable[[type], bool],
+    reference: Callable[[Any], Any],
+    load: Callable[[Any], object],
+) -> None:
+    """Store instances of the classes ``match`` accepts as *references* to their rows, loaded
+    afresh when the job runs (ActiveJob's GlobalID): what the integrations use for model
+    instances (``pgjobs.contrib.django``, ``pgjobs.contrib.sqlalchemy``).
+
+    ``reference(instance)`` returns what identifies the row (any supported value: e.g. the model's
+    name and primary key) and raises ``ValueError`` or SerializationError, with a message saying
+    why, for an instance that has no row (unsaved).  ``load(reference)`` returns a fresh instance
+    and raises :class:`~pgjobs.errors.DeserializationError` when the row is gone, so
+    ``discard_on = [pgjobs.DeserializationError]`` discards a job whose record was deleted.
+    ``match(cls)`` is asked once per class.  Registering a ``kind`` again replaces it.
+    """
+    if kind in _DECODERS or not kind.isidentifier():
+        raise ValueError(f"record kind {kind!r}: give a name such as 'django'")
+    _RECORDS[kind] = _Records(kind, match, reference, load)
+    _RECORDS_BY_CLASS.clear()
+
+
+def _records_for(t: type) -> _Records | None:
+    """The record kind whose ``match`` accepts ``t`` (asked once per class)."""
+    found = next((r for r in _RECORDS.values() if r.match(t)), None)
+    _RECORDS_BY_CLASS[t] = found
+    return found
 
 
 def _dataclass_decoder(cls: type) -> Callable[[dict[str, Any]], object]:

@@ -26,12 +26,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pgjobs import events, rules
+from pgjobs import events, hooks, rules
 from pgjobs.errors import JobTimeout
 from pgjobs.jobs import Job, resolve
 from pgjobs.observability import logging_context, tracing
@@ -138,7 +139,33 @@ def perform(
     watch: Watch | None = None,
     default_timeout: float | None = None,
 ) -> Outcome:
-    """Run ``claimed`` to its outcome; inside the tracing hook's ``process`` when one is set."""
+    """Run ``claimed`` to its outcome; inside the integrations' job wrappers
+    (:func:`pgjobs.hooks.wrap_jobs`) and the tracing hook's ``process`` when they are set."""
+    if tracing.tracer is None and not hooks.job_wrappers:
+        return _perform(claimed, claimed.arguments, loop, watch, default_timeout)
+    wrappers = ExitStack()
+    try:
+        for wrap in hooks.job_wrappers:
+            wrappers.enter_context(wrap(claimed))
+    except Exception as exc:  # the integration could not set the job up: the job fails
+        _leave(wrappers)
+        return _failed(claimed, exc, time.perf_counter())
+    try:
+        return _traced_perform(claimed, loop, watch, default_timeout)
+    finally:
+        _leave(wrappers)
+
+
+def _leave(wrappers: ExitStack) -> None:
+    try:
+        wrappers.close()
+    except Exception as exc:  # the outcome stands
+        events.thread_error(exc, "a job wrapper (pgjobs.hooks.wrap_jobs)")
+
+
+def _traced_perform(
+    claimed: Claimed, loop: EventLoopThread, watch: Watch | None, default_timeout: float | None
+) -> Outcome:
     hook = tracing.tracer
     if hook is None:
         return _perform(claimed, claimed.arguments, loop, watch, default_timeout)
