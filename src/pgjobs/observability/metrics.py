@@ -6,7 +6,7 @@ Two kinds of metric, from two places:
   are counted by the process where it happens.  :func:`instrument` starts a :class:`Recorder`
   there: it subscribes to the rare events (enqueues, recoveries, prunes), and a worker hands it
   the outcomes it collected in each pass (:data:`pgjobs.observability.outcomes.observe`), added
-  up in plain Python: about 1.4 us per job.  Under ``pgjobs start --metrics-port`` every
+  up in plain Python: about 1 us per job.  Under ``pgjobs start --metrics-port`` every
   supervised process records, and its recorder's thread writes the totals (a small JSON file,
   replaced atomically, once a second and when it stops) to a directory the supervisor owns; the
   supervisor's ``/metrics`` adds the files up (:class:`HostCollector`).  An application
@@ -150,20 +150,6 @@ class Counts:
         histogram[bisect_left(BUCKETS, value)] += 1
         histogram[-1] += value
 
-    def add_outcomes(self, done: Iterable[Outcome]) -> None:
-        """Count a worker's collected outcomes (the recorder's thread, in batches)."""
-        with self.lock:
-            for outcome in done:
-                claimed = outcome.claimed
-                queue, job_class = claimed.queue_name, claimed.class_name
-                self._inc("pgjobs_jobs_finished", (queue, job_class, OUTCOMES[outcome.kind]), 1.0)
-                self._observe("pgjobs_job_duration_seconds", (queue, job_class), outcome.duration)
-                if outcome.started_at and not claimed.executions and not claimed.interruptions:
-                    due = (claimed.scheduled_at or claimed.created_at).timestamp()
-                    self._observe(
-                        "pgjobs_job_wait_seconds", (queue,), max(0.0, outcome.started_at - due)
-                    )
-
     def dump(self) -> dict[str, Any]:
         """The totals as JSON-able data (what a process writes for its supervisor)."""
         with self.lock:
@@ -211,13 +197,13 @@ class Counts:
 
 
 class CountsCollector(Collector):
-    """Serves one process's :class:`Counts` from memory (an application's registry)."""
+    """Serves one process's counts from memory (an application's registry)."""
 
-    def __init__(self, counts: Counts) -> None:
-        self.counts = counts
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
 
     def collect(self) -> Iterator[Metric]:
-        return self.counts.families()
+        return self.recorder.snapshot().families()
 
 
 class Recorder:
@@ -230,8 +216,14 @@ class Recorder:
     INTERVAL = 1.0
 
     def __init__(self, path: str | None = None) -> None:
-        self.counts = Counts()
+        self.counts = Counts()  # from the events
         self.path = path
+        # A worker's executions, kept in the cheapest form for its main thread: per (queue,
+        # class, kind) a list [count, one count per duration bucket (+Inf last), duration sum];
+        # per queue the same for first attempts' waits, without the leading count.
+        self._jobs: dict[tuple[str, str, str], list[float]] = {}
+        self._waits: dict[str, list[float]] = {}
+        self._jobs_lock = threading.Lock()
         self._stop = threading.Event()
         self._handlers = {
             "enqueue": self._on_enqueue,
@@ -242,7 +234,7 @@ class Recorder:
         }
         for name, handler in self._handlers.items():
             events.subscribe(name, handler)
-        outcomes.observe = self.counts.add_outcomes
+        outcomes.observe = self.observe
         self._thread = threading.Thread(target=self._run, name="pgjobs-metrics", daemon=True)
         if path is not None:
             self._thread.start()
@@ -254,12 +246,57 @@ class Recorder:
             except Exception as exc:
                 events.thread_error(exc, "pgjobs-metrics")
 
+    def observe(self, done: list[Outcome]) -> None:
+        """Count the executions a worker collected in one pass (its main thread: keep it cheap,
+        about 1 us per job)."""
+        jobs, waits, size = self._jobs, self._waits, len(BUCKETS) + 3
+        with self._jobs_lock:
+            for outcome in done:
+                claimed = outcome.claimed
+                key = (claimed.queue_name, claimed.class_name, outcome.kind)
+                counted = jobs.get(key)
+                if counted is None:
+                    counted = jobs[key] = [0.0] * size
+                duration = outcome.duration
+                counted[0] += 1
+                counted[1 + bisect_left(BUCKETS, duration)] += 1
+                counted[-1] += duration
+                if outcome.started_at and not claimed.executions and not claimed.interruptions:
+                    due = (claimed.scheduled_at or claimed.created_at).timestamp()
+                    wait = outcome.started_at - due
+                    wait = wait if wait > 0.0 else 0.0
+                    waited = waits.get(claimed.queue_name)
+                    if waited is None:
+                        waited = waits[claimed.queue_name] = [0.0] * (size - 1)
+                    waited[bisect_left(BUCKETS, wait)] += 1
+                    waited[-1] += wait
+
+    def snapshot(self) -> Counts:
+        """Everything counted so far, as one :class:`Counts`."""
+        with self._jobs_lock:
+            jobs = [(key, list(values)) for key, values in self._jobs.items()]
+            waits = [(queue, list(values)) for queue, values in self._waits.items()]
+        total = Counts()
+        total.merge(self.counts.dump())
+        for (queue, job_class, kind), values in jobs:
+            total.merge(
+                {
+                    "counters": [["pgjobs_jobs_finished", [queue, job_class, OUTCOMES[kind]],
+                                  values[0]]],
+                    "histograms": [["pgjobs_job_duration_seconds", [queue, job_class],
+                                    values[1:]]],
+                }
+            )  # fmt: skip
+        for queue, values in waits:
+            total.merge({"histograms": [["pgjobs_job_wait_seconds", [queue], values]]})
+        return total
+
     def flush(self) -> None:
         """Write the totals to ``path`` (if there is one)."""
         if self.path is not None:
             temporary = f"{self.path}.tmp"
             with open(temporary, "w") as out:
-                json.dump(self.counts.dump(), out)
+                json.dump(self.snapshot().dump(), out)
             os.replace(temporary, self.path)  # a reader sees the old totals or the new
 
     def close(self) -> None:
@@ -269,7 +306,7 @@ class Recorder:
             self._thread.join(timeout=5)
         for name, handler in self._handlers.items():
             events.unsubscribe(name, handler)
-        if outcomes.observe == self.counts.add_outcomes:
+        if outcomes.observe == self.observe:
             outcomes.observe = None
         self.flush()
 
@@ -309,7 +346,7 @@ def instrument(
             path = os.path.join(directory, f"pgjobs_{os.getpid()}.json") if directory else None
             _installed = Recorder(path)
             if path is None and registry is not None:
-                collector = CountsCollector(_installed.counts)
+                collector = CountsCollector(_installed)
                 registry.register(collector)
                 _served = (registry, collector)
         return _installed
