@@ -115,7 +115,7 @@ def test_keys_name_the_group_and_the_class() -> None:
     assert not keys_for(Record("x"), now).special
 
 
-def test_a_failing_key_function_names_the_job() -> None:
+def test_a_failing_key_function_names_the_job(default_database: Database) -> None:
     class Picky(pgjobs.Job):
         unique = pgjobs.unique(key=lambda x: x["id"])
 

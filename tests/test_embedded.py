@@ -13,6 +13,7 @@ from pgjobs.cli import main
 from pgjobs.db import embedded
 
 pytestmark = pytest.mark.slow
+pytest.importorskip("pgserver", reason="the embedded server has no wheel for this Python")
 
 
 def test_start_reuse_stop_and_restart(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,9 +33,17 @@ def start(directory: str | os.PathLike[str] | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(path.parent))
     try:
+        import pgserver
+    except ImportError as exc:  # no wheel for this Python (3.13 has none yet): not installed
+        raise DatabaseUnreachable(
+            "no database URL is set and the embedded PostgreSQL is not installed (the pgserver "
+            f"package, which ships wheels for Python 3.11 and 3.12 only; this is "
+            f"{sys.version_info.major}.{sys.version_info.minor}): set PGJOBS_DATABASE_URL to "
+            "a PostgreSQL server"
+        ) from exc
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pgserver
 
             server = pgserver.get_server(str(path), cleanup_mode=None)  # type: ignore[attr-defined]
     except Exception as exc:  # pgserver raises bare exceptions with the server's log
