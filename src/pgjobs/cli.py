@@ -7,7 +7,6 @@ and reports pgjobs errors as one line on stderr with exit status 1 — never a t
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pgjobs import logs, settings
+from pgjobs.application import import_application
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import check_migrated, migrate, migration_sql
 from pgjobs.db.urls import redact
@@ -106,9 +106,7 @@ def _start(args: argparse.Namespace) -> int:
     exporter = _metrics_exporter(args, config)  # before the application imports prometheus
     app = args.app or config.app
     if app:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        importlib.import_module(app)
+        import_application(app)
     logs.capture_application_logs()  # after the import: logging the application set up wins
     recurring = args.recurring_schedule or os.environ.get("PGJOBS_RECURRING_SCHEDULE")
     extra = [] if args.skip_recurring else [("scheduler", 0)]
@@ -230,7 +228,7 @@ def _check(args: argparse.Namespace) -> int:
     from pgjobs.recurring import load_recurring
 
     if args.app:
-        importlib.import_module(args.app)
+        import_application(args.app)
     failed = False
     try:
         config = load_config(args.config)

@@ -100,11 +100,9 @@ def _web(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     app_module = args.app or config.app
     if app_module:  # job names registered by the app's modules, as `pgjobs start --app` does
-        import importlib
+        from pgjobs.application import import_application
 
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        importlib.import_module(app_module)
+        import_application(app_module)
     if not args.no_auth and not _has_credentials(config):
         raise ConfigurationError(NO_CREDENTIALS)
     chosen = ready_database(args)
