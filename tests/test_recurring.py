@@ -164,7 +164,7 @@ def test_every_problem_is_reported_at_once_with_key_and_line(tmp_path: Path) -> 
             class: DailyDigestJob
             schedule: every fortnight
           missing_class:
-            class: myapp.jobs:NoSuchJob
+            class: absent_app_of_the_tests.jobs:NoSuchJob
             schedule: every hour
           both:
             class: DailyDigestJob
@@ -196,7 +196,11 @@ def test_every_problem_is_reported_at_once_with_key_and_line(tmp_path: Path) -> 
         (4, "typo.schedul: unknown key; did you mean 'schedule'?"),
         (2, "typo: missing schedule"),
         (7, "bad_schedule.schedule: cannot understand schedule 'every fortnight'"),
-        (9, "missing_class.class: job class 'myapp.jobs:NoSuchJob': module 'myapp.jobs' cannot"),
+        (
+            9,
+            "missing_class.class: job class 'absent_app_of_the_tests.jobs:NoSuchJob': module "
+            "'absent_app_of_the_tests.jobs' cannot",
+        ),
         (11, "both: task 'both' has both class and command"),
         (15, "neither: task 'neither' has neither class and command"),
         (20, "bad_priority.priority: must be an integer"),
