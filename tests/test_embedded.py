@@ -25,7 +25,10 @@ def test_start_reuse_stop_and_restart(capsys: pytest.CaptureFixture[str]) -> Non
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("pgjobs",)
     assert main(["embedded", "status", "--directory", str(directory)]) == 0
-    assert "running (pid" in capsys.readouterr().out
+    status = capsys.readouterr().out.splitlines()
+    assert status[0].startswith("running (pid") and status[1] == f"url: {url}"
+    assert main(["embedded", "url", "--directory", str(directory)]) == 0
+    assert capsys.readouterr().out == f"{url}\n"  # what the README's snippet connects to
     assert main(["embedded", "stop", "--directory", str(directory)]) == 0
     assert "stopped" in capsys.readouterr().out
     assert embedded.running_pid(directory) is None

@@ -287,8 +287,14 @@ def _embedded(args: argparse.Namespace) -> int:
             f"stopped the embedded PostgreSQL in {where}" if stopped else f"not running ({where})"
         )
         return 0
+    if args.action == "url":  # started if it is not running: the URL then works at once
+        print(embedded.start(args.directory))
+        return 0
     pid = embedded.running_pid(args.directory)
-    print(f"running (pid {pid}) in {where}" if pid else f"not running ({where})")
+    if not pid:
+        print(f"not running ({where})")
+        return 0
+    print(f"running (pid {pid}) in {where}\nurl: {embedded.start(args.directory)}")
     return 0
 
 
@@ -347,8 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     _database_options(q)
     q.add_argument("key")
 
-    p = sub.add_parser("embedded", help="the embedded development PostgreSQL: status or stop")
-    p.add_argument("action", choices=["status", "stop"])
+    p = sub.add_parser(
+        "embedded", help="the embedded development PostgreSQL: status, url (starts it) or stop"
+    )
+    p.add_argument("action", choices=["status", "url", "stop"])
     p.add_argument("--directory", help="its directory (default: $PGJOBS_EMBEDDED_DIR or .pgjobs)")
 
     # Failed jobs and retention; the dashboard.  Both import this module.
