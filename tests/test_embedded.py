@@ -38,3 +38,21 @@ def test_start_reuse_stop_and_restart(capsys: pytest.CaptureFixture[str]) -> Non
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert embedded.stop(directory)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_data_directory_is_the_projects_from_any_subdirectory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGJOBS_EMBEDDED_DIR", raising=False)
+    project = tmp_path / "shop"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "queue.yml").write_text("workers: []\n")
+    deep = project / "shop" / "billing"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert embedded.data_directory() == (project / ".pgjobs" / "pgdata").resolve()
+    monkeypatch.chdir(tmp_path)  # outside any project: the current directory
+    assert embedded.data_directory() == (tmp_path / ".pgjobs" / "pgdata").resolve()
+    monkeypatch.setenv("PGJOBS_EMBEDDED_DIR", str(tmp_path / "elsewhere"))  # still wins
+    monkeypatch.chdir(deep)
+    assert embedded.data_directory() == (tmp_path / "elsewhere" / "pgdata").resolve()

@@ -61,7 +61,13 @@ def database_settings(args: argparse.Namespace) -> settings.DatabaseSettings:
     )
     assert chosen is not None
     if chosen.embedded:
-        print(f"pgjobs: using the embedded PostgreSQL ({redact(chosen.url)})", file=sys.stderr)
+        from pgjobs.db import embedded
+
+        where = embedded.data_directory()
+        print(
+            f"pgjobs: using the embedded PostgreSQL in {where} ({redact(chosen.url)})",
+            file=sys.stderr,
+        )
     return chosen
 
 
@@ -357,7 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded", help="the embedded development PostgreSQL: status, url (starts it) or stop"
     )
     p.add_argument("action", choices=["status", "url", "stop"])
-    p.add_argument("--directory", help="its directory (default: $PGJOBS_EMBEDDED_DIR or .pgjobs)")
+    p.add_argument(
+        "--directory",
+        help="its directory (default: $PGJOBS_EMBEDDED_DIR, else .pgjobs in the project directory)",
+    )
 
     # Failed jobs and retention; the dashboard.  Both import this module.
     from pgjobs import cli_jobs, cli_web

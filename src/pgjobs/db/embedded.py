@@ -1,7 +1,8 @@
 """The embedded PostgreSQL server used when no database URL is configured.
 
 It comes from the ``pgserver`` package (PostgreSQL binaries shipped in a wheel), keeps its data in
-a directory (default ``.pgjobs/`` under the current directory), listens on a Unix socket only,
+a directory (default ``.pgjobs/`` in the project's directory: the first one, from the current
+directory up, holding ``config/queue.yml`` or ``pyproject.toml``), listens on a Unix socket only,
 and is shared by every pgjobs process that names the same directory: the first one starts it,
 the others reuse it, and it keeps running after they exit (stop it with ``pgjobs embedded
 stop``).  It is the development default; production always names a URL.
@@ -22,9 +23,27 @@ DEFAULT_DIRECTORY = ".pgjobs"
 DATABASE = "pgjobs"
 
 
+#: What marks a project's directory (as git and pytest find theirs): the first directory, from
+#: the current one up, that holds one of these.
+PROJECT_MARKERS = ("config/queue.yml", "pyproject.toml")
+
+
+def project_directory(start: Path | None = None) -> Path:
+    """The project the current directory belongs to (see :data:`PROJECT_MARKERS`), else the
+    current directory: ``pgjobs status`` from a subdirectory uses the project's server."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if any((candidate / marker).is_file() for marker in PROJECT_MARKERS):
+            return candidate
+    return here
+
+
 def data_directory(directory: str | os.PathLike[str] | None = None) -> Path:
-    chosen = directory or os.environ.get("PGJOBS_EMBEDDED_DIR") or DEFAULT_DIRECTORY
-    return (Path(chosen) / "pgdata").resolve()
+    """``directory``, else ``$PGJOBS_EMBEDDED_DIR``, else ``.pgjobs/`` in the project's
+    directory; the server's data is in its ``pgdata``."""
+    chosen = directory or os.environ.get("PGJOBS_EMBEDDED_DIR")
+    base = Path(chosen) if chosen else project_directory() / DEFAULT_DIRECTORY
+    return (base / "pgdata").resolve()
 
 
 def start(directory: str | os.PathLike[str] | None = None) -> str:
