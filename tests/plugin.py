@@ -39,11 +39,24 @@ RUN = f"{os.getpid()}"
 TEMPLATE = f"pgjobs_template_{RUN}"
 
 
+EMBEDDED = ROOT / ".pgjobs" / "test"
+_started_embedded: list[bool] = []  # this run started the suite's embedded server: stop it
+
+
 def _server_url() -> str:
     url = os.environ.get("PGJOBS_TEST_DATABASE_URL")
     if url:
         return url
-    return embedded.start(ROOT / ".pgjobs" / "test")
+    if embedded.running_pid(EMBEDDED) is None:
+        _started_embedded.append(True)
+    return embedded.start(EMBEDDED)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the suite's embedded server if this run started it (one already running — another
+    run's, or started by hand — is left alone)."""
+    if _started_embedded and not hasattr(config, "workerinput"):
+        embedded.stop(EMBEDDED)
 
 
 def database_url(server_url: str, dbname: str) -> str:

@@ -56,3 +56,12 @@ def test_the_data_directory_is_the_projects_from_any_subdirectory(
     monkeypatch.setenv("PGJOBS_EMBEDDED_DIR", str(tmp_path / "elsewhere"))  # still wins
     monkeypatch.chdir(deep)
     assert embedded.data_directory() == (tmp_path / "elsewhere" / "pgdata").resolve()
+
+
+def test_the_projects_servers_are_found_for_stop_all(tmp_path: Path) -> None:
+    for name in ("pgdata", "test/pgdata", "embedded-test-1/pgdata"):
+        (tmp_path / ".pgjobs" / name).mkdir(parents=True)
+        (tmp_path / ".pgjobs" / name / "PG_VERSION").write_text("15\n")
+    (tmp_path / ".pgjobs" / "empty").mkdir()  # no server there
+    base = tmp_path / ".pgjobs"
+    assert embedded.servers(tmp_path) == [base, base / "embedded-test-1", base / "test"]

@@ -286,6 +286,12 @@ def _recurring(args: argparse.Namespace) -> int:
 def _embedded(args: argparse.Namespace) -> int:
     from pgjobs.db import embedded
 
+    if args.action == "stop" and args.all:
+        for directory in embedded.servers():
+            stopped = embedded.stop(directory)
+            state = "stopped" if stopped else "not running"
+            print(f"{state}: the embedded PostgreSQL in {embedded.data_directory(directory)}")
+        return 0
     where = embedded.data_directory(args.directory)
     if args.action == "stop":
         stopped = embedded.stop(args.directory)
@@ -363,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded", help="the embedded development PostgreSQL: status, url (starts it) or stop"
     )
     p.add_argument("action", choices=["status", "url", "stop"])
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="stop: every embedded server of the project (the test suite's .pgjobs/test too)",
+    )
     p.add_argument(
         "--directory",
         help="its directory (default: $PGJOBS_EMBEDDED_DIR, else .pgjobs in the project directory)",

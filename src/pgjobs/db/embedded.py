@@ -10,6 +10,7 @@ stop``).  It is the development default; production always names a URL.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -52,7 +53,9 @@ def start(directory: str | os.PathLike[str] | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(path.parent))
     try:
-        import pgserver
+        with warnings.catch_warnings():  # platformdirs' XDG_RUNTIME_DIR notice: noise here
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError as exc:  # no wheel for this Python (3.13 has none yet): not installed
         raise DatabaseUnreachable(
             "no database URL is set and the embedded PostgreSQL is not installed (the pgserver "
@@ -105,11 +108,23 @@ def stop(directory: str | os.PathLike[str] | None = None, *, timeout: float = 15
     return True
 
 
+def servers(project: Path | None = None) -> list[Path]:
+    """The embedded servers' directories under the project's ``.pgjobs/`` (its own, the test
+    suite's in ``.pgjobs/test``, …), whether they run or not."""
+    base = (project or project_directory()) / DEFAULT_DIRECTORY
+    found = [*base.glob("pgdata/PG_VERSION"), *base.glob("*/pgdata/PG_VERSION")]
+    return sorted(version.parent.parent for version in found)
+
+
 def _forget(path: Path) -> None:
     """Drop pgserver's cached handle, so a later start() starts the server again."""
     try:
-        from pgserver.postgres_server import PostgresServer
+        with warnings.catch_warnings():  # platformdirs' XDG_RUNTIME_DIR notice: noise here
+            warnings.simplefilter("ignore")
+            from pgserver.postgres_server import PostgresServer
 
-        PostgresServer._instances.pop(path, None)
+        instance = PostgresServer._instances.pop(path, None)
+        if instance is not None:  # its exit handler would look for the entry we just removed
+            atexit.unregister(instance._cleanup)
     except (ImportError, AttributeError):  # pragma: no cover - a pgserver without the cache
         pass
