@@ -44,6 +44,8 @@ def reference(row: Row) -> list[Any]:
 def load(ref: list[Any]) -> Row:
     LOADED_IN.append(SESSION.get())  # which job wrapper's session it was loaded through
     model, pk = ref
+    if pk == 666:
+        raise ConnectionError("the database is down")
     if pk not in TABLE:
         raise DeserializationError(f"{model} {pk} no longer exists")
     return Customer(pk, TABLE[pk][1])
@@ -200,3 +202,14 @@ def test_a_wrapper_that_fails_to_leave_is_reported_and_the_outcome_stands(
         events.remove_thread_error_handler(report)
     assert outcome.kind == "finished"
     assert reported == ["a job wrapper (pgjobs.hooks.wrap_jobs): could not close the session"]
+
+
+def test_a_loader_that_cannot_reach_its_database_is_not_a_deleted_row(
+    wrapped: None, loop: EventLoopThread
+) -> None:
+    stored = serialize_arguments((Customer(666, "unreachable"),), {})
+    with pytest.raises(ConnectionError, match="the database is down"):
+        deserialize_arguments(json.dumps(stored))
+    outcome = perform(claimed_with(Customer(666, "unreachable")), loop)
+    assert outcome.kind == "fail"  # not discarded by discard_on = [DeserializationError]
+    assert isinstance(outcome.error, ConnectionError)

@@ -352,6 +352,10 @@ def _decode_tagged(d: dict[str, Any]) -> object:
     decoder = _DECODERS.get(tag) if type(tag) is str else None
     if decoder is None:
         raise DeserializationError(f"unknown tag {tag!r} in stored job arguments: {d!r:.200}")
+    if tag == "record":
+        # A loader's own errors pass as they are: a database that is down is not a deleted row,
+        # and must not be discarded by ``discard_on = [DeserializationError]``.
+        return decoder(d)
     try:
         return decoder(d)
     except DeserializationError:
@@ -382,6 +386,8 @@ def _decode_enum(d: Mapping[str, Any]) -> object:
 
 
 def _decode_record(d: Mapping[str, Any]) -> object:
+    if type(d.get("kind")) is not str or "v" not in d:
+        raise DeserializationError(f"cannot decode stored record {d!r:.200}")
     records = _RECORDS.get(d["kind"])
     if records is None:
         raise DeserializationError(
