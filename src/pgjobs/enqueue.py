@@ -3,9 +3,9 @@
 A job is written on the connection the caller hands over (``Job.set(connection=...)`` or
 ``perform_all_later(..., connection=...)``) inside the caller's transaction, so it exists if and
 only if the caller commits.  Accepted: psycopg ``Connection`` / ``AsyncConnection``, and
-SQLAlchemy ``Connection`` / ``Session`` / ``AsyncConnection`` / ``AsyncSession`` on the
-``postgresql+psycopg`` driver.  Without one, pgjobs uses its own pool and the job is committed
-before the call returns.
+SQLAlchemy ``Connection`` / ``Session`` / ``AsyncConnection`` / ``AsyncSession`` (scoped ones too,
+such as Flask-SQLAlchemy's ``db.session``) on the ``postgresql+psycopg`` driver.  Without one,
+pgjobs uses its own pool and the job is committed before the call returns.
 
 Sync and async share everything but the few lines that execute: :func:`_plan` builds the
 statement and parameters once, for both.
@@ -18,7 +18,7 @@ cost is one ``is None`` check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -51,6 +51,24 @@ _adapter: Adapter | None = None
 def set_adapter(adapter: Adapter | None) -> Adapter | None:
     global _adapter
     previous, _adapter = _adapter, adapter
+    return previous
+
+
+#: ``provider() -> connection or None``: see :func:`set_connection_provider`.
+ConnectionProvider = Callable[[], Connectionish | None]
+_provider: ConnectionProvider | None = None
+
+
+def set_connection_provider(provider: ConnectionProvider | None) -> ConnectionProvider | None:
+    """Have ``provider()`` choose the connection of a synchronous enqueue that names none.
+
+    For integrations: it returns the connection of the transaction the caller is in (Django's
+    inside ``transaction.atomic()``), so the job commits or rolls back with it, or ``None`` for
+    pgjobs' own pool (committed at once).  Async enqueues never ask it.  Returns the previous
+    provider; costs one ``is None`` check while none is set.
+    """
+    global _provider
+    previous, _provider = _provider, provider
     return previous
 
 
@@ -177,7 +195,8 @@ def _statement(database_schema: str | None, row: _Row) -> str:
 def _not_psycopg(found: object) -> ConfigurationError:
     return ConfigurationError(
         f"pgjobs cannot enqueue on {type(found).__module__}.{type(found).__qualname__}: pass a "
-        "psycopg 3 connection, or a SQLAlchemy Connection/Session on the postgresql+psycopg driver"
+        "psycopg 3 connection, or a SQLAlchemy Connection/Session on the postgresql+psycopg driver "
+        "(AsyncConnection/AsyncSession with perform_later_async and perform_all_later_async)"
     )
 
 
@@ -186,35 +205,39 @@ def sync_driver(conn: Connectionish) -> psycopg.Connection[Any]:
     if isinstance(conn, psycopg.Connection):
         return conn
     from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, scoped_session
 
+    if isinstance(conn, scoped_session):
+        conn = conn()  # e.g. Flask-SQLAlchemy's db.session: the session of this scope
     if isinstance(conn, Session):
         conn = conn.connection()  # joins (or begins) the session's transaction
     if isinstance(conn, Connection):
+        driver = conn.connection.driver_connection
+        if not isinstance(driver, psycopg.Connection):
+            raise _not_psycopg(driver)  # before beginning anything on the caller's connection
         if not conn.in_transaction():
             conn.begin()  # so the caller's commit() commits the job too
-        driver = conn.connection.driver_connection
-        if isinstance(driver, psycopg.Connection):
-            return driver
-        raise _not_psycopg(driver)
+        return driver
     raise _not_psycopg(conn)
 
 
 async def async_driver(conn: Connectionish) -> psycopg.AsyncConnection[Any]:
     if isinstance(conn, psycopg.AsyncConnection):
         return conn
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
+    if isinstance(conn, async_scoped_session):
+        conn = conn()
     if isinstance(conn, AsyncSession):
         conn = await conn.connection()
     if isinstance(conn, AsyncConnection):
-        if not conn.in_transaction():
-            await conn.begin()
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
-        if isinstance(driver, psycopg.AsyncConnection):
-            return driver
-        raise _not_psycopg(driver)
+        if not isinstance(driver, psycopg.AsyncConnection):
+            raise _not_psycopg(driver)
+        if not conn.in_transaction():
+            await conn.begin()
+        return driver
     raise _not_psycopg(conn)
 
 
@@ -299,9 +322,12 @@ def enqueue(job: Job) -> EnqueuedJob:
 
 
 def _send(job: Job, now: datetime) -> EnqueuedJob:
-    if job.options.connection is not None:
+    connection = job.options.connection
+    if connection is None and _provider is not None:
+        connection = _provider()
+    if connection is not None:
         # The caller's connection: never start or pool anything.
-        return _write(sync_driver(job.options.connection), current_schema(), job, now)
+        return _write(sync_driver(connection), current_schema(), job, now)
     database = _database()
     with database.connection() as conn:
         return _write(conn, database.schema, job, now)
@@ -509,6 +535,8 @@ def perform_all_later(
 def _all(
     jobs: Sequence[Job], connection: Connectionish | None, create: tracing.Create | None
 ) -> list[EnqueuedJob]:
+    if connection is None and _provider is not None:
+        connection = _provider()
     if connection is not None:
         schema = current_schema()
         plan = _plan_bulk(jobs, store.notify_channel(schema), create)

@@ -8,12 +8,14 @@ automatically — it is pgjobs' own development database).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import migrate
 
 _lock = threading.Lock()
 _default: Database | None = None
+_factory: Callable[[], Database] | None = None
 
 
 def configure(
@@ -51,6 +53,18 @@ def use(database: Database | None) -> Database | None:
     return previous
 
 
+def use_lazily(factory: Callable[[], Database] | None) -> None:
+    """Have ``factory()`` make the default database at its first use, unless ``configure()`` or
+    ``use()`` set one first (``None`` forgets the factory).
+
+    For integrations whose settings are final only once the application runs: the Django
+    integration builds the database from ``settings.DATABASES``, which a test runner renames.
+    """
+    global _factory
+    with _lock:
+        _factory = factory
+
+
 _schema: str | None = None  # resolved once from the environment and queue.yml
 _schema_resolved = False
 
@@ -64,6 +78,8 @@ def current_schema() -> str | None:
     global _schema, _schema_resolved
     if _default is not None:
         return _default.schema
+    if _factory is not None:
+        return get_database().schema  # making it connects to nothing
     if not _schema_resolved:
         import os
 
@@ -76,6 +92,12 @@ def current_schema() -> str | None:
 
 def get_database() -> Database:
     """The default database, resolved on first use."""
+    global _default
     if _default is None:
+        if _factory is not None:
+            with _lock:
+                if _default is None:
+                    _default = _factory()
+                return _default
         return configure()
     return _default

@@ -1,0 +1,1 @@
+"""A FastAPI application that enqueues a job in the transaction of the row it is about."""

@@ -1,0 +1,1 @@
+"""A Flask application that enqueues a job in the transaction of the row it is about."""

@@ -1,0 +1,1 @@
+"""Optional integrations with web frameworks and ORMs; the core never imports them."""
