@@ -12,9 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+if TYPE_CHECKING:
+    from pgjobs.processes.executor import Claimed
+    from pgjobs.processes.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,3 +156,18 @@ def hook_lines(log: Path) -> list[str]:
 
 def _lines(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
+
+
+def run_once(worker: Worker, limit: int = 10) -> list[Claimed]:
+    """One pass of an in-process worker with the jobs performed in this thread: claim up to
+    ``limit``, perform each, record the outcomes, finish the finished."""
+    from pgjobs.processes.executor import perform
+
+    claimed = worker.claim(limit)
+    for job in claimed:
+        worker.in_flight[job.id] = job
+        worker.outbox.put(perform(job, worker.loop))
+    worker._collect()
+    if worker.to_finish:
+        worker._finish_only()
+    return claimed

@@ -29,10 +29,9 @@ from pgjobs.config import Config, WorkerConfig
 from pgjobs.contrib import sqlalchemy as pgjobs_sqlalchemy
 from pgjobs.db.database import Database
 from pgjobs.db.urls import sqlalchemy_url
-from pgjobs.processes.executor import perform
 from pgjobs.processes.worker import Worker
 from pgjobs.serialization import deserialize_arguments, serialize_arguments
-from tests.engine_helpers import scalar, states
+from tests.engine_helpers import run_once, scalar, states
 
 pytestmark = pytest.mark.committed
 
@@ -135,16 +134,6 @@ def worker(db: Database) -> Iterator[Worker]:
     yield made
     made.stop()
     made.close()
-
-
-def run_once(worker: Worker) -> None:
-    """One pass of the worker, its jobs performed in this thread (as tests/test_events.py)."""
-    for job in worker.claim(10):
-        worker.in_flight[job.id] = job
-        worker.outbox.put(perform(job, worker.loop))
-    worker._collect()
-    if worker.to_finish:
-        worker._finish_only()
 
 
 def customer(sessions: sessionmaker[Session], name: str, *items: str) -> Customer:

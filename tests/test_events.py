@@ -17,9 +17,8 @@ from pgjobs import events
 from pgjobs.config import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.logs import JsonFormatter
-from pgjobs.processes.executor import perform
 from pgjobs.processes.worker import Worker
-from tests.engine_helpers import states
+from tests.engine_helpers import run_once, states
 
 CONFIG = Config(heartbeat_interval=30)
 
@@ -209,16 +208,6 @@ def worker(db: Database) -> Iterator[Worker]:
     yield made
     made.stop()
     made.close()
-
-
-def run_once(worker: Worker) -> None:
-    claimed = worker.claim(10)
-    for job in claimed:
-        worker.in_flight[job.id] = job
-        worker.outbox.put(perform(job, worker.loop))
-    worker._collect()
-    if worker.to_finish:
-        worker._finish_only()
 
 
 @pytest.mark.committed

@@ -14,8 +14,7 @@ from pgjobs.config import Config, WorkerConfig
 from pgjobs.contrib import sqlalchemy as pgjobs_sqlalchemy
 from pgjobs.db.database import Database
 from pgjobs.processes.worker import Worker
-from tests.engine_helpers import scalar, states
-from tests.test_contrib_sqlalchemy import run_once
+from tests.engine_helpers import run_once, scalar, states
 
 pytestmark = pytest.mark.committed
 

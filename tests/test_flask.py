@@ -24,8 +24,7 @@ from pgjobs.contrib.flask.dashboard import dashboard_blueprint
 from pgjobs.db.database import Database
 from pgjobs.db.urls import sqlalchemy_url
 from pgjobs.processes.worker import Worker
-from tests.engine_helpers import scalar, states
-from tests.test_contrib_sqlalchemy import run_once
+from tests.engine_helpers import run_once, scalar, states
 from tests.web_helpers import flash, submit
 
 pytestmark = pytest.mark.committed

@@ -20,8 +20,7 @@ from pgjobs.contrib import flask as pgjobs_flask
 from pgjobs.contrib import sqlalchemy as pgjobs_sqlalchemy
 from pgjobs.db.database import Database
 from pgjobs.processes.worker import Worker
-from tests.engine_helpers import ROOT, config_file, scalar, states, wait_for
-from tests.test_contrib_sqlalchemy import run_once
+from tests.engine_helpers import ROOT, config_file, run_once, scalar, states, wait_for
 
 pytestmark = pytest.mark.committed
 

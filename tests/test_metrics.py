@@ -30,7 +30,8 @@ from pgjobs.observability.metrics import (
 )
 from pgjobs.processes.worker import Worker
 from pgjobs.web.pinned import PinnedDatabase
-from tests.test_events import Discards, Fails, Rescues, Retries, Works, run_once, worker
+from tests.engine_helpers import run_once
+from tests.test_events import Discards, Fails, Rescues, Retries, Works, worker
 from tests.web_helpers import add_job, add_process, basic, client_on
 
 

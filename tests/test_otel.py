@@ -30,7 +30,8 @@ from pgjobs.enqueue import enqueue_on
 from pgjobs.observability import otel, tracing
 from pgjobs.processes.executor import Claimed, EventLoopThread, perform
 from pgjobs.processes.worker import Worker
-from tests.test_rules import CONFIG, run_once
+from tests.engine_helpers import run_once
+from tests.test_rules import CONFIG
 
 CURRENT: list[SpanContext] = []  # the span current inside perform, as the jobs saw it
 

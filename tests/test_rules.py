@@ -21,7 +21,15 @@ from pgjobs.db.database import Database
 from pgjobs.processes.executor import Claimed, EventLoopThread, Outcome, perform
 from pgjobs.processes.worker import Worker
 from pgjobs.serialization import serialize_arguments
-from tests.engine_helpers import config_file, log_lines, pgjobs_start, scalar, states, wait_for
+from tests.engine_helpers import (
+    config_file,
+    log_lines,
+    pgjobs_start,
+    run_once,
+    scalar,
+    states,
+    wait_for,
+)
 from tests.sample_jobs import FlakyRecord
 
 SEEN: list[str] = []
@@ -500,18 +508,6 @@ def make_worker(db: Database) -> Iterator[Any]:
     for worker in made:
         worker.stop()
         worker.close()
-
-
-def run_once(worker: Worker) -> list[Claimed]:
-    """One pass of a worker with the jobs performed inline: claim, perform, record, finish."""
-    claimed = worker.claim(10)
-    for job in claimed:
-        worker.in_flight[job.id] = job
-        worker.outbox.put(perform(job, worker.loop))
-    worker._collect()
-    if worker.to_finish:
-        worker._finish_only()
-    return claimed
 
 
 def job_row(url: str, job_id: uuid.UUID) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from pgjobs.config import Config, WorkerConfig
 from pgjobs.contrib.django import conf
 from pgjobs.db.database import Database
 from pgjobs.db.names import TABLES
-from pgjobs.processes.executor import perform
 from pgjobs.processes.worker import Worker
 
 
@@ -60,17 +59,6 @@ def worker(url: str) -> Iterator[Worker]:
     yield made
     made.stop()
     made.close()
-
-
-def run_once(worker: Worker) -> None:
-    """Claim what is ready and run each job to its outcome, in this thread."""
-    claimed = worker.claim(10)
-    for job in claimed:
-        worker.in_flight[job.id] = job
-        worker.outbox.put(perform(job, worker.loop))
-    worker._collect()
-    if worker.to_finish:
-        worker._finish_only()
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

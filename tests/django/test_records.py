@@ -11,9 +11,10 @@ from django.db import connection
 import pgjobs
 from pgjobs.processes.worker import Worker
 from pgjobs.serialization import deserialize_arguments, serialize_arguments
-from tests.django.conftest import count, run_once
+from tests.django.conftest import count
 from tests.django.shop.jobs import MarkPaid, record
 from tests.django.shop.models import Event, Order
+from tests.engine_helpers import run_once
 
 
 @pytest.mark.django_db

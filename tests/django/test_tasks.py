@@ -18,9 +18,10 @@ from django.utils import timezone
 from pgjobs.contrib.django import PgJobsBackend
 from pgjobs.contrib.django.tasks import NOT_SUPPORTED
 from pgjobs.processes.worker import Worker
-from tests.django.conftest import count, jobs, run_once
+from tests.django.conftest import count, jobs
 from tests.django.shop import tasks
 from tests.django.shop.models import Event
+from tests.engine_helpers import run_once
 
 
 class Boom(Exception):
