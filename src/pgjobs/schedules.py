@@ -1,31 +1,22 @@
 """Recurring-task schedules: parse what the user wrote and compute when it fires.
 
-Accepted forms (``parse_schedule``), each optionally followed by an IANA time zone
-(``America/New_York``, ``UTC``, ``Etc/UTC``; also ``in``/``on`` + zone as fugit allows).
-Without a zone the schedule runs in UTC.
+Accepted forms (``parse_schedule``), each with an optional IANA time zone (``America/New_York``,
+``UTC``, ``Z``; after ``in``/``on`` too, as fugit allows): last after a cron or macro, anywhere
+in English (``at 7am Asia/Seoul every day``).  Without a zone the schedule runs in UTC.
 
-- cron with 5 fields (``*/30 * * * *``) or 6 fields with the seconds **last**, croniter's
-  convention (``0 9 * * * 30`` is 09:00:30).  Fugit (Solid Queue) and Quartz put seconds
-  *first*: a 6-field cron copied from a Solid Queue ``recurring.yml`` must have its first field
-  moved to the end.  Macros: ``@hourly @daily @midnight @weekly @monthly @yearly @annually``.
-- English, case-insensitive, in the style of fugit: ``every second``, ``every 10 seconds``,
-  ``every minute``, ``every 5 minutes``, ``every hour``, ``every 2 hours``, ``every day``,
-  ``every 3 days``, ``every week``, ``every month``, ``every year``, ``every monday``,
-  ``every monday and friday``, ``every weekday``, ``every weekend``, ``every 1st of month``,
-  ``every 1st and 15th of the month``, any of the day forms with ``at <time>``
-  (``3pm``, ``3:30pm``, ``15:30``, ``15:30:10``, ``noon``, ``midnight``), or the time first:
-  ``at 5pm every day``.
+- cron with 5 fields (``*/30 * * * *``) or 6 fields with the seconds **first**, as fugit (Solid
+  Queue) reads them: ``*/30 * * * * *`` is every 30 seconds.  croniter's order, seconds last,
+  must be asked for: ``seconds-last 0 9 * * * 30`` is 09:00:30.  Macros: ``@hourly @daily
+  @midnight @weekly @monthly @yearly @annually``.
+- English in fugit's grammar (:mod:`pgjobs.schedules_nat`): ``every 5m``, ``every hour at
+  minute 12``, ``every weekday at five pm``, ``every month on the 1st at 3am``, ``at noon every
+  day``, ``every Mon to Thu, 18:20``...  Each becomes one cron with fugit's meaning, so steps
+  that do not divide their unit are *calendar* steps, not true intervals: ``every 7 minutes`` is
+  ``*/7 * * * *`` (:00, :07 ... :56, then :00 again, 4 minutes later); ``every 3 days`` is
+  ``0 0 */3 * *`` (the 1st, 4th ... 31st, then the 1st of the next month).  Times of day that one
+  cron cannot hold (``every day at 9am and 3:30pm``) are rejected naming the crons they need.
 
-Each English form becomes one cron, the way fugit translates it, so steps that do not divide
-their unit are *calendar* steps, not true intervals: ``every 7 minutes`` is ``*/7 * * * *``
-(:00, :07 ... :56, then :00 again, 4 minutes later); ``every 3 days`` is ``0 0 */3 * *``
-(the 1st, 4th ... 31st, then the 1st of the next month); ``every 5 hours`` fires at 0, 5, 10,
-15 and 20 o'clock.
-
-Several times of day: ``every day at 9am and 3pm`` (or ``9am, 3pm``) is accepted when all
-the times share their minute and second, giving one cron (``0 9,15 * * *``).  Times with
-different minutes (``9am and 3:30pm``) cannot be one cron and are rejected (fugit would
-silently keep only the first); the error names the crons to configure as separate tasks.
+``Schedule.cron`` is always in croniter's order (seconds, when present, last).
 
 Time zones and daylight saving
 ------------------------------
@@ -67,8 +58,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from croniter import CroniterBadDateError, croniter
 
 from pgjobs.errors import ConfigurationError
+from pgjobs.schedules_nat import NotUnderstoodError, english_to_cron
 
-__all__ = ["Schedule", "parse_schedule"]
+__all__ = ["SECONDS_LAST", "Schedule", "parse_schedule"]
 
 _SECOND = timedelta(seconds=1)
 _DAY = timedelta(days=1)
@@ -82,43 +74,16 @@ _MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
 }
+SECONDS_LAST = "seconds-last"
 _FORMS = (
     "Accepted forms: a cron expression with 5 fields ('*/30 * * * *') or 6 with the seconds "
-    "last ('0 9 * * * 30'); a macro (@hourly, @daily, @midnight, @weekly, @monthly, @yearly, "
-    "@annually); or English such as 'every 10 seconds', 'every 5 minutes', 'every 2 hours', "
+    "first as in fugit ('30 0 9 * * *'; croniter's order: 'seconds-last 0 9 * * * 30'); a "
+    "macro (@hourly, @daily, @midnight, @weekly, @monthly, @yearly, @annually); or English "
+    "such as 'every 10 seconds', 'every 5 minutes', 'every 2 hours', "
     "'every day at 3:30pm', 'every monday and friday at 9am', 'every weekday at 9:30', "
-    "'every weekend at 10am', 'every 1st of the month at 8am', 'at noon every day'. Any of "
-    "them may end with an IANA time zone: 'every day at 8am America/New_York'."
+    "'every hour at minute 12', 'every month on the 1st at 3am', 'at noon every day'. Any "
+    "of them may end with an IANA time zone: 'every day at 8am America/New_York'."
 )
-_UNITS = {
-    alias: unit
-    for unit, aliases in [
-        ("second", "s sec secs"),
-        ("minute", "min mins"),
-        ("hour", "h hr hrs"),
-        ("day", "d"),
-        ("week", ""),
-        ("month", ""),
-        ("year", ""),
-    ]
-    for alias in (unit, f"{unit}s", *aliases.split())
-}
-_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
-_DAYS: dict[str, frozenset[int]] = {
-    "weekday": frozenset(range(1, 6)),
-    "weekdays": frozenset(range(1, 6)),
-    "weekend": frozenset({0, 6}),
-    "weekends": frozenset({0, 6}),
-}
-for _number, _name in enumerate(_NAMES):
-    for _word in (_name, _name + "s", _name[:3]):
-        _DAYS[_word] = frozenset({_number})
-_TIME = re.compile(r"(\d{1,2})(?::(\d\d))?(?::(\d\d))? ?(am|pm)?")
-_AND = re.compile(r" (?:and|or) ")
-
-
-class _NotUnderstoodError(ValueError):
-    """A part of the schedule text that could not be understood."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +265,8 @@ def _zone_names() -> dict[str, str]:
 
 
 def _zone(word: str) -> ZoneInfo | None:
+    if word in ("Z", "z"):  # fugit's name for UTC
+        word = "UTC"
     try:
         return ZoneInfo(_zone_names().get(word.lower(), word))
     except (ZoneInfoNotFoundError, ValueError):
@@ -309,123 +276,58 @@ def _zone(word: str) -> ZoneInfo | None:
 def parse_schedule(text: str) -> Schedule:
     """Parse a cron expression, macro or English schedule (see the module doc)."""
     words = text.split()
-    zone = _zone(words[-1]) if words else None
-    if zone is not None:
-        words.pop()
-        if len(words) > 1 and words[-1].lower() in ("in", "on"):
-            words.pop()
+    english = bool(words) and words[0].lower() in ("every", "at", "from", "on")
+    words, zone = _take_zone(words, anywhere=english)
     body = " ".join(words)
     try:
         if not words:
-            raise _NotUnderstoodError("it is empty")
-        if zone is None and "/" in words[-1] and re.search("[a-z]", words[-1], re.I):
-            raise _NotUnderstoodError(f"unknown time zone {words[-1]!r}")
-        if words[0].lower() in ("every", "at"):
-            cron = _parse_words(body.lower())
+            raise NotUnderstoodError("it is empty")
+        if zone is None:
+            for word in words if english else words[-1:]:
+                if "/" in word and re.search("[a-z]", word, re.I):
+                    raise NotUnderstoodError(f"unknown time zone {word!r}")
+        if english:
+            cron = english_to_cron(body)
         elif words[0].startswith("@"):
             if words[0].lower() not in _MACROS or len(words) > 1:
-                raise _NotUnderstoodError(f"unknown macro {body!r}")
+                raise NotUnderstoodError(f"unknown macro {body!r}")
             cron = _MACROS[words[0].lower()]
+        elif words[0].lower() == SECONDS_LAST:
+            if len(words) != 7 or not croniter.is_valid(" ".join(words[1:])):
+                raise NotUnderstoodError(
+                    f"{SECONDS_LAST!r} is followed by a cron of 6 fields whose last is the "
+                    f"seconds ('{SECONDS_LAST} 0 9 * * * 30'), got {' '.join(words[1:])!r}"
+                )
+            cron = " ".join(words[1:])
         elif len(words) in (5, 6):
-            if not croniter.is_valid(body):
-                raise _NotUnderstoodError(f"{body!r} is not a valid cron expression")
-            cron = body
+            if len(words) == 6:  # fugit's (Solid Queue's) order, seconds first: croniter's order
+                words = [*words[1:], words[0]]
+            cron = " ".join(words)
+            if not croniter.is_valid(cron):
+                raise NotUnderstoodError(f"{body!r} is not a valid cron expression")
         else:
-            raise _NotUnderstoodError(
+            raise NotUnderstoodError(
                 f"a cron expression has 5 or 6 fields, {body!r} has {len(words)}"
             )
         return Schedule(text, cron, zone or ZoneInfo("UTC"))
-    except _NotUnderstoodError as exc:
+    except NotUnderstoodError as exc:
         raise ConfigurationError(f"cannot understand schedule {text!r}: {exc}. {_FORMS}") from None
     except ConfigurationError as exc:
         raise ConfigurationError(f"{exc}. {_FORMS}") from None
 
 
-def _parse_words(text: str) -> str:
-    text = " ".join(text.replace(",", " and ").split())
-    if match := re.fullmatch(r"at (.+?) (every .+)", text):
-        text = f"{match[2]} at {match[1]}"
-    match = re.fullmatch(r"every (.+?)(?: at (.+))?", text)
-    if match is None:
-        raise _NotUnderstoodError("English schedules start with 'every' (or 'at <time> every')")
-    what, at = match[1], match[2]
-    times = [_parse_time(part) for part in _AND.split(at)] if at else [(0, 0, 0)]
-    match = re.fullmatch(r"(?:(\d+) ?)?([a-z]+)", what)
-    if match and (unit := _UNITS.get(match[2])) is not None:
-        return _interval(unit, int(match[1] or 1), times if at else None)
-    days = [_DAYS.get(part) for part in _AND.split(what)]
-    if all(day is not None for day in days):
-        weekdays = frozenset[int]().union(*(day for day in days if day is not None))
-        return _with_times(times, "*", ",".join(map(str, sorted(weekdays))))
-    if match := re.fullmatch(r"(.+?) (?:day )?of (?:the |each |every )?month", what):
-        monthdays = [_monthday(part) for part in _AND.split(match[1])]
-        return _with_times(times, ",".join(dict.fromkeys(monthdays)), "*")
-    raise _NotUnderstoodError(
-        f"{what!r} is not a unit (second, minute, hour, day, week, month, year), "
-        "a day name (monday, weekday, weekend) or a day of the month (1st of the month)"
-    )
+def _take_zone(words: list[str], *, anywhere: bool) -> tuple[list[str], ZoneInfo | None]:
+    """The words without the time zone (and an ``in``/``on`` before it), and the zone.
 
-
-def _interval(unit: str, n: int, times: list[tuple[int, int, int]] | None) -> str:
-    bounds = {"second": 59, "minute": 59, "hour": 23, "day": 31, "week": 1, "month": 12, "year": 1}
-    if not 1 <= n <= bounds[unit]:
-        allowed = f"1 to {bounds[unit]}" if bounds[unit] > 1 else "only 1: cron cannot skip"
-        raise _NotUnderstoodError(f"'every {n} {unit}s' is out of range ({allowed} {unit}s)")
-    step = "*" if n == 1 else f"*/{n}"
-    if unit in ("second", "minute", "hour"):
-        if times is not None:
-            raise _NotUnderstoodError(f"'at <time>' goes with days, not with {unit}s")
-        if unit == "second":
-            return f"* * * * * {step}"
-        return f"{step} * * * *" if unit == "minute" else f"0 {step} * * *"
-    day, month, weekday = {
-        "day": (step, "*", "*"),
-        "week": ("*", "*", "0"),
-        "month": ("1", step, "*"),
-        "year": ("1", "1", "*"),
-    }[unit]
-    return _with_times(times or [(0, 0, 0)], day, weekday, month)
-
-
-def _with_times(times: list[tuple[int, int, int]], day: str, weekday: str, month: str = "*") -> str:
-    """One cron for ``times`` on the given days, if they share their minute and second."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for hour, minute, second in times:
-        groups.setdefault((minute, second), []).append(hour)
-    crons = []
-    for (minute, second), hours in groups.items():
-        cron = f"{minute} {','.join(map(str, sorted(set(hours))))} {day} {month} {weekday}"
-        crons.append(f"{cron} {second}" if second else cron)
-    if len(crons) > 1:
-        raise _NotUnderstoodError(
-            "these times of day differ in their minutes, which one cron cannot express; "
-            "configure one recurring task per cron: " + ", ".join(repr(c) for c in crons)
-        )
-    return crons[0]
-
-
-def _parse_time(text: str) -> tuple[int, int, int]:
-    words = {"noon": (12, 0, 0), "midnight": (0, 0, 0)}
-    if text in words:
-        return words[text]
-    match = _TIME.fullmatch(text)
-    if match is not None:
-        hour, minute, second = int(match[1]), int(match[2] or 0), int(match[3] or 0)
-        if match[4] and 1 <= hour <= 12:
-            hour = hour % 12 + (12 if match[4] == "pm" else 0)
-        elif match[4]:
-            hour = 99
-        if hour <= 23 and minute <= 59 and second <= 59:
-            return hour, minute, second
-    raise _NotUnderstoodError(
-        f"{text!r} is not a time of day (write 3pm, 3:30pm, 15:30, 15:30:10, noon or midnight)"
-    )
-
-
-def _monthday(text: str) -> str:
-    if text == "last":
-        return "L"
-    match = re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)?", text)
-    if match is None or not 1 <= int(match[1]) <= 31:
-        raise _NotUnderstoodError(f"{text!r} is not a day of the month (write 1st, 15th or last)")
-    return str(int(match[1]))
+    A cron or macro has its zone last; English may have it anywhere, as fugit reads
+    ``at 7am Asia/Seoul every day``.
+    """
+    indexes = reversed(range(len(words))) if anywhere else range(len(words) - 1, len(words))
+    for index in indexes:
+        zone = _zone(words[index]) if index >= 0 else None
+        if zone is not None:
+            rest = words[:index] + words[index + 1 :]
+            if index > 1 and words[index - 1].lower() in ("in", "on"):
+                del rest[index - 1]
+            return rest, zone
+    return words, None
