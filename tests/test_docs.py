@@ -1,7 +1,8 @@
 """The documentation stays true to the code.
 
-- Every Python block of README.md, docs/jobs.md and docs/migrations.md runs, in order, as one
-  session per file (a block right after ``<!-- docs-test: skip ... -->`` is left out).
+- Every Python block of README.md and of the docs pages runs, in order, as one session per file
+  (a block right after ``<!-- docs-test: skip ... -->`` is left out); docs/testing.md's blocks
+  are the files of a small project, whose tests run with pytest.
 - Every ``pgjobs ...`` command in a shell or ini block parses with the real ``pgjobs`` parser.
 - Every relative link in the documentation points at a file that exists.
 - docs/architecture.md names every table, index and constraint of the schema and every statement
@@ -11,10 +12,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
+import subprocess
 import sys
 import types
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from pgjobs import cli, jobs, runtime, serialization
+from pgjobs import cli, events, hooks, jobs, runtime, serialization
 from pgjobs.db.database import Database
 from pgjobs.db.schema import metadata
 
@@ -81,6 +85,25 @@ def run_python_blocks(path: Path, env: dict[str, str], monkeypatch: pytest.Monke
     monkeypatch.setattr(jobs, "_registry", dict(jobs._registry))
     monkeypatch.setattr(serialization, "_BY_CLASS", dict(serialization._BY_CLASS))
     monkeypatch.setattr(serialization, "_BY_NAME", dict(serialization._BY_NAME))
+    monkeypatch.setattr(serialization, "_RECORDS", dict(serialization._RECORDS))
+    monkeypatch.setattr(serialization, "_RECORDS_BY_CLASS", {})
+    monkeypatch.setattr(hooks, "job_wrappers", hooks.job_wrappers)
+    monkeypatch.setattr(
+        hooks, "_hooks", defaultdict(list, {k: list(v) for k, v in hooks._hooks.items()})
+    )
+    subscribed = {name: list(subscribers) for name, subscribers in events._by_name.items()}
+    thread_error_handlers = list(events._thread_error_handlers)
+    try:
+        _run_blocks(path, module)
+    finally:  # the examples' subscribers are forgotten too
+        with events._lock:
+            events._by_name.clear()
+            events._by_name.update(subscribed)
+            events._thread_error_handlers[:] = thread_error_handlers
+            events._rebuild()
+
+
+def _run_blocks(path: Path, module: types.ModuleType) -> None:
     ran = 0
     for block in blocks(path):
         if block.lang != "python" or block.skip:
@@ -106,12 +129,31 @@ def keep_default_database(db: Database) -> Iterator[Database]:
             replaced.close()
 
 
+# What a page has its reader set before its Python blocks (the `export` of its shell block).
+PAGE_ENV = {
+    "docs/dashboard.md": {"PGJOBS_WEB_USERNAME": "admin", "PGJOBS_WEB_PASSWORD": "a long secret"},
+}
+
+
 @pytest.mark.committed
-@pytest.mark.parametrize("name", ["README.md", "docs/jobs.md", "docs/concurrency.md"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "README.md",
+        *sorted(
+            str(path.relative_to(ROOT))
+            for path in DOCS.glob("*.md")
+            # their own tests: migrations.md needs an empty database, testing.md's blocks are the
+            # files of a project
+            if path.name not in ("migrations.md", "testing.md")
+            and any(b.lang == "python" and not b.skip for b in blocks(path))
+        ),
+    ],
+)
 def test_python_examples_run(
     name: str, keep_default_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {"PGJOBS_DATABASE_URL": keep_default_database.url}
+    env = {"PGJOBS_DATABASE_URL": keep_default_database.url, **PAGE_ENV.get(name, {})}
     run_python_blocks(ROOT / name, env, monkeypatch)
 
 
@@ -119,6 +161,46 @@ def test_migration_examples_run(
     make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_python_blocks(DOCS / "migrations.md", {"PGJOBS_DATABASE_URL": make_database()}, monkeypatch)
+
+
+_FILE = re.compile(r"# ([\w./-]+\.py)\n")
+
+
+def project_files(path: Path) -> dict[str, str]:
+    """The page's Python blocks as the files their first line names (``# shop/jobs.py``); the
+    blocks naming one file are that file's parts, in order."""
+    files: dict[str, str] = {}
+    for block in blocks(path):
+        if block.lang != "python" or block.skip:
+            continue
+        named = _FILE.match(block.code)
+        assert named, f"{path.name}, block at line {block.line}: no `# path/to/file.py` first line"
+        files[named.group(1)] = files.get(named.group(1), "") + block.code
+    return files
+
+
+def test_testing_examples_pass_under_pytest(
+    tmp_path: Path, make_database: Callable[[], str]
+) -> None:
+    """docs/testing.md's project, written out as a reader would, and its tests run with pytest
+    (those against a real database on a new one, which its conftest.py migrates)."""
+    files = project_files(DOCS / "testing.md")
+    assert sorted(files) == [
+        "conftest.py", "shop/jobs.py", "shop/orders.py", "tests/test_orders.py",
+        "tests/test_orders_db.py",
+    ]  # fmt: skip
+    for name, code in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGJOBS_")}
+    env.pop("DATABASE_URL", None)  # the reader's tests name their database themselves
+    env["TEST_DATABASE_URL"] = make_database()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:django"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"\b5 passed\b", done.stdout), done.stdout
 
 
 # -- commands ----------------------------------------------------------------------------------
