@@ -294,10 +294,7 @@ class Recorder:
     def flush(self) -> None:
         """Write the totals to ``path`` (if there is one)."""
         if self.path is not None:
-            temporary = f"{self.path}.tmp"
-            with open(temporary, "w") as out:
-                json.dump(self.snapshot().dump(), out)
-            os.replace(temporary, self.path)  # a reader sees the old totals or the new
+            write_json(self.path, self.snapshot().dump())
 
     def close(self) -> None:
         """Stop the thread, unsubscribe, and write the last totals."""
@@ -327,6 +324,14 @@ class Recorder:
 
     def _on_pruned(self, event: events.Event) -> None:
         self.counts.inc("pgjobs_processes_pruned", (), len(event.fields["process_ids"]))
+
+
+def write_json(path: str, data: Any) -> None:
+    """Replace ``path`` with ``data`` atomically: a reader sees the old totals or the new."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as out:
+        json.dump(data, out)
+    os.replace(temporary, path)
 
 
 _installed: Recorder | None = None
@@ -407,10 +412,7 @@ class HostCollector(Collector):
             for path in (os.path.join(self.directory, EXITED), mine):
                 with contextlib.suppress(OSError, ValueError), open(path) as data:
                     merged.merge(json.load(data))
-            temporary = os.path.join(self.directory, f"{EXITED}.tmp")
-            with open(temporary, "w") as out:
-                json.dump(merged.dump(), out)
-            os.replace(temporary, os.path.join(self.directory, EXITED))
+            write_json(os.path.join(self.directory, EXITED), merged.dump())
             os.remove(mine)
 
 
