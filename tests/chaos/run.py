@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,13 @@ def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
-def drain(url: str, timeout: float) -> bool:
-    """Wait until every job finished or failed; False if it timed out or got stuck."""
+def drain(url: str, timeout: float, tick: Callable[[], object] = lambda: None) -> bool:
+    """Wait until every job finished or failed; False if it timed out or got stuck.  ``tick``
+    runs at every poll (the driver restarting supervisors that exited)."""
     deadline = time.monotonic() + timeout
     last_done, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
+        tick()
         with contextlib.suppress(psycopg.Error):
             done, total, scheduled = _query(url, PROGRESS)[0]
             if done == total:
@@ -140,7 +143,10 @@ def run_chaos(
 
         mark = time.monotonic()
         driver.heal_all(proxies)
-        drained = drain(url, timeout=min(60 + 4 * minutes, 180))
+        # The hosts stay supervised while the queue drains: a supervisor pruned while it was cut
+        # off exits 1 once it notices, and its service manager (the driver) starts it again.
+        drained = drain(url, timeout=min(60 + 4 * minutes, 180), tick=driver.ensure_hosts)
+        driver.ensure_hosts()
         durations["drain"] = time.monotonic() - mark
 
         # The live checks, before anything stops.
@@ -181,8 +187,26 @@ def run_chaos(
         mark = time.monotonic()
         for host in hosts:
             if not host.running():
-                violations.append(Violation("supervisor_exit", f"{host.name} is not running"))
-                continue
+                # It may be exiting as documented right now (pruned while cut off, noticed
+                # late): the driver restarts it and records the exit, judged as above.
+                known = len(driver.unexpected_exits)
+                driver.ensure_hosts()
+                late = driver.unexpected_exits[known:]
+                violations += [
+                    Violation(
+                        "supervisor_exit",
+                        f"{e['host']} supervisor pid {e['pid']} exited with {e['code']} at the "
+                        f"end (last fault on the host: {e['last_fault_on_host']})",
+                    )
+                    for e in late
+                    if not (e["after_partition"] and e["code"] == 1)
+                ]
+                if not late:
+                    violations.append(Violation("supervisor_exit", f"{host.name} is not running"))
+                    continue
+                started = time.monotonic()  # SIGTERM only once it handles it: its children run
+                while not host.workers() and time.monotonic() - started < 20:
+                    time.sleep(0.1)
             code = host.terminate(cluster.SHUTDOWN_TIMEOUT + 10)
             if code != 0:
                 violations.append(
