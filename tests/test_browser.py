@@ -91,6 +91,7 @@ from tests.sample_jobs import (  # noqa: E402
     DeliverWebhook,
     FailsFirstTime,
     ImportCatalog,
+    OneAtATime,
     Record,
     ReindexProduct,
     SendReceiptEmail,
@@ -340,6 +341,41 @@ def test_discard_every_failed_job_of_one_class(
     with psycopg.connect(served.database_url) as conn:
         classes = conn.execute("SELECT DISTINCT class_name FROM pgjobs_jobs").fetchall()
     assert classes == [("SyncInventory",)]
+
+
+def test_run_scheduled_jobs_now_and_discard_waiting_ones(
+    db: Database, page: Page, served: Served
+) -> None:
+    later = [Record.set(wait=3600).perform_later(f"digest {i}").job_id for i in range(3)]
+    holder = OneAtATime.perform_later().job_id
+    blocked = OneAtATime.perform_later().job_id
+
+    # One scheduled job, run now from its row: it is ready (no worker runs here).
+    page.goto("/jobs/scheduled")
+    expect(page.locator("tbody tr")).to_have_count(3)
+    row_of(page, str(later[0])).get_by_role("button", name="Run now").click()
+    expect(flash(page)).to_contain_text(f"Dispatched job {later[0]}: it is ready now.")
+    expect(page.locator("tbody tr")).to_have_count(2)
+
+    # The rest in bulk, through the filter and the confirmation.
+    page.get_by_label("Arguments contain").fill("digest")
+    page.get_by_role("button", name="Filter").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Discard all scheduled jobs matching these filters").click()
+    expect(flash(page)).to_have_text("Discarded 2 scheduled jobs matching arguments with digest.")
+    expect(page.locator("p.empty")).to_have_text("No scheduled jobs match these filters.")
+
+    # The blocked job's page says what it waits for, linking the job holding the slot.
+    page.goto(f"/job/{blocked}")
+    waiting = page.locator("section.waiting-for")
+    expect(waiting).to_contain_text("1 of 1 taken")
+    expect(waiting.get_by_role("link", name=str(holder))).to_have_count(0)  # ready, not running
+    expect(waiting).to_contain_text("no running job")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Discard", exact=True).click()
+    expect(flash(page)).to_contain_text(f"Discarded job {blocked}.")
+    expect(page.locator("h1 .badge")).to_have_text("discarded")
+    assert states(served.database_url) == {"ready": 2, "finished": 3}
 
 
 # -- the doors: credentials and CSRF -------------------------------------------------------------

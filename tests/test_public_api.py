@@ -17,6 +17,7 @@ def test_the_documented_entry_points_are_exported() -> None:
         "on_start", "on_worker_start", "schedule_recurring", "unschedule_recurring",
         "clear_finished", "register_type", "PgJobsError", "limit", "unique", "DuplicateJobError",
         "current_job", "JobContextFilter", "register_records", "wrap_jobs",
+        "WaitingJobs",
     }  # fmt: skip
     assert expected <= set(pgjobs.__all__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -163,3 +164,78 @@ def test_run_now_of_an_unknown_task(conn: psycopg.Connection, nightly: str) -> N
     message = flash(client, client.post("/recurring/run", data=fields))
     assert message.startswith("error: job class 'nowhere:Missing'")
     assert conn.execute("SELECT count(*) FROM pgjobs_recurring_executions").fetchone() == (0,)
+
+
+# -- waiting jobs: discard ready, scheduled, blocked; run scheduled now -------------------------
+
+
+@pytest.mark.parametrize("state", ["ready", "scheduled", "blocked"])
+def test_discard_a_waiting_job_then_again(conn: psycopg.Connection, state: str) -> None:
+    _, job = add_job(conn, state)
+    client = client_on(conn)
+    fields = form_fields(client.get(f"/jobs/{state}").text, "/waiting/discard")[0]
+    first = client.post("/waiting/discard", data=fields)
+    assert flash(client, first) == f"success: Discarded job {job}."
+    assert state_of(conn, job) == "finished"
+    row = conn.execute("SELECT finished_at = discarded_at FROM pgjobs_jobs").fetchone()
+    assert row == (True,)
+    again = flash(client, client.post("/waiting/discard", data=fields))
+    message = f"info: Job {job} is not ready, scheduled or blocked (it is finished): nothing done."
+    assert again == message
+
+
+def test_discard_from_the_job_page_of_a_job_a_worker_claimed(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "ready")
+    client = client_on(conn)
+    fields = form_fields(client.get(f"/job/{job}").text, "/waiting/discard")[0]
+    conn.execute("DELETE FROM pgjobs_ready_executions")  # a worker claims it meanwhile
+    conn.execute(
+        "INSERT INTO pgjobs_claimed_executions (job_id, process_id) "
+        "SELECT id, 0 FROM pgjobs_jobs WHERE job_id = %s",
+        [job],
+    )
+    message = flash(client, client.post("/waiting/discard", data=fields))
+    assert message == (
+        f"info: Job {job} is not ready, scheduled or blocked (it is in progress): nothing done."
+    )
+    assert state_of(conn, job) == "claimed"
+
+
+def test_dispatch_one_then_again(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "scheduled", at=datetime.now(UTC) + timedelta(hours=1))
+    client = client_on(conn)
+    response = submit(client, f"/job/{job}", "/waiting/dispatch")
+    assert response.headers["location"] == f"/job/{job}"
+    assert flash(client, response) == f"success: Dispatched job {job}: it is ready now."
+    assert state_of(conn, job) == "ready"
+    fields = form_fields(client.get("/jobs/scheduled").text, "/waiting/dispatch")
+    assert fields == []  # nothing scheduled is left to run now
+
+
+def test_bulk_discard_and_dispatch_take_the_filters(conn: psycopg.Connection) -> None:
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    jobs = [add_job(conn, "scheduled", queue="mail", at=soon)[1] for _ in range(3)]
+    other = add_job(conn, "scheduled", queue="other", at=soon)[1]
+    ready = [add_job(conn, "ready", queue="mail")[1] for _ in range(2)]
+    client = client_on(conn)
+    page = client.get("/jobs/scheduled?queue=mail").text
+    assert "Run all scheduled jobs matching these filters now" in page
+    message = flash(client, submit(client, "/jobs/scheduled?queue=mail", "/waiting/dispatch-all"))
+    assert message == "success: Dispatched 3 scheduled jobs matching queue mail."
+    assert [state_of(conn, j) for j in jobs] == ["ready"] * 3
+    assert state_of(conn, other) == "scheduled"
+    fields = form_fields(client.get("/jobs/ready?queue=mail").text, "/waiting/discard-all")[0]
+    message = flash(client, client.post("/waiting/discard-all", data=fields))
+    assert message == "success: Discarded 5 ready jobs matching queue mail."
+    assert [state_of(conn, j) for j in ready] == ["finished"] * 2
+    assert "/waiting/discard-all" not in client.get("/jobs/ready?queue=mail").text
+    again = flash(client, client.post("/waiting/discard-all", data=fields))  # a double click
+    assert again == "info: No ready jobs matching queue mail: nothing to discard."
+
+
+def test_bulk_discard_needs_a_waiting_state(conn: psycopg.Connection) -> None:
+    add_job(conn, "ready")
+    client = client_on(conn)
+    fields = form_fields(client.get("/jobs/ready").text, "/waiting/discard-all")[0]
+    bad = flash(client, client.post("/waiting/discard-all", data={**fields, "state": "failed"}))
+    assert bad == "error: Give the state: ready, scheduled or blocked."

@@ -408,3 +408,24 @@ def test_failed_jobs_a_bulk_action_would_touch(conn: psycopg.Connection) -> None
     # Past the count cap (a big failed table): the planner's estimate, shown with ≈.
     estimate = pages._failed_matching(conn, None, payments, counts.Count(5, "estimate"))
     assert estimate.kind == "estimate" and 1 <= estimate.value <= 5
+
+
+def test_the_job_page_says_what_a_waiting_job_waits_for(conn: psycopg.Connection) -> None:
+    from tests.web_helpers import add_job, client_on
+
+    _, holder = add_job(conn, "in_progress", concurrency_key="store-7")
+    _, blocked = add_job(conn, "blocked", concurrency_key="store-7")
+    conn.execute("UPDATE pgjobs_jobs SET concurrency_limit = 1 WHERE concurrency_key = 'store-7'")
+    conn.execute(
+        "INSERT INTO pgjobs_semaphores (key, value, expires_at) VALUES ('store-7', 1, now())"
+    )
+    _, scheduled = add_job(conn, "scheduled")
+    _, paused = add_job(conn, "ready", queue="held")
+    conn.execute("INSERT INTO pgjobs_pauses (queue_name) VALUES ('held')")
+    client = client_on(conn)
+    page = client.get(f"/job/{blocked}").text
+    assert "Waiting for" in page and "store-7" in page and "1 of 1 taken" in page
+    assert f'href="/job/{holder}"' in page and "The block expires" in page
+    assert "Its time:" in client.get(f"/job/{scheduled}").text
+    assert "is paused (since" in client.get(f"/job/{paused}").text
+    assert "Waiting for" not in client.get(f"/job/{holder}").text

@@ -47,6 +47,7 @@ from pgjobs.hooks import (
 from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
 from pgjobs.limits import ConcurrencyLimit, Uniqueness, limit, unique
 from pgjobs.observability.logging_context import JobContextFilter, current_job
+from pgjobs.operations import WaitingJobs
 from pgjobs.queues import Queue, QueueInfo
 from pgjobs.recurring import schedule_recurring, unschedule_recurring
 from pgjobs.retention import clear_finished
@@ -85,6 +86,7 @@ __all__ = [
     "SerializationError",
     "Uniqueness",
     "UnknownJobError",
+    "WaitingJobs",
     "__version__",
     "after_enqueue",
     "after_perform",

@@ -1,6 +1,7 @@
-"""``pgjobs failed …`` and ``pgjobs clear-finished``: the operators' commands for failed and
-finished jobs.  :func:`add_parsers` adds them to ``pgjobs``' sub-commands; their handlers are
-registered with :func:`pgjobs.cli.command`.
+"""``pgjobs failed …``, ``pgjobs clear-finished`` and ``pgjobs jobs …``: the operators' commands
+for failed, finished and waiting jobs.  :func:`add_parsers` adds them to ``pgjobs``'
+sub-commands (``jobs`` from :mod:`pgjobs.cli_waiting`); their handlers are registered with
+:func:`pgjobs.cli.command`.
 
 ::
 
@@ -9,6 +10,13 @@ registered with :func:`pgjobs.cli.command`.
     pgjobs failed retry (JOB_ID... | --all [filters])
     pgjobs failed discard (JOB_ID... | --all [filters])
     pgjobs clear-finished [--older-than 1d] [--class X] [--batch-size N]
+    pgjobs jobs list [--state S] [--queue Q] [--class X] [--text T] [--limit N] [--after ID]
+    pgjobs jobs show JOB_ID [--json]
+    pgjobs jobs discard (JOB_ID... | --all --state ready|scheduled|blocked [filters])
+    pgjobs jobs dispatch (JOB_ID... | --all [filters])
+
+The long ones (``--all``, ``clear-finished``) show a running count on stderr when it is a
+terminal (:mod:`pgjobs.progress`), and print one result line either way.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pgjobs.cli import _database_options, _open, command
 from pgjobs.config import parse_duration
 from pgjobs.errors import ConfigurationError
 from pgjobs.failed import FailedJob, FailedJobs, Filters
+from pgjobs.progress import Progress
 
 
 def _timestamp(value: str) -> datetime:
@@ -101,6 +110,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--class", dest="job_class", metavar="CLASS", help="only this job class")
     p.add_argument("--batch-size", type=_positive, default=1000, help="ids per statement")
+    from pgjobs import cli_waiting  # registers the ``jobs`` handler
+
+    cli_waiting.add_parser(sub)
 
 
 def _filters(args: argparse.Namespace) -> Filters:
@@ -201,7 +213,11 @@ def _act(failed: FailedJobs, action: str, args: argparse.Namespace) -> int:
     if filters and not args.all:
         raise ConfigurationError(f"failed {action}: filters go with --all")
     if args.all:
-        count = failed.retry_all(**filters) if action == "retry" else failed.discard_all(**filters)
+        with Progress(past) as progress:
+            if action == "retry":
+                count = failed.retry_all(progress, **filters)
+            else:
+                count = failed.discard_all(progress, **filters)
         print(f"{past} {count} failed job{'s' * (count != 1)}")
         return 0
     status = 0
@@ -224,7 +240,10 @@ def _clear_finished(args: argparse.Namespace) -> int:
         older_than = load_config(args.config).clear_finished_jobs_after
     database = _open(args)
     try:
-        count = clear_finished(older_than, args.job_class, args.batch_size, database=database)
+        with Progress("cleared") as progress:
+            count = clear_finished(
+                older_than, args.job_class, args.batch_size, database=database, progress=progress
+            )
     finally:
         database.close()
     print(f"cleared {count} finished job{'s' * (count != 1)}")

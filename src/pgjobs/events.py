@@ -60,6 +60,8 @@ EVENTS: Mapping[str, int] = {
     "run_alone": logging.INFO,
     "retry_failed": logging.INFO,
     "discard_failed": logging.INFO,
+    "discard_waiting": logging.INFO,
+    "dispatch_now": logging.INFO,
     "clear_finished": logging.INFO,
 }
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -228,7 +228,13 @@ class FailedJobs:
 
     # -- acting, in batches -------------------------------------------------------------------
 
-    def _batches(self, template: str, params: dict[str, Any], limit: int | None = None) -> int:
+    def _batches(
+        self,
+        template: str,
+        params: dict[str, Any],
+        limit: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Run a pick-and-act statement batch after batch; returns how many jobs it acted on."""
         database = self.database
         statement = database.sql(template)
@@ -248,6 +254,8 @@ class FailedJobs:
                 if len(row) > 3 and row[3]:  # retried jobs of limited classes wait in blocked
                     concurrency.unblock(database.runner(conn), row[3], channel=params["channel"])
             total += int(row[0])
+            if progress is not None:
+                progress(total)
             if row[1] is None or limit is not None:
                 return total
             params["after_id"] = int(row[1])
@@ -259,9 +267,12 @@ class FailedJobs:
             events.emit("retry_failed", count=done, job_id=_uuid(job_id))
         return done == 1
 
-    def retry_all(self, **filters: Unpack[Filters]) -> int:
-        """Retry every failed job matching the filters; returns how many."""
-        done = self._batches(store.RETRY_FAILED, self._params(**filters))
+    def retry_all(
+        self, progress: Callable[[int], None] | None = None, **filters: Unpack[Filters]
+    ) -> int:
+        """Retry every failed job matching the filters; returns how many.  ``progress`` is
+        called after each batch with the running total."""
+        done = self._batches(store.RETRY_FAILED, self._params(**filters), progress=progress)
         if "retry_failed" in events.active:
             events.emit("retry_failed", count=done, **_shown(filters))
         return done
@@ -273,9 +284,12 @@ class FailedJobs:
             events.emit("discard_failed", count=done, job_id=_uuid(job_id))
         return done == 1
 
-    def discard_all(self, **filters: Unpack[Filters]) -> int:
-        """Delete every failed job matching the filters; returns how many."""
-        done = self._batches(store.DISCARD_FAILED, self._params(**filters))
+    def discard_all(
+        self, progress: Callable[[int], None] | None = None, **filters: Unpack[Filters]
+    ) -> int:
+        """Delete every failed job matching the filters; returns how many.  ``progress`` is
+        called after each batch with the running total."""
+        done = self._batches(store.DISCARD_FAILED, self._params(**filters), progress=progress)
         if "discard_failed" in events.active:
             events.emit("discard_failed", count=done, **_shown(filters))
         return done

@@ -15,6 +15,7 @@ from the first id again, deletes it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -58,12 +59,14 @@ def clear_finished(
     job_class: str | type[Job] | JobFunction[..., Any] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     database: Database | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Delete the jobs that finished (or were discarded) more than ``older_than`` ago.
 
     ``older_than``: seconds, a timedelta or a duration such as ``"1d"``, ``"12h"``.
     ``job_class``: only this class (a job class, ``@pgjobs.job`` function or stored name).
-    ``batch_size``: ids per statement.  Returns how many jobs were deleted.
+    ``batch_size``: ids per statement.  ``progress``: called after each range with the running
+    total.  Returns how many jobs were deleted.
     """
     from pgjobs.failed import _class_name
 
@@ -95,6 +98,8 @@ def clear_finished(
         if row is None or row[1] is None:
             break
         deleted += int(row[0])
+        if progress is not None:
+            progress(deleted)
         params["after"] = int(row[1])
         if row[2] is not None and row[2] > cutoff + CREATED_SLACK:
             # Every job from here on was created after the cutoff, so none can have finished

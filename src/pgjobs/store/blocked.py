@@ -9,6 +9,8 @@ due) is finished as discarded instead of waiting.
 
 from __future__ import annotations
 
+from pgjobs.store import jobs as _jobs
+
 # Unblock the next job of %(key)s if a slot is free.  Returns (picked, readied, discarded).
 # Served by blocked (concurrency_key, priority, job_id), semaphores' primary key.
 UNBLOCK_NEXT = """
@@ -94,3 +96,29 @@ KEYS = "SELECT DISTINCT concurrency_key FROM {blocked} LIMIT %(limit)s"
 
 # Blocked jobs per key (status, dashboard).
 COUNT_BY_KEY = "SELECT concurrency_key, count(*) FROM {blocked} GROUP BY concurrency_key"
+
+# An operator discards a batch of blocked jobs (pgjobs.operations): picked after a keyset cursor
+# (blocked's primary key) and locked SKIP LOCKED, so a job an unblock is moving to ready is left
+# to it; deleted and finished as discarded (unique key released).  A blocked job holds no slot:
+# the semaphore is untouched.  Returns (discarded, cursor).
+DISCARD_BLOCKED = (
+    _jobs.pick_waiting("blocked")
+    + _jobs.DISCARD_GONE
+    + """
+SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked)
+"""
+)
+
+# What a blocked job waits for (the job page): its key, the limit, the semaphore's value and
+# expiry, the block's expiry, and the jobs of the key running now (claimed: they hold slots).
+# Jobs that took a slot and wait in ready hold one too, but finding them would scan jobs
+# (concurrency_key is not indexed): the semaphore's value counts them.  Served by blocked's and
+# semaphores' primary keys, then the small claimed table joined to jobs by primary key.
+WAITING_FOR = """
+SELECT b.concurrency_key, j.concurrency_limit, s.value, s.expires_at, b.expires_at,
+       ARRAY(SELECT h.job_id::text FROM {claimed} c JOIN {jobs} h ON h.id = c.job_id
+             WHERE h.concurrency_key = b.concurrency_key ORDER BY c.job_id LIMIT 20)
+FROM {blocked} b JOIN {jobs} j ON j.id = b.job_id
+LEFT JOIN {semaphores} s ON s.key = b.concurrency_key
+WHERE b.job_id = %(id)s
+"""

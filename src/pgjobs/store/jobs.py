@@ -208,3 +208,55 @@ WITH old AS (
 SELECT (SELECT count(*) FROM discarded), (SELECT job_id FROM old),
        (SELECT key FROM released)
 """
+
+# -- operators acting on waiting jobs (pgjobs.operations) --------------------------------------
+
+# The operators' filter on waiting jobs ``j`` (every parameter NULL: no filter); shared by the
+# discard and dispatch statements of ready, scheduled and blocked.  Text is an ILIKE pattern
+# over the arguments.
+WAITING_FILTER = """
+    AND (%(class_name)s::text IS NULL OR j.class_name = %(class_name)s)
+    AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+    AND (%(job_ids)s::uuid[] IS NULL OR j.job_id = ANY(%(job_ids)s::uuid[]))
+    AND (%(text)s::text IS NULL OR j.arguments::text ILIKE %(text)s)
+"""
+
+# Finish the jobs of ``gone`` (execution rows an operator's statement just deleted) as
+# discarded, releasing their unique keys the way every ending does (a period's stays).
+DISCARD_GONE = (
+    """, discarded AS (
+    UPDATE {jobs} j SET finished_at = %(now)s, discarded_at = %(now)s, unique_key = """
+    + RELEASE_UNIQUE
+    + """
+    FROM gone g WHERE j.id = g.job_id
+    RETURNING j.id, j.concurrency_key
+)"""
+)
+
+
+def pick_waiting(table: str) -> str:
+    """The start of an operator's batch statement on one execution table: ``picked``, the next
+    matching rows after a keyset cursor, locked; ``gone``, those rows deleted.
+
+    ``FOR UPDATE SKIP LOCKED``: a row a worker (or the dispatcher, or an unblock) is moving
+    right now is skipped — they win the race, and the operator's statement never waits on them.
+    A row they already moved is simply not there.  ``ORDER BY job_id``: the keyset cursor,
+    served by the table's primary key."""
+    return (
+        """
+WITH picked AS (
+    SELECT x.job_id FROM {"""
+        + table
+        + """} x JOIN {jobs} j ON j.id = x.job_id
+    WHERE x.job_id > %(after_id)s"""
+        + WAITING_FILTER
+        + """
+    ORDER BY x.job_id
+    LIMIT %(limit)s
+    FOR UPDATE OF x SKIP LOCKED
+), gone AS (
+    DELETE FROM {"""
+        + table
+        + """} x USING picked p WHERE x.job_id = p.job_id RETURNING x.*
+)"""
+    )

@@ -11,3 +11,5 @@ WITH gone AS (DELETE FROM {pauses} WHERE queue_name = %(queue)s RETURNING queue_
 SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, %(queue)s) END FROM gone
 """
 LIST = "SELECT queue_name FROM {pauses} ORDER BY queue_name"
+# Since when a queue is paused (a ready job's page); served by pauses' primary key.
+PAUSED_SINCE = "SELECT created_at FROM {pauses} WHERE queue_name = %(queue)s"

@@ -9,6 +9,8 @@ held by this process — and stamp ``finished_at``): one round trip and one comm
 
 from __future__ import annotations
 
+from pgjobs.store import jobs as _jobs
+
 # The claimed rows of the finished jobs, deleted; every way of finishing a batch starts with it
 # (here and in store/finished.py).
 DONE = """
@@ -135,3 +137,22 @@ SELECT count(*), min(created_at) FROM {ready} WHERE queue_name = %(queue)s
 # Whether any of these jobs still waits in ready (a busy worker that gave suspects back waits
 # until one of them was taken).  Served by ready's primary key.
 ANY_READY = "SELECT 1 FROM {ready} WHERE job_id = ANY(%(ids)s::bigint[]) LIMIT 1"
+
+# An operator discards a batch of ready jobs (pgjobs.operations): picked after a keyset cursor
+# (ready's primary key) and locked SKIP LOCKED, so a job a worker is claiming is left to the
+# worker; deleted, finished as discarded (unique key released), and the slot of a job of a
+# limited class given back (a ready job of a limited class holds one; the caller unblocks the
+# keys returned).  Returns (discarded, cursor, keys to unblock).
+DISCARD_READY = (
+    _jobs.pick_waiting("ready")
+    + _jobs.DISCARD_GONE
+    + """, released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - r.n, 0), updated_at = %(now)s
+    FROM (SELECT concurrency_key AS k, count(*) AS n FROM discarded
+          WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) r
+    WHERE s.key = r.k
+)
+SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked),
+       (SELECT array_agg(DISTINCT concurrency_key) FROM discarded)
+"""
+)

@@ -7,6 +7,8 @@ skipped by the others, and once moved it is gone).
 
 from __future__ import annotations
 
+from pgjobs.store import jobs as _jobs
+
 # Served by scheduled (scheduled_at, priority, job_id): the earliest due first.  Jobs of limited
 # classes go to blocked instead of ready, to take a concurrency slot: the dispatcher unblocks
 # their keys next.  Returns (moved, notify, keys to unblock).
@@ -39,3 +41,42 @@ SELECT (SELECT count(*) FROM moved),
 
 # When the next scheduled job is due (the dispatcher sleeps until then at most).
 NEXT_DUE = "SELECT min(scheduled_at) FROM {scheduled}"
+
+# An operator discards a batch of scheduled jobs (pgjobs.operations): picked after a keyset
+# cursor (scheduled's primary key) and locked SKIP LOCKED, so a job the dispatcher is moving is
+# left to it; deleted and finished as discarded (unique key released; a scheduled job holds no
+# slot).  Returns (discarded, cursor).
+DISCARD_SCHEDULED = (
+    _jobs.pick_waiting("scheduled")
+    + _jobs.DISCARD_GONE
+    + """
+SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked)
+"""
+)
+
+# An operator runs a batch of scheduled jobs now (pgjobs.operations): picked like
+# DISCARD_SCHEDULED, their scheduled_at set to now, and moved on as DISPATCH_DUE moves due jobs:
+# to ready, or, for a limited class, to blocked to take a slot (the caller unblocks the keys
+# returned, as the dispatcher does).  Returns (moved, cursor, notify, keys to unblock).
+DISPATCH_SCHEDULED = (
+    _jobs.pick_waiting("scheduled")
+    + """, stamped AS (
+    UPDATE {jobs} j SET scheduled_at = %(now)s FROM gone g WHERE j.id = g.job_id
+    RETURNING j.id, j.concurrency_duration
+), ready AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT job_id, queue_name, priority FROM gone WHERE concurrency_key IS NULL
+    RETURNING queue_name
+), blocked AS (
+    INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
+    SELECT g.job_id, g.queue_name, g.priority, g.concurrency_key,
+           %(now)s::timestamptz + s.concurrency_duration
+    FROM gone g JOIN stamped s ON s.id = g.job_id
+    WHERE g.concurrency_key IS NOT NULL
+    RETURNING concurrency_key
+)
+SELECT (SELECT count(*) FROM gone), (SELECT max(job_id) FROM picked),
+       (SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM ready),
+       (SELECT array_agg(DISTINCT concurrency_key) FROM blocked)
+"""
+)

@@ -1,12 +1,14 @@
 """The dashboard's actions: POST only, CSRF-checked, refused in read-only mode.
 
 Each action does its work through pgjobs' own API (:class:`pgjobs.FailedJobs`,
-:class:`pgjobs.queues.Queue`, :func:`pgjobs.recurring.run_now`), then redirects (303) back to
-the page it came from with a flash message saying what it did (POST-redirect-GET: a reload never
-repeats it).  Every action is idempotent under a double click: retrying or discarding a job that
-is no longer failed says so; pausing a paused queue says so; a bulk action run twice finds
-nothing the second time; "run now" twice from the same page enqueues once (the second request
-finds the run the first one recorded since the page was rendered).
+:class:`pgjobs.operations.WaitingJobs`, :class:`pgjobs.queues.Queue`,
+:func:`pgjobs.recurring.run_now`), then redirects (303) back to the page it came from with a flash
+message saying what it did (POST-redirect-GET: a reload never repeats it). Every action is
+idempotent under a double click: retrying or discarding a job that is no longer failed (or
+discarding or dispatching one no longer waiting: a worker claimed it meanwhile) says so; pausing a
+paused queue says so; a bulk action run twice finds nothing the second time; "run now" twice from
+the same page enqueues once (the second request finds the run the first one recorded since the page
+was rendered).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pgjobs.db.database import Database
 from pgjobs.db.names import names, sql
 from pgjobs.errors import PgJobsError
 from pgjobs.failed import FailedJobs
+from pgjobs.operations import STATES, WaitingJobs
 from pgjobs.queues import Queue
 from pgjobs.recurring import run_now
 from pgjobs.web.app import Dashboard, dashboard
@@ -209,7 +212,74 @@ def run(dash: Dashboard, form: FormData) -> Flash:
         return {"kind": "error", "message": str(exc)}
 
 
+# -- waiting jobs: discard ready, scheduled or blocked ones; run scheduled ones now -----------
+
+_SHOWN = {"claimed": "in progress", None: "gone"}
+
+
+def _waiting_one(dash: Dashboard, form: FormData, verb: str) -> Flash:
+    job_id = _job_id(form)
+    if job_id is None:
+        return {"kind": "error", "message": "No job id given."}
+    waiting = WaitingJobs(dash.database)
+    outcome = waiting.discard(job_id) if verb == "discard" else waiting.dispatch(job_id)
+    state = _SHOWN.get(outcome.state, outcome.state)
+    if outcome.done and verb == "discard":
+        return {"kind": "success", "message": f"Discarded job {job_id}.", "job": str(job_id)}
+    if outcome.done:
+        return {"kind": "success", "message": f"Dispatched job {job_id}: it is {state} now.",
+                "job": str(job_id)}  # fmt: skip
+    wanted = "ready, scheduled or blocked" if verb == "discard" else "scheduled"
+    where = "it no longer exists" if outcome.state is None else f"it is {state}"
+    return {"kind": "info", "message": f"Job {job_id} is not {wanted} ({where}): nothing done.",
+            "job": str(job_id) if outcome.state else None}  # fmt: skip
+
+
+def discard_waiting(dash: Dashboard, form: FormData) -> Flash:
+    return _waiting_one(dash, form, "discard")
+
+
+def dispatch(dash: Dashboard, form: FormData) -> Flash:
+    return _waiting_one(dash, form, "dispatch")
+
+
+def _waiting_all(dash: Dashboard, form: FormData, verb: str) -> Flash:
+    queue, job_class, text = _text(form, "queue"), _text(form, "class"), _text(form, "q")
+    state = _text(form, "state") if verb == "discard" else "scheduled"
+    if state not in STATES:
+        return {"kind": "error", "message": "Give the state: ready, scheduled or blocked."}
+    waiting = WaitingJobs(dash.database, batch_size=dash.batch_size)
+    if verb == "discard":
+        done = waiting.discard_all(state, queue=queue, job_class=job_class, text=text)
+    else:
+        done = waiting.dispatch_all(queue=queue, job_class=job_class, text=text)
+    given = (("queue", queue), ("class", job_class), ("arguments with", text))
+    shown = ", ".join(f"{name} {value}" for name, value in given if value)
+    matching = f"{state} jobs matching {shown}" if shown else f"{state} jobs"
+    if not done:
+        return {"kind": "info", "message": f"No {matching}: nothing to {verb}."}
+    past = "Discarded" if verb == "discard" else "Dispatched"
+    return {"kind": "success", "message": f"{past} {done:,} {matching}."}
+
+
+def discard_waiting_all(dash: Dashboard, form: FormData) -> Flash:
+    return _waiting_all(dash, form, "discard")
+
+
+def dispatch_all(dash: Dashboard, form: FormData) -> Flash:
+    return _waiting_all(dash, form, "dispatch")
+
+
 ROUTES = [
+    Route("/waiting/discard", action(discard_waiting), methods=["POST"], name="discard_waiting"),
+    Route("/waiting/dispatch", action(dispatch), methods=["POST"], name="dispatch"),
+    Route(
+        "/waiting/discard-all",
+        action(discard_waiting_all),
+        methods=["POST"],
+        name="discard_waiting_all",
+    ),
+    Route("/waiting/dispatch-all", action(dispatch_all), methods=["POST"], name="dispatch_all"),
     Route("/failed/retry", action(retry), methods=["POST"], name="retry"),
     Route("/failed/discard", action(discard), methods=["POST"], name="discard"),
     Route("/failed/retry-all", action(retry_all), methods=["POST"], name="retry_all"),

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from pgjobs import clock
 from pgjobs.db.names import sql
 from pgjobs.failed import escape_like
+from pgjobs.operations import WaitingJobs
 from pgjobs.recurring import TaskStatus, list_tasks
 from pgjobs.store import failed as failed_store
 from pgjobs.store import processes as processes_store
@@ -176,7 +177,11 @@ async def job(request: Request) -> Response:
     found = await dash.read(detail.find, job_id)
     if found is None:
         return dash.render(request, "error.html", {"message": f"No job {job_id}."}, 404)
-    return dash.render(request, "job.html", {"job": found, "page": "jobs"})
+    waiting_for = None
+    if found.state in ("ready", "scheduled", "blocked"):
+        waiting_for = await run_in_threadpool(WaitingJobs(dash.database).waiting_for, job_id)
+    context = {"job": found, "page": "jobs", "waiting_for": waiting_for}
+    return dash.render(request, "job.html", context)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,205 @@
+"""``pgjobs jobs list|show|discard|dispatch``: every job as the dashboard lists it, and acting on
+waiting ones (:class:`pgjobs.operations.WaitingJobs`).  Added to ``pgjobs`` by
+:func:`pgjobs.cli_jobs.add_parsers`.
+
+::
+
+    pgjobs jobs list [--state S] [--queue Q] [--class X] [--text T] [--limit N] [--after ID]
+    pgjobs jobs show JOB_ID [--json]
+    pgjobs jobs discard (JOB_ID... | --all --state ready|scheduled|blocked [filters])
+    pgjobs jobs dispatch (JOB_ID... | --all [filters])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from pgjobs.cli import _database_options, _open, command
+from pgjobs.cli_jobs import _positive, _short
+from pgjobs.db.database import Database
+from pgjobs.errors import ConfigurationError
+from pgjobs.progress import Progress
+
+LIST_STATES = ("ready", "scheduled", "in_progress", "blocked", "failed", "finished")
+
+
+def _waiting_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue", help="queue name")
+    parser.add_argument("--class", dest="job_class", metavar="CLASS", help="job class name")
+    parser.add_argument("--text", help="a substring of the arguments' JSON (case-insensitive)")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``jobs`` and its actions to the ``pgjobs`` sub-commands."""
+    jobs = sub.add_parser("jobs", help="list and inspect jobs; discard or dispatch waiting ones")
+    actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+
+    p = actions.add_parser("list", help="jobs in one state, newest first (the dashboard's lists)")
+    _database_options(p)
+    p.add_argument("--state", choices=LIST_STATES, default="ready", help="default: ready")
+    _waiting_filter_options(p)
+    p.add_argument("--limit", type=_positive, default=50, help="at most N jobs (default 50)")
+    p.add_argument("--after", type=_positive, default=None, metavar="ID", help="page cursor")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = actions.add_parser("show", help="one job: its state and what it waits for")
+    _database_options(p)
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    for name, text in (
+        ("discard", "finish ready, scheduled or blocked jobs as discarded"),
+        ("dispatch", "run scheduled jobs now (to ready, or blocked for a limited class)"),
+    ):
+        p = actions.add_parser(name, help=text)
+        _database_options(p)
+        p.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+        p.add_argument("--all", action="store_true", help="every job matching the filters")
+        if name == "discard":
+            p.add_argument(
+                "--state", choices=("ready", "scheduled", "blocked"), help="with --all: required"
+            )
+        _waiting_filter_options(p)
+        p.add_argument("--batch-size", type=_positive, default=1000, help="jobs per transaction")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value if isinstance(value, int | float | str | bool | list | dict | None) else str(value)
+
+
+def _as_json(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: _json_value(value) for key, value in data.items()}
+
+
+@command("jobs")
+def _jobs(args: argparse.Namespace) -> int:
+    database = _open(args)
+    try:
+        action = args.jobs_command
+        if action == "list":
+            return _jobs_list(database, args)
+        if action == "show":
+            return _jobs_show(database, args)
+        return _jobs_act(database, action, args)
+    finally:
+        database.close()
+
+
+def _jobs_list(database: Database, args: argparse.Namespace) -> int:
+    from pgjobs.web import lists
+
+    filters = lists.Filters(queue=args.queue, class_name=args.job_class, text=args.text)
+    cursor = lists.Cursor(args.after) if args.after else None
+    with database.connection() as conn:
+        page = lists.page(conn, database.schema, args.state, filters, cursor, limit=args.limit)
+    if args.json:
+        print(json.dumps([_as_json(vars(row)) for row in page.rows], indent=2))
+        return 0
+    print(f"{'ID':>8}  {'JOB ID':<36}  {'SINCE / AT':<19}  {'QUEUE':<12}  CLASS")
+    for row in page.rows:
+        at = row.at.strftime("%Y-%m-%d %H:%M:%S") if row.at else ""
+        line = f"{row.id:>8}  {row.job_id!s:<36}  {at:<19}  {_short(row.queue_name, 12):<12}  "
+        print(line + row.class_name + (f"  ({_short(row.detail, 60)})" if row.detail else ""))
+    if not page.rows:
+        print(f"(no {args.state.replace('_', ' ')} jobs)")
+    if page.next is not None and page.next.at is None:
+        print(f"next page: --after {page.next.id}")
+    return 0
+
+
+def _jobs_show(database: Database, args: argparse.Namespace) -> int:
+    from pgjobs.failed import _uuid
+    from pgjobs.operations import WaitingJobs
+    from pgjobs.web import detail
+
+    with database.connection() as conn:
+        found = detail.find(conn, database.schema, _uuid(args.job_id))
+    if found is None:
+        print(f"pgjobs: error: no job {args.job_id}", file=sys.stderr)
+        return 1
+    waiting = WaitingJobs(database).waiting_for(args.job_id)
+    row = found.row
+    data: dict[str, Any] = {
+        "id": row["id"],
+        "job_id": str(row["job_id"]),
+        "state": found.state,
+        "class_name": row["class_name"],
+        "queue_name": row["queue_name"],
+        "priority": row["priority"],
+        "arguments": row["arguments"],
+        "executions": row["executions"],
+        "created_at": row["created_at"],
+        "scheduled_at": row["scheduled_at"],
+        "finished_at": row["finished_at"],
+        "discarded_at": row["discarded_at"],
+        "concurrency_key": row["concurrency_key"],
+    }
+    waiting_for = _waiting_for(waiting) if waiting is not None else {}
+    if args.json:
+        print(json.dumps({**_as_json(data), "waiting_for": _as_json(waiting_for)}, indent=2))
+        return 0
+    for key, value in data.items():
+        if value is not None:
+            shown = json.dumps(value) if key == "arguments" else _json_value(value)
+            print(f"{key.replace('_', ' '):<15}{shown}")
+    if waiting_for:
+        print("waiting for")
+        for key, value in waiting_for.items():
+            print(f"  {key.replace('_', ' '):<20}{_json_value(value)}")
+    return 0
+
+
+def _waiting_for(found: Any) -> dict[str, Any]:
+    """What a job waits for, only the parts that apply (see pgjobs.operations.WaitingFor)."""
+    shown = {k: v for k, v in vars(found).items() if k != "state" and v not in (None, ())}
+    if "holders" in shown:
+        shown["holders"] = list(shown["holders"])
+    return shown
+
+
+def _jobs_act(database: Database, action: str, args: argparse.Namespace) -> int:
+    from pgjobs.operations import Filters as WaitingFilters
+    from pgjobs.operations import State, WaitingJobs
+
+    filters: WaitingFilters = {}
+    if args.job_class:
+        filters["job_class"] = args.job_class
+    if args.queue:
+        filters["queue"] = args.queue
+    if args.text:
+        filters["text"] = args.text
+    state: State | None = getattr(args, "state", None)
+    if args.all == bool(args.job_ids):
+        raise ConfigurationError(f"jobs {action}: give JOB_IDs or --all (with filters), not both")
+    if (filters or state) and not args.all:
+        raise ConfigurationError(f"jobs {action}: --state and filters go with --all")
+    waiting = WaitingJobs(database, batch_size=args.batch_size)
+    past = "discarded" if action == "discard" else "dispatched"
+    if args.all:
+        if action == "discard" and state is None:
+            raise ConfigurationError("jobs discard --all: give --state ready, scheduled or blocked")
+        with Progress(past) as progress:
+            if state is not None:
+                count = waiting.discard_all(state, progress, **filters)
+            else:
+                count = waiting.dispatch_all(progress, **filters)
+        what = f"{state} job" if action == "discard" else "scheduled job"
+        print(f"{past} {count} {what}{'s' * (count != 1)}")
+        return 0
+    status = 0
+    for job_id in args.job_ids:
+        outcome = waiting.discard(job_id) if action == "discard" else waiting.dispatch(job_id)
+        if outcome.done:
+            print(f"{past} {job_id}" + (f" ({outcome.state})" if action == "dispatch" else ""))
+            continue
+        wanted = "ready, scheduled or blocked" if action == "discard" else "scheduled"
+        why = "no such job" if outcome.state is None else f"it is {outcome.state}"
+        print(f"pgjobs: error: job {job_id} is not {wanted} ({why})", file=sys.stderr)
+        status = 1
+    return status
