@@ -117,24 +117,25 @@ def _error_name(error: str | type[BaseException] | None) -> str | None:
     raise ConfigurationError(f"error must be an exception class or its name, got {error!r}")
 
 
-def _uuid(job_id: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(job_id, uuid.UUID):
-        return job_id
-    try:
-        return uuid.UUID(str(job_id))
-    except ValueError:
-        raise ConfigurationError(f"{job_id!r} is not a job id (a UUID)") from None
+def filter_params(
+    job_class: str | type[Job] | JobFunction[..., Any] | None = None,
+    queue: str | None = None,
+    text: str | None = None,
+    job_ids: builtins.list[uuid.UUID] | None = None,
+) -> dict[str, Any]:
+    """The statement parameters of the filters every operator listing shares (failed jobs,
+    waiting jobs): class, queue, a substring of the arguments, job ids."""
+    return {
+        "class_name": _class_name(job_class),
+        "queue": queue,
+        "text": f"%{escape_like(text)}%" if text else None,
+        "job_ids": job_ids,
+    }
 
 
-class FailedJobs:
-    """The failed jobs of a database (the default one unless given).
-
-    Every method takes the same filters, all optional and combined with AND: ``job_class`` (a
-    job class, a ``@pgjobs.job`` function or a stored class name), ``queue``, ``error`` (an
-    exception class, or its name with or without the module), ``failed_before`` and
-    ``failed_after`` (timezone-aware datetimes), ``text`` (a case-insensitive substring of the
-    job's stored arguments, JSON).
-    """
+class OnDatabase:
+    """What an operator's job set needs: a database (the default one, resolved at first use,
+    unless given) and the size of the batches it acts in."""
 
     def __init__(
         self, database: Database | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE
@@ -152,6 +153,26 @@ class FailedJobs:
             self._database = get_database()
         return self._database
 
+
+def _uuid(job_id: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(str(job_id))
+    except ValueError:
+        raise ConfigurationError(f"{job_id!r} is not a job id (a UUID)") from None
+
+
+class FailedJobs(OnDatabase):
+    """The failed jobs of a database (the default one unless given).
+
+    Every method takes the same filters, all optional and combined with AND: ``job_class`` (a
+    job class, a ``@pgjobs.job`` function or a stored class name), ``queue``, ``error`` (an
+    exception class, or its name with or without the module), ``failed_before`` and
+    ``failed_after`` (timezone-aware datetimes), ``text`` (a case-insensitive substring of the
+    job's stored arguments, JSON).
+    """
+
     def _params(
         self,
         *,
@@ -167,13 +188,10 @@ class FailedJobs:
             if moment is not None and moment.tzinfo is None:
                 raise ConfigurationError(f"{name} must be a timezone-aware datetime")
         return {
-            "class_name": _class_name(job_class),
-            "queue": queue,
+            **filter_params(job_class, queue, text, job_ids),
             "error": _error_name(error),
             "failed_before": failed_before,
             "failed_after": failed_after,
-            "text": f"%{escape_like(text)}%" if text else None,
-            "job_ids": job_ids,
         }
 
     def _rows(self, template: str, params: dict[str, Any]) -> builtins.list[tuple[Any, ...]]:

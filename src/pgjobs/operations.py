@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
+import psycopg
+
 from pgjobs import clock, concurrency, events
-from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
-from pgjobs.failed import _class_name, _uuid, escape_like
+from pgjobs.failed import OnDatabase, _class_name, _uuid, filter_params
 from pgjobs.store import blocked as blocked_store
 from pgjobs.store import jobs as jobs_store
 from pgjobs.store import pauses as pauses_store
@@ -43,7 +44,6 @@ from pgjobs.store import scheduled as scheduled_store
 if TYPE_CHECKING:
     from pgjobs.jobs import Job, JobFunction
 
-DEFAULT_BATCH_SIZE = 1000
 
 State = Literal["ready", "scheduled", "blocked"]
 STATES: tuple[State, ...] = ("ready", "scheduled", "blocked")
@@ -99,7 +99,7 @@ def _state(state: str) -> State:
     return state
 
 
-class WaitingJobs:
+class WaitingJobs(OnDatabase):
     """The waiting (ready, scheduled, blocked) jobs of a database (the default one unless given).
 
     Bulk methods take the filters ``job_class`` (a job class, a ``@pgjobs.job`` function or a
@@ -107,22 +107,6 @@ class WaitingJobs:
     arguments, JSON), all optional and combined with AND, and an optional ``progress`` callback
     called after each batch with the running total.
     """
-
-    def __init__(
-        self, database: Database | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
-        self._database = database
-        self.batch_size = batch_size
-
-    @property
-    def database(self) -> Database:
-        if self._database is None:
-            from pgjobs.runtime import get_database
-
-            self._database = get_database()
-        return self._database
 
     @staticmethod
     def _params(
@@ -132,12 +116,7 @@ class WaitingJobs:
         text: str | None = None,
         job_ids: builtins.list[uuid.UUID] | None = None,
     ) -> dict[str, Any]:
-        return {
-            "class_name": _class_name(job_class),
-            "queue": queue,
-            "text": f"%{escape_like(text)}%" if text else None,
-            "job_ids": job_ids,
-        }
+        return filter_params(job_class, queue, text, job_ids)
 
     def _batches(
         self,
@@ -172,13 +151,21 @@ class WaitingJobs:
         """Where a job is (ready, scheduled, claimed, blocked, failed, finished), None if gone."""
         database = self.database
         with database.connection() as conn:
-            found = conn.execute(
-                database.sql(jobs_store.FIND_BY_JOB_ID), {"job_id": _uuid(job_id)}
-            ).fetchone()
-            if found is None:
-                return None
-            row = conn.execute(database.sql(jobs_store.STATE_OF), {"id": found[0]}).fetchone()
-        return str(row[0]) if row else None
+            located = self._locate(conn, job_id)
+        return located[1] if located else None
+
+    def _locate(
+        self, conn: psycopg.Connection[Any], job_id: uuid.UUID | str
+    ) -> tuple[tuple[Any, ...], str | None] | None:
+        """The job's row (FIND_BY_JOB_ID) and its state, None when there is no such job."""
+        database = self.database
+        found = conn.execute(
+            database.sql(jobs_store.FIND_BY_JOB_ID), {"job_id": _uuid(job_id)}
+        ).fetchone()
+        if found is None:
+            return None
+        row = conn.execute(database.sql(jobs_store.STATE_OF), {"id": found[0]}).fetchone()
+        return found, (str(row[0]) if row else None)
 
     def _one(self, job_id: uuid.UUID | str, act: Callable[[str], str | None]) -> Outcome:
         """Act on one job in the state it is in.  If it moved meanwhile, the statement finds
@@ -245,14 +232,11 @@ class WaitingJobs:
         """What the job waits for, None when there is no such job."""
         database = self.database
         with database.connection() as conn:
-            found = conn.execute(
-                database.sql(jobs_store.FIND_BY_JOB_ID), {"job_id": _uuid(job_id)}
-            ).fetchone()
-            if found is None:
+            located = self._locate(conn, job_id)
+            if located is None:
                 return None
+            found, state = located[0], located[1] or "unknown"
             internal, queue, scheduled_at = found[0], found[2], found[7]
-            row = conn.execute(database.sql(jobs_store.STATE_OF), {"id": internal}).fetchone()
-            state = str(row[0]) if row else "unknown"
             if state == "scheduled":
                 return WaitingFor(state, scheduled_at=scheduled_at)
             if state == "ready":
