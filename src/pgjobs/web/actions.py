@@ -134,11 +134,18 @@ def _all(dash: Dashboard, form: FormData, verb: str) -> Flash:
     act = failed.retry_all if verb == "retry" else failed.discard_all
     done = act(queue=queue, job_class=job_class, error=error, text=text)
     given = (("queue", queue), ("class", job_class), ("error", error), ("arguments with", text))
+    past = "Retried" if verb == "retry" else "Discarded"
+    return _bulk_done(done, "failed jobs", given, verb, past)
+
+
+def _bulk_done(
+    done: int, jobs: str, given: tuple[tuple[str, str | None], ...], verb: str, past: str
+) -> Flash:
+    """The flash of a bulk action on ``jobs`` matching the ``given`` filters."""
     shown = ", ".join(f"{name} {value}" for name, value in given if value)
-    matching = f"failed jobs matching {shown}" if shown else "failed jobs"
+    matching = f"{jobs} matching {shown}" if shown else jobs
     if not done:
         return {"kind": "info", "message": f"No {matching}: nothing to {verb}."}
-    past = "Retried" if verb == "retry" else "Discarded"
     return {"kind": "success", "message": f"{past} {done:,} {matching}."}
 
 
@@ -254,12 +261,8 @@ def _waiting_all(dash: Dashboard, form: FormData, verb: str) -> Flash:
     else:
         done = waiting.dispatch_all(queue=queue, job_class=job_class, text=text)
     given = (("queue", queue), ("class", job_class), ("arguments with", text))
-    shown = ", ".join(f"{name} {value}" for name, value in given if value)
-    matching = f"{state} jobs matching {shown}" if shown else f"{state} jobs"
-    if not done:
-        return {"kind": "info", "message": f"No {matching}: nothing to {verb}."}
     past = "Discarded" if verb == "discard" else "Dispatched"
-    return {"kind": "success", "message": f"{past} {done:,} {matching}."}
+    return _bulk_done(done, f"{state} jobs", given, verb, past)
 
 
 def discard_waiting_all(dash: Dashboard, form: FormData) -> Flash:
