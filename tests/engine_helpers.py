@@ -170,4 +170,17 @@ def run_once(worker: Worker, limit: int = 10) -> list[Claimed]:
     worker._collect()
     if worker.to_finish:
         worker._finish_only()
+    if worker.to_finish_results:
+        worker._finish_results()
     return claimed
+
+
+def drive(worker: Worker, until: Callable[[], Any], timeout: float = 15) -> float:
+    """Run an in-process worker's main loop until ``until()``; returns the seconds it took."""
+    started = time.monotonic()
+    while not until():
+        assert time.monotonic() - started < timeout, "condition not met in time"
+        delay = worker.poll()
+        worker.wake.wait(min(delay, 0.02))
+        worker.wake.clear()
+    return time.monotonic() - started

@@ -83,6 +83,29 @@ def test_a_worker_pass_counts_each_outcome(
     assert wait_sum is not None and 0 <= wait_sum < 60
 
 
+class Snoozes(pgjobs.Job):
+    def perform(self) -> None:
+        self.snooze(60)
+
+
+class CancelsItself(pgjobs.Job):
+    def perform(self) -> None:
+        raise pgjobs.JobCancelled()
+
+
+@pytest.mark.committed
+def test_job_control_outcomes_are_counted(
+    worker: Worker, metrics: tuple[Recorder, CollectorRegistry]
+) -> None:
+    _, registry = metrics
+    Snoozes.perform_later()
+    CancelsItself.perform_later()
+    run_once(worker)
+    for cls, outcome in ((Snoozes, "snoozed"), (CancelsItself, "cancelled")):
+        labels = {"queue": "default", "job_class": cls.job_name, "outcome": outcome}
+        assert sample(registry, "pgjobs_jobs_finished_total", **labels) == 1
+
+
 def test_recoveries_count_interrupted_executions_and_prunes_count_processes(
     metrics: tuple[Recorder, CollectorRegistry],
 ) -> None:

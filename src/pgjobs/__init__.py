@@ -13,6 +13,7 @@ from pgjobs.callbacks import (
     before_enqueue,
     before_perform,
 )
+from pgjobs.control import Snooze, Step
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import migrate
 from pgjobs.enqueue import perform_all_later, perform_all_later_async
@@ -23,10 +24,14 @@ from pgjobs.errors import (
     DatabaseUnreachable,
     DeserializationError,
     DuplicateJobError,
+    JobCancelled,
     JobError,
+    JobFailed,
+    JobNotFound,
     JobTimeout,
     PgJobsError,
     ProcessExitError,
+    ResultError,
     SerializationError,
     UnknownJobError,
 )
@@ -50,6 +55,7 @@ from pgjobs.observability.logging_context import JobContextFilter, current_job
 from pgjobs.operations import WaitingJobs
 from pgjobs.queues import Queue, QueueInfo
 from pgjobs.recurring import schedule_recurring, unschedule_recurring
+from pgjobs.results import JobInfo, Progress, cancel, get_job, get_job_async
 from pgjobs.retention import clear_finished
 from pgjobs.rules import DiscardRule, RetryRule, discard_on, rescue_from, retry_on
 from pgjobs.runtime import configure, get_database
@@ -73,17 +79,25 @@ __all__ = [
     "FailedJob",
     "FailedJobs",
     "Job",
+    "JobCancelled",
     "JobContextFilter",
     "JobError",
     "JobErrorRecord",
+    "JobFailed",
     "JobFunction",
+    "JobInfo",
+    "JobNotFound",
     "JobTimeout",
     "PgJobsError",
     "ProcessExitError",
+    "Progress",
     "Queue",
     "QueueInfo",
+    "ResultError",
     "RetryRule",
     "SerializationError",
+    "Snooze",
+    "Step",
     "Uniqueness",
     "UnknownJobError",
     "WaitingJobs",
@@ -94,11 +108,14 @@ __all__ = [
     "around_perform",
     "before_enqueue",
     "before_perform",
+    "cancel",
     "clear_finished",
     "configure",
     "current_job",
     "discard_on",
     "get_database",
+    "get_job",
+    "get_job_async",
     "job",
     "limit",
     "migrate",

@@ -11,9 +11,16 @@ Every error pgjobs raises derives from :class:`PgJobsError`; a docstring is the 
     ├── DeserializationError        a stored argument cannot be turned back into Python
     ├── UnknownJobError             no job class is registered under a stored name
     ├── DuplicateJobError           a unique job's key is held (``on_conflict="raise"``)
+    ├── JobNotFound                 no job has this id (``get_job``, ``cancel``, ``result``)
+    ├── JobFailed                   ``result()``: the job failed for good (error class, message,
+    │                               traceback)
+    ├── JobCancelled                the job was cancelled: ``result()`` raises it to a waiter, and
+    │                               ``check_cancelled()`` raises it inside the job
     └── JobError                    base for failures recorded *on a job* (never raised in callers)
         ├── JobTimeout              the job ran longer than its timeout
-        └── ProcessExitError        the process running the job died (recorded on recovery)
+        ├── ProcessExitError        the process running the job died (recorded on recovery)
+        └── ResultError             the job's return value cannot be stored (too large, or not
+                                    serializable)
 
 Database errors are wrapped at the boundary with ``raise ... from exc`` so the original driver
 exception stays available as ``__cause__``.
@@ -73,6 +80,36 @@ class DuplicateJobError(PgJobsError):
         super().__init__(f"{holder} holds the unique key {unique_key!r}")
 
 
+class JobNotFound(PgJobsError):
+    """No job has this id (it never existed, or finished jobs were cleared)."""
+
+
+class JobFailed(PgJobsError):
+    """The job failed for good: ``error_class``, ``message`` and ``traceback`` are its last
+    error's; ``state`` is ``"failed"``, or ``"discarded"`` when a ``discard_on`` rule or an
+    operator gave it up."""
+
+    def __init__(
+        self,
+        job_id: object,
+        error_class: str | None,
+        message: str | None,
+        traceback: str | None,
+        state: str = "failed",
+    ) -> None:
+        self.job_id = job_id
+        self.error_class = error_class
+        self.message = message
+        self.traceback = traceback
+        self.state = state
+        error = f": {error_class}: {message}" if error_class else ""
+        super().__init__(f"job {job_id} {state}{error}")
+
+
+class JobCancelled(PgJobsError):
+    """The job was cancelled."""
+
+
 class JobError(PgJobsError):
     """A failure recorded on a job rather than raised to a caller."""
 
@@ -83,3 +120,7 @@ class JobTimeout(JobError):
 
 class ProcessExitError(JobError):
     """The process running the job exited before the job finished."""
+
+
+class ResultError(JobError):
+    """The job's return value cannot be stored."""

@@ -51,6 +51,11 @@ EVENTS: Mapping[str, int] = {
     "discard": logging.WARNING,
     "timeout": logging.WARNING,
     "fail": logging.ERROR,
+    # job control: a job cancelled (or asked to stop), snoozed, interrupted at a checkpoint
+    "cancel": logging.INFO,
+    "cancel_request": logging.INFO,
+    "snooze": logging.INFO,
+    "interrupt": logging.INFO,
     # processes and operators
     "release_claimed": logging.WARNING,
     "prune_processes": logging.WARNING,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
-from pgjobs import callbacks, limits, rules
+from pgjobs import callbacks, control, limits, rules
 from pgjobs.errors import ConfigurationError, UnknownJobError
 from pgjobs.observability import logging_context
 
@@ -61,6 +61,34 @@ class EnqueuedJob:
     def scheduled(self) -> bool:
         return self.scheduled_at is not None
 
+    # -- job control (pgjobs.results) ---------------------------------------------------------
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job to end and return what ``perform`` returned.  Raises
+        :class:`pgjobs.JobFailed` (it failed for good, or was discarded),
+        :class:`pgjobs.JobCancelled`, or ``TimeoutError`` after ``timeout`` seconds."""
+        from pgjobs.results import wait_result
+
+        return wait_result(self.job_id, timeout)
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """:meth:`result` for asyncio."""
+        from pgjobs.results import wait_result_async
+
+        return await wait_result_async(self.job_id, timeout)
+
+    def cancel(self) -> str:
+        """:func:`pgjobs.cancel` this job."""
+        from pgjobs.results import cancel
+
+        return cancel(self.job_id)
+
+    def info(self) -> Any:
+        """:func:`pgjobs.get_job` for this job: its state, attempts, result, progress, errors."""
+        from pgjobs.results import get_job
+
+        return get_job(self.job_id)
+
 
 @dataclass(frozen=True)
 class Options:
@@ -87,7 +115,13 @@ class Job:
     rules, inherited; see ``docs/errors.md``), ``limits_concurrency`` (:func:`pgjobs.limit`) and
     ``unique`` (:func:`pgjobs.unique`; see ``docs/concurrency.md``).
     Inside ``perform``: ``self.job_id``, ``self.executions``, ``self.queue_name``,
-    ``self.priority``, ``self.enqueued_at``, ``self.scheduled_at``, ``self.args``, ``self.kwargs``.
+    ``self.priority``, ``self.enqueued_at``, ``self.scheduled_at``, ``self.args``, ``self.kwargs``,
+    and job control (``docs/jobs.md``): :meth:`progress`, :attr:`cancel_requested`,
+    :meth:`check_cancelled`, :meth:`step` and :meth:`snooze`.
+
+    What ``perform`` returns is stored (``store_result = False`` opts out; ``None`` stores
+    nothing; at most ``max_result_bytes`` of JSON, else the job fails with
+    :class:`pgjobs.errors.ResultError`) and read with ``perform_later(...).result()``.
     """
 
     queue_as: ClassVar[str | Callable[[Any], str]] = DEFAULT_QUEUE
@@ -105,6 +139,11 @@ class Job:
     # stored with the job.  The class default keeps it off the instances when tracing is off.
     _trace_carrier: Mapping[str, str] | None = None
     _timeout_seconds: ClassVar[float | None] = None
+    store_result: ClassVar[bool] = True
+    max_result_bytes: ClassVar[int] = 1024 * 1024
+    # Set by the worker running the job (pgjobs.processes.jobcontrol): None under perform_now.
+    _runtime: control.Runtime | None = None
+    _internal_id: int = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -169,6 +208,55 @@ class Job:
         rescheduled: the error is raised to the caller.
         """
         self._retry_request = rules.RetryRequest(wait, queue, priority)
+
+    def after_cancel(self) -> Any:
+        """Hook: the job was cancelled while it ran (it raised :class:`pgjobs.JobCancelled`, or
+        its task was cancelled).  Override it to clean up; may be ``async def`` on an async job.
+        Its errors are reported, and the job is recorded as cancelled all the same."""
+        return None
+
+    # -- job control (pgjobs.control) ---------------------------------------------------------
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress: visible through ``pgjobs.get_job``, ``pgjobs jobs show`` and the
+        dashboard.  Written at most about once a second; the last report is always written."""
+        control.report_progress(self, done, total, message)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked to cancel this job while it runs (``pgjobs.cancel``)."""
+        return control.cancel_requested(self)
+
+    def check_cancelled(self) -> None:
+        """A cancellation point: raises :class:`pgjobs.JobCancelled` if a cancel was asked for;
+        the job is then recorded as cancelled (``after_cancel`` runs first)."""
+        control.check_cancelled(self)
+
+    def step(
+        self, name: str, fn: Callable[..., Any] | None = None, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run ``fn(step, *args, **kwargs)`` as the resumable step ``name``, unless it completed
+        in an earlier run of this job; returns what ``fn`` returns (``None`` when skipped).
+
+        As a decorator, the step runs at once: ``@self.step("fetch")`` over
+        ``def fetch(step): ...``.  ``step.cursor`` is where the step resumes, ``step.advance(c)``
+        checkpoints it.  In an async job, ``fn`` is ``async def`` and ``step`` is awaited.
+        """
+        if fn is None:
+            if self.is_async():
+                raise TypeError(
+                    f"{type(self).job_name}: an async job awaits its steps: "
+                    f"`await self.step({name!r}, fn)`, not the decorator form"
+                )
+            return lambda f: self.step(name, f, *args, **kwargs)
+        if self.is_async():
+            return control.run_step_async(self, name, fn, args, kwargs)
+        return control.run_step(self, name, fn, args, kwargs)
+
+    def snooze(self, delay: float | timedelta) -> None:
+        """Put the job back as scheduled ``delay`` from now, without counting an attempt
+        (raises :class:`pgjobs.Snooze`; code after it does not run)."""
+        raise control.Snooze(delay)
 
     @classmethod
     def is_async(cls) -> bool:

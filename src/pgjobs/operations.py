@@ -36,6 +36,7 @@ from pgjobs import clock, concurrency, events
 from pgjobs.errors import ConfigurationError
 from pgjobs.failed import OnDatabase, _class_name, _uuid, filter_params
 from pgjobs.store import blocked as blocked_store
+from pgjobs.store import control as control_store
 from pgjobs.store import jobs as jobs_store
 from pgjobs.store import pauses as pauses_store
 from pgjobs.store import ready as ready_store
@@ -51,6 +52,12 @@ _DISCARD: dict[str, str] = {
     "ready": ready_store.DISCARD_READY,
     "scheduled": scheduled_store.DISCARD_SCHEDULED,
     "blocked": blocked_store.DISCARD_BLOCKED,
+}
+
+_CANCEL: dict[str, str] = {
+    "ready": control_store.CANCEL_READY,
+    "scheduled": control_store.CANCEL_SCHEDULED,
+    "blocked": control_store.CANCEL_BLOCKED,
 }
 
 Progress = Callable[[int], None]
@@ -130,7 +137,13 @@ class WaitingJobs(OnDatabase):
         database = self.database
         statement = database.sql(template)
         channel = jobs_store.notify_channel(database.schema)
-        params = {**params, "limit": limit or self.batch_size, "after_id": 0, "channel": channel}
+        params = {
+            **params,
+            "limit": limit or self.batch_size,
+            "after_id": 0,
+            "channel": channel,
+            "done_channel": jobs_store.done_channel(database.schema),
+        }
         total = 0
         while True:
             params["now"] = clock.now()
@@ -204,6 +217,39 @@ class WaitingJobs(OnDatabase):
         if "discard_waiting" in events.active:
             events.emit("discard_waiting", count=done, state=state, **_shown(filters))
         return done
+
+    # -- cancelling (pgjobs.cancel covers running jobs too) ---------------------------------
+
+    def cancel(self, job_id: uuid.UUID | str) -> Outcome:
+        """Cancel one ready, scheduled or blocked job: it never runs; ``done`` is False when it
+        is in another state (``pgjobs.cancel`` then asks a running job to stop)."""
+        return self._one(job_id, _CANCEL.get)
+
+    def cancel_all(
+        self, state: State, progress: Progress | None = None, **filters: Unpack[Filters]
+    ) -> int:
+        """Cancel every ``state`` job (ready, scheduled or blocked) matching the filters."""
+        done = self._batches(_CANCEL[_state(state)], self._params(**filters), progress=progress)
+        if "cancel_request" in events.active:
+            events.emit("cancel_request", count=done, state=state, **_shown(filters))
+        return done
+
+    def cancel_running(self, progress: Progress | None = None, **filters: Unpack[Filters]) -> int:
+        """Ask every running job matching the filters to stop (cooperatively, within about a
+        second: see ``docs/jobs.md``); returns how many were asked."""
+        asked = self._batches(
+            control_store.REQUEST_CANCEL_RUNNING, self._params(**filters), progress=progress
+        )
+        if asked:
+            database = self.database
+            with database.connection() as conn:
+                conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (jobs_store.notify_channel(database.schema), control_store.CANCEL_PAYLOAD),
+                )
+        if "cancel_request" in events.active:
+            events.emit("cancel_request", count=asked, state="running", **_shown(filters))
+        return asked
 
     # -- running scheduled jobs now -----------------------------------------------------------
 

@@ -340,6 +340,32 @@ def deserialize_arguments(
     return args, {k: _decode(v) for k, v in raw_kwargs.items()}
 
 
+def dumps_value(value: object, *, context: str = "value") -> str:
+    """One value (a job's result, a step's cursor) as compact JSON text, with the same lossless
+    encoding as arguments; raises :class:`~pgjobs.errors.SerializationError` naming ``context``."""
+    try:
+        encoded = serialize_arguments((value,), {}, context=context)["args"][0]
+    except SerializationError as exc:  # "argument 0 at args[0]<path> of <context>: ..."
+        where = re.match(r"Cannot serialize argument 0(?: at args\[0\](\S*))? of ", str(exc))
+        rest = str(exc)[where.end() :] if where else str(exc)
+        path = f" at {where.group(1)}" if where and where.group(1) else ""
+        message = rest.replace(f"{context}:", f"{context}{path}:", 1) if where else rest
+        raise SerializationError(f"Cannot serialize {message}") from exc.__cause__
+    return _JSON.encode(encoded)
+
+
+def loads_value(data: Any) -> object:
+    """A value stored by :func:`dumps_value` (its JSON text, or the parsed JSON), back in Python."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise DeserializationError(f"stored value is not JSON: {exc}") from exc
+    if type(data) in _JSON_SCALARS:
+        return data
+    return _decode(data)
+
+
 def _decode(x: Any) -> Any:
     t = type(x)
     if t is dict:

@@ -89,6 +89,15 @@ jobs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("discarded_at", DateTime(timezone=True)),
     _now(),
+    # Job control (pgjobs.control; NULL for jobs that use none of it, so they cost nothing):
+    # the stored return value, the last progress report, the resumable steps' checkpoint, when a
+    # cancel was asked for (honoured at claim, and by the running job's worker), and when the
+    # job was cancelled (a terminal state: finished_at is set too).
+    Column("result", JSONB),
+    Column("progress", JSONB),
+    Column("checkpoint", JSONB),
+    Column("cancel_requested_at", DateTime(timezone=True)),
+    Column("cancelled_at", DateTime(timezone=True)),
     # job_id is the public id: looked up by the API, the CLI and the dashboard.
     Index(None, "job_id", unique=True),
     # Unique jobs: at most one job holds a key; INSERT ... ON CONFLICT arbitrates races.  Partial:

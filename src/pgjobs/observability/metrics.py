@@ -95,7 +95,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pgjobs_jobs_finished": (
         "counter",
         "Executions that ended, by outcome: succeeded, failed, retried, discarded, interrupted "
-        "(the process running it died)",
+        "(the process running it died), cancelled, snoozed, released (a stepped job stopped at "
+        "a checkpoint by its worker's shutdown)",
         ("queue", "job_class", "outcome"),
     ),
     "pgjobs_job_duration_seconds": (
@@ -117,7 +118,15 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 #: An outcome's kind -> the ``outcome`` label.
-OUTCOMES = {"finished": "succeeded", "retry": "retried", "discard": "discarded", "fail": "failed"}
+OUTCOMES = {
+    "finished": "succeeded",
+    "retry": "retried",
+    "discard": "discarded",
+    "fail": "failed",
+    "cancel": "cancelled",
+    "snooze": "snoozed",
+    "interrupt": "released",
+}
 
 Key = tuple[str, tuple[str, ...]]  # (metric name, label values)
 

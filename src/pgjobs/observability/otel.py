@@ -210,6 +210,9 @@ def _carrying(job: Job) -> Iterator[None]:
 def _processed(span: Span, outcome: Outcome) -> None:
     if outcome.kind == FINISHED:  # finished or rescued
         return
+    if outcome.kind in ("cancel", "snooze", "interrupt"):  # job control: not an error
+        span.set_attribute("pgjobs.outcome", outcome.kind)
+        return
     if outcome.error is not None:
         _error(span, outcome.error)
     else:

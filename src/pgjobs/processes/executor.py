@@ -21,6 +21,8 @@ the job's arguments (parsed once, for both); without one, that costs one ``is No
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import inspect
 import json
 import threading
 import time
@@ -29,16 +31,22 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from pgjobs import events, hooks, rules
-from pgjobs.errors import JobTimeout
+from pgjobs import control, events, hooks, rules
+from pgjobs.errors import JobCancelled, JobTimeout, ResultError, SerializationError
 from pgjobs.jobs import Job, resolve
 from pgjobs.observability import logging_context, tracing
-from pgjobs.serialization import deserialize_arguments
+from pgjobs.serialization import deserialize_arguments, dumps_value
+
+if TYPE_CHECKING:
+    from pgjobs.processes.jobcontrol import Control
 
 FINISHED: Literal["finished"] = "finished"
+#: How an execution ended: as its rules judged it, or by job control (cancelled, snoozed, or
+#: interrupted at a checkpoint because the worker is stopping).
+Kind = rules.Kind | Literal["cancel", "snooze", "interrupt"]
 _active = events.active  # a dict mutated in place: ``name in _active`` is the cost of an event
 
 
@@ -58,6 +66,7 @@ class Claimed:
     concurrency_key: str | None = None
     unique_key: str | None = None
     interruptions: int = 0  # > 0: a process running it died; it runs alone (see the worker)
+    cancel_requested: bool = False  # asked to stop before it was claimed: not run, cancelled
 
     @property
     def keyed(self) -> bool:
@@ -77,11 +86,12 @@ class Outcome:
     error: BaseException | None = None
     backtrace: str = ""
     duration: float = 0.0
-    kind: rules.Kind = FINISHED
-    wait: float | None = None  # retry: seconds until the job is ready again (0: at once)
+    kind: Kind = FINISHED
+    wait: float | None = None  # retry, snooze: seconds until the job is ready again (0: at once)
     queue: str | None = None  # retry: on this queue instead
     priority: int | None = None  # retry: with this priority instead
     started_at: float = 0.0  # time.time() when it started (0: unknown)
+    result: str | None = None  # finished: the return value as JSON text (None: nothing stored)
 
 
 class TimeoutInterrupt(BaseException):
@@ -114,6 +124,10 @@ class EventLoopThread:
                 self._loop = loop
             return self._loop
 
+    def running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop if it was started (async jobs ran), without starting it."""
+        return self._loop
+
     @staticmethod
     def _run(loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -138,11 +152,13 @@ def perform(
     loop: EventLoopThread,
     watch: Watch | None = None,
     default_timeout: float | None = None,
+    runtime: Control | None = None,
 ) -> Outcome:
     """Run ``claimed`` to its outcome; inside the integrations' job wrappers
-    (:func:`pgjobs.hooks.wrap_jobs`) and the tracing hook's ``process`` when they are set."""
+    (:func:`pgjobs.hooks.wrap_jobs`) and the tracing hook's ``process`` when they are set.
+    ``runtime``: the worker's job control (progress, checkpoints, cancel requests)."""
     if tracing.tracer is None and not hooks.job_wrappers:
-        return _perform(claimed, claimed.arguments, loop, watch, default_timeout)
+        return _perform(claimed, claimed.arguments, loop, watch, default_timeout, runtime)
     wrappers = ExitStack()
     try:
         for wrap in hooks.job_wrappers:
@@ -151,7 +167,7 @@ def perform(
         _leave(wrappers)
         return _failed(claimed, exc, time.perf_counter())
     try:
-        return _traced_perform(claimed, loop, watch, default_timeout)
+        return _traced_perform(claimed, loop, watch, default_timeout, runtime)
     finally:
         _leave(wrappers)
 
@@ -164,14 +180,18 @@ def _leave(wrappers: ExitStack) -> None:
 
 
 def _traced_perform(
-    claimed: Claimed, loop: EventLoopThread, watch: Watch | None, default_timeout: float | None
+    claimed: Claimed,
+    loop: EventLoopThread,
+    watch: Watch | None,
+    default_timeout: float | None,
+    runtime: Control | None,
 ) -> Outcome:
     hook = tracing.tracer
     if hook is None:
-        return _perform(claimed, claimed.arguments, loop, watch, default_timeout)
+        return _perform(claimed, claimed.arguments, loop, watch, default_timeout, runtime)
     arguments, carrier = _traced(claimed.arguments)
     with hook.process(claimed, carrier) as processed:
-        outcome = _perform(claimed, arguments, loop, watch, default_timeout)
+        outcome = _perform(claimed, arguments, loop, watch, default_timeout, runtime)
         processed(outcome)
     return outcome
 
@@ -197,6 +217,7 @@ def _perform(
     loop: EventLoopThread,
     watch: Watch | None,
     default_timeout: float | None,
+    runtime: Control | None = None,
 ) -> Outcome:
     started = time.perf_counter()
     timeout: float | None = None
@@ -212,6 +233,8 @@ def _perform(
             logging_context.enter(claimed, job)
             return _judged(claimed, job, exc, started, loop)
         job = _restore(job_class, claimed, args, kwargs)
+        if runtime is not None:
+            job._runtime, job._internal_id = runtime, claimed.id
         logging_context.enter(claimed, job)  # log records carry its identity until leave()
         timeout = job_class._timeout_seconds or default_timeout
         if "perform_start" in _active:
@@ -221,20 +244,34 @@ def _perform(
             watch(claimed, timeout, is_async)
         try:
             if is_async:
-                asyncio.run_coroutine_threadsafe(
-                    _bounded(job, claimed, timeout), loop.loop
+                value = asyncio.run_coroutine_threadsafe(
+                    _bounded(job, claimed, timeout, runtime), loop.loop
                 ).result()
             else:
-                job.perform_with_callbacks()
+                value = job.perform_with_callbacks()
+            if "_control_state" in job.__dict__:
+                control.flush_progress(job)  # the last report, written before the ending
+            keep = value is not None and (runtime is None or runtime.keeps_results)
+            stored = _stored(job_class, value) if keep else None
         except TimeoutInterrupt:
             error: BaseException = timed_out(claimed, timeout)
+        except (control.Snooze, JobCancelled, control.JobInterrupted) as exc:
+            return _controlled(claimed, job, exc, started, loop)
+        except concurrent.futures.CancelledError as exc:
+            if runtime is not None and claimed.id in runtime.cancelled:
+                return _controlled(claimed, job, JobCancelled(str(exc) or None), started, loop)
+            error = exc
         except BaseException as exc:
             error = exc
         else:
             if "perform" in _active:
                 _performed(claimed, started, FINISHED, None)
             duration = time.perf_counter() - started
-            return Outcome(claimed, None, "", duration, started_at=time.time() - duration)
+            return Outcome(
+                claimed, None, "", duration, started_at=time.time() - duration, result=stored
+            )
+        if "_control_state" in job.__dict__:
+            control.flush_progress(job)  # its last report, whatever the error's fate
         return _judged(claimed, job, error, started, loop)
     except TimeoutInterrupt:  # landed outside perform: in an error handler, or in pgjobs
         return _failed(claimed, timed_out(claimed, timeout), started)
@@ -259,11 +296,27 @@ def _restore(
     )
 
 
-async def _bounded(job: Job, claimed: Claimed, timeout: float | None) -> Any:
+async def _bounded(
+    job: Job, claimed: Claimed, timeout: float | None, runtime: Control | None = None
+) -> Any:
     """Perform an async job, cancelled once ``timeout`` passes (then a JobTimeout)."""
     # The task copied the calling thread's context already; set it in the task all the same, so
     # that it does not depend on how the loop schedules the coroutine.  It dies with the task.
     logging_context.enter(claimed, job)
+    if runtime is not None:  # a cancel request cancels this task (pgjobs.processes.jobcontrol)
+        task = asyncio.current_task()
+        assert task is not None
+        runtime.tasks[claimed.id] = task
+        try:
+            if claimed.id in runtime.cancelled:
+                task.cancel()  # asked before it started: cancelled at its first await
+            return await _timed(job, claimed, timeout)
+        finally:
+            runtime.tasks.pop(claimed.id, None)
+    return await _timed(job, claimed, timeout)
+
+
+async def _timed(job: Job, claimed: Claimed, timeout: float | None) -> Any:
     if timeout is None:
         return await job.perform_with_callbacks_async()
     try:
@@ -273,6 +326,56 @@ async def _bounded(job: Job, claimed: Claimed, timeout: float | None) -> Any:
         if scope.expired():  # its cause's context shows where the job was cancelled
             raise timed_out(claimed, timeout) from exc
         raise
+
+
+def _stored(job_class: type[Job], value: Any) -> str | None:
+    """A return value as stored: JSON text, or None when the class does not store results."""
+    if not job_class.store_result:
+        return None
+    what = f"the result of {job_class.job_name}"
+    try:
+        text = dumps_value(value, context=what)
+    except SerializationError as exc:
+        raise ResultError(f"{exc} (or set store_result = False on the job class)") from exc
+    size = len(text.encode())
+    if size > job_class.max_result_bytes:
+        raise ResultError(
+            f"{what} is {size:,} bytes of JSON, over its max_result_bytes of "
+            f"{job_class.max_result_bytes:,}: return less (store large data elsewhere and return "
+            "its key), raise max_result_bytes, or set store_result = False"
+        )
+    return text
+
+
+def _controlled(
+    claimed: Claimed, job: Job, signal: BaseException, started: float, loop: EventLoopThread
+) -> Outcome:
+    """An ending by job control: cancelled (after_cancel runs), snoozed, or interrupted."""
+    if "_control_state" in job.__dict__:
+        control.flush_progress(job)
+    duration = time.perf_counter() - started
+    kind: Kind
+    wait = None
+    if isinstance(signal, control.Snooze):
+        kind, wait = "snooze", signal.seconds
+    elif isinstance(signal, JobCancelled):
+        kind = "cancel"
+        _after_cancel(job, loop)
+    else:
+        kind = "interrupt"
+    if "perform" in _active:
+        _performed(claimed, started, kind, None)
+    return Outcome(claimed, signal, "", duration, kind, wait, started_at=time.time() - duration)
+
+
+def _after_cancel(job: Job, loop: EventLoopThread) -> None:
+    try:
+        if inspect.iscoroutinefunction(job.after_cancel):
+            asyncio.run_coroutine_threadsafe(job.after_cancel(), loop.loop).result()
+        else:
+            job.after_cancel()
+    except Exception as exc:  # reported; the job is recorded as cancelled all the same
+        events.thread_error(exc, f"{type(job).job_name}.after_cancel")
 
 
 def _judged(

@@ -16,8 +16,10 @@ from pgjobs import clock, concurrency, events
 from pgjobs.db.database import Database
 from pgjobs.processes.executor import Claimed, Outcome, error_name
 from pgjobs.processes.floors import Floors
+from pgjobs.store import claimed as claimed_store
+from pgjobs.store import control as control_store
 from pgjobs.store import failed as failed_store
-from pgjobs.store.jobs import notify_channel
+from pgjobs.store.jobs import done_channel, notify_channel
 
 _active = events.active
 
@@ -36,11 +38,19 @@ class Recording:
         raise NotImplementedError  # Process.execute
 
     def record(self, outcome: Outcome) -> None:
-        """Record an execution that ended with an error, as its rules decided."""
-        if outcome.kind == "retry":
+        """Record an execution that ended with an error, as its rules decided, or by job
+        control (cancelled, snoozed, interrupted at a checkpoint)."""
+        kind = outcome.kind
+        if kind == "retry":
             self.retry(outcome)
-        elif outcome.kind == "discard":
+        elif kind == "discard":
             self.discard(outcome)
+        elif kind == "cancel":
+            self.cancel(outcome)
+        elif kind == "snooze":
+            self.snooze(outcome)
+        elif kind == "interrupt":
+            self.give_back(outcome)
         else:
             self.fail(outcome)
 
@@ -56,6 +66,7 @@ class Recording:
             "hostname": self.hostname,
             "pid": self.pid,
             "now": clock.now(),
+            "done_channel": done_channel(self.database.schema),
         }
 
     @staticmethod
@@ -119,3 +130,51 @@ class Recording:
         self._unblock([outcome.claimed.concurrency_key])
         if "discard" in _active:
             events.emit("discard", **self._error_fields(outcome))
+
+    # -- job control (pgjobs.control) --------------------------------------------------------
+
+    def cancel(self, outcome: Outcome) -> None:
+        """The job was cancelled (while it ran, or before it started): finished as cancelled."""
+        claimed = outcome.claimed
+        params = {
+            "id": claimed.id,
+            "process_id": self.id,
+            "now": clock.now(),
+            "done_channel": done_channel(self.database.schema),
+            "ran": outcome.error is not None,  # else asked to stop before it was claimed
+        }
+        self.execute(control_store.CANCEL_RUNNING, params)
+        self._unblock([claimed.concurrency_key])
+        if "cancel" in _active:
+            events.emit(
+                "cancel",
+                **self._fields(claimed),
+                running=outcome.error is not None,
+                duration_ms=round(outcome.duration * 1000, 3),
+            )
+
+    def snooze(self, outcome: Outcome) -> None:
+        """The job snoozed: back to scheduled, the attempt not counted."""
+        claimed = outcome.claimed
+        scheduled_at = clock.now() + timedelta(seconds=outcome.wait or 0.0)
+        params = {"id": claimed.id, "process_id": self.id, "now": clock.now()}
+        self.execute(control_store.SNOOZE, {**params, "scheduled_at": scheduled_at})
+        self._unblock([claimed.concurrency_key])
+        if "snooze" in _active:
+            events.emit("snooze", **self._fields(claimed), scheduled_at=scheduled_at)
+
+    def give_back(self, outcome: Outcome) -> None:
+        """A stepped job stopped at a checkpoint because this worker is stopping: back to
+        ready with its position, the attempt not counted."""
+        claimed = outcome.claimed
+        self.execute(
+            claimed_store.RELEASE,
+            {
+                "process_ids": [self.id],
+                "job_ids": [claimed.id],
+                "channel": notify_channel(self.database.schema),
+            },
+        )
+        self.floors.notified(claimed.queue_name, None)  # back in ready with its old id
+        if "interrupt" in _active:
+            events.emit("interrupt", **self._fields(claimed))

@@ -65,14 +65,16 @@ from pgjobs.processes.executor import (
     perform,
     timed_out,
 )
+from pgjobs.processes.jobcontrol import CHECK_CANCELS, Control
 from pgjobs.processes.poller import Poller, matches
 from pgjobs.processes.recording import Recording
 from pgjobs.store import claimed as claimed_store
+from pgjobs.store import control as control_store
 from pgjobs.store import failed as failed_store
 from pgjobs.store import finished as finished_store
 from pgjobs.store import pauses as pauses_store
 from pgjobs.store import ready as ready_store
-from pgjobs.store.jobs import notify_channel
+from pgjobs.store.jobs import done_channel, notify_channel
 
 log = logging.getLogger("pgjobs")
 REFRESH_PAUSES = 1.0  # seconds between re-reads of pgjobs_pauses
@@ -147,6 +149,9 @@ class Worker(Poller, Recording):
         self.in_flight: dict[int, Claimed] = {}
         self.to_finish: list[int] = []
         self.to_finish_keyed: list[int] = []  # finished jobs with a slot or unique key to release
+        # Finished jobs that returned a value: (id, JSON), finished by their own statement.
+        self.to_finish_results: list[tuple[int, str]] = []
+        self._keyed_results: list[tuple[int, str]] = []  # the same, of jobs in to_finish_keyed
         self._finished_keys: list[str] = []  # their concurrency keys, to unblock after
         self.loop = EventLoopThread()
         self._paused: frozenset[str] = frozenset()
@@ -175,6 +180,10 @@ class Worker(Poller, Recording):
         self._retry_locked_at = float("-inf")
         self._locked_backoff = LOCKED_BACKOFF[0]
         self.leaves_jobs = False  # stopped with jobs still running: the supervisor gives them back
+        self.control = Control(self.wake)  # job control: progress, checkpoints, cancel requests
+        self._cancels_at = INF  # when to look for cancel requests among running jobs (monotonic)
+        self._keeps_results = config.preserve_finished_jobs  # else results go with their jobs
+        self.control.keeps_results = self._keeps_results
         self._wake_at = INF  # when the main loop plans to wake up (monotonic)
         if config.preserve_finished_jobs:
             self._claim_all, self._claim_queue = ready_store.CLAIM_ALL, ready_store.CLAIM_QUEUE
@@ -201,6 +210,9 @@ class Worker(Poller, Recording):
         return f"pgjobs-worker: {','.join(self.patterns)} ({self.threads} threads)"
 
     def wanted(self, payload: str) -> bool:
+        if payload == control_store.CANCEL_PAYLOAD:  # someone asked a running job to stop
+            self._cancels_at = float("-inf")
+            return bool(self.in_flight)
         payload, key = floors.parse(payload)
         if payload == "*" or matches(payload, self.patterns):
             self.floors.notified(payload, key)
@@ -247,12 +259,13 @@ class Worker(Poller, Recording):
 
     def _run_jobs(self, slot: _Slot, watch: functools.partial[None]) -> None:
         inbox, loop, default_timeout = self.inbox, self.loop, self.default_timeout
+        control = self.control
         while True:
             claimed = inbox.get()
             if claimed is None:
                 return
             slot.claimed = claimed
-            outcome = perform(claimed, loop, watch, default_timeout)
+            outcome = perform(claimed, loop, watch, default_timeout, control)
             if slot.watched:  # the main loop may interrupt this job: release it in step with it
                 with slot.lock:
                     if slot.injected:  # cancel an interruption still pending
@@ -365,17 +378,45 @@ class Worker(Poller, Recording):
         self._wake_at = INF  # a job starting now with a deadline wakes us to re-plan
         if self.reconnected:
             self.reconcile()
+        if self.control.pending():
+            self.control.serve(self.execute, self.id)
         self._collect()
         if (self._unrecorded or self._to_unblock) and time.monotonic() >= self._retry_locked_at:
             self._retry_locked()
         upcoming = self.check_deadlines() if self._timed else INF
+        if self.in_flight:
+            upcoming = min(upcoming, self._check_cancels())
         delay = self._claim_pass()
         if upcoming < INF:
             delay = min(delay, max(0.0, upcoming - time.monotonic()))
         self._wake_at = time.monotonic() + delay
         return delay
 
+    def _check_cancels(self) -> float:
+        """Look for cancel requests among the running jobs when due; returns when next."""
+        now = time.monotonic()
+        if self._cancels_at == INF:
+            self._cancels_at = now + CHECK_CANCELS  # jobs started: first look in a while
+        if now < self._cancels_at:
+            return self._cancels_at
+        self._cancels_at = now + CHECK_CANCELS
+        asked = [i for i in self.in_flight if i not in self.control.cancelled]
+        if asked:
+            try:
+                rows = self.execute(control_store.CANCEL_REQUESTED, {"ids": _ids(asked)})
+            except GAVE_UP:
+                return self._cancels_at
+            loop = self.loop.running_loop()
+            for (job_id,) in rows:
+                self.control.cancel(job_id, loop)
+                if "cancel" in _active:
+                    claimed = self.in_flight[job_id]
+                    events.emit("cancel", **self._fields(claimed), running=True, requested=True)
+        return self._cancels_at
+
     def _claim_pass(self) -> float:
+        if self.to_finish_results and time.monotonic() >= self._retry_locked_at:
+            self._finish_results()
         if self.to_finish_keyed and time.monotonic() >= self._retry_locked_at:
             self._finish_keyed()
         if self._alone is not None and self._alone not in self.in_flight:
@@ -390,6 +431,8 @@ class Worker(Poller, Recording):
                 self._finish_only()
             return self.worker.polling_interval
         claimed = self.isolate(self.claim(idle))
+        if any(c.cancel_requested for c in claimed):
+            claimed = self._cancel_unstarted(claimed)
         executing = [c.id for c in claimed if c.unique_key and c.unique_key.startswith("x|")]
         if executing:  # until="executing": a new job with the key may be enqueued from now on
             self._release_unique(executing)
@@ -399,6 +442,13 @@ class Worker(Poller, Recording):
         if claimed and len(claimed) == idle:
             return self.worker.polling_interval  # busy: a finishing job wakes us
         return 0.0 if claimed else self.worker.polling_interval
+
+    def _cancel_unstarted(self, claimed: list[Claimed]) -> list[Claimed]:
+        """Jobs asked to stop before they were claimed are cancelled, not run."""
+        for job in claimed:
+            if job.cancel_requested:
+                self._record(Outcome(job, None, "", 0.0, "cancel"))
+        return [job for job in claimed if not job.cancel_requested]
 
     def _release_unique(self, ids: list[int]) -> None:
         ids = self._pending_unique + ids
@@ -468,14 +518,23 @@ class Worker(Poller, Recording):
                 done.append(outcome)
             if self._timed:
                 self._timed.pop(claimed.id, None)
+            if self.control.cancelled:
+                self.control.ended(claimed.id)
             if outcome.kind == FINISHED:
+                result = outcome.result if self._keeps_results else None
                 if claimed.keyed:
                     self.to_finish_keyed.append(claimed.id)
+                    if result is not None:
+                        self._keyed_results.append((claimed.id, result))
                     if claimed.concurrency_key is not None:
                         self._finished_keys.append(claimed.concurrency_key)
+                elif result is not None:
+                    self.to_finish_results.append((claimed.id, result))
                 else:
                     self.to_finish.append(claimed.id)
             else:
+                if self.control.pending():  # what the job wrote on its way out comes first
+                    self.control.serve(self.execute, self.id)
                 self._record(outcome)
 
     def _record(self, outcome: Outcome) -> None:
@@ -520,6 +579,7 @@ class Worker(Poller, Recording):
             *self.in_flight,
             *self.to_finish,
             *self.to_finish_keyed,
+            *(job_id for job_id, _ in self.to_finish_results),
             *(o.claimed.id for o in self._unrecorded),
         ]
 
@@ -558,9 +618,32 @@ class Worker(Poller, Recording):
             return
         self.to_finish = []
 
+    def _finish_results(self) -> None:
+        ids, results = zip(*self.to_finish_results, strict=True)
+        params = {
+            "finished": _ids(list(ids)),
+            "results": list(results),
+            "process_id": self.id,
+            "now": clock.now(),
+            "done_channel": done_channel(self.database.schema),
+        }
+        try:
+            self.execute(control_store.FINISH_RESULTS, params)
+        except GAVE_UP:
+            self._locked()  # the jobs stay claimed by us, finished later
+            return
+        self.to_finish_results = []
+
     def _finish_keyed(self) -> None:
         params = {"finished": _ids(self.to_finish_keyed), "process_id": self.id, "now": clock.now()}
         try:
+            if self._keyed_results:  # stored while we hold the jobs, then finished
+                ids, results = zip(*self._keyed_results, strict=True)
+                self.execute(
+                    control_store.STORE_RESULTS,
+                    {"ids": _ids(list(ids)), "results": list(results), "process_id": self.id},
+                )
+                self._keyed_results = []
             self.execute(self._finish_keyed_sql, params)
         except GAVE_UP:
             self._locked()  # the jobs stay claimed by us, finished later
@@ -646,16 +729,21 @@ class Worker(Poller, Recording):
             return
         if self.exit_now:
             return  # SIGQUIT: the supervisor gives our jobs back once we have exited
+        self.control.stopping = True  # stepped jobs stop at their next checkpoint
         deadline = time.monotonic() + self.config.shutdown_timeout
         while self.in_flight and time.monotonic() < deadline:
             self.wake.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             self.wake.clear()
+            if self.control.pending():
+                self.control.serve(self.execute, self.id)
             self._collect()
             if self._timed:
                 self.check_deadlines(replace=False)
         self._collect()
         if self.to_finish:
             self._finish_only()
+        if self.to_finish_results:
+            self._finish_results()
         if self.to_finish_keyed:
             self._finish_keyed()
         if self._unrecorded or self._to_unblock:

@@ -33,7 +33,7 @@ WITH done AS (
     + _jobs.RELEASE_UNIQUE
     + """
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, executions, concurrency_key
+    RETURNING id, job_id, executions, concurrency_key
 ), history AS (
     INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
                               hostname, pid)
@@ -47,7 +47,7 @@ WITH done AS (
 )"""
     + _RELEASE_SLOT
     + """
-SELECT id, concurrency_key FROM bumped
+SELECT id, concurrency_key, pg_notify(%(done_channel)s, job_id::text) FROM bumped
 """
 )
 
@@ -90,6 +90,7 @@ FROM bumped
 """
 
 # discard_on: the job is finished as discarded, attempt counted, error kept in its history.
+# FAIL and DISCARD wake the job's result waiters (pgjobs.store.control).
 DISCARD = (
     """
 WITH done AS (
@@ -101,7 +102,7 @@ WITH done AS (
     + _jobs.RELEASE_UNIQUE
     + """
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, executions, concurrency_key
+    RETURNING id, job_id, executions, concurrency_key
 ), history AS (
     INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
                               hostname, pid)
@@ -110,7 +111,7 @@ WITH done AS (
 )"""
     + _RELEASE_SLOT
     + """
-SELECT id, concurrency_key FROM bumped
+SELECT id, concurrency_key, pg_notify(%(done_channel)s, job_id::text) FROM bumped
 """
 )
 

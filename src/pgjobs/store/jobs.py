@@ -70,6 +70,7 @@ SELECT CASE
     WHEN EXISTS (SELECT 1 FROM {scheduled} WHERE job_id = %(id)s) THEN 'scheduled'
     WHEN EXISTS (SELECT 1 FROM {blocked} WHERE job_id = %(id)s) THEN 'blocked'
     WHEN EXISTS (SELECT 1 FROM {failed} WHERE job_id = %(id)s) THEN 'failed'
+    WHEN (SELECT cancelled_at FROM {jobs} WHERE id = %(id)s) IS NOT NULL THEN 'cancelled'
     WHEN (SELECT finished_at FROM {jobs} WHERE id = %(id)s) IS NOT NULL THEN 'finished'
     ELSE 'unknown' END
 """
@@ -78,6 +79,11 @@ SELECT CASE
 def notify_channel(schema: str | None) -> str:
     """The NOTIFY channel that wakes the workers of one pgjobs schema."""
     return f"pgjobs_ready_{schema}" if schema else "pgjobs_ready"
+
+
+def done_channel(schema: str | None) -> str:
+    """The NOTIFY channel on which a job's ending wakes its result waiters (payload: job_id)."""
+    return f"pgjobs_done_{schema}" if schema else "pgjobs_done"
 
 
 # -- jobs with a concurrency limit or a unique key (pgjobs.limits) -----------------------------

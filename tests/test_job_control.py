@@ -1,0 +1,332 @@
+"""Job control in an in-process worker (real PostgreSQL, real job threads): results, failures,
+cancellation of waiting and running jobs, progress, snooze.  The same guarantees with real
+``pgjobs start`` processes are in test_job_control_e2e.py."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgjobs
+from pgjobs.config import Config, WorkerConfig
+from pgjobs.db.database import Database
+from pgjobs.processes.worker import Worker
+from tests.control_jobs import (
+    Compute,
+    ComputeAsync,
+    Cooperative,
+    CooperativeAsync,
+    Explodes,
+    Huge,
+    Nothing,
+    Reports,
+    Stepped,
+    Stubborn,
+    Unkept,
+)
+from tests.engine_helpers import drive, scalar
+
+pytestmark = pytest.mark.committed
+
+
+@pytest.fixture
+def worker(db: Database, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
+    monkeypatch.setenv("PGJOBS_TEST_LOG", str(tmp_path / "jobs.log"))
+    made = Worker(Database(db.url), Config(heartbeat_interval=30), WorkerConfig(threads=3))
+    made.register()
+    made.on_start()
+    yield made
+    made.stop()
+    made.shutdown()
+    made.close()
+
+
+class Running:
+    """The worker's main loop in a thread, until stopped."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            delay = self.worker.poll()
+            self.worker.wake.wait(min(delay, 0.02))
+            self.worker.wake.clear()
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+
+def state(job_id: Any) -> str:
+    return pgjobs.get_job(job_id).state
+
+
+def log(tmp_path: Any) -> list[str]:
+    path = tmp_path / "jobs.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+def test_a_result_round_trip_sync_and_async(worker: Worker) -> None:
+    sync, in_async = Compute.perform_later(4), ComputeAsync.perform_later(7)
+    with Running(worker):
+        assert sync.result(timeout=10) == {
+            "n": 4,
+            "square": 16,
+            "on": datetime.date(2026, 12, 6),
+        }
+        assert asyncio.run(in_async.result_async(timeout=10)) == [7, 8]
+    info = pgjobs.get_job(sync.job_id)
+    assert (info.state, info.attempts, info.result) == ("finished", 1, sync.result())
+
+
+def test_a_waiter_is_woken_by_the_notification(worker: Worker) -> None:
+    job = Compute.perform_later(2)
+    got: list[float] = []
+
+    def wait() -> None:
+        job.result(timeout=10)
+        got.append(time.monotonic())
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.7)  # the waiter is past its first polls: only the notification wakes it now
+    drive(worker, lambda: state(job.job_id) == "finished")
+    finished = time.monotonic()
+    waiter.join(10)
+    assert got and got[0] - finished < 0.3
+
+
+def test_a_failed_job_raises_job_failed_with_its_error(worker: Worker) -> None:
+    job = Explodes.perform_later()
+    with Running(worker), pytest.raises(pgjobs.JobFailed) as raised:
+        job.result(timeout=10)
+    error = raised.value
+    assert (error.state, error.error_class, error.message) == (
+        "failed",
+        "builtins.ValueError",
+        "no such report",
+    )
+    assert error.traceback is not None and "raise ValueError" in error.traceback
+    assert "no such report" in str(error)
+
+
+def test_none_stores_nothing_and_waiters_poll_for_it(worker: Worker) -> None:
+    job = Nothing.perform_later()
+    with Running(worker):
+        assert job.result(timeout=10) is None
+    assert scalar(worker.database.url, "SELECT result FROM pgjobs_jobs") is None
+
+
+def test_store_result_false_opts_out(worker: Worker) -> None:
+    job = Unkept.perform_later()
+    with Running(worker):
+        assert job.result(timeout=10) is None
+    assert pgjobs.get_job(job.job_id).state == "finished"
+
+
+def test_a_result_over_the_cap_fails_the_job_with_a_clear_error(worker: Worker) -> None:
+    job = Huge.perform_later()
+    with Running(worker), pytest.raises(pgjobs.JobFailed) as raised:
+        job.result(timeout=10)
+    assert raised.value.error_class == "pgjobs.errors.ResultError"
+    assert "1,002 bytes of JSON, over its max_result_bytes of 100" in str(raised.value.message)
+
+
+def test_result_times_out_and_unknown_jobs_are_not_found(worker: Worker) -> None:
+    job = Compute.perform_later(1)
+    with pytest.raises(TimeoutError, match="it is ready"):
+        job.result(timeout=0.2)
+    with pytest.raises(pgjobs.JobNotFound):
+        pgjobs.get_job("00000000-0000-0000-0000-000000000000")
+
+
+def test_a_job_not_committed_yet_is_not_found_rather_than_waited_for(
+    worker: Worker, db: Database
+) -> None:
+    with psycopg.connect(db.url) as conn:
+        job = Compute.set(connection=conn).perform_later(3)
+        with pytest.raises(pgjobs.JobNotFound, match="not committed yet"):
+            job.result(timeout=5)  # it could never appear while this thread waits
+    with Running(worker):  # committed now
+        assert job.result(timeout=10)["square"] == 9
+
+
+# -- cancellation --------------------------------------------------------------------------------
+
+
+def test_cancelling_waiting_jobs(worker: Worker, tmp_path: Any) -> None:
+    ready = Cooperative.perform_later("ready")
+    scheduled = Cooperative.set(wait=600).perform_later("scheduled")
+    assert pgjobs.cancel(ready.job_id) == "cancelled"
+    assert scheduled.cancel() == "cancelled"
+    assert pgjobs.cancel(ready.job_id) == "cancelled"  # already: its state, unchanged
+    drive(worker, lambda: True)
+    worker.poll()
+    for job in (ready, scheduled):
+        info = pgjobs.get_job(job.job_id)
+        assert (info.state, info.attempts) == ("cancelled", 0)
+        assert info.cancelled_at is not None and info.finished_at is not None
+        with pytest.raises(pgjobs.JobCancelled):
+            job.result(timeout=1)
+    assert log(tmp_path) == []
+
+
+def test_a_blocked_job_is_cancelled_and_its_key_stays_usable(worker: Worker) -> None:
+    first = Limited.perform_later("a")
+    second = Limited.perform_later("b")  # blocked behind the first
+    assert pgjobs.get_job(second.job_id).state == "blocked"
+    assert pgjobs.cancel(second.job_id) == "cancelled"
+    assert pgjobs.cancel(first.job_id) == "cancelled"  # ready, holding the slot: given back
+    third = Limited.perform_later("c")
+    assert pgjobs.get_job(third.job_id).state == "ready"
+
+
+class Limited(pgjobs.Job):
+    limits_concurrency = pgjobs.limit(to=1, key=lambda tag: "one")
+
+    def perform(self, tag: str) -> None:
+        pass
+
+
+def test_a_running_sync_job_is_cancelled_cooperatively(worker: Worker, tmp_path: Any) -> None:
+    job = Cooperative.perform_later("sync")
+    with Running(worker):
+        deadline = time.monotonic() + 10
+        while "sync start" not in log(tmp_path):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        asked = time.monotonic()
+        assert pgjobs.cancel(job.job_id) == "cancelling"
+        with pytest.raises(pgjobs.JobCancelled):
+            job.result(timeout=10)
+        took = time.monotonic() - asked
+    assert took < 2
+    info = pgjobs.get_job(job.job_id)
+    assert (info.state, info.attempts) == ("cancelled", 1)
+    assert info.cancel_requested_at is not None
+    assert log(tmp_path) == ["sync start", "sync after_cancel"]
+
+
+def test_a_running_async_job_is_cancelled(worker: Worker, tmp_path: Any) -> None:
+    job = CooperativeAsync.perform_later("async")
+    with Running(worker):
+        deadline = time.monotonic() + 10
+        while "async start" not in log(tmp_path):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert job.cancel() == "cancelling"
+        started = time.monotonic()
+        with pytest.raises(pgjobs.JobCancelled):
+            job.result(timeout=10)
+        assert time.monotonic() - started < 2
+    assert log(tmp_path) == ["async start", "async after_cancel"]
+
+
+def test_a_job_that_ignores_the_request_finishes_with_it_noted(worker: Worker) -> None:
+    job = Stubborn.perform_later(1.0)
+    with Running(worker):
+        deadline = time.monotonic() + 10
+        while pgjobs.get_job(job.job_id).state != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert pgjobs.cancel(job.job_id) == "cancelling"
+        assert job.result(timeout=10) == "done anyway"
+    info = pgjobs.get_job(job.job_id)
+    assert info.state == "finished" and info.cancel_requested_at is not None
+    assert pgjobs.cancel(job.job_id) == "finished"
+
+
+def test_a_job_asked_to_stop_before_its_claim_is_cancelled_not_run(
+    worker: Worker, tmp_path: Any
+) -> None:
+    job = Cooperative.perform_later("never")
+    with psycopg.connect(worker.database.url, autocommit=True) as conn:
+        # As when a cancel found the row locked by a claim that then rolled back, or the job was
+        # given back to ready after the request.
+        conn.execute("UPDATE pgjobs_jobs SET cancel_requested_at = now()")
+    drive(worker, lambda: pgjobs.get_job(job.job_id).state == "cancelled")
+    assert pgjobs.get_job(job.job_id).attempts == 0  # it never ran
+    assert log(tmp_path) == []
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+def test_progress_is_visible_while_the_job_runs_and_the_last_report_is_written(
+    worker: Worker,
+) -> None:
+    job = Reports.perform_later(5, 1.5)
+    with Running(worker):
+        deadline = time.monotonic() + 10
+        while (info := pgjobs.get_job(job.job_id)).progress is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert info.state == "running"
+        assert info.progress is not None and info.progress.done == 0  # throttled: the first
+        assert info.progress.total == 5 and info.progress.message == "item 0"
+        job.result(timeout=10)
+    progress = pgjobs.get_job(job.job_id).progress
+    assert progress is not None
+    assert (progress.done, progress.fraction, progress.message) == (5, 1.0, "all done")
+
+
+def test_the_last_progress_report_is_written_when_the_job_fails(worker: Worker) -> None:
+    job = ReportsThenFails.perform_later()
+    with Running(worker), pytest.raises(pgjobs.JobFailed):
+        job.result(timeout=10)
+    progress = pgjobs.get_job(job.job_id).progress
+    assert progress is not None and (progress.done, progress.message) == (2, "second")
+
+
+class ReportsThenFails(pgjobs.Job):
+    def perform(self) -> None:
+        self.progress(1, 10, "first")
+        self.progress(2, 10, "second")  # throttled: only sent at the end
+        raise RuntimeError("broke")
+
+
+def test_an_async_job_cannot_use_the_decorator_form() -> None:
+    with pytest.raises(TypeError, match=r"await self\.step"):
+        ComputeAsync(1).step("x")
+
+
+def test_progress_rejects_what_is_not_a_number() -> None:
+    with pytest.raises(TypeError, match="done must be a number"):
+        Reports(1, 0).progress("half")  # type: ignore[arg-type]
+
+
+# -- steps and snooze without a worker (perform_now) ---------------------------------------------
+
+
+def test_steps_run_in_order_under_perform_now(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGJOBS_TEST_LOG", str(tmp_path / "jobs.log"))
+    job = Stepped(3, 0)
+    assert job.perform_inline() == "stepped"
+    lines = [line.split(" ", 1)[1] for line in log(tmp_path)]
+    assert lines == ["prepare", "item 0", "item 1", "item 2", "finish"]
+
+
+def test_snooze_reaches_perform_now_callers() -> None:
+    with pytest.raises(pgjobs.Snooze):
+        Nothing().snooze(5)
+    with pytest.raises(TypeError, match="delay must be"):
+        pgjobs.Snooze(-1)
