@@ -239,6 +239,18 @@ def test_a_running_async_job_is_cancelled(worker: Worker, tmp_path: Any) -> None
     assert log(tmp_path) == ["async start", "async after_cancel"]
 
 
+def test_an_operator_retry_drops_a_cancel_request_made_before_the_failure(
+    worker: Worker, db: Database
+) -> None:
+    job = Explodes.perform_later()
+    drive(worker, lambda: pgjobs.get_job(job.job_id).state == "failed")
+    with psycopg.connect(db.url, autocommit=True) as conn:  # as if asked while it ran
+        conn.execute("UPDATE pgjobs_jobs SET cancel_requested_at = now()")
+    assert pgjobs.FailedJobs().retry(job.job_id)
+    drive(worker, lambda: pgjobs.get_job(job.job_id).state == "failed")
+    assert pgjobs.get_job(job.job_id).attempts == 2  # it ran again: the request was dropped
+
+
 def test_a_job_that_ignores_the_request_finishes_with_it_noted(worker: Worker) -> None:
     job = Stubborn.perform_later(1.0)
     with Running(worker):
@@ -308,8 +320,12 @@ def test_an_async_job_cannot_use_the_decorator_form() -> None:
 
 
 def test_progress_rejects_what_is_not_a_number() -> None:
-    with pytest.raises(TypeError, match="done must be a number"):
+    with pytest.raises(TypeError, match="done must be a finite number"):
         Reports(1, 0).progress("half")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="done must be a finite number"):
+        Reports(1, 0).progress(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="total must be a finite number or None"):
+        Reports(1, 0).progress(1, float("nan"))
 
 
 # -- steps and snooze without a worker (perform_now) ---------------------------------------------

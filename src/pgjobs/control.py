@@ -24,6 +24,8 @@ checkpoints are kept on the instance only.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -112,10 +114,15 @@ def check_cancelled(job: Job) -> None:
 # -- progress ----------------------------------------------------------------------------------
 
 
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def report_progress(job: Job, done: float, total: float | None, message: str | None) -> None:
-    for name, value in (("done", done), ("total", total)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise TypeError(f"progress(): {name} must be a number, got {value!r}")
+    if not _finite(done):
+        raise TypeError(f"progress(): done must be a finite number, got {done!r}")
+    if total is not None and not _finite(total):
+        raise TypeError(f"progress(): total must be a finite number or None, got {total!r}")
     if message is not None and not isinstance(message, str):
         raise TypeError(f"progress(): message must be a string, got {message!r}")
     state = _state(job)
@@ -139,7 +146,7 @@ def flush_progress(job: Job) -> None:
     running = _runtime(job)
     if running is not None:
         runtime, internal = running
-        payload = dumps_value(state.progress, context="progress")
+        payload = json.dumps(state.progress)  # numbers and strings: plain JSON
         runtime.submit(store.PROGRESS, {"id": internal, "progress": payload})
 
 

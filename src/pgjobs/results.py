@@ -89,7 +89,8 @@ class JobInfo:
     ``attempts``: executions that ended (a running attempt is not counted yet).  ``result``:
     what ``perform`` returned (decoded on first access; None when nothing was stored).
     ``errors``: the job's error history, oldest first.  ``steps_completed`` / ``step`` /
-    ``cursor``: a resumable job's checkpoint.
+    ``cursor``: a resumable job's checkpoint.  ``arguments``: as stored (JSON:
+    ``{"args": [...], "kwargs": {...}}``, values in pgjobs' tagged encoding), not decoded.
     """
 
     id: int
@@ -138,16 +139,33 @@ def _database(database: Database | None) -> Database:
     return get_database()
 
 
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
 def _progress(data: Any) -> Progress | None:
-    if not isinstance(data, dict):
+    """A stored progress report; None when there is none (or it is not one pgjobs wrote)."""
+    if not isinstance(data, dict) or not _number(data.get("done")):
         return None
-    at = data.get("at")
+    total, message, at = data.get("total"), data.get("message"), data.get("at")
     return Progress(
-        done=data.get("done", 0),
-        total=data.get("total"),
-        message=data.get("message"),
-        updated_at=datetime.fromisoformat(at) if isinstance(at, str) else None,
+        done=data["done"],
+        total=total if _number(total) else None,
+        message=message if isinstance(message, str) else None,
+        updated_at=_time(at),
     )
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def parse_progress(data: Any) -> Progress | None:
+    """A ``progress`` column's value (JSON) as a :class:`Progress` (the dashboard, the CLI)."""
+    return _progress(data)
 
 
 def _info(row: tuple[Any, ...], errors: tuple[JobErrorRecord, ...]) -> JobInfo:

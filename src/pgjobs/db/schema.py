@@ -38,7 +38,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -93,7 +93,7 @@ jobs = Table(
     # the stored return value, the last progress report, the resumable steps' checkpoint, when a
     # cancel was asked for (honoured at claim, and by the running job's worker), and when the
     # job was cancelled (a terminal state: finished_at is set too).
-    Column("result", JSONB),
+    Column("result", JSON),  # json: kept as written (a dict's keys keep their order)
     Column("progress", JSONB),
     Column("checkpoint", JSONB),
     Column("cancel_requested_at", DateTime(timezone=True)),

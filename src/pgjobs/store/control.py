@@ -35,7 +35,7 @@ FINISH_RESULTS = (
     + _ready.DONE
     + """, finish AS (
     UPDATE {jobs} j SET finished_at = %(now)s, executions = j.executions + 1, result = r.value
-    FROM unnest(%(finished)s::bigint[], %(results)s::jsonb[]) AS r(id, value)
+    FROM unnest(%(finished)s::bigint[], %(results)s::json[]) AS r(id, value)
     WHERE j.id = r.id AND j.id IN (SELECT job_id FROM done)
     RETURNING j.job_id
 )
@@ -47,7 +47,7 @@ SELECT count(pg_notify(%(done_channel)s, job_id::text)) FROM finish
 # finished.FINISH_KEYED): stored first, while this process still holds them.
 STORE_RESULTS = """
 UPDATE {jobs} j SET result = r.value
-FROM unnest(%(ids)s::bigint[], %(results)s::jsonb[]) AS r(id, value)
+FROM unnest(%(ids)s::bigint[], %(results)s::json[]) AS r(id, value)
 WHERE j.id = r.id AND EXISTS (
     SELECT 1 FROM {claimed} c WHERE c.job_id = r.id AND c.process_id = %(process_id)s)
 """
@@ -176,8 +176,8 @@ SELECT id, pg_notify(%(channel)s, %(payload)s) FROM asked
 """
 
 # Ask a batch of running jobs to stop (the dashboard's bulk action on in-progress jobs): the
-# next matching claimed rows after a keyset cursor.  Returns (asked, cursor); the caller
-# notifies the workers once.
+# next matching claimed rows after a keyset cursor; jobs asked already are not counted again.
+# Returns (asked, cursor); the caller notifies the workers once.
 REQUEST_CANCEL_RUNNING = (
     """
 WITH picked AS (
@@ -188,8 +188,9 @@ WITH picked AS (
     ORDER BY c.job_id
     LIMIT %(limit)s
 ), asked AS (
-    UPDATE {jobs} j SET cancel_requested_at = coalesce(j.cancel_requested_at, %(now)s)
-    FROM picked p WHERE j.id = p.job_id AND j.finished_at IS NULL
+    UPDATE {jobs} j SET cancel_requested_at = %(now)s
+    FROM picked p
+    WHERE j.id = p.job_id AND j.finished_at IS NULL AND j.cancel_requested_at IS NULL
     RETURNING j.id
 )
 SELECT (SELECT count(*) FROM asked), (SELECT max(job_id) FROM picked)
@@ -201,7 +202,7 @@ SELECT (SELECT count(*) FROM asked), (SELECT max(job_id) FROM picked)
 # Everything get_job shows: the job, its state (which table holds it), its failure.
 INFO = """
 SELECT j.id, j.job_id, j.class_name, j.queue_name, j.priority, j.executions, j.interruptions,
-       j.arguments::text, j.result::text, j.progress, j.checkpoint, j.cancel_requested_at,
+       j.arguments, j.result::text, j.progress, j.checkpoint, j.cancel_requested_at,
        j.cancelled_at, j.discarded_at, j.finished_at, j.scheduled_at, j.created_at,
        CASE
            WHEN EXISTS (SELECT 1 FROM {ready} WHERE job_id = j.id) THEN 'ready'

@@ -222,7 +222,9 @@ WITH picked AS (
 RETRY_FAILED = (
     _PICK
     + """, reset AS (
-    UPDATE {jobs} j SET interruptions = 0 FROM gone g WHERE j.id = g.job_id
+    -- A cancel request made before it failed is dropped: retrying is the operator's word now.
+    UPDATE {jobs} j SET interruptions = 0, cancel_requested_at = NULL
+    FROM gone g WHERE j.id = g.job_id
     RETURNING j.id, j.queue_name, j.priority, j.scheduled_at, j.concurrency_key,
               j.concurrency_duration
 ), ready AS (
