@@ -85,6 +85,7 @@ from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 import pgjobs  # noqa: E402
 from pgjobs.db.database import Database  # noqa: E402
 from pgjobs.recurring import schedule_recurring  # noqa: E402
+from tests.control_jobs import Cooperative  # noqa: E402
 from tests.sample_jobs import (  # noqa: E402
     BuildSalesReport,
     ChargeCard,
@@ -97,6 +98,7 @@ from tests.sample_jobs import (  # noqa: E402
     SendReceiptEmail,
     SyncInventory,
 )
+from tests.web_helpers import set_control  # noqa: E402
 
 pytestmark = [pytest.mark.committed, pytest.mark.slow]
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
@@ -376,6 +378,62 @@ def test_run_scheduled_jobs_now_and_discard_waiting_ones(
     expect(flash(page)).to_contain_text(f"Discarded job {blocked}.")
     expect(page.locator("h1 .badge")).to_have_text("discarded")
     assert states(served.database_url) == {"ready": 2, "finished": 3}
+
+
+def test_cancel_a_running_job_and_waiting_ones(
+    db: Database, page: Page, served: Served, tmp_path: Path
+) -> None:
+    log = tmp_path / "jobs.log"
+    later = [Record.set(wait=3600).perform_later(f"digest {i}").job_id for i in range(2)]
+    job = Cooperative.perform_later("coop").job_id
+    with pgjobs_start(served.database_url, served.config, log):
+        wait_for(lambda: "coop start" in log_lines(log), timeout=20)
+        # Its progress, as the job would report it (this one reports none of its own).
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            at = datetime.now(UTC).isoformat()
+            progress = {"done": 30, "total": 120, "message": "page 30", "at": at}
+            set_control(conn, job, progress=progress)
+
+        # The in-progress list shows its bar; its row's Cancel asks it to stop.
+        page.goto("/jobs/in_progress")
+        row = row_of(page, str(job))
+        expect(row.locator("progress")).to_have_attribute("value", "0.25")
+        expect(row.locator(".progress-text")).to_have_text("30 / 120 25% · page 30")
+        questions: list[str] = []
+
+        def accept(dialog: Dialog) -> None:
+            questions.append(dialog.message)
+            dialog.accept()
+
+        page.once("dialog", accept)
+        row.get_by_role("button", name="Cancel", exact=True).click()
+        expect(flash(page)).to_contain_text(f"Asked job {job} to stop: it is running")
+        assert questions == ["Ask this running job to stop?"]
+        with psycopg.connect(served.database_url) as conn:
+            query = "SELECT cancelled_at IS NOT NULL FROM pgjobs_jobs WHERE job_id = %s"
+            wait_for(lambda: conn.execute(query, [job]).fetchone() == (True,), timeout=10)
+
+        # Its page: cancelled, its last progress kept, nothing left to cancel.
+        flash(page).get_by_role("link", name="Show the job").click()
+        expect(page.locator("h1 .badge")).to_have_text("cancelled")
+        expect(page.locator("section.job-progress")).to_contain_text("its last report")
+        expect(page.get_by_role("button", name="Cancel", exact=True)).to_have_count(0)
+    assert log_lines(log) == ["coop start", "coop after_cancel"]
+
+    # The scheduled ones in bulk, through the confirmation: they never run.
+    page.goto("/jobs/scheduled")
+    page.once("dialog", accept)
+    page.get_by_role("button", name="Cancel all scheduled jobs", exact=True).click()
+    assert questions[-1] == (
+        "Cancel all scheduled jobs? They are finished as cancelled without running."
+    )
+    expect(flash(page)).to_have_text("Cancelled 2 scheduled jobs.")
+    page.goto("/jobs/finished")
+    expect(page.locator("tbody .badge.state-cancelled")).to_have_count(3)
+    cancelled = job_ids(
+        served.database_url, "SELECT job_id FROM pgjobs_jobs WHERE cancelled_at IS NOT NULL"
+    )
+    assert sorted(cancelled) == sorted([*later, job])
 
 
 # -- the doors: credentials and CSRF -------------------------------------------------------------

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from tests.sample_jobs import SendWelcomeEmail
-from tests.web_helpers import add_job, client_on, flash, form_fields, state_of, submit
+from tests.web_helpers import (
+    add_job,
+    add_process,
+    client_on,
+    flash,
+    form_fields,
+    set_control,
+    state_of,
+    submit,
+)
 
 
 def test_retry_one_then_again(conn: psycopg.Connection) -> None:
@@ -239,3 +249,129 @@ def test_bulk_discard_needs_a_waiting_state(conn: psycopg.Connection) -> None:
     fields = form_fields(client.get("/jobs/ready").text, "/waiting/discard-all")[0]
     bad = flash(client, client.post("/waiting/discard-all", data={**fields, "state": "failed"}))
     assert bad == "error: Give the state: ready, scheduled or blocked."
+
+
+# -- cancelling: waiting jobs never run, running ones are asked to stop -------------------------
+
+
+def _cancel_columns(conn: psycopg.Connection, job: object) -> tuple[object, ...] | None:
+    """(finished = cancelled, cancel requested, discarded) of a job."""
+    return conn.execute(
+        "SELECT finished_at = cancelled_at, cancel_requested_at IS NOT NULL, discarded_at "
+        "FROM pgjobs_jobs WHERE job_id = %s",
+        [job],
+    ).fetchone()
+
+
+@pytest.mark.parametrize("state", ["ready", "scheduled", "blocked"])
+def test_cancel_a_waiting_job_from_its_page_then_again(
+    conn: psycopg.Connection, state: str
+) -> None:
+    _, job = add_job(conn, state)
+    client = client_on(conn)
+    page = client.get(f"/job/{job}").text
+    assert "Cancel this " + state + " job? It is finished as cancelled without running." in page
+    fields = form_fields(page, "/job/cancel")[0]
+    response = client.post("/job/cancel", data=fields)
+    assert response.headers["location"] == f"/job/{job}"
+    assert flash(client, response) == f"success: Cancelled job {job}: it will not run."
+    assert state_of(conn, job) == "cancelled"
+    assert _cancel_columns(conn, job) == (True, True, None)
+    page = client.get(f"/job/{job}").text
+    assert '<span class="badge state-cancelled">cancelled</span>' in page
+    assert 'action="/job/cancel"' not in page  # nothing left to cancel
+    again = flash(client, client.post("/job/cancel", data=fields))  # the double click
+    assert again == f"info: Job {job} was already cancelled: nothing done."
+
+
+def test_cancel_a_running_job_asks_it_to_stop(conn: psycopg.Connection) -> None:
+    worker = add_process(conn)
+    _, job = add_job(conn, "in_progress", process_id=worker)
+    _, other = add_job(conn, "in_progress", process_id=worker)
+    client = client_on(conn)
+    response = submit(client, "/jobs/in_progress", "/job/cancel", {"job_id": str(job)})
+    assert response.headers["location"] == "/jobs/in_progress"
+    assert flash(client, response) == (
+        f"success: Asked job {job} to stop: it is running, and is cancelled when it next checks "
+        "for a cancel request."
+    )
+    assert state_of(conn, job) == "claimed"  # its worker ends it: the request is all we do
+    assert _cancel_columns(conn, job) == (None, True, None)
+    assert _cancel_columns(conn, other) == (None, False, None)
+    listed = client.get("/jobs/in_progress").text
+    assert listed.count('<span class="badge stopping"') == 1
+    page = client.get(f"/job/{job}").text
+    assert "Asked to stop" in page and "<dt>Cancel requested</dt>" in page
+    assert "Ask this running job to stop?" in page  # asking again is allowed (and harmless)
+
+
+@pytest.mark.parametrize(("state", "shown"), [("finished", "finished"), ("failed", "failed"),
+                                              ("discarded", "discarded")])  # fmt: skip
+def test_cancel_a_job_that_has_ended(conn: psycopg.Connection, state: str, shown: str) -> None:
+    _, ready = add_job(conn, "ready")
+    _, job = add_job(conn, state)
+    client = client_on(conn)
+    fields = form_fields(client.get(f"/job/{ready}").text, "/job/cancel")[0]
+    message = flash(client, client.post("/job/cancel", data={**fields, "job_id": str(job)}))
+    assert message == f"info: Job {job} has ended ({shown}): not cancelled."
+    assert _cancel_columns(conn, job)[1] is False  # type: ignore[index]
+    gone = uuid.uuid4()
+    message = flash(client, client.post("/job/cancel", data={**fields, "job_id": str(gone)}))
+    assert message == f"info: Job {gone} no longer exists: nothing done."
+    bad = flash(client, client.post("/job/cancel", data={**fields, "job_id": "nope"}))
+    assert bad == "error: No job id given."
+    assert state_of(conn, ready) == "ready"
+
+
+def test_bulk_cancel_of_waiting_jobs_takes_the_filters(conn: psycopg.Connection) -> None:
+    mail = [add_job(conn, "ready", queue="mail", args=[i])[1] for i in range(3)]
+    other = add_job(conn, "ready", queue="other")[1]
+    scheduled = add_job(conn, "scheduled", queue="mail")[1]
+    client = client_on(conn)
+    client.app.state.dashboard.batch_size = 2  # type: ignore[attr-defined]
+    page = client.get("/jobs/ready?queue=mail").text
+    assert "Cancel all ready jobs matching these filters? They are finished as cancelled" in page
+    message = flash(client, submit(client, "/jobs/ready?queue=mail", "/waiting/cancel-all"))
+    assert message == "success: Cancelled 3 ready jobs matching queue mail."
+    assert [state_of(conn, j) for j in mail] == ["cancelled"] * 3
+    assert state_of(conn, other) == "ready" and state_of(conn, scheduled) == "scheduled"
+    finished = client.get("/jobs/finished").text
+    assert finished.count('<span class="badge state-cancelled">cancelled</span>') == 3
+    fields = form_fields(client.get("/jobs/ready").text, "/waiting/cancel-all")[0]
+    again = flash(client, client.post("/waiting/cancel-all", data={**fields, "queue": "mail"}))
+    assert again == "info: No ready jobs matching queue mail: nothing to cancel."
+    bad = flash(client, client.post("/waiting/cancel-all", data={**fields, "state": "running"}))
+    assert bad == "error: Give the state: ready, scheduled or blocked."
+    assert state_of(conn, other) == "ready"
+
+
+def test_bulk_cancel_of_running_jobs_asks_them_to_stop(conn: psycopg.Connection) -> None:
+    one, two = add_process(conn), add_process(conn)
+    reports = [add_job(conn, "in_progress", class_name="app:Report", process_id=one)[1]
+               for _ in range(2)]  # fmt: skip
+    report_on_two = add_job(conn, "in_progress", class_name="app:Report", process_id=two)[1]
+    send = add_job(conn, "in_progress", class_name="app:Send", process_id=one)[1]
+    client = client_on(conn)
+    # With a process filter the bulk action is not offered: it takes queue, class and text only.
+    assert "/running/cancel-all" not in client.get(f"/jobs/in_progress?process={one}").text
+    page = "/jobs/in_progress?class=app:Report"
+    assert "Cancel all running jobs matching these filters" in client.get(page).text
+    message = flash(client, submit(client, page, "/running/cancel-all"))
+    assert message == "success: Asked 3 running jobs matching class app:Report to stop."
+    asked = [_cancel_columns(conn, j) for j in [*reports, report_on_two, send]]
+    assert asked == [(None, True, None)] * 3 + [(None, False, None)]
+    assert {state_of(conn, j) for j in [*reports, report_on_two, send]} == {"claimed"}
+    fields = form_fields(client.get("/jobs/in_progress").text, "/running/cancel-all")[0]
+    none = flash(client, client.post("/running/cancel-all", data={**fields, "queue": "nope"}))
+    assert none == "info: No running jobs matching queue nope: nothing to cancel."
+
+
+def test_no_cancel_buttons_in_read_only_mode(conn: psycopg.Connection) -> None:
+    _, ready = add_job(conn, "ready")
+    _, running = add_job(conn, "in_progress")
+    set_control(conn, running, progress={"done": 1, "total": 2, "message": None, "at": None})
+    client = client_on(conn, read_only=True)
+    for path in ("/jobs/ready", "/jobs/in_progress", f"/job/{ready}", f"/job/{running}"):
+        page = client.get(path).text
+        assert "cancel" not in page.lower().replace("cancelled", ""), path
+    assert "<progress" in client.get("/jobs/in_progress").text

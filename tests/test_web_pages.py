@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from tests.web_helpers import (
     basic,
     client_on,
     flash,
+    set_control,
     submit,
 )
 
@@ -429,3 +431,114 @@ def test_the_job_page_says_what_a_waiting_job_waits_for(conn: psycopg.Connection
     assert "Its time:" in client.get(f"/job/{scheduled}").text
     assert "is paused (since" in client.get(f"/job/{paused}").text
     assert "Waiting for" not in client.get(f"/job/{holder}").text
+
+
+# -- job control: progress, steps, results, cancelled jobs ---------------------------------------
+
+
+def test_the_job_page_shows_progress_steps_and_a_cancel_request(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "in_progress", class_name="app:Import")
+    at = datetime.now(UTC) - timedelta(seconds=30)
+    set_control(
+        conn,
+        job,
+        progress={"done": 400, "total": 1000, "message": "rows <b>", "at": at.isoformat()},
+        checkpoint={"completed": ["fetch", "parse"], "step": "load", "cursor": ("row", 399)},
+        cancel_requested_at=datetime.now(UTC),
+    )
+    page = client_on(conn).get(f"/job/{job}").text
+    assert '<progress max="1" value="0.4" aria-label="Progress">40%</progress>' in page
+    assert "400 / 1,000 <strong>40%</strong> · rows &lt;b&gt;" in page
+    assert "30 s ago" in page
+    assert "<code>fetch</code>, <code>parse</code>" in page and "<code>load</code>" in page
+    assert '<code class="cursor">(&#39;row&#39;, 399)</code>' in page  # the decoded tuple's repr
+    assert '<span class="badge stopping">stopping</span> Asked to stop' in page
+    assert "<h2>Result</h2>" not in page
+
+
+def test_the_job_page_shows_the_result(conn: psycopg.Connection) -> None:
+    from datetime import date
+
+    from pgjobs.web import fmt
+
+    _, job = add_job(conn, "finished")
+    set_control(conn, job, result={"rows": 3, "on": date(2026, 1, 2)},
+                progress={"done": 3, "total": None, "message": None, "at": None})  # fmt: skip
+    client = client_on(conn)
+    page = client.get(f"/job/{job}").text
+    result = "{&#39;on&#39;: datetime.date(2026, 1, 2), &#39;rows&#39;: 3}"  # jsonb's key order
+    assert f'<h2>Result</h2>\n<pre class="json result">{result}</pre>' in page
+    assert '<progress aria-label="Progress"></progress>' in page  # no total: indeterminate
+    assert "its last report" not in page  # no time reported
+    _, big = add_job(conn, "finished")
+    set_control(conn, big, result="x" * 5000)
+    shown = re.search(r'<pre class="json result">([^<]*)</pre>', client.get(f"/job/{big}").text)
+    assert shown is not None and len(html.unescape(shown.group(1))) == fmt.VALUE_WIDTH
+    assert shown.group(1).startswith("&#39;xxx") and shown.group(1).endswith("x…")
+    # A value this process cannot decode (an unknown tag): its stored JSON.
+    conn.execute(
+        """UPDATE pgjobs_jobs SET result = '{"__pgjobs__": "martian", "v": 1}' WHERE job_id = %s""",
+        [big],
+    )
+    page = client.get(f"/job/{big}").text
+    assert "&#34;__pgjobs__&#34;: &#34;martian&#34;" in page
+
+
+def test_a_cancelled_job_is_shown_as_cancelled(conn: psycopg.Connection) -> None:
+    _, job = add_job(conn, "cancelled", class_name="app:Report")
+    _, done = add_job(conn, "finished", class_name="app:Report")
+    _, dropped = add_job(conn, "discarded", class_name="app:Report")
+    client = client_on(conn)
+    page = client.get(f"/job/{job}").text
+    assert '<h1>app:Report <span class="badge state-cancelled">cancelled</span>' in page
+    assert "(cancelled)</dd>" in page and "<dt>Cancelled</dt>" in page
+    assert 'href="/jobs/finished?class=app%3AReport"' in page  # listed among the finished
+    assert 'action="/job/cancel"' not in page
+    listed = client.get("/jobs/finished").text
+    assert cells(listed) == [str(dropped), str(done), str(job)]
+    badges = re.findall(r'<td class="detail">(.*?)</td>', listed)
+    assert badges == [
+        '<span class="badge state-discarded">discarded</span>',
+        "",
+        '<span class="badge state-cancelled">cancelled</span>',
+    ]
+
+
+def test_the_in_progress_list_shows_progress(conn: psycopg.Connection) -> None:
+    worker = add_process(conn)
+    _, counted = add_job(conn, "in_progress", process_id=worker)
+    _, open_ended = add_job(conn, "in_progress", process_id=worker)
+    _, silent = add_job(conn, "in_progress", process_id=worker)
+    set_control(conn, counted, progress={"done": 2.5, "total": 10, "message": "step 2",
+                                         "at": datetime.now(UTC).isoformat()})  # fmt: skip
+    set_control(conn, open_ended, progress={"done": 7, "total": None, "message": None, "at": None},
+                cancel_requested_at=datetime.now(UTC))  # fmt: skip
+    page = client_on(conn).get("/jobs/in_progress").text
+    assert cells(page) == [str(silent), str(open_ended), str(counted)]
+    bars = re.findall(r'<td class="progress-cell">(.*?)</td>', page, re.S)
+    assert bars[0] == ""
+    assert '<progress aria-label="Progress"></progress>' in bars[1] and ">7</span>" in bars[1]
+    assert 'class="badge stopping"' in bars[1]
+    assert 'value="0.25"' in bars[2] and "2.5 / 10 <strong>25%</strong> · step 2" in bars[2]
+    rows = lists.page(conn, None, "in_progress", lists.Filters()).rows
+    assert [r.progress.done if r.progress else None for r in rows] == [None, 7, 2.5]
+    # A job may report progress(None), or an infinite total: no bar, or no total, never a 500.
+    set_control(conn, silent, progress={"done": None, "total": 10, "message": "?", "at": None})
+    set_control(conn, counted, progress={"done": 3, "total": {"__pgjobs__": "float", "v": "inf"},
+                                         "message": None, "at": None})  # fmt: skip
+    page = client_on(conn).get("/jobs/in_progress").text
+    bars = re.findall(r'<td class="progress-cell">(.*?)</td>', page, re.S)
+    assert bars[0] == "" and '<progress aria-label="Progress"></progress>' in bars[2]
+    assert client_on(conn).get(f"/job/{silent}").status_code == 200
+    assert [r.cancel_requested_at is not None for r in rows] == [False, True, False]
+    # Other lists read no progress.
+    assert lists.page(conn, None, "finished", lists.Filters()).rows == []
+
+
+def test_cancelled_jobs_are_not_processed_in_the_chart(conn: psycopg.Connection) -> None:
+    now = datetime(2026, 1, 5, 12, 30, 20, tzinfo=UTC)
+    minute = now.replace(second=0)
+    for state in ("finished", "finished", "cancelled", "discarded"):
+        add_job(conn, state, created_at=minute - timedelta(minutes=3), at=minute)
+    flow = throughput.throughput(conn, None, now)
+    assert (flow.minutes[-1].processed, flow.minutes[-1].failed) == (2, 1)

@@ -25,6 +25,7 @@ from tests.web_helpers import (
     client_on,
     flash,
     form_fields,
+    set_control,
     state_of,
     submit,
 )
@@ -212,11 +213,16 @@ def test_read_only_hides_and_refuses_every_action(conn: psycopg.Connection) -> N
         assert "read-only" in page.text
     token = form_fields(writable.get("/jobs/failed").text, "/failed/retry")[0]
     client.cookies.update(writable.cookies)
+    _, ready = add_job(conn, "ready", queue="payments")
     for action in ("/failed/retry", "/failed/discard", "/failed/retry-all", "/failed/discard-all",
-                   "/queues/pause", "/queues/resume", "/recurring/run"):  # fmt: skip
-        response = client.post(action, data={**token, "queue": "payments", "key": "nightly"})
+                   "/queues/pause", "/queues/resume", "/recurring/run", "/job/cancel",
+                   "/waiting/cancel-all", "/running/cancel-all"):  # fmt: skip
+        response = client.post(
+            action, data={**token, "queue": "payments", "key": "nightly", "state": "ready",
+                          "job_id": str(ready)}
+        )  # fmt: skip
         assert response.status_code == 403, action
-    assert state_of(conn, job) == "failed"
+    assert state_of(conn, job) == "failed" and state_of(conn, ready) == "ready"
     assert conn.execute("SELECT count(*) FROM pgjobs_pauses").fetchone() == (0,)
 
 
@@ -238,9 +244,19 @@ def test_everything_from_the_database_is_escaped(conn: psycopg.Connection) -> No
         "VALUES ('worker', %s, %s, 1, %s)",
         [f"n{evil}", f"h{evil}", f'{{"queues": ["{evil}"], "threads": 1}}'],
     )
+    # What a running job reports: its progress message, step names, cursor, result.
+    _, running = add_job(conn, "in_progress", args=[evil])
+    set_control(
+        conn,
+        running,
+        progress={"done": 1, "total": 2, "message": evil, "at": None},
+        checkpoint={"completed": [evil], "step": evil, "cursor": evil},
+        result=evil,
+    )
     client = client_on(conn)
     for path in ("/", "/queues", "/jobs/failed", "/jobs/ready", f"/job/{job}", "/recurring",
-                 "/processes", f"/jobs/failed?q={evil}&queue={evil}"):  # fmt: skip
+                 "/processes", f"/jobs/failed?q={evil}&queue={evil}", "/jobs/in_progress",
+                 f"/job/{running}"):  # fmt: skip
         page = client.get(path)
         assert page.status_code == 200, path
         assert evil not in page.text, path

@@ -98,20 +98,22 @@ def add_job(
     job_id: int | None = None,
 ) -> tuple[int, uuid.UUID]:
     """A job written straight into ``state`` (ready, scheduled, in_progress, blocked, failed,
-    finished, discarded); ``at`` is that state's time.  Returns (id, public id)."""
+    finished, discarded, cancelled); ``at`` is that state's time.  Returns (id, public id)."""
     public = uuid.uuid4()
     created = created_at or datetime.now(UTC)
     when = at or created
     arguments = json.dumps({"args": args if args is not None else [], "kwargs": {}})
-    finished = when if state in ("finished", "discarded") else None
+    finished = when if state in ("finished", "discarded", "cancelled") else None
+    cancelled = when if state == "cancelled" else None
     row = conn.execute(
         "INSERT INTO pgjobs_jobs (id, job_id, queue_name, class_name, arguments, priority, "
-        "created_at, finished_at, discarded_at, concurrency_key, scheduled_at) "
+        "created_at, finished_at, discarded_at, concurrency_key, scheduled_at, "
+        "cancel_requested_at, cancelled_at) "
         "OVERRIDING SYSTEM VALUE VALUES (COALESCE(%s, nextval(pg_get_serial_sequence("
-        "'pgjobs_jobs', 'id'))), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        "'pgjobs_jobs', 'id'))), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         [job_id, public, queue, class_name, arguments, priority, created, finished,
          when if state == "discarded" else None, concurrency_key,
-         when if state == "scheduled" else None],
+         when if state == "scheduled" else None, cancelled, cancelled],
     ).fetchone()  # fmt: skip
     assert row is not None
     ident = int(row[0])
@@ -152,6 +154,31 @@ def add_job(
             ],
         )
     return ident, public
+
+
+def set_control(
+    conn: psycopg.Connection[Any],
+    job_id: uuid.UUID,
+    *,
+    progress: dict[str, Any] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    result: object = None,
+    cancel_requested_at: datetime | None = None,
+) -> None:
+    """Write a job's control columns as a worker would: ``progress`` ({"done", "total",
+    "message", "at"}), ``checkpoint`` ({"completed", "step", "cursor"}, the cursor a Python
+    value) and ``result`` (a Python value), encoded like ``pgjobs.serialization.dumps_value``."""
+    from pgjobs.serialization import dumps_value
+
+    if checkpoint is not None:
+        checkpoint = {**checkpoint, "cursor": json.loads(dumps_value(checkpoint.get("cursor")))}
+    conn.execute(
+        "UPDATE pgjobs_jobs SET progress = %s::jsonb, checkpoint = %s::jsonb, result = %s::jsonb,"
+        " cancel_requested_at = %s WHERE job_id = %s",
+        [None if progress is None else json.dumps(progress),
+         None if checkpoint is None else json.dumps(checkpoint),
+         None if result is None else dumps_value(result), cancel_requested_at, job_id],
+    )  # fmt: skip
 
 
 def add_process(

@@ -379,10 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="its directory (default: $PGJOBS_EMBEDDED_DIR, else .pgjobs in the project directory)",
     )
 
-    # Failed jobs and retention; the dashboard.  Both import this module.
-    from pgjobs import cli_jobs, cli_web
+    # Failed jobs and retention; cancelling jobs; the dashboard.  Each imports this module.
+    from pgjobs import cli_control, cli_jobs, cli_web
 
     cli_jobs.add_parsers(sub)
+    cli_control.add_parser(sub)
     cli_web.add_parser(sub)
     return parser
 

@@ -14,6 +14,7 @@ sub-commands (``jobs`` from :mod:`pgjobs.cli_waiting`); their handlers are regis
     pgjobs jobs show JOB_ID [--json]
     pgjobs jobs discard (JOB_ID... | --all --state ready|scheduled|blocked [filters])
     pgjobs jobs dispatch (JOB_ID... | --all [filters])
+    pgjobs jobs cancel (JOB_ID... | --all --state ready|scheduled|blocked|running [filters])
 
 The long ones (``--all``, ``clear-finished``) show a running count on stderr when it is a
 terminal (:mod:`pgjobs.progress`), and print one result line either way.

@@ -1,6 +1,6 @@
-"""``pgjobs jobs list|show|discard|dispatch``: every job as the dashboard lists it, and acting on
-waiting ones (:class:`pgjobs.operations.WaitingJobs`).  Added to ``pgjobs`` by
-:func:`pgjobs.cli_jobs.add_parsers`.
+"""``pgjobs jobs list|show|discard|dispatch|cancel``: every job as the dashboard lists it, and
+acting on waiting ones (:class:`pgjobs.operations.WaitingJobs`) or running ones (cancel).  Added
+to ``pgjobs`` by :func:`pgjobs.cli_jobs.add_parsers`.
 
 ::
 
@@ -8,6 +8,9 @@ waiting ones (:class:`pgjobs.operations.WaitingJobs`).  Added to ``pgjobs`` by
     pgjobs jobs show JOB_ID [--json]
     pgjobs jobs discard (JOB_ID... | --all --state ready|scheduled|blocked [filters])
     pgjobs jobs dispatch (JOB_ID... | --all [filters])
+    pgjobs jobs cancel (JOB_ID... | --all --state ready|scheduled|blocked|running [filters])
+
+``jobs show`` and ``jobs cancel JOB_ID`` are :mod:`pgjobs.cli_control`'s (``pgjobs cancel``).
 """
 
 from __future__ import annotations
@@ -15,16 +18,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from pgjobs import cli_control
 from pgjobs.cli import _database_options, _open, command
 from pgjobs.cli_jobs import _positive, _short
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
 from pgjobs.progress import Progress
 
+if TYPE_CHECKING:
+    from pgjobs.operations import Filters as WaitingFilters
+    from pgjobs.operations import State, WaitingJobs
+
 LIST_STATES = ("ready", "scheduled", "in_progress", "blocked", "failed", "finished")
+# The states a bulk action (--all) takes, which it requires.
+_BULK_STATES = {
+    "discard": ("ready", "scheduled", "blocked"),
+    "cancel": ("ready", "scheduled", "blocked", "running"),
+}
 
 
 def _waiting_filter_options(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +47,10 @@ def _waiting_filter_options(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``jobs`` and its actions to the ``pgjobs`` sub-commands."""
-    jobs = sub.add_parser("jobs", help="list and inspect jobs; discard or dispatch waiting ones")
+    jobs = sub.add_parser(
+        "jobs",
+        help="list and inspect jobs; discard, dispatch or cancel waiting ones, stop running ones",
+    )
     actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
 
     p = actions.add_parser("list", help="jobs in one state, newest first (the dashboard's lists)")
@@ -46,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--after", type=_positive, default=None, metavar="ID", help="page cursor")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = actions.add_parser("show", help="one job: its state and what it waits for")
+    p = actions.add_parser(
+        "show", help="one job: its state, what it waits for, its result, progress and errors"
+    )
     _database_options(p)
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -54,27 +71,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name, text in (
         ("discard", "finish ready, scheduled or blocked jobs as discarded"),
         ("dispatch", "run scheduled jobs now (to ready, or blocked for a limited class)"),
+        ("cancel", "cancel waiting jobs (they never run), or ask running ones to stop"),
     ):
         p = actions.add_parser(name, help=text)
         _database_options(p)
-        p.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+        ids = cli_control.job_id if name == "cancel" else str  # cancel: checked before acting
+        p.add_argument("job_ids", nargs="*", type=ids, metavar="JOB_ID")
         p.add_argument("--all", action="store_true", help="every job matching the filters")
-        if name == "discard":
-            p.add_argument(
-                "--state", choices=("ready", "scheduled", "blocked"), help="with --all: required"
-            )
+        if name in _BULK_STATES:
+            p.add_argument("--state", choices=_BULK_STATES[name], help="with --all: required")
         _waiting_filter_options(p)
         p.add_argument("--batch-size", type=_positive, default=1000, help="jobs per transaction")
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value if isinstance(value, int | float | str | bool | list | dict | None) else str(value)
-
-
-def _as_json(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: _json_value(value) for key, value in data.items()}
+        if name == "cancel":
+            p.add_argument("--json", action="store_true", help="print JSON (with JOB_IDs)")
 
 
 @command("jobs")
@@ -99,13 +108,19 @@ def _jobs_list(database: Database, args: argparse.Namespace) -> int:
     with database.connection() as conn:
         page = lists.page(conn, database.schema, args.state, filters, cursor, limit=args.limit)
     if args.json:
-        print(json.dumps([_as_json(vars(row)) for row in page.rows], indent=2))
+        found = [{**vars(row), "progress": cli_control.progress_data(row.progress)}
+                 for row in page.rows]  # fmt: skip
+        print(json.dumps(found, indent=2, default=cli_control.json_default))
         return 0
     print(f"{'ID':>8}  {'JOB ID':<36}  {'SINCE / AT':<19}  {'QUEUE':<12}  CLASS")
     for row in page.rows:
         at = row.at.strftime("%Y-%m-%d %H:%M:%S") if row.at else ""
         line = f"{row.id:>8}  {row.job_id!s:<36}  {at:<19}  {_short(row.queue_name, 12):<12}  "
-        print(line + row.class_name + (f"  ({_short(row.detail, 60)})" if row.detail else ""))
+        line += row.class_name + (f"  ({_short(row.detail, 60)})" if row.detail else "")
+        if row.progress is not None:  # a running job's
+            shown = cli_control.progress_line(cli_control.progress_data(row.progress), at=False)
+            line += f"  [{_short(shown, 60)}]"
+        print(line + ("  stopping" if row.cancel_requested_at else ""))
     if not page.rows:
         print(f"(no {args.state.replace('_', ' ')} jobs)")
     if page.next is not None and page.next.at is None:
@@ -116,42 +131,21 @@ def _jobs_list(database: Database, args: argparse.Namespace) -> int:
 def _jobs_show(database: Database, args: argparse.Namespace) -> int:
     from pgjobs.failed import _uuid
     from pgjobs.operations import WaitingJobs
-    from pgjobs.web import detail
 
-    with database.connection() as conn:
-        found = detail.find(conn, database.schema, _uuid(args.job_id))
+    found = cli_control.show(database, _uuid(args.job_id))
     if found is None:
         print(f"pgjobs: error: no job {args.job_id}", file=sys.stderr)
         return 1
-    waiting = WaitingJobs(database).waiting_for(args.job_id)
-    row = found.row
-    data: dict[str, Any] = {
-        "id": row["id"],
-        "job_id": str(row["job_id"]),
-        "state": found.state,
-        "class_name": row["class_name"],
-        "queue_name": row["queue_name"],
-        "priority": row["priority"],
-        "arguments": row["arguments"],
-        "executions": row["executions"],
-        "created_at": row["created_at"],
-        "scheduled_at": row["scheduled_at"],
-        "finished_at": row["finished_at"],
-        "discarded_at": row["discarded_at"],
-        "concurrency_key": row["concurrency_key"],
-    }
+    data, backtrace = found
+    waiting = None
+    if data["state"] in ("ready", "scheduled", "blocked"):
+        waiting = WaitingJobs(database).waiting_for(args.job_id)
     waiting_for = _waiting_for(waiting) if waiting is not None else {}
     if args.json:
-        print(json.dumps({**_as_json(data), "waiting_for": _as_json(waiting_for)}, indent=2))
+        shown = {**data, "waiting_for": waiting_for}
+        print(json.dumps(shown, indent=2, default=cli_control.json_default))
         return 0
-    for key, value in data.items():
-        if value is not None:
-            shown = json.dumps(value) if key == "arguments" else _json_value(value)
-            print(f"{key.replace('_', ' '):<15}{shown}")
-    if waiting_for:
-        print("waiting for")
-        for key, value in waiting_for.items():
-            print(f"  {key.replace('_', ' '):<20}{_json_value(value)}")
+    cli_control.print_job(data, backtrace, waiting_for)
     return 0
 
 
@@ -164,8 +158,7 @@ def _waiting_for(found: Any) -> dict[str, Any]:
 
 
 def _jobs_act(database: Database, action: str, args: argparse.Namespace) -> int:
-    from pgjobs.operations import Filters as WaitingFilters
-    from pgjobs.operations import State, WaitingJobs
+    from pgjobs.operations import WaitingJobs
 
     filters: WaitingFilters = {}
     if args.job_class:
@@ -174,19 +167,22 @@ def _jobs_act(database: Database, action: str, args: argparse.Namespace) -> int:
         filters["queue"] = args.queue
     if args.text:
         filters["text"] = args.text
-    state: State | None = getattr(args, "state", None)
+    state: str | None = getattr(args, "state", None)  # "running": cancel only
     if args.all == bool(args.job_ids):
         raise ConfigurationError(f"jobs {action}: give JOB_IDs or --all (with filters), not both")
     if (filters or state) and not args.all:
         raise ConfigurationError(f"jobs {action}: --state and filters go with --all")
+    if args.all and action in _BULK_STATES and state is None:
+        *others, last = _BULK_STATES[action]
+        raise ConfigurationError(f"jobs {action} --all: give --state {', '.join(others)} or {last}")
     waiting = WaitingJobs(database, batch_size=args.batch_size)
+    if action == "cancel":
+        return _jobs_cancel(database, waiting, state, filters, args)
     past = "discarded" if action == "discard" else "dispatched"
     if args.all:
-        if action == "discard" and state is None:
-            raise ConfigurationError("jobs discard --all: give --state ready, scheduled or blocked")
         with Progress(past) as progress:
             if state is not None:
-                count = waiting.discard_all(state, progress, **filters)
+                count = waiting.discard_all(cast("State", state), progress, **filters)
             else:
                 count = waiting.dispatch_all(progress, **filters)
         what = f"{state} job" if action == "discard" else "scheduled job"
@@ -203,3 +199,25 @@ def _jobs_act(database: Database, action: str, args: argparse.Namespace) -> int:
         print(f"pgjobs: error: job {job_id} is not {wanted} ({why})", file=sys.stderr)
         status = 1
     return status
+
+
+def _jobs_cancel(
+    database: Database,
+    waiting: WaitingJobs,
+    state: str | None,
+    filters: WaitingFilters,
+    args: argparse.Namespace,
+) -> int:
+    """``jobs cancel``: JOB_IDs as ``pgjobs cancel`` does, or every job of ``--state``."""
+    if not args.all:
+        results = [(public, cli_control.cancel_one(database, public)) for public in args.job_ids]
+        return cli_control.print_outcomes(results, args.json)
+    if state == "running":
+        with Progress("asked") as progress:
+            count = waiting.cancel_running(progress, **filters)
+        print(f"asked {count} running job{'s' * (count != 1)} to stop")
+        return 0
+    with Progress("cancelled") as progress:
+        count = waiting.cancel_all(cast("State", state), progress, **filters)
+    print(f"cancelled {count} {state} job{'s' * (count != 1)}")
+    return 0

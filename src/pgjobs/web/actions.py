@@ -1,14 +1,15 @@
 """The dashboard's actions: POST only, CSRF-checked, refused in read-only mode.
 
 Each action does its work through pgjobs' own API (:class:`pgjobs.FailedJobs`,
-:class:`pgjobs.operations.WaitingJobs`, :class:`pgjobs.queues.Queue`,
+:class:`pgjobs.operations.WaitingJobs`, :func:`pgjobs.cancel`, :class:`pgjobs.queues.Queue`,
 :func:`pgjobs.recurring.run_now`), then redirects (303) back to the page it came from with a flash
 message saying what it did (POST-redirect-GET: a reload never repeats it). Every action is
 idempotent under a double click: retrying or discarding a job that is no longer failed (or
-discarding or dispatching one no longer waiting: a worker claimed it meanwhile) says so; pausing a
-paused queue says so; a bulk action run twice finds nothing the second time; "run now" twice from
-the same page enqueues once (the second request finds the run the first one recorded since the page
-was rendered).
+discarding or dispatching one no longer waiting: a worker claimed it meanwhile; or cancelling one
+already cancelled or ended) says so; pausing a paused queue says so; a bulk action run twice finds
+nothing the second time (except asking running jobs to stop: those still running are asked again,
+which changes nothing); "run now" twice from the same page enqueues once (the second request finds
+the run the first one recorded since the page was rendered).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from starlette.routing import Route
 
 from pgjobs.db.database import Database
 from pgjobs.db.names import names, sql
-from pgjobs.errors import PgJobsError
+from pgjobs.errors import JobNotFound, PgJobsError
 from pgjobs.failed import FailedJobs
 from pgjobs.operations import STATES, WaitingJobs
 from pgjobs.queues import Queue
 from pgjobs.recurring import run_now
+from pgjobs.results import cancel as pgjobs_cancel
+from pgjobs.results import get_job
 from pgjobs.web.app import Dashboard, dashboard
 from pgjobs.web.pinned import PinnedDatabase
 from pgjobs.web.security import CSRF_FIELD, FLASH_COOKIE, cookie_path, csrf_ok
@@ -139,14 +142,20 @@ def _all(dash: Dashboard, form: FormData, verb: str) -> Flash:
 
 
 def _bulk_done(
-    done: int, jobs: str, given: tuple[tuple[str, str | None], ...], verb: str, past: str
+    done: int,
+    jobs: str,
+    given: tuple[tuple[str, str | None], ...],
+    verb: str,
+    past: str,
+    after: str = "",
 ) -> Flash:
-    """The flash of a bulk action on ``jobs`` matching the ``given`` filters."""
+    """The flash of a bulk action on ``jobs`` matching the ``given`` filters: "``past`` 3
+    ``jobs`` matching queue mail``after``."."""
     shown = ", ".join(f"{name} {value}" for name, value in given if value)
     matching = f"{jobs} matching {shown}" if shown else jobs
     if not done:
         return {"kind": "info", "message": f"No {matching}: nothing to {verb}."}
-    return {"kind": "success", "message": f"{past} {done:,} {matching}."}
+    return {"kind": "success", "message": f"{past} {done:,} {matching}{after}."}
 
 
 def retry_all(dash: Dashboard, form: FormData) -> Flash:
@@ -252,16 +261,18 @@ def dispatch(dash: Dashboard, form: FormData) -> Flash:
 
 def _waiting_all(dash: Dashboard, form: FormData, verb: str) -> Flash:
     queue, job_class, text = _text(form, "queue"), _text(form, "class"), _text(form, "q")
-    state = _text(form, "state") if verb == "discard" else "scheduled"
+    state = "scheduled" if verb == "dispatch" else _text(form, "state")
     if state not in STATES:
         return {"kind": "error", "message": "Give the state: ready, scheduled or blocked."}
     waiting = WaitingJobs(dash.database, batch_size=dash.batch_size)
     if verb == "discard":
         done = waiting.discard_all(state, queue=queue, job_class=job_class, text=text)
+    elif verb == "cancel":
+        done = waiting.cancel_all(state, queue=queue, job_class=job_class, text=text)
     else:
         done = waiting.dispatch_all(queue=queue, job_class=job_class, text=text)
     given = (("queue", queue), ("class", job_class), ("arguments with", text))
-    past = "Discarded" if verb == "discard" else "Dispatched"
+    past = {"discard": "Discarded", "cancel": "Cancelled", "dispatch": "Dispatched"}[verb]
     return _bulk_done(done, f"{state} jobs", given, verb, past)
 
 
@@ -273,7 +284,62 @@ def dispatch_all(dash: Dashboard, form: FormData) -> Flash:
     return _waiting_all(dash, form, "dispatch")
 
 
+# -- cancelling: waiting jobs never run, running ones are asked to stop ------------------------
+
+
+# What cancelling one job did, by outcome (any other: the state it had ended in).
+_CANCELLED = {
+    "cancelled": ("success", "Cancelled job {id}: it will not run."),
+    "cancelling": (
+        "success",
+        "Asked job {id} to stop: it is running, and is cancelled when it next checks for a "
+        "cancel request.",
+    ),
+    "already": ("info", "Job {id} was already cancelled: nothing done."),
+}
+
+
+def cancel(dash: Dashboard, form: FormData) -> Flash:
+    """Cancel one job.  It is read first, so that a job cancelled earlier (a double click) is
+    told apart: ``pgjobs.cancel`` returns "cancelled" for it too."""
+    job_id = _job_id(form)
+    if job_id is None:
+        return {"kind": "error", "message": "No job id given."}
+    database = dash.database
+    try:
+        if get_job(job_id, database=database).state == "cancelled":
+            outcome: str = "already"
+        else:
+            outcome = pgjobs_cancel(job_id, database=database)
+    except JobNotFound:
+        return {"kind": "info", "message": f"Job {job_id} no longer exists: nothing done."}
+    kind, message = _CANCELLED.get(
+        outcome, ("info", f"Job {{id}} has ended ({outcome}): not cancelled.")
+    )
+    return {"kind": kind, "message": message.format(id=job_id), "job": str(job_id)}
+
+
+def cancel_waiting_all(dash: Dashboard, form: FormData) -> Flash:
+    return _waiting_all(dash, form, "cancel")
+
+
+def cancel_running_all(dash: Dashboard, form: FormData) -> Flash:
+    queue, job_class, text = _text(form, "queue"), _text(form, "class"), _text(form, "q")
+    waiting = WaitingJobs(dash.database, batch_size=dash.batch_size)
+    asked = waiting.cancel_running(queue=queue, job_class=job_class, text=text)
+    given = (("queue", queue), ("class", job_class), ("arguments with", text))
+    return _bulk_done(asked, "running jobs", given, "cancel", "Asked", " to stop")
+
+
 ROUTES = [
+    Route("/job/cancel", action(cancel), methods=["POST"], name="cancel"),
+    Route("/waiting/cancel-all", action(cancel_waiting_all), methods=["POST"], name="cancel_all"),
+    Route(
+        "/running/cancel-all",
+        action(cancel_running_all),
+        methods=["POST"],
+        name="cancel_running_all",
+    ),
     Route("/waiting/discard", action(discard_waiting), methods=["POST"], name="discard_waiting"),
     Route("/waiting/dispatch", action(dispatch), methods=["POST"], name="dispatch"),
     Route(

@@ -140,7 +140,12 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        count=fmt.count, human=fmt.human, duration=fmt.duration, timestamp=fmt.timestamp
+        count=fmt.count,
+        human=fmt.human,
+        duration=fmt.duration,
+        timestamp=fmt.timestamp,
+        amount=fmt.amount,
+        percent=fmt.percent,
     )
     return env
 

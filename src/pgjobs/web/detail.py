@@ -1,4 +1,5 @@
-"""One job for its detail page: the job, where it is (its state), its errors and its origin.
+"""One job for its detail page: the job, where it is (its state), its errors and its origin, and
+its job control state (result, progress, resumable steps, cancellation: :mod:`pgjobs.control`).
 
 One statement reads the job by its public id (``ix_pgjobs_jobs_job_id``) with each execution
 table's row by primary key — the state is whichever of them exists — the process running it, and
@@ -19,13 +20,16 @@ from psycopg.rows import dict_row
 
 from pgjobs.db.names import sql
 from pgjobs.failed import JobErrorRecord
+from pgjobs.results import Progress
 from pgjobs.store import failed as failed_store
+from pgjobs.web import fmt
 
 # The job and every execution row it may have (at most one exists), by primary keys.
 JOB = """
 SELECT j.id, j.job_id, j.class_name, j.queue_name, j.priority, j.arguments, j.executions,
        j.interruptions, j.concurrency_key, j.unique_key, j.scheduled_at, j.finished_at,
        j.discarded_at, j.created_at,
+       j.result::text AS result, j.progress, j.checkpoint, j.cancel_requested_at, j.cancelled_at,
        r.created_at AS ready_at,
        s.scheduled_at AS due_at,
        c.created_at AS claimed_at, c.process_id AS claimed_process_id,
@@ -52,13 +56,24 @@ WHERE j.job_id = %(job_id)s
 
 
 @dataclass(frozen=True)
+class Steps:
+    """A resumable job's checkpoint: its completed steps, the step it is in and where (the
+    cursor's repr, cut)."""
+
+    completed: tuple[str, ...]
+    current: str | None
+    cursor: str | None
+
+
+@dataclass(frozen=True)
 class JobDetail:
     row: dict[str, Any]  # the columns of JOB by name
     errors: tuple[JobErrorRecord, ...]
 
     @property
     def state(self) -> str:
-        """ready, scheduled, in_progress, blocked, failed, finished, discarded (or unknown)."""
+        """ready, scheduled, in_progress, blocked, failed, finished, discarded, cancelled (or
+        unknown)."""
         r = self.row
         for state, column in (
             ("ready", "ready_at"),
@@ -69,15 +84,47 @@ class JobDetail:
         ):
             if r[column] is not None:
                 return state
+        if r["cancelled_at"] is not None:
+            return "cancelled"
         if r["discarded_at"] is not None:
             return "discarded"
         return "finished" if r["finished_at"] is not None else "unknown"
 
     @property
     def list_state(self) -> str | None:
-        """The job list this job appears in (discarded jobs are among the finished)."""
+        """The job list this job appears in (discarded and cancelled jobs are among the
+        finished)."""
         state = self.state
-        return {"discarded": "finished", "unknown": None}.get(state, state)
+        return {"discarded": "finished", "cancelled": "finished", "unknown": None}.get(state, state)
+
+    @property
+    def cancellable(self) -> bool:
+        """Waiting (cancelled at once) or running (asked to stop)."""
+        return self.state in ("ready", "scheduled", "blocked", "in_progress")
+
+    @property
+    def result(self) -> str | None:
+        """What ``perform`` returned, as its repr (cut), None when nothing was stored."""
+        raw = self.row["result"]
+        return None if raw is None else fmt.stored_value(raw)
+
+    @property
+    def progress(self) -> Progress | None:
+        """The job's last progress report."""
+        return fmt.progress(self.row["progress"])
+
+    @property
+    def steps(self) -> Steps | None:
+        """A resumable job's checkpoint, None for a job without steps."""
+        saved = self.row["checkpoint"]
+        if not isinstance(saved, dict):
+            return None
+        cursor = saved.get("cursor")
+        return Steps(
+            completed=tuple(str(name) for name in saved.get("completed") or ()),
+            current=saved.get("step"),
+            cursor=None if cursor is None else fmt.stored_value(cursor),
+        )
 
     @property
     def arguments(self) -> str:

@@ -1,17 +1,25 @@
-"""How the dashboard writes numbers, times and durations (its Jinja2 filters), and its chart.
+"""How the dashboard writes numbers, times, durations and stored values (its Jinja2 filters), and
+its chart.
 
 Times are shown in UTC with their age ("3 min ago"); counts with thousands separators, or as
-``≈ 1.2 M`` when they are estimates (:class:`pgjobs.web.counts.Count`).
+``≈ 1.2 M`` when they are estimates (:class:`pgjobs.web.counts.Count`); a job's result and a
+step's cursor as their Python repr, cut at :data:`VALUE_WIDTH` characters.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
+from pgjobs.results import Progress, parse_progress
+from pgjobs.serialization import loads_value
 from pgjobs.web.counts import Count
 from pgjobs.web.throughput import Minute
+
+VALUE_WIDTH = 2000  # characters of a result or a cursor shown
 
 
 def human(n: float) -> str:
@@ -59,6 +67,46 @@ def age(moment: datetime | None, now: datetime) -> str:
     if abs(seconds) < 1:
         return "now"
     return f"{duration(seconds)} ago" if seconds > 0 else f"in {duration(-seconds)}"
+
+
+def stored_value(data: Any, width: int = VALUE_WIDTH) -> str:
+    """A value stored by :func:`pgjobs.serialization.dumps_value` (its JSON text, or the parsed
+    JSON) as its repr, cut to ``width`` characters.  One this process cannot decode (an enum
+    class it cannot import, a record whose integration is not loaded here) shows its JSON."""
+    try:
+        text = repr(loads_value(data))
+    except Exception:  # DeserializationError, or a record loader's own error
+        text = data if isinstance(data, str) else json.dumps(data)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def amount(value: float) -> str:
+    """``1,234``, ``3.5``: a progress count (``done`` or ``total``)."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def progress(data: Any) -> Progress | None:
+    """A job's stored progress report, None when there is none or its count is not a finite
+    number (``progress(None)`` or ``progress(float("inf"))`` are accepted by the job); a total
+    that is not one is left out."""
+    found = parse_progress(data)
+    if found is None or not _number(found.done):
+        return None
+    return found if found.total is None or _number(found.total) else replace(found, total=None)
+
+
+def percent(fraction: float | None) -> str:
+    """``40%``, ``99.5%``: a progress fraction for reading ("" without one)."""
+    if fraction is None:
+        return ""
+    value = round(fraction * 100, 1)
+    return f"{value:g}%"
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ jobs (``finished_at`` is not indexed; most jobs are finished, so they come quick
 ``PAGE_SIZE`` rows.  Filters (queue, class, text in the arguments) are applied to the rows of that
 window; a rare match may leave a page short, and the page then says how far it looked and offers
 to look further (:data:`WINDOW_EDGE`).  So no request ever scans a whole table.
+
+Jobs in progress also show their last progress report and their cancel request, read from the job
+row each page row already probes; the finished list marks discarded and cancelled jobs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +23,8 @@ import psycopg
 
 from pgjobs.db.names import sql
 from pgjobs.failed import escape_like
+from pgjobs.results import Progress
+from pgjobs.web import fmt
 
 PAGE_SIZE = 50
 SEARCH_WINDOW = 10_000
@@ -41,15 +46,16 @@ _FILTERS = """
 # the planner may not pick a hash join, which would scan all of pgjobs_jobs.
 _JOB_OF_ROW = """
 CROSS JOIN LATERAL (
-    SELECT id, job_id, class_name, queue_name, priority, arguments, executions, created_at
-    FROM {jobs} WHERE id = e.job_id LIMIT 1
+    SELECT id, job_id, class_name, queue_name, priority, arguments, executions, created_at{more}
+    FROM {{jobs}} WHERE id = e.job_id LIMIT 1
 ) j"""
 
 
-def _by_job_id(window: str, columns: str, joins: str = "") -> str:
-    """A page of one execution table's window, with each row's job, newest job first."""
+def _by_job_id(window: str, columns: str, joins: str = "", more: str = "") -> str:
+    """A page of one execution table's window, with each row's job (and its columns ``more``),
+    newest job first."""
     return (
-        f"SELECT {_JOB}, {columns}\nFROM ({window}) e{_JOB_OF_ROW}{joins}"
+        f"SELECT {_JOB}, {columns}\nFROM ({window}) e{_JOB_OF_ROW.format(more=more)}{joins}"
         f"\nWHERE true{_FILTERS}\nORDER BY e.job_id DESC LIMIT %(limit)s"
     )
 
@@ -68,9 +74,13 @@ SCHEDULED = _by_job_id(
     "e.scheduled_at, NULL::text, NULL::bigint",
 )
 
+# Running jobs also show their last progress report and their cancel request (from the job's
+# row, read by the same primary-key probe).
 _RUNNING = (
-    "e.created_at, p.kind || ' ' || p.hostname || ':' || p.pid, e.process_id",
+    "e.created_at, p.kind || ' ' || p.hostname || ':' || p.pid, e.process_id, j.progress, "
+    "j.cancel_requested_at",
     "\nLEFT JOIN {processes} p ON p.id = e.process_id",
+    ", progress, cancel_requested_at",
 )
 
 # Jobs in progress: claimed's primary key, backwards.  at = claimed (started), detail = process.
@@ -103,7 +113,7 @@ FAILED = (
     "FROM (SELECT job_id, created_at, exception_class, message FROM {failed}\n"
     "      WHERE (created_at, job_id) < (%(before_at)s, %(before)s)\n"
     "      ORDER BY created_at DESC, job_id DESC LIMIT %(window)s) e"
-    + _JOB_OF_ROW
+    + _JOB_OF_ROW.format(more="")
     + "\nWHERE true"
     + _FILTERS
     + "\n"
@@ -113,13 +123,15 @@ FAILED = (
 )
 
 _FINISHED = (
-    f"SELECT {_JOB}, j.finished_at, CASE WHEN j.discarded_at IS NOT NULL THEN 'discarded' END, "
-    "NULL::bigint\nFROM (SELECT id, job_id, class_name, queue_name, priority, arguments, "
-    "executions, created_at, finished_at, discarded_at FROM {{jobs}}\n      WHERE {where}"
+    f"SELECT {_JOB}, j.finished_at, CASE WHEN j.cancelled_at IS NOT NULL THEN 'cancelled' "
+    "WHEN j.discarded_at IS NOT NULL THEN 'discarded' END, NULL::bigint\n"
+    "FROM (SELECT id, job_id, class_name, queue_name, priority, arguments, executions, "
+    "created_at, finished_at, discarded_at, cancelled_at FROM {{jobs}}\n      WHERE {where}"
     "id < %(before)s ORDER BY id DESC LIMIT %(window)s) j\n"
     "WHERE j.finished_at IS NOT NULL" + _FILTERS + "\nORDER BY j.id DESC LIMIT %(limit)s"
 )
-# Finished (and discarded) jobs: pgjobs_jobs' primary key, backwards, skipping unfinished ones.
+# Finished (and discarded, and cancelled) jobs: pgjobs_jobs' primary key, backwards, skipping
+# unfinished ones.
 FINISHED = _FINISHED.format(where="")
 # Finished jobs of one class: jobs (class_name, id), backwards (the row comparison is what
 # that index, and only it, can bound).
@@ -215,8 +227,10 @@ class JobRow:
     executions: int
     created_at: datetime
     at: datetime | None  # the state's time: ready since, due, started, blocked, failed, finished
-    detail: str | None  # the error, the process, the concurrency key, "discarded"
+    detail: str | None  # the error, the process, the concurrency key, "discarded", "cancelled"
     process_id: int | None
+    progress: Progress | None = None  # jobs in progress: the last progress report
+    cancel_requested_at: datetime | None = None  # jobs in progress: asked to stop since
 
 
 @dataclass(frozen=True)
@@ -225,6 +239,14 @@ class Page:
     next: Cursor | None  # where the next (older) page starts; None at the end
     searched: int = 0  # a short filtered page: how many rows its window held
     exhausted: bool = True  # False when a short page's window was full: look further
+
+
+def _row(*values: Any) -> JobRow:
+    """A page row; a running job's (two more columns) with its progress report decoded."""
+    if len(values) == 11:
+        return JobRow(*values)
+    row = JobRow(*values[:11])
+    return replace(row, progress=fmt.progress(values[11]), cancel_requested_at=values[12])
 
 
 def _key(state: str, filters: Filters) -> str:
@@ -258,7 +280,7 @@ def page(
         "error": filters.error if state == "failed" else None,
         "process": filters.process,
     }
-    rows = [JobRow(*row) for row in conn.execute(sql(STATEMENTS[key], schema), params)]
+    rows = [_row(*row) for row in conn.execute(sql(STATEMENTS[key], schema), params)]
     failed = state == "failed"
     if len(rows) == limit:
         last = rows[-1]

@@ -15,7 +15,7 @@ per ``WINDOW + LOOKBACK`` only the newest ``WALK_CAP`` are (the chart then says 
 With ``preserve_finished_jobs: false`` finished jobs are deleted and none are counted.  Failed
 jobs per minute are the rows of ``pgjobs_failed_executions`` by ``created_at`` (its index), plus
 the jobs discarded by a ``discard_on`` rule found by the walk: a failed job retried or discarded
-from the dashboard since no longer counts.
+from the dashboard since no longer counts.  Cancelled jobs count as neither.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ SELECT min(hi), (SELECT max(id) FROM {jobs}) FROM search
 CREATED_AT_FROM = "SELECT created_at FROM {jobs} WHERE id >= %(id)s ORDER BY id LIMIT 1"
 
 # Jobs finished per minute since %(since)s among ids >= %(first)s: a primary-key range scan of
-# at most WALK_CAP rows.  Returns (minute as epoch / 60, succeeded, discarded).
+# at most WALK_CAP rows.  Returns (minute as epoch / 60, succeeded, discarded).  A cancelled job
+# is neither: it did not run to its end, and nothing went wrong.
 FINISHED_PER_MINUTE = """
 SELECT floor(extract(epoch FROM finished_at) / 60)::bigint,
-       count(*) FILTER (WHERE discarded_at IS NULL),
+       count(*) FILTER (WHERE discarded_at IS NULL AND cancelled_at IS NULL),
        count(*) FILTER (WHERE discarded_at IS NOT NULL)
 FROM {jobs}
 WHERE id >= %(first)s AND finished_at >= %(since)s
