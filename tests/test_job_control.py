@@ -346,3 +346,22 @@ def test_snooze_reaches_perform_now_callers() -> None:
         Nothing().snooze(5)
     with pytest.raises(TypeError, match="delay must be"):
         pgjobs.Snooze(-1)
+
+
+def test_a_step_whose_completion_cannot_be_written_interrupts_the_job(
+    worker: Worker, db: Database, tmp_path: Any
+) -> None:
+    job = Stepped.perform_later(3, 0.3)
+    with Running(worker):
+        deadline = time.monotonic() + 10
+        while not any("item 0" in line for line in log(tmp_path)):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with psycopg.connect(db.url, autocommit=True) as conn:  # the job is taken from us
+            conn.execute("DELETE FROM pgjobs_claimed_executions")
+        deadline = time.monotonic() + 10
+        while pgjobs.get_job(job.job_id).state != "unknown" or worker.in_flight:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    lines = [line.split(" ", 1)[1] for line in log(tmp_path)]
+    assert "finish" not in lines  # it stopped at the end of "items" instead of going on

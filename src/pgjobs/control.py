@@ -9,7 +9,10 @@ in the database before the job is given back.
 Guarantees of resumable steps (:meth:`pgjobs.Job.step`):
 
 - A step's completion is written before the next step starts (the job thread waits for it), so a
-  completed step never runs again, whatever happens to the process afterwards.
+  completed step never runs again, whatever happens to the process afterwards.  If it cannot be
+  written (the database is unreachable for :data:`~pgjobs.processes.jobcontrol.CALL_TIMEOUT`, or
+  the worker no longer holds the job: it was recovered elsewhere), the job is interrupted and
+  given back instead of going on, and it resumes from its last written checkpoint.
 - A cursor passed to :meth:`Step.advance` is written at most about once a second (and at once on
   :meth:`Step.checkpoint`, at the step's end, and when the worker stops): after a crash the step
   resumes from the last cursor written; positions after it run again.
@@ -181,7 +184,8 @@ class Step:
             _stop(self.job)
 
     def checkpoint(self) -> None:
-        """Write the cursor now (a sync job waits for the write)."""
+        """Write the cursor now (a sync job waits for the write, and is interrupted — given back
+        to resume from its last checkpoint — if it could not be written)."""
         self._write(wait=not self.job.is_async())
 
     def _write(self, *, wait: bool) -> None:
@@ -225,6 +229,10 @@ def _load(job: Job) -> _State:
 
 
 def _write_checkpoint(job: Job, *, wait: bool) -> None:
+    """Write the job's checkpoint; with ``wait``, raise :class:`JobInterrupted` unless it was
+    written: the job no longer holds its claim (it was recovered elsewhere), or the write could
+    not be done — going on could run a step twice, so the job is given back and resumes from
+    its last written checkpoint."""
     running = _runtime(job)
     if running is None:
         return
@@ -232,10 +240,13 @@ def _write_checkpoint(job: Job, *, wait: bool) -> None:
     state = _state(job)
     data = {"completed": state.completed, "step": state.current, "cursor": state.cursor}
     params = {"id": internal, "checkpoint": dumps_value(data, context=f"step {state.current!r}")}
-    if wait:
-        runtime.call(store.CHECKPOINT, params)
-    else:
+    if not wait:
         runtime.submit(store.CHECKPOINT, params)
+    elif not runtime.call(store.CHECKPOINT, params):
+        raise JobInterrupted(
+            f"job {job.job_id}: its checkpoint could not be written (the worker lost the job or "
+            "the database); it resumes from its last checkpoint"
+        )
 
 
 def _begin(job: Job, name: str) -> Step | None:
