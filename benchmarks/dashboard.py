@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql as pgsql
 from starlette.testclient import TestClient
 
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import migrate
 from pgjobs.db.urls import to_url

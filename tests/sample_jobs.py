@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pgjobs
-from pgjobs import callbacks, hooks
+from pgjobs import hooks
+from pgjobs.jobs import callbacks
 
 EVENTS: list[str] = []
 

@@ -84,7 +84,7 @@ from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 
 import pgjobs  # noqa: E402
 from pgjobs.db.database import Database  # noqa: E402
-from pgjobs.recurring import schedule_recurring  # noqa: E402
+from pgjobs.operations.recurring import schedule_recurring  # noqa: E402
 from tests.control_jobs import Cooperative  # noqa: E402
 from tests.sample_jobs import (  # noqa: E402
     BuildSalesReport,

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import cli
+from pgjobs.cli import main as cli
 from pgjobs.db.database import Database
 from tests.control_jobs import Cooperative
 from tests.engine_helpers import config_file, log_lines, pgjobs_start, wait_for

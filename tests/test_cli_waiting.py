@@ -1,5 +1,5 @@
 """``pgjobs jobs list|show|discard|dispatch``, and the progress of long operator commands on a
-terminal (``pgjobs.progress``: drawn only when stderr is a TTY)."""
+terminal (``pgjobs.cli.progress``: drawn only when stderr is a TTY)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import cli
+from pgjobs.cli import main as cli
+from pgjobs.cli.progress import Progress
 from pgjobs.db.database import Database
-from pgjobs.progress import Progress
 from tests.engine_helpers import states
 from tests.sample_jobs import OneAtATime, Record
 

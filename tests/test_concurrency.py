@@ -13,10 +13,11 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import clock, concurrency
+from pgjobs import clock
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError, DuplicateJobError
-from pgjobs.limits import keys_for
+from pgjobs.jobs.limits import keys_for
+from pgjobs.operations import concurrency
 from pgjobs.store import failed as failed_store
 from pgjobs.store import finished as finished_store
 from tests.sample_jobs import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import pgjobs
-from pgjobs.config import Config, DispatcherConfig
+from pgjobs.config.queue import Config, DispatcherConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.dispatcher import Dispatcher
 from tests.engine_helpers import config_file, log_lines, pgjobs_start, states, wait_for

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.config import Config, DispatcherConfig, WorkerConfig
+from pgjobs.config.queue import Config, DispatcherConfig, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.dispatcher import Dispatcher
 from pgjobs.processes.executor import Claimed, Outcome
@@ -315,7 +315,7 @@ def test_status_shows_slots_and_blocked_jobs(
 ) -> None:
     import json
 
-    from pgjobs.cli import main
+    from pgjobs.cli.main import main
 
     for _ in range(3):
         LimitedPerStore.perform_later("status")
@@ -359,7 +359,7 @@ def test_a_discard_releases_the_key(db: Database, make_worker: Callable[..., Wor
 def test_maintenance_reaches_every_key_past_a_long_expired_backlog(
     db: Database, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pgjobs import concurrency
+    from pgjobs.operations import concurrency
 
     monkeypatch.setattr(concurrency, "KEYS_PER_PAGE", 1)  # one key per statement of the walk
     for _ in range(5):  # one running, four blocked behind it

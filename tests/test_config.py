@@ -1,4 +1,5 @@
-"""config/queue.yml loading and validation (pgjobs.config, pgjobs.yamlfile); no database needed."""
+"""config/queue.yml loading and validation (pgjobs.config.queue, pgjobs.config.yamlfile); no
+database needed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pgjobs.config import (
+from pgjobs.config.queue import (
     Config,
     DispatcherConfig,
     WorkerConfig,
@@ -16,8 +17,8 @@ from pgjobs.config import (
     parse_config,
     parse_duration,
 )
+from pgjobs.config.yamlfile import Problems, did_you_mean, interpolate
 from pgjobs.errors import ConfigurationError
-from pgjobs.yamlfile import Problems, did_you_mean, interpolate
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "queue.yml"
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import (
 
 import pgjobs
 from pgjobs import hooks
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.contrib import sqlalchemy as pgjobs_sqlalchemy
 from pgjobs.db.database import Database
 from pgjobs.db.urls import sqlalchemy_url

@@ -26,9 +26,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from pgjobs import cli, events, hooks, jobs, runtime, serialization
+from pgjobs import events, hooks, runtime, serialization
+from pgjobs.cli import main as cli
 from pgjobs.db.database import Database
 from pgjobs.db.schema import metadata
+from pgjobs.jobs import base as jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgjobs.cli import main
+from pgjobs.cli.main import main
 from pgjobs.db import embedded
 
 pytestmark = pytest.mark.slow

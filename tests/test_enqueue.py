@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 import pgjobs
 from pgjobs.db.database import Database
 from pgjobs.db.urls import sqlalchemy_url
-from pgjobs.jobs import resolve
+from pgjobs.jobs.base import resolve
 from pgjobs.serialization import deserialize_arguments
 from tests import sample_jobs
 from tests.sample_jobs import Aliased, Child, DynamicQueue, SendWelcomeEmail, rebuild_index
@@ -407,7 +407,8 @@ def test_bulk_on_a_callers_connection_commits_only_with_the_caller(db: Database)
 def test_enqueue_on_a_given_connection_reads_queue_yml_once(
     conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pgjobs import config, runtime
+    from pgjobs import runtime
+    from pgjobs.config import queue as config
 
     reads: list[object] = []
     real = config.load_config

@@ -14,9 +14,9 @@ import pytest
 
 import pgjobs
 from pgjobs import events
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
-from pgjobs.logs import JsonFormatter
+from pgjobs.observability.logs import JsonFormatter
 from pgjobs.processes.worker import Worker
 from tests.engine_helpers import run_once, states
 

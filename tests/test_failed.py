@@ -14,9 +14,10 @@ import psycopg
 import pytest
 
 import pgjobs
-import pgjobs.cli_jobs
-from pgjobs import cli, clock
-from pgjobs.config import Config, WorkerConfig
+import pgjobs.cli.jobs
+from pgjobs import clock
+from pgjobs.cli import main as cli
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.executor import perform
 from pgjobs.processes.worker import Worker
@@ -235,11 +236,11 @@ def test_filters_must_be_classes_or_names(db: Database) -> None:
 
 
 def pgjobs_cli(db: Database, *argv: str) -> int:
-    """``pgjobs ARGV`` in this process, with the commands of pgjobs.cli_jobs wired in."""
+    """``pgjobs ARGV`` in this process, with the commands of pgjobs.cli.jobs wired in."""
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if "failed" not in sub.choices:  # until cli.py calls add_parsers itself
-        pgjobs.cli_jobs.add_parsers(sub)
+        pgjobs.cli.jobs.add_parsers(sub)
     args = parser.parse_args([*argv, "--database-url", db.url])
     try:
         return cli.COMMANDS[args.command](args)

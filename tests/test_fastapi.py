@@ -210,6 +210,6 @@ def test_mount_dashboard_refuses_a_bad_path_and_an_open_dashboard(
 
 
 def pgjobs_config() -> Any:
-    from pgjobs.config import Config
+    from pgjobs.config.queue import Config
 
     return Config()

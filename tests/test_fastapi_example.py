@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from pgjobs import hooks, runtime
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.contrib import sqlalchemy as pgjobs_sqlalchemy
 from pgjobs.db.database import Database
 from pgjobs.processes.worker import Worker

@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 import pgjobs
 from pgjobs import hooks, runtime
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.contrib import flask as pgjobs_flask
 from pgjobs.contrib import sqlalchemy as pgjobs_sqlalchemy
 from pgjobs.contrib.flask import PgJobs, settings
@@ -342,7 +342,7 @@ def test_the_core_imports_no_web_framework() -> None:
     import sys
 
     code = (
-        "import sys, pgjobs, pgjobs.enqueue, pgjobs.processes.worker, pgjobs.processes.child; "
+        "import sys, pgjobs, pgjobs.enqueue.core, pgjobs.processes.worker, pgjobs.processes.child; "
         "print(sorted(m for m in ('fastapi', 'flask', 'a2wsgi', 'flask_sqlalchemy') "
         "if m in sys.modules))"
     )

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 from pgjobs import hooks, runtime
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.contrib import flask as pgjobs_flask
 from pgjobs.contrib import sqlalchemy as pgjobs_sqlalchemy
 from pgjobs.db.database import Database

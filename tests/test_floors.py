@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.floors import EVERY_QUEUE, NO_FLOOR, Floors, parse
 from pgjobs.processes.worker import Worker

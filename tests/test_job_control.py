@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.worker import Worker
 from tests.control_jobs import (

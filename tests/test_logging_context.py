@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import pgjobs
-from pgjobs import logs
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
+from pgjobs.observability import logs
 from pgjobs.observability.logging_context import FIELDS
 from pgjobs.processes.executor import Claimed, EventLoopThread, perform
 from pgjobs.processes.worker import Worker

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 import pgjobs
 from pgjobs import events
-from pgjobs.config import ConfigurationError, parse_config
+from pgjobs.config.queue import ConfigurationError, parse_config
 from pgjobs.db.database import Database
 from pgjobs.observability import outcomes
 from pgjobs.observability.metrics import (

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgjobs.db.database import Database
-from pgjobs.queues import Queue
+from pgjobs.operations.queues import Queue
 from tests.engine_helpers import config_file, free_port, pgjobs_start, scalar, states, wait_for
 from tests.sample_jobs import (
     Boom,

@@ -1,4 +1,4 @@
-"""Operators acting on waiting jobs (``pgjobs.operations.WaitingJobs``): discarding ready,
+"""Operators acting on waiting jobs (``pgjobs.operations.waiting.WaitingJobs``): discarding ready,
 scheduled and blocked jobs, running scheduled jobs now, and the races with workers and the
 dispatcher."""
 
@@ -11,11 +11,11 @@ import psycopg
 import pytest
 
 import pgjobs
-import pgjobs.operations
+import pgjobs.operations.waiting
 from pgjobs import clock
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
-from pgjobs.operations import WaitingJobs
+from pgjobs.operations.waiting import WaitingJobs
 from pgjobs.processes.worker import Worker
 from tests.engine_helpers import scalar, states
 from tests.sample_jobs import OneAtATime, Record, StrictUnique, UniqueAndLimited
@@ -57,10 +57,10 @@ def test_discard_one_job_in_each_waiting_state(db: Database) -> None:
     assert waiting.state(blocked.job_id) == "blocked"
     assert semaphore(db) == 1
     for job in (ready, scheduled, blocked):
-        assert waiting.discard(job.job_id) == pgjobs.operations.Outcome(True, "finished")
+        assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(True, "finished")
     assert discarded(db) == 3
     assert semaphore(db) == 1  # a blocked job held no slot; the holder keeps its own
-    assert waiting.discard(ready.job_id) == pgjobs.operations.Outcome(False, "finished")
+    assert waiting.discard(ready.job_id) == pgjobs.operations.waiting.Outcome(False, "finished")
     assert waiting.discard("00000000-0000-0000-0000-000000000000").state is None
     assert states(db.url) == {"ready": 1, "finished": 3}
     # The holder is ready with a slot: discarding it gives the slot back.
@@ -81,7 +81,7 @@ def test_a_job_claimed_by_a_worker_is_not_discarded(worker: Worker, db: Database
     job = Record.perform_later("x")
     waiting = WaitingJobs()
     (claimed,) = worker.claim(1)
-    assert waiting.discard(job.job_id) == pgjobs.operations.Outcome(False, "claimed")
+    assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(False, "claimed")
     assert claimed.job_id == job.job_id
     assert states(db.url) == {"claimed": 1}
 
@@ -100,7 +100,7 @@ def test_a_job_being_claimed_during_the_discard_is_left_to_the_worker(db: Databa
         )
         assert waiting.discard_all("ready") == 0  # skipped, without waiting for the lock
         outcome = waiting.discard(job.job_id)
-        assert outcome == pgjobs.operations.Outcome(False, "ready")
+        assert outcome == pgjobs.operations.waiting.Outcome(False, "ready")
         claimer.execute("DELETE FROM pgjobs_ready_executions")
         claimer.commit()
     assert discarded(db) == 0
@@ -131,8 +131,8 @@ def test_discard_all_in_batches_with_filters(db: Database) -> None:
 def test_dispatch_runs_a_scheduled_job_now(db: Database) -> None:
     job = Record.set(wait=3600).perform_later("later")
     waiting = WaitingJobs()
-    assert waiting.dispatch(job.job_id) == pgjobs.operations.Outcome(True, "ready")
-    assert waiting.dispatch(job.job_id) == pgjobs.operations.Outcome(False, "ready")
+    assert waiting.dispatch(job.job_id) == pgjobs.operations.waiting.Outcome(True, "ready")
+    assert waiting.dispatch(job.job_id) == pgjobs.operations.waiting.Outcome(False, "ready")
     assert scalar(db.url, "SELECT scheduled_at <= now() FROM pgjobs_jobs") is True
 
 
@@ -141,7 +141,7 @@ def test_dispatching_a_limited_job_blocks_it_when_no_slot_is_free(db: Database) 
     later = OneAtATime.set(wait=3600).perform_later()
     free = UniqueAndLimited.set(wait=3600).perform_later("n")
     waiting = WaitingJobs()
-    assert waiting.dispatch(later.job_id) == pgjobs.operations.Outcome(True, "blocked")
+    assert waiting.dispatch(later.job_id) == pgjobs.operations.waiting.Outcome(True, "blocked")
     assert waiting.dispatch_all() == 1
     assert waiting.state(free.job_id) == "ready"  # its key had a free slot: unblocked at once
     assert semaphore(db) == 2  # the holder's slot and the unblocked job's
@@ -203,7 +203,7 @@ def test_a_row_being_moved_is_skipped_not_waited_for(db: Database, state: str, t
             [job.job_id],
         )
         assert waiting.discard_all(state) == 0  # type: ignore[arg-type]
-        assert waiting.discard(job.job_id) == pgjobs.operations.Outcome(False, state)
+        assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(False, state)
         if state == "scheduled":
             assert waiting.dispatch_all() == 0
         mover.rollback()
@@ -222,5 +222,5 @@ def test_a_job_dispatched_meanwhile_is_followed_to_ready(
     read = waiting.state
     stale = iter(["scheduled"])
     monkeypatch.setattr(waiting, "state", lambda job_id: next(stale, None) or read(job_id))
-    assert waiting.discard(job.job_id) == pgjobs.operations.Outcome(True, "finished")
+    assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(True, "finished")
     assert discarded(db) == 1

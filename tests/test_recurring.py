@@ -16,21 +16,19 @@ import pytest
 
 from pgjobs import clock
 from pgjobs.clock import FrozenClock
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
+from pgjobs.config.recurring import RecurringTask, RunCommand, load_recurring
+from pgjobs.config.schedules import parse_schedule
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
-from pgjobs.processes.scheduler import Scheduler, due_ticks, prune_recurring_executions
-from pgjobs.recurring import (
-    RecurringTask,
-    RunCommand,
+from pgjobs.operations.recurring import (
     list_tasks,
-    load_recurring,
     run_now,
     schedule_recurring,
     sync_static,
     unschedule_recurring,
 )
-from pgjobs.schedules import parse_schedule
+from pgjobs.processes.scheduler import Scheduler, due_ticks, prune_recurring_executions
 from tests import sample_jobs
 from tests.sample_jobs import EVENTS, Record, RefusesEnqueue, rebuild_index
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from pgjobs import clock
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.errors import DatabaseUnreachable
 from pgjobs.processes.executor import Outcome

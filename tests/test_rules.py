@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import rules
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
+from pgjobs.jobs import rules
 from pgjobs.processes.executor import Claimed, EventLoopThread, Outcome, perform
 from pgjobs.processes.worker import Worker
 from pgjobs.serialization import serialize_arguments
@@ -713,8 +713,8 @@ def test_pgjobs_start_retries_a_flaky_job_until_it_succeeds(db: Database, tmp_pa
 
 
 def test_the_default_policy_retries_errors_no_rule_names(tmp_path: Path) -> None:
-    from pgjobs import rules
-    from pgjobs.config import load_config
+    from pgjobs.config.queue import load_config
+    from pgjobs.jobs import rules
 
     path = tmp_path / "queue.yml"
     path.write_text("retry:\n  attempts: 2\n  wait: 30s\n  jitter: 0\n")
@@ -733,7 +733,7 @@ def test_the_default_policy_retries_errors_no_rule_names(tmp_path: Path) -> None
 
 
 def test_a_bad_default_policy_is_reported_with_its_line(tmp_path: Path) -> None:
-    from pgjobs.config import load_config
+    from pgjobs.config.queue import load_config
 
     path = tmp_path / "queue.yml"
     path.write_text("workers: []\nretry:\n  attempt: 2\n")

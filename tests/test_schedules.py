@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
+from pgjobs.config.schedules import Schedule, parse_schedule
 from pgjobs.errors import ConfigurationError
-from pgjobs.schedules import Schedule, parse_schedule
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
+from pgjobs.config.schedules import parse_schedule
 from pgjobs.errors import ConfigurationError
-from pgjobs.schedules import parse_schedule
 
 FUGIT_SPEC = [
     ("every day at five", "0 5 * * *"),

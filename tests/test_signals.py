@@ -25,7 +25,7 @@ from tests.sample_jobs import Sleepy
 
 BUILD = """
 import os, signal, sys
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
 from pgjobs.db.database import Database
 from pgjobs.processes.base import Process
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import pgjobs
-from pgjobs import enqueue
+from pgjobs.enqueue import core as enqueue
 from pgjobs.pytest_plugin import pgjobs_capture, pgjobs_inline  # noqa: F401  (fixtures)
 from pgjobs.testing import AT_TOLERANCE, TestAdapter, TooManyJobsError, capture_jobs, inline_jobs
 from tests import sample_jobs

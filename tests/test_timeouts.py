@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.worker import Worker
 from tests.engine_helpers import config_file, log_lines, pgjobs_start, scalar, states, wait_for

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
 from pgjobs.db.database import Database
 from pgjobs.db.names import sql
 from pgjobs.web import counts, create_app, lists, throughput

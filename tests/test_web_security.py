@@ -12,8 +12,8 @@ import pytest
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from pgjobs import cli
-from pgjobs.config import Config, WebConfig, load_config
+from pgjobs.cli import main as cli
+from pgjobs.config.queue import Config, WebConfig, load_config
 from pgjobs.errors import ConfigurationError
 from pgjobs.web import create_app
 from pgjobs.web.pinned import PinnedDatabase

@@ -11,11 +11,11 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.config import Config, DispatcherConfig, WorkerConfig
+from pgjobs.config.queue import Config, DispatcherConfig, WorkerConfig
 from pgjobs.db.database import Database
+from pgjobs.operations.queues import Queue, all_queues
 from pgjobs.processes.dispatcher import Dispatcher
 from pgjobs.processes.worker import Worker
-from pgjobs.queues import Queue, all_queues
 from tests.engine_helpers import scalar, states
 from tests.sample_jobs import Record
 

@@ -15,7 +15,7 @@ import psycopg
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
 from pgjobs.web import create_app
 from pgjobs.web.pinned import PinnedDatabase
 

@@ -11,7 +11,7 @@ import sys
 
 import uvicorn
 
-from pgjobs import cli
+from pgjobs.cli import main as cli
 from pgjobs.db.urls import redact
 
 

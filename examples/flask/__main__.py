@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from pgjobs import cli
+from pgjobs.cli import main as cli
 from pgjobs.db.urls import redact
 
 

@@ -20,7 +20,7 @@ from werkzeug.datastructures import WWWAuthenticate
 
 import pgjobs
 from flask import Flask, abort, request
-from pgjobs import settings
+from pgjobs.config import settings
 from pgjobs.contrib.flask import PgJobs
 from pgjobs.contrib.flask.dashboard import dashboard_blueprint
 from pgjobs.db.urls import sqlalchemy_url

@@ -5,18 +5,10 @@ The public API is what ``__all__`` lists; everything else is private and may cha
 
 from __future__ import annotations
 
-from pgjobs.callbacks import (
-    after_enqueue,
-    after_perform,
-    around_enqueue,
-    around_perform,
-    before_enqueue,
-    before_perform,
-)
-from pgjobs.control import Snooze, Step
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import migrate
-from pgjobs.enqueue import perform_all_later, perform_all_later_async
+from pgjobs.enqueue.core import perform_all_later, perform_all_later_async
+from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import (
     ConfigurationError,
     DatabaseError,
@@ -36,7 +28,6 @@ from pgjobs.errors import (
     UnknownJobError,
 )
 from pgjobs.events import Event, on_thread_error, subscribe, unsubscribe
-from pgjobs.failed import FailedJob, FailedJobs, JobErrorRecord
 from pgjobs.hooks import (
     on_dispatcher_start,
     on_dispatcher_stop,
@@ -49,15 +40,25 @@ from pgjobs.hooks import (
     unwrap_jobs,
     wrap_jobs,
 )
-from pgjobs.jobs import ConfiguredJob, EnqueuedJob, Job, JobFunction, job
-from pgjobs.limits import ConcurrencyLimit, Uniqueness, limit, unique
+from pgjobs.jobs.base import ConfiguredJob, Job, JobFunction, job
+from pgjobs.jobs.callbacks import (
+    after_enqueue,
+    after_perform,
+    around_enqueue,
+    around_perform,
+    before_enqueue,
+    before_perform,
+)
+from pgjobs.jobs.control import Snooze, Step
+from pgjobs.jobs.limits import ConcurrencyLimit, Uniqueness, limit, unique
+from pgjobs.jobs.rules import DiscardRule, RetryRule, discard_on, rescue_from, retry_on
 from pgjobs.observability.logging_context import JobContextFilter, current_job
-from pgjobs.operations import WaitingJobs
-from pgjobs.queues import Queue, QueueInfo
-from pgjobs.recurring import schedule_recurring, unschedule_recurring
-from pgjobs.results import JobInfo, Progress, cancel, get_job, get_job_async
-from pgjobs.retention import clear_finished
-from pgjobs.rules import DiscardRule, RetryRule, discard_on, rescue_from, retry_on
+from pgjobs.operations.failed import FailedJob, FailedJobs, JobErrorRecord
+from pgjobs.operations.queues import Queue, QueueInfo
+from pgjobs.operations.recurring import schedule_recurring, unschedule_recurring
+from pgjobs.operations.results import JobInfo, Progress, cancel, get_job, get_job_async
+from pgjobs.operations.retention import clear_finished
+from pgjobs.operations.waiting import WaitingJobs
 from pgjobs.runtime import configure, get_database
 from pgjobs.serialization import register_records, register_type
 

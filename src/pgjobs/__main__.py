@@ -1,5 +1,5 @@
 """``python -m pgjobs`` is the ``pgjobs`` command."""
 
-from pgjobs.cli import main
+from pgjobs.cli.main import main
 
 raise SystemExit(main())

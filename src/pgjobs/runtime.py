@@ -27,8 +27,8 @@ def configure(
 ) -> Database:
     """Set (and return) the default database for this process."""
     global _default
-    from pgjobs import settings
-    from pgjobs.config import load_config
+    from pgjobs.config import settings
+    from pgjobs.config.queue import load_config
 
     cfg = load_config(config_path)
     chosen = settings.resolve(
@@ -83,7 +83,7 @@ def current_schema() -> str | None:
     if not _schema_resolved:
         import os
 
-        from pgjobs.config import load_config
+        from pgjobs.config.queue import load_config
 
         _schema = os.environ.get("PGJOBS_SCHEMA") or load_config().schema
         _schema_resolved = True

@@ -37,9 +37,10 @@ from typing import Any, Literal, TypeAlias
 from uuid import UUID
 
 from pgjobs import clock
-from pgjobs.enqueue import set_adapter
+from pgjobs.enqueue.core import set_adapter
+from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import ConfigurationError
-from pgjobs.jobs import EnqueuedJob, Job, JobFunction
+from pgjobs.jobs.base import Job, JobFunction
 from pgjobs.serialization import deserialize_arguments, dumps_arguments
 
 __all__ = [

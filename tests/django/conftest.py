@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pgjobs import runtime
-from pgjobs.config import Config, WorkerConfig
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.contrib.django import conf
 from pgjobs.db.database import Database
 from pgjobs.db.names import TABLES

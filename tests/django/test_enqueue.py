@@ -11,8 +11,9 @@ from django.db.transaction import TransactionManagementError
 from django.test import Client
 
 import pgjobs
-from pgjobs import enqueue, runtime
+from pgjobs import runtime
 from pgjobs.contrib.django import db
+from pgjobs.enqueue import core as enqueue
 from tests.django.conftest import count, jobs
 from tests.django.shop.jobs import MarkPaid, record
 from tests.django.shop.models import Order

@@ -49,9 +49,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_s
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgjobs.contrib.sqlalchemy import Enqueueable, bind
-from pgjobs.enqueue import perform_all_later_async
+from pgjobs.enqueue.core import perform_all_later_async
+from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import ConfigurationError
-from pgjobs.jobs import EnqueuedJob, Job
+from pgjobs.jobs.base import Job
 from pgjobs.runtime import configure
 
 __all__ = ["Enqueuer", "enqueuer", "lifespan", "mount_dashboard"]

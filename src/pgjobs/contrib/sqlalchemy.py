@@ -59,7 +59,7 @@ from sqlalchemy.orm import Mapper, Session
 
 from pgjobs.errors import ConfigurationError, DeserializationError
 from pgjobs.hooks import unwrap_jobs, wrap_jobs
-from pgjobs.jobs import ConfiguredJob, Job, JobFunction, Options
+from pgjobs.jobs.base import ConfiguredJob, Job, JobFunction, Options
 from pgjobs.serialization import register_records
 
 __all__ = [

@@ -83,13 +83,13 @@ jobs = Table(
     Column("concurrency_limit", Integer),
     Column("concurrency_duration", Interval),
     Column("concurrency_on_conflict", Text),
-    # Unique jobs: "<mode>|<job name>|<key>", NULL once the lock is released (see pgjobs.limits).
+    # Unique jobs: "<mode>|<job name>|<key>", NULL once the lock is released (pgjobs.jobs.limits).
     Column("unique_key", Text),
     Column("scheduled_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Column("discarded_at", DateTime(timezone=True)),
     _now(),
-    # Job control (pgjobs.control; NULL for jobs that use none of it, so they cost nothing):
+    # Job control (pgjobs.jobs.control; NULL for jobs that use none of it, so they cost nothing):
     # the stored return value, the last progress report, the resumable steps' checkpoint, when a
     # cancel was asked for (honoured at claim, and by the running job's worker), and when the
     # job was cancelled (a terminal state: finished_at is set too).

@@ -36,7 +36,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the worker's types; nothing here imports the engine
-    from pgjobs.jobs import Job
+    from pgjobs.jobs.base import Job
     from pgjobs.processes.executor import Claimed
 
 FIELDS = ("job_id", "job_class", "queue", "attempt")

@@ -56,7 +56,7 @@ from pgjobs.observability import tracing
 from pgjobs.processes.executor import FINISHED, error_name
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import Job
+    from pgjobs.jobs.base import Job
     from pgjobs.processes.executor import Claimed, Outcome
 
 __all__ = ["flush", "instrument", "uninstrument"]

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:  # types only: nothing here imports the engine
-    from pgjobs.jobs import Job
+    from pgjobs.jobs.base import Job
     from pgjobs.processes.executor import Claimed, Outcome
 
 __all__ = ["Carrier", "Create", "Processed", "Tracing", "install", "tracer"]

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgjobs import events
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
 from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.errors import DatabaseUnreachable
 from pgjobs.processes import recovery, signals

@@ -16,10 +16,11 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import logs, runtime
-from pgjobs.config import load_config
+from pgjobs import runtime
+from pgjobs.config.queue import load_config
 from pgjobs.db.database import Database
 from pgjobs.errors import DatabaseUnreachable
+from pgjobs.observability import logs
 from pgjobs.processes.base import Process
 
 
@@ -41,8 +42,8 @@ def build(spec: dict[str, Any]) -> Process:
     if spec["kind"] == "dispatcher":
         return Dispatcher(database, config, config.dispatchers[index], supervisor_id=supervisor_id)
     if spec["kind"] == "scheduler":
+        from pgjobs.config.recurring import load_recurring
         from pgjobs.processes.scheduler import Scheduler
-        from pgjobs.recurring import load_recurring
 
         tasks = load_recurring(spec.get("recurring_schedule"), env=str(spec["env"]))
         return Scheduler(database, config, tasks, supervisor_id=supervisor_id)

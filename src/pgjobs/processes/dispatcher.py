@@ -1,5 +1,5 @@
 """The dispatcher: moves due scheduled jobs to ready, in batches, back to back while behind,
-and runs the concurrency maintenance (:func:`pgjobs.concurrency.maintain`) every
+and runs the concurrency maintenance (:func:`pgjobs.operations.concurrency.maintain`) every
 ``concurrency_maintenance_interval`` seconds.
 
 Several dispatchers may run side by side: the dispatch statement locks with ``SKIP LOCKED`` and
@@ -13,9 +13,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from pgjobs import clock, concurrency, events
-from pgjobs.config import Config, DispatcherConfig
+from pgjobs import clock, events
+from pgjobs.config.queue import Config, DispatcherConfig
 from pgjobs.db.database import Database
+from pgjobs.operations import concurrency
 from pgjobs.processes.poller import Poller
 from pgjobs.store import blocked as blocked_store
 from pgjobs.store import scheduled as store

@@ -2,7 +2,7 @@
 
 Anything that goes wrong — an unknown class, undecodable arguments, an exception in ``perform``
 — becomes the job's :class:`Outcome`, never a worker crash.  An error is judged here, in the job's
-thread, by the job's rules (:mod:`pgjobs.rules`: ``rescue_from``, ``discard_on``, ``retry_on``,
+thread, by the job's rules (:mod:`pgjobs.jobs.rules`: ``rescue_from``, ``discard_on``, ``retry_on``,
 ``after_discard``), so the worker's main thread only records the outcome.  An unknown class fails
 the job with :class:`~pgjobs.errors.UnknownJobError` (there are no rules to ask); arguments that
 cannot be decoded raise :class:`~pgjobs.errors.DeserializationError`, which the job class's
@@ -34,9 +34,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from pgjobs import control, events, hooks, rules
+from pgjobs import events, hooks
 from pgjobs.errors import JobCancelled, JobTimeout, ResultError, SerializationError
-from pgjobs.jobs import Job, resolve
+from pgjobs.jobs import control, rules
+from pgjobs.jobs.base import Job, resolve
 from pgjobs.observability import logging_context, tracing
 from pgjobs.serialization import deserialize_arguments, dumps_value
 

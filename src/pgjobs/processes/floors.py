@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pgjobs.jobs import MIN_PRIORITY
+from pgjobs.enqueue.handle import MIN_PRIORITY
 
 Key = tuple[int, int]  # (priority, job_id): the order of the claim index
 NO_FLOOR: Key = (MIN_PRIORITY, 0)

@@ -1,4 +1,4 @@
-"""The worker's side of job control (:mod:`pgjobs.control`): what running jobs write goes
+"""The worker's side of job control (:mod:`pgjobs.jobs.control`): what running jobs write goes
 through the worker's main loop, and cancel requests reach the running jobs.
 
 A job thread never uses the worker's connection itself: it queues a statement here and wakes the

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from pgjobs import clock, concurrency, events
+from pgjobs import clock, events
 from pgjobs.db.database import Database
+from pgjobs.operations import concurrency
 from pgjobs.processes.executor import Claimed, Outcome, error_name
 from pgjobs.processes.floors import Floors
 from pgjobs.store import claimed as claimed_store
@@ -131,7 +132,7 @@ class Recording:
         if "discard" in _active:
             events.emit("discard", **self._error_fields(outcome))
 
-    # -- job control (pgjobs.control) --------------------------------------------------------
+    # -- job control (pgjobs.jobs.control) --------------------------------------------------------
 
     def cancel(self, outcome: Outcome) -> None:
         """The job was cancelled (while it ran, or before it started): finished as cancelled."""

@@ -27,8 +27,9 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import concurrency, events
+from pgjobs import events
 from pgjobs.db.database import GAVE_UP, Database
+from pgjobs.operations import concurrency
 from pgjobs.store import claimed as claimed_store
 from pgjobs.store import processes as store
 from pgjobs.store.jobs import notify_channel

@@ -23,14 +23,12 @@ from typing import Any
 import psycopg
 
 from pgjobs import clock
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
+from pgjobs.config.recurring import RecurringTask
 from pgjobs.db.database import Database
-from pgjobs.db.names import sql
-from pgjobs.enqueue import enqueue_on
 from pgjobs.errors import ConfigurationError, DatabaseUnreachable
-from pgjobs.jobs import EnqueuedJob
+from pgjobs.operations.recurring import enqueue_run, sync_static, task_from_row
 from pgjobs.processes.poller import Poller
-from pgjobs.recurring import RecurringTask, sync_static, task_from_row
 from pgjobs.store import recurring as store
 
 log = logging.getLogger("pgjobs")
@@ -71,36 +69,6 @@ def due_ticks(
                 ticks[-1].isoformat(),
             )
     return ticks[::-1]
-
-
-def enqueue_run(
-    conn: psycopg.Connection[Any],
-    schema: str | None,
-    task: RecurringTask,
-    run_at: datetime,
-    *,
-    manual: bool = False,
-) -> tuple[int, EnqueuedJob | None] | None:
-    """Enqueue ``task``'s run for ``run_at`` unless it already ran: exactly once per run_at.
-
-    One transaction claims ``(task.key, run_at)`` in ``pgjobs_recurring_executions`` and inserts
-    the job on the same connection (enqueue callbacks run).  ``None`` when the run was already
-    claimed (another scheduler won); else ``(run id, job)``, the job None if an around_enqueue
-    callback dropped it.  An error building or writing the job rolls the claim back and
-    propagates: nothing is recorded, and the tick can be tried again.
-    """
-
-    job = task.build_job()
-    with conn.transaction():
-        now = clock.now()
-        claim = {"key": task.key, "run_at": run_at, "manual": manual, "now": now}
-        claimed = conn.execute(sql(store.CLAIM_RUN, schema), claim).fetchone()
-        if claimed is None:
-            return None
-        enqueued = enqueue_on(conn, job, schema=schema, now=now)
-        if enqueued is not None:
-            conn.execute(sql(store.SET_JOB_ID, schema), {"id": claimed[0], "job_id": enqueued.id})
-    return int(claimed[0]), enqueued
 
 
 def prune_recurring_executions(
@@ -251,7 +219,7 @@ class Scheduler(Poller):
         """Delete finished jobs older than ``clear_finished_jobs_after`` (failed ones stay)."""
         if not self.config.preserve_finished_jobs:
             return 0  # workers delete jobs as they finish
-        from pgjobs.retention import clear_finished
+        from pgjobs.operations.retention import clear_finished
 
         try:
             cleared = clear_finished(self.config.clear_finished_jobs_after, database=self.database)

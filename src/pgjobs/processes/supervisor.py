@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgjobs import events, hooks
-from pgjobs.config import Config
+from pgjobs.config.queue import Config
 from pgjobs.db.database import GAVE_UP, Database
 
 if TYPE_CHECKING:

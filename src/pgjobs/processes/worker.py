@@ -14,14 +14,16 @@ Guarantees:
   gives back the jobs still running (to ready, not counted as attempts) and deregisters.  On
   SIGQUIT it leaves at once; its supervisor recovers the jobs.
 - An execution that ends with an error is recorded in ONE statement, as the job's rules decided
-  in the job's thread (:mod:`pgjobs.rules`): retried (same job, to ready or scheduled), discarded
-  (finished, ``discarded_at`` set) or failed; the error goes to the job's history either way.
+  in the job's thread (:mod:`pgjobs.jobs.rules`): retried (same job, to ready or scheduled),
+  discarded (finished, ``discarded_at`` set) or failed; the error goes to the job's history
+  either way.
 - With ``preserve_finished_jobs: false`` the claim statements delete finished jobs instead of
   stamping them (the variants in :mod:`pgjobs.store.finished`, chosen here once).
 - Jobs of classes with a concurrency limit or a unique key (rare: the claim returns their keys)
   are finished by their own statement, which also gives back their slots and unique keys; the
-  keys whose slots were given back are then unblocked (:func:`pgjobs.concurrency.unblock`).  A
-  job unique ``until="executing"`` has its key released before it starts.
+  keys whose slots were given back are then unblocked
+  (:func:`pgjobs.operations.concurrency.unblock`).  A job unique ``until="executing"`` has its
+  key released before it starts.
 
 Timeouts (``timeout`` on a job, else the ``job_timeout`` setting): the main loop watches the
 deadlines of running jobs — free while no running job has one.  Past its deadline an async job is
@@ -51,9 +53,10 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import clock, events, rules
-from pgjobs.config import Config, WorkerConfig
+from pgjobs import clock, events
+from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import GAVE_UP, Database
+from pgjobs.jobs import rules
 from pgjobs.observability import outcomes
 from pgjobs.processes import floors
 from pgjobs.processes.executor import (

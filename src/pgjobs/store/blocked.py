@@ -97,9 +97,9 @@ KEYS = "SELECT DISTINCT concurrency_key FROM {blocked} LIMIT %(limit)s"
 # Blocked jobs per key (status, dashboard).
 COUNT_BY_KEY = "SELECT concurrency_key, count(*) FROM {blocked} GROUP BY concurrency_key"
 
-# An operator discards a batch of blocked jobs (pgjobs.operations): picked after a keyset cursor
-# (blocked's primary key) and locked SKIP LOCKED, so a job an unblock is moving to ready is left
-# to it; deleted and finished as discarded (unique key released).  A blocked job holds no slot:
+# An operator discards a batch of blocked jobs (pgjobs.operations.waiting): picked after a keyset
+# cursor (blocked's primary key) and locked SKIP LOCKED, so a job an unblock is moving to ready is
+# left to it; deleted and finished as discarded (unique key released).  A blocked job holds no slot:
 # the semaphore is untouched.  Returns (discarded, cursor).
 DISCARD_BLOCKED = (
     _jobs.pick_waiting("blocked")

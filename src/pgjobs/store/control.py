@@ -154,7 +154,7 @@ def _cancelling(statement: str) -> str:
     return statement.replace(_jobs.DISCARD_GONE, CANCEL_GONE).replace(count, woken)
 
 
-# Cancel a batch of waiting jobs (pgjobs.operations.WaitingJobs.cancel_all / pgjobs.cancel):
+# Cancel a batch of waiting jobs (pgjobs.operations.waiting.WaitingJobs.cancel_all / pgjobs.cancel):
 # the discard statements of each execution table, finishing the jobs as cancelled.  Picked
 # SKIP LOCKED: a job a worker is claiming right now is left to it (then asked to stop).
 CANCEL_READY = _cancelling(_ready.DISCARD_READY)

@@ -5,9 +5,9 @@ process still holds it) is deleted, the attempt counted, the error appended to t
 (``pgjobs_job_errors``) and the job moved on — to ``failed`` (:data:`FAIL`), back to ``ready`` or
 ``scheduled`` (:data:`RETRY`), or finished as discarded (:data:`DISCARD`).
 
-Operators' statements (:mod:`pgjobs.failed`) work in batches: each picks at most ``limit`` failed
-rows after a keyset cursor, locked ``SKIP LOCKED``, and moves or deletes them in one short
-transaction, so retrying or discarding 100k failed jobs never holds long locks.
+Operators' statements (:mod:`pgjobs.operations.failed`) work in batches: each picks at most
+``limit`` failed rows after a keyset cursor, locked ``SKIP LOCKED``, and moves or deletes them in
+one short transaction, so retrying or discarding 100k failed jobs never holds long locks.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def done_channel(schema: str | None) -> str:
     return f"pgjobs_done_{schema}" if schema else "pgjobs_done"
 
 
-# -- jobs with a concurrency limit or a unique key (pgjobs.limits) -----------------------------
+# -- jobs with a concurrency limit or a unique key (pgjobs.jobs.limits) ---------------------------
 
 # What a job's unique_key becomes when its execution ends for good: released, unless it names a
 # period (kept until the window is over).  Used by every statement that ends an execution.
@@ -215,7 +215,7 @@ SELECT (SELECT count(*) FROM discarded), (SELECT job_id FROM old),
        (SELECT key FROM released)
 """
 
-# -- operators acting on waiting jobs (pgjobs.operations) --------------------------------------
+# -- operators acting on waiting jobs (pgjobs.operations.waiting) ---------------------------------
 
 # The operators' filter on waiting jobs ``j`` (every parameter NULL: no filter); shared by the
 # discard and dispatch statements of ready, scheduled and blocked.  Text is an ILIKE pattern

@@ -139,8 +139,8 @@ SELECT count(*), min(created_at) FROM {ready} WHERE queue_name = %(queue)s
 # until one of them was taken).  Served by ready's primary key.
 ANY_READY = "SELECT 1 FROM {ready} WHERE job_id = ANY(%(ids)s::bigint[]) LIMIT 1"
 
-# An operator discards a batch of ready jobs (pgjobs.operations): picked after a keyset cursor
-# (ready's primary key) and locked SKIP LOCKED, so a job a worker is claiming is left to the
+# An operator discards a batch of ready jobs (pgjobs.operations.waiting): picked after a keyset
+# cursor (ready's primary key) and locked SKIP LOCKED, so a job a worker is claiming is left to the
 # worker; deleted, finished as discarded (unique key released), and the slot of a job of a
 # limited class given back (a ready job of a limited class holds one; the caller unblocks the
 # keys returned).  Returns (discarded, cursor, keys to unblock).

@@ -42,7 +42,7 @@ SELECT (SELECT count(*) FROM moved),
 # When the next scheduled job is due (the dispatcher sleeps until then at most).
 NEXT_DUE = "SELECT min(scheduled_at) FROM {scheduled}"
 
-# An operator discards a batch of scheduled jobs (pgjobs.operations): picked after a keyset
+# An operator discards a batch of scheduled jobs (pgjobs.operations.waiting): picked after a keyset
 # cursor (scheduled's primary key) and locked SKIP LOCKED, so a job the dispatcher is moving is
 # left to it; deleted and finished as discarded (unique key released; a scheduled job holds no
 # slot).  Returns (discarded, cursor).
@@ -54,7 +54,7 @@ SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked)
 """
 )
 
-# An operator runs a batch of scheduled jobs now (pgjobs.operations): picked like
+# An operator runs a batch of scheduled jobs now (pgjobs.operations.waiting): picked like
 # DISCARD_SCHEDULED, their scheduled_at set to now, and moved on as DISPATCH_DUE moves due jobs:
 # to ready, or, for a limited class, to blocked to take a slot (the caller unblocks the keys
 # returned, as the dispatcher does).  Returns (moved, cursor, notify, keys to unblock).

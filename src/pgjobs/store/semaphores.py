@@ -4,9 +4,10 @@ Taking a slot is an upsert whose ``DO UPDATE ... WHERE value < limit`` both coun
 row is locked even when the slot is refused (PostgreSQL locks the conflicting row for
 ``ON CONFLICT DO UPDATE`` whatever its ``WHERE`` says), so a job blocked for lack of a slot is
 committed before any release of that key can run its next statement — and that release then sees
-it (:mod:`pgjobs.concurrency` releases in one statement and unblocks in the next).  The upserts
-are part of the statements that place a job (``jobs.PLACE_LIMITED``, ``blocked.UNBLOCK_NEXT``);
-the releases part of those that end an execution (``finished.FINISH_KEYED``, ``failed.FAIL``, ...).
+it (:mod:`pgjobs.operations.concurrency` releases in one statement and unblocks in the next).
+The upserts are part of the statements that place a job (``jobs.PLACE_LIMITED``,
+``blocked.UNBLOCK_NEXT``); the releases part of those that end an execution
+(``finished.FINISH_KEYED``, ``failed.FAIL``, ...).
 """
 
 from __future__ import annotations

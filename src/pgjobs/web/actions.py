@@ -1,11 +1,12 @@
 """The dashboard's actions: POST only, CSRF-checked, refused in read-only mode.
 
 Each action does its work through pgjobs' own API (:class:`pgjobs.FailedJobs`,
-:class:`pgjobs.operations.WaitingJobs`, :func:`pgjobs.cancel`, :class:`pgjobs.queues.Queue`,
-:func:`pgjobs.recurring.run_now`), then redirects (303) back to the page it came from with a flash
-message saying what it did (POST-redirect-GET: a reload never repeats it). Every action is
-idempotent under a double click: retrying or discarding a job that is no longer failed (or
-discarding or dispatching one no longer waiting: a worker claimed it meanwhile; or cancelling one
+:class:`pgjobs.operations.waiting.WaitingJobs`, :func:`pgjobs.cancel`,
+:class:`pgjobs.operations.queues.Queue`, :func:`pgjobs.operations.recurring.run_now`), then
+redirects (303) back to the page it came from with a flash message saying what it did
+(POST-redirect-GET: a reload never repeats it). Every action is idempotent under a double
+click: retrying or discarding a job that is no longer failed (or discarding or dispatching one
+no longer waiting: a worker claimed it meanwhile; or cancelling one
 already cancelled or ended) says so; pausing a paused queue says so; a bulk action run twice finds
 nothing the second time (except asking running jobs to stop: those still running are asked again,
 which changes nothing); "run now" twice from the same page enqueues once (the second request finds
@@ -29,12 +30,12 @@ from starlette.routing import Route
 from pgjobs.db.database import Database
 from pgjobs.db.names import names, sql
 from pgjobs.errors import JobNotFound, PgJobsError
-from pgjobs.failed import FailedJobs
-from pgjobs.operations import STATES, WaitingJobs
-from pgjobs.queues import Queue
-from pgjobs.recurring import run_now
-from pgjobs.results import cancel as pgjobs_cancel
-from pgjobs.results import get_job
+from pgjobs.operations.failed import FailedJobs
+from pgjobs.operations.queues import Queue
+from pgjobs.operations.recurring import run_now
+from pgjobs.operations.results import cancel as pgjobs_cancel
+from pgjobs.operations.results import get_job
+from pgjobs.operations.waiting import STATES, WaitingJobs
 from pgjobs.web.app import Dashboard, dashboard
 from pgjobs.web.pinned import PinnedDatabase
 from pgjobs.web.security import CSRF_FIELD, FLASH_COOKIE, cookie_path, csrf_ok

@@ -27,7 +27,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from pgjobs import clock
-from pgjobs.config import Config, load_config
+from pgjobs.config.queue import Config, load_config
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError, DatabaseError
 from pgjobs.web import fmt

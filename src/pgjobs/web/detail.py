@@ -1,5 +1,5 @@
 """One job for its detail page: the job, where it is (its state), its errors and its origin, and
-its job control state (result, progress, resumable steps, cancellation: :mod:`pgjobs.control`).
+its job control state (result, progress, resumable steps, cancellation: :mod:`pgjobs.jobs.control`).
 
 One statement reads the job by its public id (``ix_pgjobs_jobs_job_id``) with each execution
 table's row by primary key — the state is whichever of them exists — the process running it, and
@@ -19,8 +19,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgjobs.db.names import sql
-from pgjobs.failed import JobErrorRecord
-from pgjobs.results import Progress
+from pgjobs.operations.failed import JobErrorRecord
+from pgjobs.operations.results import Progress
 from pgjobs.store import failed as failed_store
 from pgjobs.web import fmt
 

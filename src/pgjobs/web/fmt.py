@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pgjobs.results import Progress, parse_progress
+from pgjobs.operations.results import Progress, parse_progress
 from pgjobs.serialization import loads_value
 from pgjobs.web.counts import Count
 from pgjobs.web.throughput import Minute

@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 
 from pgjobs.db.names import sql
-from pgjobs.failed import escape_like
-from pgjobs.results import Progress
+from pgjobs.operations.failed import escape_like
+from pgjobs.operations.results import Progress
 from pgjobs.web import fmt
 
 PAGE_SIZE = 50

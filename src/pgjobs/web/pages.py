@@ -3,7 +3,7 @@
 Each handler reads what its page shows on one pooled connection, in the thread pool, and renders
 its template.  The SQL lives in :mod:`~pgjobs.web.counts`, :mod:`~pgjobs.web.throughput`,
 :mod:`~pgjobs.web.lists` and :mod:`~pgjobs.web.detail`; processes and recurring tasks use the
-statements and API of :mod:`pgjobs.store.processes` and :mod:`pgjobs.recurring`.
+statements and API of :mod:`pgjobs.store.processes` and :mod:`pgjobs.config.recurring`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from starlette.routing import Route
 
 from pgjobs import clock
 from pgjobs.db.names import sql
-from pgjobs.failed import escape_like
-from pgjobs.operations import WaitingJobs
-from pgjobs.recurring import TaskStatus, list_tasks
+from pgjobs.operations.failed import escape_like
+from pgjobs.operations.recurring import TaskStatus, list_tasks
+from pgjobs.operations.waiting import WaitingJobs
 from pgjobs.store import failed as failed_store
 from pgjobs.store import processes as processes_store
 from pgjobs.web import counts, detail, fmt, lists, throughput

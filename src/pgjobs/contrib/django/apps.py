@@ -28,7 +28,7 @@ class PgJobsConfig(AppConfig):
 
 def check_queue_config(**kwargs: Any) -> list[checks.CheckMessage]:
     """``manage.py check``: every problem of queue.yml (workers, dispatchers, web)."""
-    from pgjobs.config import load_config
+    from pgjobs.config.queue import load_config
     from pgjobs.contrib.django import conf
     from pgjobs.errors import ConfigurationError
 

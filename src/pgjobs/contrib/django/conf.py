@@ -28,7 +28,7 @@ from django.db import connections
 from django.db.utils import ConnectionHandler
 from psycopg.conninfo import make_conninfo
 
-from pgjobs.yamlfile import did_you_mean
+from pgjobs.config.yamlfile import did_you_mean
 
 DEFAULT_DATABASE = "default"
 KEYS = ("DATABASE", "CONFIG", "SCHEMA", "MIGRATE")

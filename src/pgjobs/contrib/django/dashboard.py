@@ -95,7 +95,7 @@ class DjangoLogin:
 def dashboard_app(*, allow: Callable[[Any], bool] = is_staff, **options: Any) -> ASGIApp:
     """The dashboard behind Django's login; ``allow(user)`` (default: active staff) decides who
     enters.  ``options`` go to :func:`pgjobs.web.create_app` (``read_only``, ``config``, ...)."""
-    from pgjobs.config import load_config
+    from pgjobs.config.queue import load_config
     from pgjobs.contrib.django import conf
 
     def authorize(request: Request) -> bool:

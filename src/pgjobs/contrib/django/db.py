@@ -24,11 +24,13 @@ from typing import Any
 import psycopg
 from django.db import connections
 
-from pgjobs import enqueue, hooks, runtime, settings
-from pgjobs.config import load_config
+from pgjobs import hooks, runtime
+from pgjobs.config import settings
+from pgjobs.config.queue import load_config
 from pgjobs.contrib.django import conf
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import migrate
+from pgjobs.enqueue import core as enqueue
 
 _alias = conf.DEFAULT_DATABASE
 _migrated: set[tuple[str, str | None]] = set()  # (conninfo, schema) upgraded by this process

@@ -58,10 +58,11 @@ from sqlalchemy.orm import Session
 from pgjobs.contrib import sqlalchemy as records
 from pgjobs.contrib.sqlalchemy import Enqueueable, bind
 from pgjobs.db.urls import is_url, psycopg_url
-from pgjobs.enqueue import perform_all_later as _perform_all_later
+from pgjobs.enqueue.core import perform_all_later as _perform_all_later
+from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import ConfigurationError
 from pgjobs.hooks import wrap_jobs
-from pgjobs.jobs import EnqueuedJob, Job
+from pgjobs.jobs.base import Job
 from pgjobs.runtime import configure
 
 __all__ = ["PgJobs", "Settings", "jobs_app", "settings"]

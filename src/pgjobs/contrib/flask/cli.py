@@ -23,7 +23,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from pgjobs import cli
+from pgjobs.cli import main as cli
 
 WORKER_MODULE = "pgjobs.contrib.flask.worker"
 APP_ENV = "PGJOBS_FLASK_APP"  # the import path `flask --app` was given, for the worker module

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgjobs import cli
+from pgjobs.cli import main as cli
 from pgjobs.contrib.django import conf, db
 
 WORKER_APP = "pgjobs.contrib.django.worker"
@@ -59,7 +59,7 @@ def _given(argv: list[str], option: str) -> bool:
 
 
 def pgjobs_argv(argv: list[str]) -> list[str]:
-    """``argv`` for :func:`pgjobs.cli.main`, completed from the Django settings."""
+    """``argv`` for :func:`pgjobs.cli.main.main`, completed from the Django settings."""
     argv = _strip_django_options(argv)
     names, parser = _command_parser(argv)
     accepts = parser._option_string_actions

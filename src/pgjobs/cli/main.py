@@ -10,75 +10,28 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pgjobs import logs, settings
-from pgjobs.application import import_application
+from pgjobs.cli.application import import_application
+from pgjobs.cli.common import (
+    COMMANDS,
+    _database_options,
+    _open,
+    command,
+    database_settings,
+    ready_database,
+)
 from pgjobs.db.database import Database
-from pgjobs.db.migrate import check_migrated, migrate, migration_sql
+from pgjobs.db.migrate import migrate, migration_sql
 from pgjobs.db.urls import redact
 from pgjobs.errors import ConfigurationError, PgJobsError
+from pgjobs.observability import logs
 
 if TYPE_CHECKING:
-    from pgjobs.config import Config
+    from pgjobs.config.queue import Config
     from pgjobs.observability.metrics import HostExporter
-
-Command = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str) -> Callable[[Command], Command]:
-    def register(fn: Command) -> Command:
-        COMMANDS[name] = fn
-        return fn
-
-    return register
-
-
-def _database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        help="PostgreSQL URL (default: $PGJOBS_DATABASE_URL, $DATABASE_URL, queue.yml, "
-        "else the embedded server in .pgjobs/)",
-    )
-    parser.add_argument("--schema", help="PostgreSQL schema of the pgjobs tables")
-    parser.add_argument(
-        "--config", help="queue.yml to read (default: $PGJOBS_CONFIG or config/queue.yml)"
-    )
-
-
-def database_settings(args: argparse.Namespace) -> settings.DatabaseSettings:
-    from pgjobs.config import load_config
-
-    cfg = load_config(args.config)
-    chosen = settings.resolve(
-        args.database_url,
-        schema=args.schema,
-        config_url=cfg.database_url,
-        config_schema=cfg.schema,
-    )
-    assert chosen is not None
-    if chosen.embedded:
-        from pgjobs.db import embedded
-
-        where = embedded.data_directory()
-        print(
-            f"pgjobs: using the embedded PostgreSQL in {where} ({redact(chosen.url)})",
-            file=sys.stderr,
-        )
-    return chosen
-
-
-def ready_database(args: argparse.Namespace) -> settings.DatabaseSettings:
-    """The chosen database, checked to be reachable and migrated (the embedded one is migrated)."""
-    chosen = database_settings(args)
-    if chosen.embedded:
-        migrate(chosen.url, schema=chosen.schema)
-    else:
-        check_migrated(chosen.url, schema=chosen.schema)
-    return chosen
 
 
 @command("migrate")
@@ -92,14 +45,9 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace) -> Database:
-    chosen = ready_database(args)
-    return Database(chosen.url, schema=chosen.schema, pool_size=1)
-
-
 @command("start")
 def _start(args: argparse.Namespace) -> int:
-    from pgjobs.config import load_config
+    from pgjobs.config.queue import load_config
     from pgjobs.processes.supervisor import Supervisor
 
     logs.setup(args.log_level, args.log_format)
@@ -117,7 +65,7 @@ def _start(args: argparse.Namespace) -> int:
     recurring = args.recurring_schedule or os.environ.get("PGJOBS_RECURRING_SCHEDULE")
     extra = [] if args.skip_recurring else [("scheduler", 0)]
     if not args.skip_recurring:
-        from pgjobs.recurring import load_recurring
+        from pgjobs.config.recurring import load_recurring
 
         load_recurring(recurring)  # every problem in recurring.yml is reported before starting
     database = Database(chosen.url, schema=chosen.schema, application_name="pgjobs-supervisor")
@@ -157,7 +105,7 @@ def _metrics_exporter(args: argparse.Namespace, config: Config) -> HostExporter 
 
 @command("status")
 def _status(args: argparse.Namespace) -> int:
-    from pgjobs.queues import all_queues
+    from pgjobs.operations.queues import all_queues
     from pgjobs.store import blocked as blocked_store
     from pgjobs.store import processes as processes_store
     from pgjobs.store import semaphores as semaphores_store
@@ -215,7 +163,7 @@ def _status(args: argparse.Namespace) -> int:
 @command("pause")
 @command("resume")
 def _pause_or_resume(args: argparse.Namespace) -> int:
-    from pgjobs.queues import Queue
+    from pgjobs.operations.queues import Queue
 
     database = _open(args)
     for name in args.queues:
@@ -229,9 +177,9 @@ def _pause_or_resume(args: argparse.Namespace) -> int:
 @command("check")
 def _check(args: argparse.Namespace) -> int:
     """Validate queue.yml and recurring.yml; print every problem of both; exit 1 on any."""
-    from pgjobs.config import load_config
+    from pgjobs.config.queue import load_config
+    from pgjobs.config.recurring import load_recurring
     from pgjobs.errors import ConfigurationError
-    from pgjobs.recurring import load_recurring
 
     if args.app:
         import_application(args.app)
@@ -254,7 +202,7 @@ def _check(args: argparse.Namespace) -> int:
 
 @command("recurring")
 def _recurring(args: argparse.Namespace) -> int:
-    from pgjobs.recurring import list_tasks, run_now
+    from pgjobs.operations.recurring import list_tasks, run_now
 
     database = _open(args)
     try:
@@ -380,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     # Failed jobs and retention; cancelling jobs; the dashboard.  Each imports this module.
-    from pgjobs import cli_control, cli_jobs, cli_web
+    from pgjobs.cli import control as cli_control
+    from pgjobs.cli import jobs as cli_jobs
+    from pgjobs.cli import web as cli_web
 
     cli_jobs.add_parsers(sub)
     cli_control.add_parser(sub)

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 import psycopg
 
-from pgjobs import clock, concurrency, events
+from pgjobs import clock, events
 from pgjobs.errors import ConfigurationError
-from pgjobs.failed import OnDatabase, _class_name, _uuid, filter_params
+from pgjobs.operations import concurrency
+from pgjobs.operations.failed import OnDatabase, _class_name, _uuid, filter_params
 from pgjobs.store import blocked as blocked_store
 from pgjobs.store import control as control_store
 from pgjobs.store import jobs as jobs_store
@@ -43,7 +44,7 @@ from pgjobs.store import ready as ready_store
 from pgjobs.store import scheduled as scheduled_store
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import Job, JobFunction
+    from pgjobs.jobs.base import Job, JobFunction
 
 
 State = Literal["ready", "scheduled", "blocked"]

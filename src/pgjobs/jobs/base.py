@@ -15,79 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
-from pgjobs import callbacks, control, limits, rules
+from pgjobs.enqueue.core import enqueue, enqueue_async
+from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import ConfigurationError, UnknownJobError
+from pgjobs.jobs import callbacks, control, limits, rules
 from pgjobs.observability import logging_context
 
 if TYPE_CHECKING:
-    from pgjobs.enqueue import Connectionish
+    from pgjobs.enqueue.core import Connectionish
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
-# pgjobs_jobs.priority is a smallint: the priorities a job can have.
-MIN_PRIORITY, MAX_PRIORITY = -32768, 32767
 _registry: dict[str, type[Job]] = {}
-
-
-@dataclass(frozen=True)
-class EnqueuedJob:
-    """What ``perform_later`` returns: the new job's public id and where it went.
-
-    ``state``: ``"ready"``, ``"scheduled"``, ``"blocked"`` (waiting for a concurrency slot),
-    ``"discarded"`` (no slot, ``on_conflict="discard"``), ``"duplicate"`` (a unique job's key is
-    held by ``duplicate_of``; nothing was written) or ``"skipped"`` (an ``around_enqueue``
-    callback did not proceed).  ``enqueued`` is False for the last three.
-    """
-
-    job_id: uuid.UUID
-    class_name: str
-    queue_name: str
-    priority: int
-    scheduled_at: datetime | None
-    id: int | None = None
-    enqueued: bool = True
-    state: str = ""
-    duplicate_of: uuid.UUID | None = None
-    replaced: uuid.UUID | None = None  # on_conflict="replace": the waiting job this one replaced
-
-    def __post_init__(self) -> None:
-        if not self.state:
-            state = "scheduled" if self.scheduled_at is not None else "ready"
-            object.__setattr__(self, "state", state if self.enqueued else "skipped")
-
-    @property
-    def scheduled(self) -> bool:
-        return self.scheduled_at is not None
-
-    # -- job control (pgjobs.results) ---------------------------------------------------------
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the job to end and return what ``perform`` returned.  Raises
-        :class:`pgjobs.JobFailed` (it failed for good, or was discarded),
-        :class:`pgjobs.JobCancelled`, or ``TimeoutError`` after ``timeout`` seconds."""
-        from pgjobs.results import wait_result
-
-        return wait_result(self.job_id, timeout)
-
-    async def result_async(self, timeout: float | None = None) -> Any:
-        """:meth:`result` for asyncio."""
-        from pgjobs.results import wait_result_async
-
-        return await wait_result_async(self.job_id, timeout)
-
-    def cancel(self) -> str:
-        """:func:`pgjobs.cancel` this job."""
-        from pgjobs.results import cancel
-
-        return cancel(self.job_id)
-
-    def info(self) -> Any:
-        """:func:`pgjobs.get_job` for this job: its state, attempts, result, progress, errors."""
-        from pgjobs.results import get_job
-
-        return get_job(self.job_id)
 
 
 @dataclass(frozen=True)
@@ -215,7 +156,7 @@ class Job:
         Its errors are reported, and the job is recorded as cancelled all the same."""
         return None
 
-    # -- job control (pgjobs.control) ---------------------------------------------------------
+    # -- job control (pgjobs.jobs.control) ---------------------------------------------------------
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report progress: visible through ``pgjobs.get_job``, ``pgjobs jobs show`` and the
@@ -304,13 +245,9 @@ class Job:
         return self
 
     def enqueue(self, **options: Any) -> EnqueuedJob:
-        from pgjobs.enqueue import enqueue
-
         return enqueue(self.with_options(Options(**options)))
 
     async def enqueue_async(self, **options: Any) -> EnqueuedJob:
-        from pgjobs.enqueue import enqueue_async
-
         return await enqueue_async(self.with_options(Options(**options)))
 
     # -- performing --------------------------------------------------------------------------

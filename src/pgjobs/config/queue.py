@@ -15,8 +15,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pgjobs.config.yamlfile import (
+    Problems,
+    YamlMap,
+    describe,
+    join,
+    line_of,
+    load_settings,
+    resolve_env,
+)
 from pgjobs.errors import ConfigurationError
-from pgjobs.yamlfile import Problems, YamlMap, describe, join, line_of, load_settings, resolve_env
 
 DEFAULT_PATH = Path("config/queue.yml")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]+\*?")
@@ -155,7 +163,7 @@ def retry_policy(value: Any) -> dict[str, Any]:
         "exponentially_longer",
     ):
         policy["wait"] = parse_duration(policy["wait"])
-    from pgjobs.rules import retry_on
+    from pgjobs.jobs.rules import retry_on
 
     try:
         retry_on(Exception, **policy)

@@ -19,8 +19,8 @@ import ipaddress
 import os
 import sys
 
-from pgjobs.cli import _database_options, command, ready_database
-from pgjobs.config import Config, load_config
+from pgjobs.cli.common import _database_options, command, ready_database
+from pgjobs.config.queue import Config, load_config
 from pgjobs.db.database import Database
 from pgjobs.db.urls import redact
 from pgjobs.errors import ConfigurationError
@@ -100,7 +100,7 @@ def _web(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     app_module = args.app or config.app
     if app_module:  # job names registered by the app's modules, as `pgjobs start --app` does
-        from pgjobs.application import import_application
+        from pgjobs.cli.application import import_application
 
         import_application(app_module)
     if not args.no_auth and not _has_credentials(config):

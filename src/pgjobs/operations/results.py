@@ -36,7 +36,7 @@ from psycopg import sql
 from pgjobs import clock, events
 from pgjobs.db.database import Database
 from pgjobs.errors import JobCancelled, JobFailed, JobNotFound
-from pgjobs.failed import JobErrorRecord, _uuid
+from pgjobs.operations.failed import JobErrorRecord, _uuid
 from pgjobs.serialization import loads_value
 from pgjobs.store import control as control_store
 from pgjobs.store import failed as failed_store
@@ -315,7 +315,7 @@ def cancel(job_id: uuid.UUID | str, *, database: Database | None = None) -> Canc
     when it runs (or a worker is claiming it right now) and was asked to stop; otherwise the
     state it ended in (finished, failed, discarded, cancelled), unchanged.  ``JobNotFound`` when
     there is no such job."""
-    from pgjobs.operations import WaitingJobs
+    from pgjobs.operations.waiting import WaitingJobs
 
     database, public = _database(database), _uuid(job_id)
     outcome = WaitingJobs(database).cancel(public)

@@ -1,7 +1,7 @@
 """``pgjobs failed …``, ``pgjobs clear-finished`` and ``pgjobs jobs …``: the operators' commands
 for failed, finished and waiting jobs.  :func:`add_parsers` adds them to ``pgjobs``'
-sub-commands (``jobs`` from :mod:`pgjobs.cli_waiting`); their handlers are registered with
-:func:`pgjobs.cli.command`.
+sub-commands (``jobs`` from :mod:`pgjobs.cli.waiting`); their handlers are registered with
+:func:`pgjobs.cli.main.command`.
 
 ::
 
@@ -17,7 +17,7 @@ sub-commands (``jobs`` from :mod:`pgjobs.cli_waiting`); their handlers are regis
     pgjobs jobs cancel (JOB_ID... | --all --state ready|scheduled|blocked|running [filters])
 
 The long ones (``--all``, ``clear-finished``) show a running count on stderr when it is a
-terminal (:mod:`pgjobs.progress`), and print one result line either way.
+terminal (:mod:`pgjobs.cli.progress`), and print one result line either way.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from pgjobs.cli import _database_options, _open, command
-from pgjobs.config import parse_duration
+from pgjobs.cli.common import _database_options, _open, _positive, _short, command
+from pgjobs.cli.progress import Progress
+from pgjobs.config.queue import parse_duration
 from pgjobs.errors import ConfigurationError
-from pgjobs.failed import FailedJob, FailedJobs, Filters
-from pgjobs.progress import Progress
+from pgjobs.operations.failed import FailedJob, FailedJobs, Filters
 
 
 def _timestamp(value: str) -> datetime:
@@ -43,16 +43,6 @@ def _timestamp(value: str) -> datetime:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"give a time zone (e.g. {value}+00:00)")
     return moment
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
-    return number
 
 
 def _duration(value: str) -> float:
@@ -111,7 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--class", dest="job_class", metavar="CLASS", help="only this job class")
     p.add_argument("--batch-size", type=_positive, default=1000, help="ids per statement")
-    from pgjobs import cli_waiting  # registers the ``jobs`` handler
+    from pgjobs.cli import waiting as cli_waiting  # registers the ``jobs`` handler
 
     cli_waiting.add_parser(sub)
 
@@ -129,11 +119,6 @@ def _filters(args: argparse.Namespace) -> Filters:
     if args.failed_after:
         filters["failed_after"] = args.failed_after
     return filters
-
-
-def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _print_list(jobs: list[FailedJob]) -> None:
@@ -233,8 +218,8 @@ def _act(failed: FailedJobs, action: str, args: argparse.Namespace) -> int:
 
 @command("clear-finished")
 def _clear_finished(args: argparse.Namespace) -> int:
-    from pgjobs.config import load_config
-    from pgjobs.retention import clear_finished
+    from pgjobs.config.queue import load_config
+    from pgjobs.operations.retention import clear_finished
 
     older_than: Any = args.older_than
     if older_than is None:

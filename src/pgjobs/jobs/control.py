@@ -39,7 +39,7 @@ from pgjobs.serialization import dumps_value, loads_value
 from pgjobs.store import control as store
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import Job
+    from pgjobs.jobs.base import Job
 
 THROTTLE = 1.0  # seconds: progress and cursors are written at most this often per job
 

@@ -1,4 +1,4 @@
-"""``python -m pgjobs.demo`` (``scripts/demo``): see pgjobs running in one command.
+"""``python -m pgjobs.cli.demo`` (``scripts/demo``): see pgjobs running in one command.
 
 Uses ``$PGJOBS_DATABASE_URL`` when set, else starts the embedded PostgreSQL in ``.pgjobs/``;
 migrates; enqueues example jobs (ready, delayed, a bulk batch, one that fails); runs
@@ -15,7 +15,8 @@ import threading
 import time
 
 import pgjobs
-from pgjobs import cli
+from pgjobs.cli import main as cli
+from pgjobs.cli.common import ready_database
 
 
 class Greet(pgjobs.Job):
@@ -50,8 +51,8 @@ EARLIER = "SELECT count(*) FROM {jobs} WHERE created_at < %(since)s"
 
 
 def main() -> int:
-    args = cli.build_parser().parse_args(["start", "--app", "pgjobs.demo"])
-    chosen = cli.ready_database(args)
+    args = cli.build_parser().parse_args(["start", "--app", "pgjobs.cli.demo"])
+    chosen = ready_database(args)
     database = pgjobs.configure(chosen.url, schema=chosen.schema)
     with database.connection() as conn:
         started = conn.execute("SELECT now()").fetchone()
@@ -70,7 +71,7 @@ def main() -> int:
         print(f"pgjobs demo: running `pgjobs start` for {seconds:g} s", flush=True)
     else:
         print("pgjobs demo: running `pgjobs start` (Ctrl-C to stop)", flush=True)
-    code = cli.main(["start", "--app", "pgjobs.demo"])
+    code = cli.main(["start", "--app", "pgjobs.cli.demo"])
     with database.connection() as conn:
         rows = conn.execute(database.sql(SUMMARY), since).fetchall()
         earlier = conn.execute(database.sql(EARLIER), since).fetchone()
@@ -82,7 +83,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    # Run the copy imported as ``pgjobs.demo``, so its jobs carry the names workers resolve.
-    from pgjobs.demo import main as demo_main
+    # Run the copy imported as ``pgjobs.cli.demo``, so its jobs carry the names workers resolve.
+    from pgjobs.cli.demo import main as demo_main
 
     sys.exit(demo_main())

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pgjobs.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import Job
+    from pgjobs.jobs.base import Job
 
 OnLimit = Literal["block", "discard"]
 Until = Literal["executing", "executed"]

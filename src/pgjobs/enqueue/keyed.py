@@ -1,4 +1,4 @@
-"""Enqueueing a job that has a concurrency limit or a unique key (see :mod:`pgjobs.limits`).
+"""Enqueueing a job that has a concurrency limit or a unique key (see :mod:`pgjobs.jobs.limits`).
 
 The steps are written once, as a generator that yields ``(statement, params)`` and receives the
 rows (:func:`steps`); :func:`run` and :func:`run_async` execute them on a psycopg connection.
@@ -24,7 +24,7 @@ from psycopg.pq import TransactionStatus
 
 from pgjobs.db.names import sql
 from pgjobs.errors import DuplicateJobError
-from pgjobs.limits import Keys
+from pgjobs.jobs.limits import Keys
 from pgjobs.store import blocked as blocked_store
 from pgjobs.store import jobs as store
 

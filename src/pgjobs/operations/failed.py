@@ -27,14 +27,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from pgjobs import clock, concurrency, events
+from pgjobs import clock, events
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
+from pgjobs.operations import concurrency
 from pgjobs.store import failed as store
 from pgjobs.store import jobs as jobs_store
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import Job, JobFunction
+    from pgjobs.jobs.base import Job, JobFunction
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -100,12 +101,12 @@ class FailedJob:
 def _class_name(job_class: str | type[Job] | JobFunction[..., Any] | None) -> str | None:
     if job_class is None or isinstance(job_class, str):
         return job_class
-    from pgjobs.jobs import Job, JobFunction
-
-    if isinstance(job_class, JobFunction):
-        return job_class.job_class.job_name
-    if isinstance(job_class, type) and issubclass(job_class, Job):
-        return job_class.job_name
+    # A Job class has its job_name; a @job function, its job class.  (By attribute: operations
+    # do not import the job definitions.)
+    target = getattr(job_class, "job_class", job_class)
+    name = getattr(target, "job_name", None) if isinstance(target, type) else None
+    if isinstance(name, str) and name:
+        return name
     raise ConfigurationError(f"job_class must be a job class or its name, got {job_class!r}")
 
 

@@ -25,16 +25,18 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import psycopg
 
-from pgjobs import callbacks, clock, enqueue_keyed, events, limits
+from pgjobs import clock, events
 from pgjobs.db.database import Database
+from pgjobs.enqueue import keyed as enqueue_keyed
+from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob
 from pgjobs.errors import ConfigurationError
-from pgjobs.jobs import MAX_PRIORITY, MIN_PRIORITY
+from pgjobs.jobs import callbacks, limits
 from pgjobs.observability import tracing
 from pgjobs.serialization import dumps_arguments
 from pgjobs.store import jobs as store
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import EnqueuedJob, Job
+    from pgjobs.jobs.base import Job
 
 Connectionish: TypeAlias = Any  # psycopg or SQLAlchemy connection/session; see module docstring
 
@@ -140,8 +142,6 @@ def _result(
     created_at: datetime | None,
     written: enqueue_keyed.Written | None = None,
 ) -> EnqueuedJob:
-    from pgjobs.jobs import EnqueuedJob
-
     job = row.job
     job.enqueued_at, job.scheduled_at = created_at, row.scheduled_at
     state = written.state if written is not None else ""
@@ -359,8 +359,6 @@ async def _send_async(job: Job, now: datetime) -> EnqueuedJob:
 
 def _not_enqueued(job: Job) -> EnqueuedJob:
     """What perform_later returns when an around_enqueue callback did not call proceed()."""
-    from pgjobs.jobs import EnqueuedJob
-
     return EnqueuedJob(
         job_id=job.job_id,
         class_name=type(job).job_name,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from pgjobs.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import Job
+    from pgjobs.jobs.base import Job
 
 ErrorClasses: TypeAlias = "type[BaseException] | tuple[type[BaseException], ...]"
 Kind = Literal["finished", "retry", "discard", "fail"]

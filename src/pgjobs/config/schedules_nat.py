@@ -3,7 +3,7 @@
 :func:`english_to_cron` gives the cron in croniter's order (seconds, when present, *last*) with
 the meaning fugit 1.11 (``Fugit::Nat``) gives the same words; ``docs/recurring.md`` has the table
 of forms.  The text is lower-cased first, except ``M`` (months) against ``m`` (minutes) in
-``every 4M``; the time zone has been taken off by :func:`pgjobs.schedules.parse_schedule`.
+``every 4M``; the time zone has been taken off by :func:`pgjobs.config.schedules.parse_schedule`.
 
 A text is a sequence of clauses, in any order:
 

@@ -8,7 +8,7 @@ in English (``at 7am Asia/Seoul every day``).  Without a zone the schedule runs 
   Queue) reads them: ``*/30 * * * * *`` is every 30 seconds.  croniter's order, seconds last,
   must be asked for: ``seconds-last 0 9 * * * 30`` is 09:00:30.  Macros: ``@hourly @daily
   @midnight @weekly @monthly @yearly @annually``.
-- English in fugit's grammar (:mod:`pgjobs.schedules_nat`): ``every 5m``, ``every hour at
+- English in fugit's grammar (:mod:`pgjobs.config.schedules_nat`): ``every 5m``, ``every hour at
   minute 12``, ``every weekday at five pm``, ``every month on the 1st at 3am``, ``at noon every
   day``, ``every Mon to Thu, 18:20``...  Each becomes one cron with fugit's meaning, so steps
   that do not divide their unit are *calendar* steps, not true intervals: ``every 7 minutes`` is
@@ -57,8 +57,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, croniter
 
+from pgjobs.config.schedules_nat import NotUnderstoodError, english_to_cron
 from pgjobs.errors import ConfigurationError
-from pgjobs.schedules_nat import NotUnderstoodError, english_to_cron
 
 __all__ = ["SECONDS_LAST", "Schedule", "parse_schedule"]
 

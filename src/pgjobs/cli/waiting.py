@@ -1,6 +1,6 @@
 """``pgjobs jobs list|show|discard|dispatch|cancel``: every job as the dashboard lists it, and
-acting on waiting ones (:class:`pgjobs.operations.WaitingJobs`) or running ones (cancel).  Added
-to ``pgjobs`` by :func:`pgjobs.cli_jobs.add_parsers`.
+acting on waiting ones (:class:`pgjobs.operations.waiting.WaitingJobs`) or running ones
+(cancel).  Added to ``pgjobs`` by :func:`pgjobs.cli.jobs.add_parsers`.
 
 ::
 
@@ -10,7 +10,7 @@ to ``pgjobs`` by :func:`pgjobs.cli_jobs.add_parsers`.
     pgjobs jobs dispatch (JOB_ID... | --all [filters])
     pgjobs jobs cancel (JOB_ID... | --all --state ready|scheduled|blocked|running [filters])
 
-``jobs show`` and ``jobs cancel JOB_ID`` are :mod:`pgjobs.cli_control`'s (``pgjobs cancel``).
+``jobs show`` and ``jobs cancel JOB_ID`` are :mod:`pgjobs.cli.control`'s (``pgjobs cancel``).
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, cast
 
-from pgjobs import cli_control
-from pgjobs.cli import _database_options, _open, command
-from pgjobs.cli_jobs import _positive, _short
+from pgjobs.cli import control as cli_control
+from pgjobs.cli.common import _database_options, _open, _positive, _short, command
+from pgjobs.cli.progress import Progress
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
-from pgjobs.progress import Progress
 
 if TYPE_CHECKING:
-    from pgjobs.operations import Filters as WaitingFilters
-    from pgjobs.operations import State, WaitingJobs
+    from pgjobs.operations.waiting import Filters as WaitingFilters
+    from pgjobs.operations.waiting import State, WaitingJobs
 
 LIST_STATES = ("ready", "scheduled", "in_progress", "blocked", "failed", "finished")
 # The states a bulk action (--all) takes, which it requires.
@@ -129,8 +128,8 @@ def _jobs_list(database: Database, args: argparse.Namespace) -> int:
 
 
 def _jobs_show(database: Database, args: argparse.Namespace) -> int:
-    from pgjobs.failed import _uuid
-    from pgjobs.operations import WaitingJobs
+    from pgjobs.operations.failed import _uuid
+    from pgjobs.operations.waiting import WaitingJobs
 
     found = cli_control.show(database, _uuid(args.job_id))
     if found is None:
@@ -150,7 +149,7 @@ def _jobs_show(database: Database, args: argparse.Namespace) -> int:
 
 
 def _waiting_for(found: Any) -> dict[str, Any]:
-    """What a job waits for, only the parts that apply (see pgjobs.operations.WaitingFor)."""
+    """What a job waits for, the parts that apply (pgjobs.operations.waiting.WaitingFor)."""
     shown = {k: v for k, v in vars(found).items() if k != "state" and v not in (None, ())}
     if "holders" in shown:
         shown["holders"] = list(shown["holders"])
@@ -158,7 +157,7 @@ def _waiting_for(found: Any) -> dict[str, Any]:
 
 
 def _jobs_act(database: Database, action: str, args: argparse.Namespace) -> int:
-    from pgjobs.operations import WaitingJobs
+    from pgjobs.operations.waiting import WaitingJobs
 
     filters: WaitingFilters = {}
     if args.job_class:

@@ -1,6 +1,6 @@
 """``pgjobs cancel`` and how the CLI shows a job's control state (``pgjobs jobs show``, ``pgjobs
 jobs cancel``): through :func:`pgjobs.get_job` and :func:`pgjobs.cancel`.  Added to ``pgjobs``
-by :func:`pgjobs.cli.build_parser`.
+by :func:`pgjobs.cli.main.build_parser`.
 
 ::
 
@@ -23,11 +23,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pgjobs.cli import _database_options, _open, command
-from pgjobs.cli_jobs import _short
+from pgjobs.cli.common import _database_options, _open, _short, command
 from pgjobs.db.database import Database
 from pgjobs.errors import JobNotFound
-from pgjobs.results import JobInfo, Progress, cancel, get_job
+from pgjobs.operations.results import JobInfo, Progress, cancel, get_job
 
 REPR_WIDTH = 500  # characters of a result or cursor shown (the rest is cut, with "…")
 NOT_FOUND = 2  # exit status when an id names no job: bad input, like argparse's usage errors

@@ -25,7 +25,7 @@ from pgjobs.errors import ConfigurationError
 from pgjobs.store import finished as store
 
 if TYPE_CHECKING:
-    from pgjobs.jobs import Job, JobFunction
+    from pgjobs.jobs.base import Job, JobFunction
 
 DEFAULT_OLDER_THAN = timedelta(days=1)
 DEFAULT_BATCH_SIZE = 1000
@@ -37,7 +37,7 @@ def _older_than(value: float | timedelta | str) -> timedelta:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):
-        from pgjobs.config import parse_duration
+        from pgjobs.config.queue import parse_duration
 
         try:
             seconds = parse_duration(value)
@@ -68,7 +68,7 @@ def clear_finished(
     ``batch_size``: ids per statement.  ``progress``: called after each range with the running
     total.  Returns how many jobs were deleted.
     """
-    from pgjobs.failed import _class_name
+    from pgjobs.operations.failed import _class_name
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -1,0 +1,66 @@
+"""The package's layout (docs/architecture.md#layout): a short top level, and no import cycles
+between the modules of the core subpackages — even through imports made inside functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pgjobs
+
+ROOT = Path(pgjobs.__file__).parent
+TOP_LEVEL = {
+    "__init__", "__main__", "clock", "errors", "events", "hooks", "pytest_plugin", "runtime",
+    "serialization", "testing",
+}  # fmt: skip
+ACYCLIC = ("jobs", "enqueue", "config", "operations", "cli", "processes", "store", "db")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        name = ".".join(("pgjobs", *path.relative_to(ROOT).with_suffix("").parts))
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The pgjobs modules ``path`` imports at run time (TYPE_CHECKING blocks left out)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only or not isinstance(node, ast.ImportFrom) or node.level:
+            continue
+        if node.module and node.module.startswith("pgjobs"):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                found.add(full if full in modules else node.module)
+    return {name for name in found if name in modules}
+
+
+def test_the_top_level_holds_only_the_core() -> None:
+    assert {p.stem for p in ROOT.glob("*.py")} == TOP_LEVEL
+
+
+def test_no_import_cycles_between_core_modules() -> None:
+    modules = _modules()
+    core = {n: p for n, p in modules.items() if n.split(".")[1:2] and n.split(".")[1] in ACYCLIC}
+    graph = {name: _imports(path, modules) & set(core) for name, path in core.items()}
+    cycles = []
+    for start in graph:  # a path from a module's imports back to itself
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph[node] - {node}:  # cli.demo imports itself by name, as a script
+                if nxt == start:
+                    cycles.append(" -> ".join([*trail, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+    assert cycles == []
