@@ -596,3 +596,10 @@ def test_scheduler_maintenance_clears_finished_jobs_past_retention(db: Database)
     with psycopg.connect(db.url) as conn:
         left = {r[0] for r in conn.execute("SELECT job_id FROM pgjobs_jobs")}
     assert left == {handles[1].job_id, handles[2].job_id}
+
+
+def test_the_heartbeat_command_is_found_under_its_old_path_too() -> None:
+    from pgjobs.config.recurring import heartbeat_log, import_command
+
+    assert import_command("pgjobs.recurring:heartbeat_log") is heartbeat_log
+    assert import_command("pgjobs.config.recurring:heartbeat_log") is heartbeat_log

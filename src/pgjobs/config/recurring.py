@@ -99,6 +99,11 @@ class RunCommand(Job):
         return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
+# pgjobs' own commands under the module path they had before the layout of issue 23, which
+# recurring.yml files and stored dynamic tasks may still name.
+_MOVED = {"pgjobs.recurring": "pgjobs.config.recurring"}
+
+
 def import_command(path: str) -> Callable[..., Any]:
     """The callable at ``module:qualname`` (or ``module.name``); raises ValueError saying why."""
     module_name, sep, qualname = path.partition(":")
@@ -106,6 +111,7 @@ def import_command(path: str) -> Callable[..., Any]:
         module_name, _, qualname = path.rpartition(".")
     if not module_name or not qualname:
         raise ValueError(f"must be an import path like 'myapp.tasks:purge', got {path!r}")
+    module_name = _MOVED.get(module_name, module_name)
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the module failed while importing
