@@ -86,8 +86,8 @@ def current_schema() -> str | None:
     return schema()
 
 
-@dataclass(frozen=True)
-class _Row:
+@dataclass(slots=True, eq=False)
+class _Row:  # one per job enqueued: not frozen, whose __init__ costs ~0.5 µs more
     job: Job
     params: dict[str, Any]
     scheduled_at: datetime | None

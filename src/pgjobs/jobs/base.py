@@ -46,6 +46,11 @@ class Options:
         return Options(**{**vars(self), **values})
 
 
+#: The options of a job enqueued without any (shared: Options is immutable, and a worker restores
+#: a job per execution).
+NO_OPTIONS = Options()
+
+
 class Job:
     """Base class for jobs.  Subclass it and implement ``perform`` (``def`` or ``async def``).
 
@@ -112,7 +117,7 @@ class Job:
         self.queue_name: str = self._queue_from_class()
         self.enqueued_at: datetime | None = None
         self.scheduled_at: datetime | None = None
-        self.options = Options()
+        self.options = NO_OPTIONS
 
     def _queue_from_class(self) -> str:
         queue = type(self).queue_as
@@ -306,7 +311,7 @@ class Job:
         job.args, job.kwargs = args, kwargs
         job.job_id, job.queue_name, job.priority = job_id, queue_name, priority
         job.executions, job.enqueued_at, job.scheduled_at = executions, enqueued_at, scheduled_at
-        job.options = Options()
+        job.options = NO_OPTIONS
         return job
 
 

@@ -101,6 +101,3 @@ class Control:
         task = self.tasks.get(job_id)
         if task is not None and loop is not None:
             loop.call_soon_threadsafe(task.cancel)
-
-    def ended(self, job_id: int) -> None:
-        self.cancelled.discard(job_id)

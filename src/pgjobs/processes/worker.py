@@ -503,7 +503,11 @@ class Worker(Poller, Recording):
         return keep
 
     def _collect(self) -> None:
-        in_flight = self.in_flight
+        in_flight, cancelled, keeps_results = (
+            self.in_flight,
+            self.control.cancelled,
+            self._keeps_results,
+        )
         observe = outcomes.observe  # metrics (pgjobs.observability.metrics), or None
         done: list[Outcome] = []
         while True:
@@ -521,10 +525,10 @@ class Worker(Poller, Recording):
                 done.append(outcome)
             if self._timed:
                 self._timed.pop(claimed.id, None)
-            if self.control.cancelled:
-                self.control.ended(claimed.id)
+            if cancelled:
+                cancelled.discard(claimed.id)
             if outcome.kind == FINISHED:
-                result = outcome.result if self._keeps_results else None
+                result = outcome.result if keeps_results else None
                 if claimed.keyed:
                     self.to_finish_keyed.append(claimed.id)
                     if result is not None:
