@@ -67,6 +67,9 @@ def run_offline() -> None:
 
 def _run_with(connection: Connection) -> None:
     schema = _schema()
+    steps = config.attributes.get("step")  # pgjobs.db.migrate._Steps: progress, when asked
+    if steps is not None:
+        steps.locking()
     connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
     try:
         connection.commit()
@@ -74,7 +77,11 @@ def _run_with(connection: Connection) -> None:
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             connection.commit()
             connection = connection.execution_options(schema_translate_map={None: schema})
-        _configure(connection)
+        if steps is None:
+            _configure(connection)
+        else:
+            _configure(connection, on_version_apply=steps.applied)
+            steps.start(tuple(context.get_context().get_current_heads()), _target())
         with context.begin_transaction():
             if schema:
                 # ALTER TABLE by name (op.add_column, op.create_index) does not go through the
@@ -85,6 +92,11 @@ def _run_with(connection: Connection) -> None:
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
         connection.commit()
+
+
+def _target() -> object:
+    """The revision(s) ``upgrade`` was asked for, resolved (``heads`` when none)."""
+    return context.get_revision_argument() or "heads"
 
 
 def run_online() -> None:

@@ -253,3 +253,35 @@ def test_the_jobs_table_keeps_room_for_hot_finishes(make_database: Callable[[], 
             "SELECT reloptions FROM pg_class WHERE relname = 'pgjobs_jobs'"
         ).fetchone()
     assert options is not None and "fillfactor=50" in options[0]
+
+
+def test_migrate_reports_each_revision_as_it_starts(make_database: Callable[[], str]) -> None:
+    url = make_database()
+    migrate(url, revision="0003")
+    steps: list[str] = []
+    migrate(url, step=steps.append)
+    assert steps[0].startswith("waiting for the migration lock")
+    assert [s.split(":")[0] for s in steps[1:-1]] == ["0004", "0005"]
+    assert steps[1].endswith("(1/2)") and steps[2].endswith("(2/2)") and steps[-1] == ""
+    steps.clear()
+    migrate(url, step=steps.append)  # nothing to apply
+    assert steps == ["waiting for the migration lock (another host may be migrating)", ""]
+
+
+def test_the_ticker_draws_on_a_terminal_only() -> None:
+    import io
+
+    from pgjobs.cli.progress import Ticker
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen, plain = Terminal(), io.StringIO()
+    for stream in (screen, plain):
+        with Ticker("pgjobs migrate", stream, interval=0.01) as ticker:
+            ticker("0005: job control columns (1/1)")
+            threading.Event().wait(0.05)
+            ticker("")
+    assert "pgjobs migrate: 0005: job control columns (1/1) (0s)" in screen.getvalue()
+    assert screen.getvalue().endswith("\r\x1b[K") and plain.getvalue() == ""

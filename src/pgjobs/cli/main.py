@@ -23,6 +23,7 @@ from pgjobs.cli.common import (
     database_settings,
     ready_database,
 )
+from pgjobs.cli.progress import Ticker
 from pgjobs.db.database import Database
 from pgjobs.db.migrate import migrate, migration_sql
 from pgjobs.db.urls import redact
@@ -40,7 +41,8 @@ def _migrate(args: argparse.Namespace) -> int:
         print(migration_sql(schema=args.schema))
         return 0
     chosen = database_settings(args)
-    migrate(chosen.url, schema=chosen.schema)
+    with Ticker("pgjobs migrate") as ticker:
+        migrate(chosen.url, schema=chosen.schema, step=ticker)
     print(f"pgjobs: database {redact(chosen.url)} is up to date", file=sys.stderr)
     return 0
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -62,7 +64,15 @@ def _engine(url: str):  # type: ignore[no-untyped-def]
     return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=defaults)
 
 
-def migrate(url: str, *, schema: str | None = None, revision: str = "heads") -> None:
+#: ``step(label)``: told what the migration is doing now — waiting for another host's migration,
+#: then each revision as it starts ("0005: pgjobs_jobs: job control columns (1/2)") — and ``""``
+#: once it is done.  ``pgjobs migrate`` shows it on a terminal (:mod:`pgjobs.cli.progress`).
+Step = Callable[[str], None]
+
+
+def migrate(
+    url: str, *, schema: str | None = None, revision: str = "heads", step: Step | None = None
+) -> None:
     """Upgrade the pgjobs tables at ``url`` to ``revision`` (default: the latest).
 
     Idempotent, and safe when several hosts run it at once (they serialise on an advisory lock).
@@ -70,12 +80,49 @@ def migrate(url: str, *, schema: str | None = None, revision: str = "heads") -> 
     if revision == "heads" and _migrated_by_application(url, schema):
         return  # the application's own alembic owns pgjobs' migrations here
     cfg = alembic_config(url, schema=schema)
+    if step is not None:
+        cfg.attributes["step"] = _Steps(cfg, step)
     try:
         with _process_lock, _engine(url).connect() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            if step is not None:
+                step("")
     except OperationalError as exc:
         raise DatabaseUnreachable(f"cannot connect to {redact(url)}: {exc.orig}") from exc
+
+
+def _short(doc: str, width: int = 60) -> str:
+    text = " ".join(doc.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class _Steps:
+    """Reports the revisions as env.py applies them (``on_version_apply`` fires after each)."""
+
+    def __init__(self, cfg: AlembicConfig, step: Step) -> None:
+        self.script = ScriptDirectory.from_config(cfg)
+        self.step = step
+        self.pending: list[str] = []
+        self.done = 0
+
+    def locking(self) -> None:
+        self.step("waiting for the migration lock (another host may be migrating)")
+
+    def start(self, current: tuple[str, ...], target: Any) -> None:
+        """Called with the lock held: the revisions still to apply, oldest first."""
+        revisions = self.script.iterate_revisions(target, current or "base")
+        self.pending = [f"{r.revision}: {_short(r.doc or '')}" for r in revisions][::-1]
+        self._next()
+
+    def applied(self, *args: Any, **kwargs: Any) -> None:  # alembic's on_version_apply
+        self.done += 1
+        self._next()
+
+    def _next(self) -> None:
+        if self.done < len(self.pending):
+            total = len(self.pending)
+            self.step(f"{self.pending[self.done]} ({self.done + 1}/{total})")
 
 
 def _migrated_by_application(url: str, schema: str | None) -> bool:
