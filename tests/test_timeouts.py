@@ -288,7 +288,7 @@ def test_pgjobs_start_fails_timed_out_jobs_and_keeps_working(db: Database, tmp_p
 
 def test_a_pending_interruption_can_be_cancelled() -> None:
     from pgjobs.processes.executor import TimeoutInterrupt
-    from pgjobs.processes.worker import _set_async_exc
+    from pgjobs.processes.threads import _set_async_exc
 
     go, caught = threading.Event(), []
 

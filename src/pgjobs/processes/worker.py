@@ -25,113 +25,54 @@ Guarantees:
   (:func:`pgjobs.operations.concurrency.unblock`).  A job unique ``until="executing"`` has its
   key released before it starts.
 
-Timeouts (``timeout`` on a job, else the ``job_timeout`` setting): the main loop watches the
-deadlines of running jobs — free while no running job has one.  Past its deadline an async job is
-cancelled by its own ``asyncio.timeout``; a sync job's thread gets :class:`TimeoutInterrupt`
-raised in it (``PyThreadState_SetAsyncExc``: it lands at the thread's next Python bytecode, so it
-cannot cut a blocking C call short).  Either way the job then fails with ``JobTimeout`` (its rules
-may retry it).  A job still holding its thread ``timeout_grace`` seconds after the deadline is
-failed by the main loop itself; that thread is abandoned (a daemon: whatever it eventually does is
-ignored, and it exits) and a new thread takes its place, so capacity is restored.
+Its parts: the job threads and the deadlines of their jobs (:mod:`pgjobs.processes.threads`),
+claiming and finishing (:mod:`pgjobs.processes.claims`), recording errors
+(:mod:`pgjobs.processes.recording`) and job control (:mod:`pgjobs.processes.jobcontrol`); this
+module holds the pass that ties them together, and stopping.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import logging
 import queue
-import sys
-import threading
 import time
-import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import psycopg
 
-from pgjobs import clock, events
+from pgjobs import events
 from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.jobs import rules
 from pgjobs.observability import outcomes
 from pgjobs.processes import floors
+from pgjobs.processes.claims import Claims, _ids
 from pgjobs.processes.executor import (
     FINISHED,
     Claimed,
     EventLoopThread,
     Outcome,
-    TimeoutInterrupt,
-    perform,
-    timed_out,
 )
 from pgjobs.processes.jobcontrol import CHECK_CANCELS, Control
 from pgjobs.processes.poller import Poller, matches
 from pgjobs.processes.recording import Recording
+from pgjobs.processes.threads import TIMEOUT_GRACE, JobThreads, _Deadline, _seconds, _Slot
 from pgjobs.store import claimed as claimed_store
 from pgjobs.store import control as control_store
 from pgjobs.store import failed as failed_store
 from pgjobs.store import finished as finished_store
-from pgjobs.store import pauses as pauses_store
 from pgjobs.store import ready as ready_store
-from pgjobs.store.jobs import done_channel, notify_channel
+from pgjobs.store.jobs import notify_channel
 
 log = logging.getLogger("pgjobs")
-REFRESH_PAUSES = 1.0  # seconds between re-reads of pgjobs_pauses
-REFRESH_QUEUES = 1.0  # seconds between loose index scans for ``prefix*`` / ``*`` with pauses
-TIMEOUT_GRACE = 2.0  # seconds a timed-out job's thread has to give its slot back
 LOCKED_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds before retrying work that hit a lock
 INF = float("inf")
 _active = events.active
 
 
-class _Slot:
-    """One job thread and the job it runs; ``lock`` orders the main loop's interruption of the
-    thread with the thread's own release of the job."""
-
-    __slots__ = ("abandoned", "claimed", "ident", "injected", "lock", "thread", "watched")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.claimed: Claimed | None = None
-        self.watched = False  # the running job has a deadline (main may interrupt it)
-        self.injected = False  # a TimeoutInterrupt is (or was) pending in the thread
-        self.abandoned = False
-        self.ident: int | None = None
-        self.thread: threading.Thread | None = None
-
-
-@dataclass(slots=True)
-class _Deadline:
-    claimed: Claimed
-    slot: _Slot
-    at: float  # time.monotonic() deadline
-    timeout: float
-    is_async: bool
-    passed: bool = False  # the deadline passed and was acted upon; next step: abandon
-
-
-def _set_async_exc(ident: int, exc: type[BaseException] | None) -> int:
-    """Raise ``exc`` in thread ``ident`` at its next bytecode (``None``: cancel a pending one)."""
-    obj = ctypes.py_object(exc) if exc is not None else None
-    return int(ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), obj))
-
-
-def _ids(ids: list[int]) -> str:
-    """Ids as a bigint[] literal: psycopg adapts a list element by element (~2 µs each)."""
-    return "{" + ",".join(map(str, ids)) + "}"
-
-
-def _seconds(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(value.total_seconds() if isinstance(value, timedelta) else value)
-
-
-class Worker(Poller, Recording):
+class Worker(Poller, Claims, JobThreads, Recording):
     kind = "worker"
     lock_timeout_ms = 200  # work that hits it is retried from a later pass (see _locked)
 
@@ -226,154 +167,12 @@ class Worker(Poller, Recording):
             return True
         return False
 
-    # -- the thread pool ----------------------------------------------------------------------
+    # -- the thread pool (pgjobs.processes.threads) -------------------------------------------
 
     def on_start(self) -> None:
         events.log_events()
         for _ in range(self.threads):
             self._start_thread()
-
-    def _start_thread(self) -> _Slot:
-        slot = _Slot()
-        name = f"pgjobs-worker-{self._started_threads}"
-        self._started_threads += 1
-        slot.thread = threading.Thread(target=self._work, args=(slot,), name=name, daemon=True)
-        slot.thread.start()
-        self._slots.append(slot)
-        return slot
-
-    def _work(self, slot: _Slot) -> None:
-        slot.ident = threading.get_ident()
-        watch = functools.partial(self._watch, slot)
-        while True:
-            try:
-                self._run_jobs(slot, watch)
-                return
-            except TimeoutInterrupt:
-                # The interruption landed outside the executor: the job is past its deadline.
-                if not self._interrupted_between(slot):
-                    return
-            except BaseException as exc:  # a bug in pgjobs: report it, keep the thread
-                events.thread_error(exc, threading.current_thread().name)
-                with slot.lock:
-                    claimed, slot.claimed, slot.watched = slot.claimed, None, False
-                if claimed is not None:
-                    self._deliver(Outcome(claimed, exc, traceback.format_exc(), 0.0, "fail"))
-
-    def _run_jobs(self, slot: _Slot, watch: functools.partial[None]) -> None:
-        inbox, loop, default_timeout = self.inbox, self.loop, self.default_timeout
-        control = self.control
-        while True:
-            claimed = inbox.get()
-            if claimed is None:
-                return
-            slot.claimed = claimed
-            outcome = perform(claimed, loop, watch, default_timeout, control)
-            if slot.watched:  # the main loop may interrupt this job: release it in step with it
-                with slot.lock:
-                    if slot.injected:  # cancel an interruption still pending
-                        _set_async_exc(threading.get_ident(), None)
-                        slot.injected = False
-                    slot.claimed, slot.watched = None, False
-                    if slot.abandoned:
-                        return  # the main loop failed the job and replaced this thread
-            else:
-                slot.claimed = None
-            self.outbox.put(outcome)
-            self.wake.set()
-
-    def _interrupted_between(self, slot: _Slot) -> bool:
-        """A stray TimeoutInterrupt was caught; report the job held, if any.  False: exit."""
-        with slot.lock:
-            claimed, slot.claimed = slot.claimed, None
-            slot.watched = slot.injected = False
-            if slot.abandoned:
-                return False
-        if claimed is not None:
-            deadline = self._timed.get(claimed.id)
-            error = timed_out(claimed, deadline.timeout if deadline else None)
-            self._deliver(Outcome(claimed, error, "", 0.0, "fail"))
-        return True
-
-    def _deliver(self, outcome: Outcome) -> None:
-        self.outbox.put(outcome)
-        self.wake.set()
-
-    # -- deadlines ----------------------------------------------------------------------------
-
-    def _watch(self, slot: _Slot, claimed: Claimed, timeout: float, is_async: bool) -> None:
-        """Called in the job's thread when a job with a timeout starts."""
-        at = time.monotonic() + timeout
-        slot.watched = True
-        self._timed[claimed.id] = _Deadline(claimed, slot, at, timeout, is_async)
-        if at < self._wake_at:
-            self.wake.set()  # the main loop sleeps past this deadline: have it re-plan
-
-    def check_deadlines(self, *, replace: bool = True) -> float:
-        """Act on passed deadlines; returns when the next one is due (monotonic, or inf)."""
-        now = time.monotonic()
-        upcoming = INF
-        for deadline in list(self._timed.values()):
-            claimed = deadline.claimed
-            if self.in_flight.get(claimed.id) is not claimed:
-                self._timed.pop(claimed.id, None)  # over (collected, released)
-                continue
-            if not deadline.passed:
-                if now < deadline.at:
-                    upcoming = min(upcoming, deadline.at)
-                    continue
-                deadline.passed = True
-                self._interrupt(deadline)
-            if now < deadline.at + self.timeout_grace:
-                upcoming = min(upcoming, deadline.at + self.timeout_grace)
-            else:
-                self._abandon(deadline, replace=replace)
-        return upcoming
-
-    def _interrupt(self, deadline: _Deadline) -> None:
-        slot = deadline.slot
-        if not deadline.is_async:  # an async job is cancelled on its loop by asyncio.timeout
-            with slot.lock:
-                if slot.claimed is deadline.claimed and not slot.abandoned and slot.ident:
-                    _set_async_exc(slot.ident, TimeoutInterrupt)
-                    slot.injected = True
-        if "timeout" in _active:
-            events.emit(
-                "timeout",
-                **self._fields(deadline.claimed),
-                timeout=deadline.timeout,
-                abandoned=False,
-            )
-
-    def _abandon(self, deadline: _Deadline, *, replace: bool) -> None:
-        """The job kept its thread past the grace: fail it here, and replace the thread."""
-        slot, claimed = deadline.slot, deadline.claimed
-        with slot.lock:
-            holds = slot.claimed is claimed
-            if holds:
-                slot.abandoned = True
-        stack = ""
-        if holds:
-            if slot in self._slots:
-                self._slots.remove(slot)
-            if replace and not self.stopping.is_set():
-                self._start_thread()
-            frame = sys._current_frames().get(slot.ident or 0)
-            if frame is not None:
-                stack = "the job's thread was abandoned here:\n" + "".join(
-                    traceback.format_stack(frame)
-                )
-        self.in_flight.pop(claimed.id, None)
-        self._timed.pop(claimed.id, None)
-        if "timeout" in _active:
-            events.emit(
-                "timeout", **self._fields(claimed), timeout=deadline.timeout, abandoned=holds
-            )
-        error = timed_out(claimed, deadline.timeout)
-        outcome = Outcome(claimed, error, stack, deadline.timeout + self.timeout_grace, "fail")
-        if outcomes.observe is not None:
-            outcomes.observe([outcome])
-        self._record(outcome)
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -452,55 +251,6 @@ class Worker(Poller, Recording):
             if job.cancel_requested:
                 self._record(Outcome(job, None, "", 0.0, "cancel"))
         return [job for job in claimed if not job.cancel_requested]
-
-    def _release_unique(self, ids: list[int]) -> None:
-        ids = self._pending_unique + ids
-        try:
-            self.execute(finished_store.RELEASE_UNIQUE_AT_CLAIM, {"ids": ids})
-            self._pending_unique = []
-        except GAVE_UP:  # the job runs meanwhile; its key is released a pass later
-            self._pending_unique = ids
-
-    def _still_ready(self, ids: list[int]) -> bool:
-        try:
-            return bool(self.execute(ready_store.ANY_READY, {"ids": ids}))
-        except GAVE_UP:
-            return True
-
-    def isolate(self, claimed: list[Claimed]) -> list[Claimed]:
-        """Jobs that were running when a process died (``interruptions > 0``) are suspects: one
-        of them may be what killed it.  A suspect runs alone — claimed by an idle worker, which
-        gives back the rest of its batch and claims nothing until the suspect ends — so a job
-        that kills its worker is failed after ``max_interruptions`` crashes of its own, and its
-        neighbours are interrupted at most once.  A busy worker that claims a suspect gives it
-        back and claims nothing while it still waits in ready (until an idle worker took it)."""
-        if not any(c.interruptions for c in claimed):
-            return claimed
-        if self.in_flight:
-            keep = [c for c in claimed if not c.interruptions]
-            self._draining = [c.id for c in claimed if c.interruptions]
-        else:
-            suspect = next(c for c in claimed if c.interruptions)
-            keep = [suspect]
-            self._alone = suspect.id
-            if "run_alone" in _active:
-                events.emit(
-                    "run_alone", **self._fields(suspect), interruptions=suspect.interruptions
-                )
-        back = [c for c in claimed if c not in keep]
-        if back:
-            rows = self.execute(
-                claimed_store.RELEASE,
-                {
-                    "process_ids": [self.id],
-                    "job_ids": [c.id for c in back],
-                    "channel": notify_channel(self.database.schema),
-                },
-            )
-            for c in back:  # back in ready with their old ids: below this worker's floors
-                self.floors.notified(c.queue_name, None)
-            self._released(int(rows[0][0]), "jobs claimed beside a job that runs alone")
-        return keep
 
     def _collect(self) -> None:
         in_flight, cancelled, keeps_results = (
@@ -613,118 +363,6 @@ class Worker(Poller, Recording):
         if rows and rows[0][0]:
             self.floors.notified("*", None)
             self._released(int(rows[0][0]), "jobs claimed by a lost reply")
-
-    def _finish_params(self) -> dict[str, Any]:
-        return {"finished": _ids(self.to_finish), "process_id": self.id, "now": clock.now()}
-
-    def _finish_only(self) -> None:
-        try:
-            self.execute(self._finish_only_sql, self._finish_params())
-        except GAVE_UP:
-            self._locked()  # the jobs stay claimed by us, finished with a later trip
-            return
-        self.to_finish = []
-
-    def _finish_results(self) -> None:
-        ids, results = zip(*self.to_finish_results, strict=True)
-        params = {
-            "finished": _ids(list(ids)),
-            "results": list(results),
-            "process_id": self.id,
-            "now": clock.now(),
-            "done_channel": done_channel(self.database.schema),
-        }
-        try:
-            self.execute(control_store.FINISH_RESULTS, params)
-        except GAVE_UP:
-            self._locked()  # the jobs stay claimed by us, finished later
-            return
-        self.to_finish_results = []
-
-    def _finish_keyed(self) -> None:
-        params = {"finished": _ids(self.to_finish_keyed), "process_id": self.id, "now": clock.now()}
-        try:
-            if self._keyed_results:  # stored while we hold the jobs, then finished
-                ids, results = zip(*self._keyed_results, strict=True)
-                self.execute(
-                    control_store.STORE_RESULTS,
-                    {"ids": _ids(list(ids)), "results": list(results), "process_id": self.id},
-                )
-                self._keyed_results = []
-            self.execute(self._finish_keyed_sql, params)
-        except GAVE_UP:
-            self._locked()  # the jobs stay claimed by us, finished later
-            return
-        keys, self._finished_keys, self.to_finish_keyed = self._finished_keys, [], []
-        self._unblock(keys)
-
-    # -- claiming -----------------------------------------------------------------------------
-
-    def paused(self) -> frozenset[str]:
-        now = time.monotonic()
-        if now - self._paused_at >= REFRESH_PAUSES:
-            rows = self.execute(pauses_store.LIST)
-            self._paused = frozenset(r[0] for r in rows)
-            self._paused_at = now
-        return self._paused
-
-    def ready_queues(self) -> list[str]:
-        now = time.monotonic()
-        if now - self._queues_at >= REFRESH_QUEUES:
-            self._queues = [r[0] for r in self.execute(ready_store.READY_QUEUES)]
-            self._queues_at = now
-        return self._queues
-
-    def queue_order(self, paused: frozenset[str]) -> list[str]:
-        """The concrete queues to claim from, in strict order, paused ones left out."""
-        order: list[str] = []
-        for pattern in self.patterns:
-            if pattern.endswith("*"):
-                prefix = pattern[:-1]
-                names = [q for q in self.ready_queues() if q.startswith(prefix)]
-            else:
-                names = [pattern]
-            order.extend(q for q in names if q not in paused and q not in order)
-        return order
-
-    def claim(self, limit: int) -> list[Claimed]:
-        """Claim up to ``limit`` jobs, finishing the completed ones in the same statement."""
-        paused = self.paused()
-        if self.patterns == ("*",):
-            if not paused:
-                return self._claim(self._claim_all, limit, floor=floors.EVERY_QUEUE)
-            queues = [q for q in self.ready_queues() if q not in paused]
-            if not queues:
-                if self.to_finish:
-                    self._finish_only()
-                return []
-            return self._claim(self._claim_merged, limit, queues=queues)
-        claimed: list[Claimed] = []
-        for name in self.queue_order(paused):
-            claimed += self._claim(self._claim_queue, limit - len(claimed), queue=name, floor=name)
-            if len(claimed) >= limit:
-                break
-        if self.to_finish:
-            self._finish_only()
-        return claimed
-
-    def _claim(
-        self, template: str, limit: int, floor: str | None = None, **params: Any
-    ) -> list[Claimed]:
-        if floor is not None:
-            params["floor_priority"], params["floor_id"] = self.floors.floor(floor)
-        try:
-            rows = self.execute(template, {**self._finish_params(), "limit": limit, **params})
-        except GAVE_UP:
-            # Rolled back whole (to_finish is kept for the next trip).  The jobs earlier
-            # statements of this pass claimed are returned all the same: they are ours.
-            return []
-        if floor is not None:  # rows come in claim order: the first is the new floor
-            self.floors.claimed(floor, (rows[0][5], rows[0][0]) if rows else None)
-        self.to_finish = []
-        if rows and "claim" in _active:
-            events.emit("claim", process_id=self.id, count=len(rows), queue=params.get("queue"))
-        return [Claimed(*row) for row in rows]
 
     # -- stopping -----------------------------------------------------------------------------
 
