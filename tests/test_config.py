@@ -504,8 +504,13 @@ INVALID = [
         "queue.yml:2: workers[0].queues[2]: queue 'a' is listed twice",
     ),
     (
-        "workers:\n  - queues: {a: 1}\n",
-        "queue.yml:2: workers[0].queues: must be a queue name or a list of them, got a mapping",
+        "workers:\n  - queues: 7\n",
+        "queue.yml:2: workers[0].queues: must be a queue name, a list of them (strict order), or a "
+        "mapping of queue names to weights, got 7",
+    ),
+    (
+        "workers:\n  - queues: {a: 1, b: 0}\n",
+        "queue.yml:2: workers[0].queues.b: a queue's weight must be a positive integer, got 0",
     ),
     # structure
     (

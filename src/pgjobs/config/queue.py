@@ -43,12 +43,17 @@ _UNITS = {
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """``processes`` worker processes, each running jobs from ``queues`` in ``threads`` threads."""
+    """``processes`` worker processes, each running jobs from ``queues`` in ``threads`` threads.
+
+    ``weights``: with ``queues`` given as a mapping (``{critical: 6, default: 3, low: 1}``), each
+    queue's weight, in the order of ``queues``: queues are picked in proportion to their weights
+    instead of in strict order (``None``: strict order)."""
 
     queues: tuple[str, ...] = ("*",)
     threads: int = 3
     processes: int = 1
     polling_interval: float = 0.1
+    weights: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,7 @@ def _build(
     **given: Any,
 ) -> C:
     """``cls(**given, **settings)``, with missing and invalid settings at their default."""
-    allowed = {f.name for f in fields(cls)} - {"path", "env"}
+    allowed = {f.name for f in fields(cls)} - {"path", "env", "weights"}  # weights: in queues
     problems.check_keys(settings, allowed, where)
     values = {
         key: problems.take(settings, key, convert, getattr(cls, key), where)
@@ -236,16 +241,53 @@ def _build(
     return cls(**values, **given)
 
 
-def _queues(worker: Mapping[str, Any], where: str, problems: Problems) -> tuple[str, ...]:
+def _weighted(value: Mapping[Any, Any], line: int | None, where: str, problems: Problems) -> Any:
+    """``queues: {critical: 6, default: 3, low: 1}``: named queues and their positive weights."""
+    queues: list[str] = []
+    weights: list[int] = []
+    for name, weight in value.items():
+        name_where = join(where, str(name))
+        if isinstance(name, str) and "*" in name:
+            message = f"weighted queues are named queues: {name!r} is a pattern"
+            problems.add(message, line=line_of(value, name) or line, where=name_where)
+        elif not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
+            message = f"invalid queue name {describe(name)} in weighted queues: {_QUEUE_RULE}"
+            problems.add(message, line=line_of(value, name) or line, where=name_where)
+        elif isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+            message = f"a queue's weight must be a positive integer, got {describe(weight)}"
+            problems.add(message, line=line_of(value, name) or line, where=name_where)
+        else:
+            queues.append(name)
+            weights.append(weight)
+    if not value:
+        problems.add("must name at least one queue", line=line, where=where)
+    if not queues:
+        return WorkerConfig.queues, None
+    return tuple(queues), tuple(weights)
+
+
+def _queues(
+    worker: Mapping[str, Any], where: str, problems: Problems
+) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """The worker's queues, and their weights when they are given as a mapping."""
     value, line, where = worker.get("queues"), line_of(worker, "queues"), join(where, "queues")
     if value is None:
-        return WorkerConfig.queues
+        return WorkerConfig.queues, None
+    if isinstance(value, Mapping):
+        return _weighted(value, line, where, problems)  # type: ignore[no-any-return]
+    return _listed(value, line, where, problems), None
+
+
+def _listed(value: Any, line: int | None, where: str, problems: Problems) -> tuple[str, ...]:
     if isinstance(value, str):
         names = [(name.strip(), line, where) for name in value.split(",")]
     elif isinstance(value, list | tuple):
         names = [(name, line_of(value, i), join(where, i)) for i, name in enumerate(value)]
     else:
-        message = f"must be a queue name or a list of them, got {describe(value)}"
+        message = (
+            "must be a queue name, a list of them (strict order), or a mapping of queue names "
+            f"to weights, got {describe(value)}"
+        )
         problems.add(message, line=line, where=where)
         return WorkerConfig.queues
     if not names:
@@ -319,17 +361,15 @@ def parse_config(
     collected = Problems(path) if problems is None else problems
     given: dict[str, Any] = {"path": path, "env": env}
     if settings.get("workers") is not None:
-        given["workers"] = tuple(
-            _build(
-                WorkerConfig,
-                entry,
-                _WORKER,
-                where,
-                collected,
-                queues=_queues(entry, where, collected),
+        workers = []
+        for entry, where in _entries(settings, "workers", collected):
+            queues, weights = _queues(entry, where, collected)
+            workers.append(
+                _build(
+                    WorkerConfig, entry, _WORKER, where, collected, queues=queues, weights=weights
+                )
             )
-            for entry, where in _entries(settings, "workers", collected)
-        )
+        given["workers"] = tuple(workers)
     if settings.get("dispatchers") is not None:
         given["dispatchers"] = tuple(
             _build(DispatcherConfig, entry, _DISPATCHER, where, collected)

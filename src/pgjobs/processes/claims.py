@@ -4,14 +4,18 @@ completed jobs, done by the same statement when it can (a mixin of
 
 Queue selection is Solid Queue's: a list of queues is strict order (nothing from a later queue
 while an earlier one has ready jobs), priority orders within a queue, ``*`` alone means every queue
-in global priority order, ``prefix*`` expands to the matching queues in alphabetical order, and
-paused queues are skipped (pauses are re-read at most every second, and at once when a queue is
-resumed).  Jobs that were running when a process died run alone (:meth:`Claims.isolate`).
+in global priority order, ``prefix*`` expands to the matching queues in alphabetical order;
+weighted queues (a mapping of queue names to weights) are picked in proportion to their weights
+(:meth:`Claims._claim_weighted`); paused queues are skipped (pauses are re-read at most every
+second, and at once when a queue is resumed).  Jobs that were running when a process died run
+alone (:meth:`Claims.isolate`).
 """
 
 from __future__ import annotations
 
+import random
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from pgjobs import clock, events
@@ -30,6 +34,17 @@ REFRESH_QUEUES = 1.0  # seconds between loose index scans for ``prefix*`` / ``*`
 _active = events.active
 
 
+def _by_weight(queues: list[str], weights: dict[str, int]) -> list[str]:
+    """``queues`` in a random order where heavier queues tend to come first (each next queue is
+    drawn in proportion to its weight among those left)."""
+    left, order = list(queues), []
+    while left:
+        pick = random.choices(left, [weights[q] for q in left])[0]
+        order.append(pick)
+        left.remove(pick)
+    return order
+
+
 def _ids(ids: list[int]) -> str:
     """Ids as a bigint[] literal: psycopg adapts a list element by element (~2 µs each)."""
     return "{" + ",".join(map(str, ids)) + "}"
@@ -42,6 +57,7 @@ class Claims:
     name: str
     database: Database
     patterns: tuple[str, ...]
+    weights: dict[str, int] | None  # weighted queues: picked in proportion, not in strict order
     floors: floors.Floors
     in_flight: dict[int, Claimed]
     to_finish: list[int]
@@ -201,6 +217,8 @@ class Claims:
     def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` jobs, finishing the completed ones in the same statement."""
         paused = self.paused()
+        if self.weights is not None:
+            return self._claim_weighted(limit, paused)
         if self.patterns == ("*",):
             if not paused:
                 return self._claim(self._claim_all, limit, floor=floors.EVERY_QUEUE)
@@ -215,6 +233,33 @@ class Claims:
             claimed += self._claim(self._claim_queue, limit - len(claimed), queue=name, floor=name)
             if len(claimed) >= limit:
                 break
+        if self.to_finish:
+            self._finish_only()
+        return claimed
+
+    def _claim_weighted(self, limit: int, paused: frozenset[str]) -> list[Claimed]:
+        """Weighted queues (Sidekiq's weighted mode): each of the ``limit`` jobs is drawn from a
+        queue picked at random in proportion to its weight, so while every queue has ready jobs
+        each gets its share; a queue that had fewer than its draw gives what is left to the
+        others, tried in an order itself drawn by weight.  One claim statement per queue."""
+        weights = self.weights
+        assert weights is not None
+        queues = [q for q in weights if q not in paused]
+        claimed: list[Claimed] = []
+        if queues:
+            draws = Counter(random.choices(queues, [weights[q] for q in queues], k=limit))
+            short: set[str] = set()
+            for name, count in draws.items():
+                got = self._claim(self._claim_queue, count, queue=name, floor=name)
+                claimed += got
+                if len(got) < count:
+                    short.add(name)
+            for name in _by_weight([q for q in queues if q not in short], weights):
+                if len(claimed) >= limit:
+                    break
+                claimed += self._claim(
+                    self._claim_queue, limit - len(claimed), queue=name, floor=name
+                )
         if self.to_finish:
             self._finish_only()
         return claimed

@@ -81,12 +81,16 @@ class Worker(Poller, Claims, JobThreads, Recording):
     ) -> None:
         metadata = {
             "queues": list(worker.queues),
+            **({"weights": list(worker.weights)} if worker.weights else {}),
             "threads": worker.threads,
             "polling_interval": worker.polling_interval,
         }
         super().__init__(database, config, metadata=metadata, **kwargs)
         self.worker = worker
         self.patterns = tuple(worker.queues)
+        self.weights = (
+            dict(zip(worker.queues, worker.weights, strict=True)) if worker.weights else None
+        )
         self.threads = worker.threads
         self.inbox: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
         self.outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()

@@ -202,7 +202,9 @@ class ProcessRow:
     @property
     def queues(self) -> str:
         """The queues of a worker, as configured ("-" for other kinds)."""
-        found = self.metadata.get("queues")
+        found, weights = self.metadata.get("queues"), self.metadata.get("weights")
+        if isinstance(found, list) and isinstance(weights, list) and len(weights) == len(found):
+            return ", ".join(f"{q}: {w}" for q, w in zip(found, weights, strict=True))  # weighted
         if isinstance(found, list):
             return ", ".join(str(q) for q in found)
         return "-" if found is None else str(found)
