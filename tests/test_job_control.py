@@ -15,8 +15,11 @@ import psycopg
 import pytest
 
 import pgjobs
+from pgjobs import events
 from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
+from pgjobs.operations.results import wait_result
+from pgjobs.processes.jobcontrol import Control
 from pgjobs.processes.worker import Worker
 from tests.control_jobs import (
     Compute,
@@ -141,12 +144,56 @@ def test_store_result_false_opts_out(worker: Worker) -> None:
     assert pgjobs.get_job(job.job_id).state == "finished"
 
 
-def test_a_result_over_the_cap_fails_the_job_with_a_clear_error(worker: Worker) -> None:
+def test_a_result_that_cannot_be_stored_does_not_fail_the_job(worker: Worker) -> None:
     job = Huge.perform_later()
+    too_big = "1,002 bytes of JSON, over its max_result"
+    with (
+        events.recording("result_error") as seen,
+        Running(worker),
+        pytest.raises(pgjobs.ResultError, match=too_big),
+    ):
+        job.result(timeout=10)
+    info = pgjobs.get_job(job.job_id)
+    assert (info.state, info.attempts, info.errors) == ("finished", 1, ())  # ran once, not retried
+    assert seen and seen[0]["error"].startswith("the result of tests.control_jobs:Huge")
+
+
+def test_another_jobs_cancellation_is_an_error_not_a_cancel(worker: Worker) -> None:
+    other = Cooperative.set(wait=600).perform_later("other")
+    assert other.cancel() == "cancelled"
+    job = WaitsFor.perform_later(str(other.job_id))
     with Running(worker), pytest.raises(pgjobs.JobFailed) as raised:
         job.result(timeout=10)
-    assert raised.value.error_class == "pgjobs.errors.ResultError"
-    assert "1,002 bytes of JSON, over its max_result_bytes of 100" in str(raised.value.message)
+    assert raised.value.error_class == "pgjobs.errors.JobCancelled"  # judged, not "cancelled"
+
+
+class WaitsFor(pgjobs.Job):
+    def perform(self, job_id: str) -> None:
+        wait_result(job_id, timeout=5)
+
+
+def test_a_write_that_can_never_succeed_is_the_jobs_error() -> None:
+    """A write the database refuses on its data would fail on every try: the job thread gets it
+    as a JobError (judged by the job's rules), not as an interruption that would loop."""
+    control = Control(threading.Event())
+    result: list[object] = []
+
+    def job_thread() -> None:
+        try:
+            control.call("UPDATE ...", {"id": 1})
+        except pgjobs.JobError as exc:
+            result.append(exc)
+
+    def refuse(template: str, params: dict[str, object]) -> list[tuple[object, ...]]:
+        raise psycopg.errors.UntranslatableCharacter("unsupported Unicode escape sequence")
+
+    thread = threading.Thread(target=job_thread)
+    thread.start()
+    while not control.pending():
+        time.sleep(0.01)
+    control.serve(refuse, 1)
+    thread.join(5)
+    assert "job control could not write" in str(result[0])
 
 
 def test_result_times_out_and_unknown_jobs_are_not_found(worker: Worker) -> None:

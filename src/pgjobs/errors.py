@@ -107,7 +107,12 @@ class JobFailed(PgJobsError):
 
 
 class JobCancelled(PgJobsError):
-    """The job was cancelled."""
+    """The job was cancelled.  ``job_id``: which job (``None`` when raised by a job about itself
+    without saying); a job that raises it about itself ends as cancelled."""
+
+    def __init__(self, message: str | None = None, *, job_id: object = None) -> None:
+        self.job_id = job_id
+        super().__init__(message)
 
 
 class JobError(PgJobsError):
@@ -123,4 +128,5 @@ class ProcessExitError(JobError):
 
 
 class ResultError(JobError):
-    """The job's return value cannot be stored."""
+    """The job's return value could not be stored (not serializable, or too large): raised by
+    ``result()``; the job itself finished."""

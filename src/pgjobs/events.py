@@ -55,6 +55,7 @@ EVENTS: Mapping[str, int] = {
     "cancel": logging.INFO,
     "cancel_request": logging.INFO,
     "snooze": logging.INFO,
+    "result_error": logging.WARNING,  # a finished job's result could not be stored
     "interrupt": logging.INFO,
     # processes and operators
     "release_claimed": logging.WARNING,

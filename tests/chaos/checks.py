@@ -11,17 +11,28 @@ delivery, documented: a run whose process was frozen (SIGSTOP) or whose host was
 from the database for longer than ``process_alive_threshold`` while it ran (or just before it
 started: a claim held up by the cut).  Such a run is *excused*, and the job's final state must
 still be the outcome of its newest run that is not excused.
+
+Job control (:func:`check_cancels`, :func:`check_steps`, :func:`check_attempts`) is judged on
+what the ledger proves: the canceller records when it asked and when it was answered, so a job
+whose cancel answered "cancelled" must have no run that started after the answer (one that
+started while the call was on its way may have ended before the cancel took effect); a stepped
+job records a step's completion ("committed") and a cursor ("checkpoint") only once pgjobs said
+it was written, so a run that started after such a proof must not run that step again, nor
+resume it from an earlier cursor.
 """
 
 from __future__ import annotations
 
+import bisect
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests.chaos.ledger import Fault, Run
+from pgjobs.serialization import loads_value
+from tests.chaos.ledger import Cancel, Fault, Run, StepEvent
 
 WATCH_SLACK = timedelta(seconds=0.5)  # the watcher polls every 0.1 s; generous for a busy box
 SCHEDULE_SLACK = timedelta(seconds=0.5)
@@ -29,6 +40,12 @@ STALE_AFTER_CUT = timedelta(seconds=5)  # a pruned process notices within a hear
 PROCESS_EXIT = "pgjobs.errors.ProcessExitError"
 KILLS = ("kill_worker", "kill_host")
 CUTS = ("freeze_worker", "partition")
+TERMINAL = ("finished", "failed", "cancelled")
+STEPS = ("prepare", "iterate", "finalize")  # tests.chaos.workload.STEPS (no import: no pgjobs jobs)
+HEEDING = ("Cooperative", "Stepped")  # kinds that check for a cancel request at least every 0.2 s
+HEED_GRACE = timedelta(seconds=5)  # a running job asked to stop stops within about a second
+CLAIM_SLACK = timedelta(seconds=2)  # from a claim to its run's start in the ledger
+UNCOUNTED = ("snoozed", "interrupted")  # run outcomes that are not attempts
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,15 @@ class JobState:
     message: str | None = None
     process_id: int | None = None  # the claiming process, when claimed
     process_exists: bool = False
+    executions: int = 0  # attempts counted
+    result: str | None = None  # the stored result (pgjobs' encoding), if any
+    checkpoint: str | None = None  # a stepped job's checkpoint (pgjobs' encoding), if any
+    progress: str | None = None  # the last progress report (JSON), if any
+
+    @property
+    def kind(self) -> str:
+        """The class's name, without its module (``tests.chaos.workload:Stepped``: Stepped)."""
+        return self.class_name.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -212,7 +238,7 @@ def check_final_states(
             if excusing_fault(r, _end(ends, r, horizon), faults, threshold) is None
         ] or job_runs
         last = decisive[-1] if decisive else None
-        if job.state not in ("finished", "failed"):
+        if job.state not in TERMINAL:
             where = ""
             if job.state == "claimed":
                 exists = "exists" if job.process_exists else "has no pgjobs_processes row"
@@ -226,6 +252,8 @@ def check_final_states(
                 )
             )
             continue
+        if job.state == "cancelled" and not poison:
+            continue  # judged by check_cancels
         if poison:
             if job.state != "failed" or job.failure != PROCESS_EXIT:
                 violations.append(
@@ -286,3 +314,403 @@ def check_schedule(not_before: dict[str, datetime], runs: list[Run]) -> list[Vio
             early = (due - job_runs[0].started_at).total_seconds()
             violations.append(Violation("schedule", f"ran {early:.2f}s before its time", job_id))
     return violations
+
+
+# -- job control ---------------------------------------------------------------------------------
+
+
+def _excused(
+    run: Run, ends: Ends, faults: list[Fault], threshold: float, horizon: datetime
+) -> bool:
+    return excusing_fault(run, _end(ends, run, horizon), faults, threshold) is not None
+
+
+def _touching(fault: Fault, run: Run, start: datetime, end: datetime, horizon: datetime) -> bool:
+    """A fault of the run's host, or of the database, during [start, end] (or just before)."""
+    if fault.host is not None and fault.host != run.host:
+        return False
+    return fault.started_at <= end and (fault.ended_at or horizon) + STALE_AFTER_CUT >= start
+
+
+def check_cancels(
+    jobs: list[JobState],
+    runs: list[Run],
+    ends: Ends,
+    faults: list[Fault],
+    threshold: float,
+    cancels: list[Cancel],
+    horizon: datetime,
+) -> list[Violation]:
+    """- "cancelled": the job never starts after that (a run that started after the answer is a
+      violation, unless it is an excused stale run), and it is cancelled at the end;
+    - "finished", "failed", "cancelled" (it had ended): it stays so;
+    - "cancelling": no run starts after the answer (a claim cancels the job instead; CLAIM_SLACK
+      for a claim made just before), and a kind that checks for requests (HEEDING) does not run
+      on past HEED_GRACE after the answer to finish normally — unless a fault of its host or of
+      the database hit the run meanwhile;
+    - no job is cancelled that nobody cancelled."""
+    grouped = by_job(runs)
+    calls: dict[str, list[Cancel]] = defaultdict(list)
+    for call in cancels:
+        calls[call.job_id].append(call)
+    violations = []
+    for job in jobs:
+        job_runs = grouped.get(job.job_id, [])
+        history = f"cancels: {[_call(c) for c in calls.get(job.job_id, [])]}; runs: " + str(
+            [describe(r, ends) for r in job_runs]
+        )
+        if job.state == "cancelled" and job.job_id not in calls:
+            violations.append(
+                Violation(
+                    "spontaneous_cancel",
+                    f"{job.kind} is cancelled, but nobody cancelled it; {history}",
+                    job.job_id,
+                )
+            )
+        for call in calls.get(job.job_id, []):
+            answer, answered = call.answer, call.answered_at
+            if answer in ("finished", "failed", "cancelled") and job.state != answer:
+                violations.append(
+                    Violation(
+                        "cancel_state",
+                        f"{job.kind}: cancel answered {answer!r}, but the job is {job.state} at"
+                        f" the end; {history}",
+                        job.job_id,
+                    )
+                )
+            if answer == "cancelled" and answered is not None:
+                ran = [
+                    r
+                    for r in job_runs
+                    if r.started_at > answered and not _excused(r, ends, faults, threshold, horizon)
+                ]
+                if ran:
+                    violations.append(
+                        Violation(
+                            "cancelled_ran",
+                            f"{job.kind}: cancel answered 'cancelled' at {_t(answered)}, yet"
+                            f" {describe(ran[0], ends)} started after it; {history}",
+                            job.job_id,
+                        )
+                    )
+            if answer == "cancelling" and answered is not None:
+                # A claim after the request cancels the job instead of running it.
+                late = [
+                    r
+                    for r in job_runs
+                    if r.started_at > answered + CLAIM_SLACK
+                    and not _excused(r, ends, faults, threshold, horizon)
+                    and not any(_touching(f, r, answered, r.started_at, horizon) for f in faults)
+                ]
+                if late:
+                    violations.append(
+                        Violation(
+                            "ran_after_cancelling",
+                            f"{job.kind}: asked to stop at {_t(answered)} ('cancelling'), yet"
+                            f" {describe(late[0], ends)} started after it; {history}",
+                            job.job_id,
+                        )
+                    )
+            if answer == "cancelling" and answered is not None and job.kind in HEEDING:
+                for r in job_runs:
+                    if r.outcome != "ok" or r.ended_at is None:
+                        continue
+                    since = max(answered, r.started_at)
+                    if r.ended_at - since <= HEED_GRACE:
+                        continue
+                    if any(_touching(f, r, since, r.ended_at, horizon) for f in faults):
+                        continue
+                    late = (r.ended_at - since).total_seconds()
+                    violations.append(
+                        Violation(
+                            "cancel_unheeded",
+                            f"{job.kind}: asked to stop at {_t(answered)} ('cancelling'), yet"
+                            f" {describe(r, ends)} ran on {late:.1f}s and finished, no fault"
+                            f" on its host or the database meanwhile; {history}",
+                            job.job_id,
+                        )
+                    )
+    return violations
+
+
+def _t(at: datetime) -> str:
+    return f"{at:%H:%M:%S.%f}"[:-3]
+
+
+def _call(call: Cancel) -> str:
+    answered = _t(call.answered_at) if call.answered_at else "never"
+    return f"{_t(call.asked_at)} - {answered}: {call.answer}"
+
+
+def _decoded(text: str | None) -> Any:
+    try:
+        return None if text is None else loads_value(text)
+    except Exception:  # reported by the caller as a wrong value
+        return text
+
+
+def check_steps(jobs: list[JobState], runs: list[Run], steps: list[StepEvent]) -> list[Violation]:
+    """Stepped jobs (:class:`tests.chaos.workload.Stepped`):
+
+    - ``step_rerun``: a run starts a step whose completion an earlier run had proven written
+      before this run started; ``step_twice``: a run starts one step twice;
+    - ``resume_behind``: a run resumes a step from a cursor before one an earlier run had proven
+      written before it started; ``resume_ahead``: from a cursor no run ever reached;
+    - when finished: its checkpoint lists every step completed, every item was processed, and
+      its result (the number of items) is stored."""
+    events: dict[str, list[StepEvent]] = defaultdict(list)
+    for event in steps:
+        events[event.job_id].append(event)
+    grouped = by_job(runs)
+    violations = []
+    for job in jobs:
+        if job.kind != "Stepped":
+            continue
+        evs = events.get(job.job_id, [])
+        for run in grouped.get(job.job_id, []):
+            starts = [e for e in evs if e.run_id == run.id and e.event == "start"]
+            for name, n in Counter(e.step for e in starts).items():
+                if n > 1:
+                    violations.append(
+                        Violation(
+                            "step_twice", f"run {run.id} started {name} {n} times", job.job_id
+                        )
+                    )
+            for start in starts:
+                prior = [
+                    e
+                    for e in evs
+                    if e.run_id != run.id and e.step == start.step and e.at < run.started_at
+                ]
+                done = [e for e in prior if e.event == "committed"]
+                if done:
+                    violations.append(
+                        Violation(
+                            "step_rerun",
+                            f"run {run.id} ({run.host} pid {run.pid}, started {_t(run.started_at)})"
+                            f" ran step {start.step} again at {_t(start.at)}: run {done[0].run_id}"
+                            f" had its completion written at {_t(done[0].at)}",
+                            job.job_id,
+                        )
+                    )
+                    continue
+                proven = [e for e in prior if e.event == "checkpoint" and e.value is not None]
+                best = max(proven, key=lambda e: e.value or 0, default=None)
+                cursor = start.value or 0
+                if best is not None and cursor < (best.value or 0):
+                    violations.append(
+                        Violation(
+                            "resume_behind",
+                            f"run {run.id} (started {_t(run.started_at)}) resumed {start.step} at"
+                            f" cursor {start.value}; run {best.run_id} had cursor {best.value}"
+                            f" written at {_t(best.at)}",
+                            job.job_id,
+                        )
+                    )
+                reached = start.value is None or any(
+                    e.event == "item" and e.value == start.value - 1 and e.at < start.at
+                    for e in evs
+                    if e.step == start.step
+                )
+                if not reached:
+                    violations.append(
+                        Violation(
+                            "resume_ahead",
+                            f"run {run.id} resumed {start.step} at cursor {start.value}, which no"
+                            " run had reached",
+                            job.job_id,
+                        )
+                    )
+        if job.state != "finished":
+            continue
+        items = next((e.value for e in evs if e.event == "plan"), None)
+        checkpoint = _decoded(job.checkpoint)
+        completed = checkpoint.get("completed") if isinstance(checkpoint, dict) else None
+        if completed != list(STEPS):
+            violations.append(
+                Violation(
+                    "steps_final",
+                    f"finished, but its checkpoint says {checkpoint!r}, not all of {STEPS}",
+                    job.job_id,
+                )
+            )
+        if items is None:
+            continue
+        processed = {e.value for e in evs if e.event == "item"}
+        missing = sorted(set(range(items)) - processed)
+        if missing:
+            violations.append(
+                Violation(
+                    "items_lost", f"finished, but items {missing} of {items} never ran", job.job_id
+                )
+            )
+        if _decoded(job.result) != items:
+            violations.append(
+                Violation(
+                    "result",
+                    f"finished, its result is {job.result!r}, not {items}",
+                    job.job_id,
+                )
+            )
+    return violations
+
+
+def _deaths(
+    runs: list[Run], faults: list[Fault], deaths: dict[int, datetime]
+) -> dict[int, list[datetime]]:
+    """When each pid is known to have died, or may have: the driver's kills, poison pills (they
+    kill their own process) and the watcher's sightings."""
+    died: dict[int, list[datetime]] = defaultdict(list)
+    for fault in faults:
+        if fault.kind in KILLS:
+            for pid in fault.pids:
+                died[pid].append(fault.started_at)
+    for run in runs:
+        if run.outcome == "poison" and run.ended_at is not None:
+            died[run.pid].append(run.ended_at)
+    for pid, at in deaths.items():
+        died[pid].append(at)
+    return died
+
+
+def check_attempts(
+    jobs: list[JobState],
+    runs: list[Run],
+    ends: Ends,
+    faults: list[Fault],
+    threshold: float,
+    deaths: dict[int, datetime],
+    horizon: datetime,
+) -> list[Violation]:
+    """Only real attempts are counted: a run that snoozed, or a stepped run interrupted at a
+    checkpoint, is given back uncounted.  Each run's attempt (``self.executions``) is at most one
+    more than the earlier runs that may have been counted: any other run, or an uncounted one
+    whose process died, or was cut off past the threshold, before the next run started (its
+    ending was then never recorded: recovery counted it), plus the claims that may have been
+    lost with a process in between (:func:`_lost_claims`).  And a finished job's ``executions``
+    is its finishing run's attempt (when no run of it was cut off: a stale copy may or may not
+    have been counted)."""
+    died = _deaths(runs, faults, deaths)
+    every_death = sorted(at for times in died.values() for at in times)
+    grouped = by_job(runs)
+    violations = []
+    for job in jobs:
+        job_runs = grouped.get(job.job_id, [])
+        for i, run in enumerate(job_runs):
+            counted = [
+                p for p in job_runs[:i] if _may_count(p, run.started_at, died, faults, threshold)
+            ]
+            since = job_runs[i - 1].started_at if i else None
+            lost = _lost_claims(since, run.started_at, every_death, faults, threshold)
+            if run.attempt > 1 + len(counted) + lost:
+                violations.append(
+                    Violation(
+                        "attempts",
+                        f"{job.kind}: {describe(run, ends)} is attempt {run.attempt}, but only"
+                        f" {len(counted)} earlier runs could have been counted (and {lost} claims"
+                        f" lost with a process since the last run):"
+                        f" {[describe(r, ends) for r in job_runs[:i]]}",
+                        job.job_id,
+                    )
+                )
+        if job.state != "finished" or not job_runs:
+            continue
+        last = job_runs[-1]
+        if last.outcome != "ok" or any(
+            _excused(r, ends, faults, threshold, horizon) for r in job_runs
+        ):
+            continue
+        if job.executions != last.attempt:
+            violations.append(
+                Violation(
+                    "executions",
+                    f"{job.kind} finished with executions {job.executions}, but its finishing"
+                    f" run was attempt {last.attempt}: {[describe(r, ends) for r in job_runs]}",
+                    job.job_id,
+                )
+            )
+    return violations
+
+
+def _lost_claims(
+    since: datetime | None,
+    until: datetime,
+    every_death: list[datetime],
+    faults: list[Fault],
+    threshold: float,
+) -> int:
+    """How many claims of a job may have been counted without a run in the ledger between two of
+    its runs: a process that claimed it died (or was cut off past the threshold, and pruned)
+    before the job's thread started it.  Any death or long cut in the interval may be one."""
+    start = bisect.bisect_right(every_death, since) if since is not None else 0
+    lost = bisect.bisect_left(every_death, until) - start
+    for fault in faults:
+        if fault.kind not in CUTS or fault.ended_at is None:
+            continue
+        if (fault.ended_at - fault.started_at).total_seconds() <= threshold:
+            continue
+        if fault.started_at < until and (since is None or fault.ended_at + STALE_AFTER_CUT > since):
+            lost += 1
+    return max(lost, 0)
+
+
+def _may_count(
+    run: Run,
+    until: datetime,
+    died: dict[int, list[datetime]],
+    faults: list[Fault],
+    threshold: float,
+) -> bool:
+    if run.outcome not in UNCOUNTED:
+        return True
+    if any(run.started_at <= at <= until for at in died.get(run.pid, [])):
+        return True
+    for fault in faults:
+        if fault.kind not in CUTS or fault.ended_at is None:
+            continue
+        if (fault.ended_at - fault.started_at).total_seconds() <= threshold:
+            continue
+        hit = run.pid in fault.pids if fault.kind == "freeze_worker" else run.host == fault.host
+        if hit and fault.started_at <= until and fault.ended_at + STALE_AFTER_CUT >= run.started_at:
+            return True
+    return False
+
+
+def control_stats(jobs: list[JobState], runs: list[Run], steps: list[StepEvent]) -> dict[str, Any]:
+    """What the job-control kinds did (for the summary): not checks."""
+    kinds = Counter(j.kind for j in jobs if j.kind in ("Stepped", "Snoozer", "Cooperative"))
+    states = Counter(
+        f"{j.kind}: {j.state}" for j in jobs if j.kind in ("Stepped", "Snoozer", "Cooperative")
+    )
+    items: Counter[tuple[str, int | None]] = Counter(
+        (e.job_id, e.value) for e in steps if e.event == "item"
+    )
+    stale_progress = []
+    plans = {e.job_id: e.value for e in steps if e.event == "plan"}
+    for job in jobs:
+        if job.kind == "Stepped" and job.state == "finished":
+            progress = _decoded_json(job.progress)
+            done = progress.get("done") if isinstance(progress, dict) else None
+            if done != plans.get(job.job_id):
+                stale_progress.append(job.job_id)
+    return {
+        "jobs": dict(kinds),
+        "final_states": dict(sorted(states.items())),
+        "snoozes": sum(1 for r in runs if r.outcome == "snoozed"),
+        "runs_cancelled_while_running": sum(1 for r in runs if r.outcome == "cancelled"),
+        "stepped_runs_interrupted": sum(1 for r in runs if r.outcome == "interrupted"),
+        "steps_resumed": sum(1 for e in steps if e.event == "start" and e.value is not None),
+        "steps_started": sum(1 for e in steps if e.event == "start"),
+        "steps_committed": sum(1 for e in steps if e.event == "committed"),
+        "items_processed_again": sum(n - 1 for n in items.values() if n > 1),
+        # Not a violation (a progress write that fails is dropped, documented in jobcontrol.py),
+        # but worth a look: finished stepped jobs whose stored progress is not their last report.
+        "finished_stepped_with_stale_progress": stale_progress[:20],
+    }
+
+
+def _decoded_json(text: str | None) -> Any:
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        return text

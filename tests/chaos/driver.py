@@ -7,6 +7,9 @@
   records that exit (a violation).
 - :class:`Enqueuer` enqueues a mixed workload on a direct connection (the application is never
   partitioned), and a poison pill every 15-25 seconds.
+- :class:`Canceller` calls ``pgjobs.cancel`` on a random sample of the enqueued jobs (a few
+  seconds after their enqueue: some still wait, some run), most of the cooperative ones, and
+  records each call and its answer in the ledger.
 - :class:`Watcher` records when a process with an open run dies (a run's end when the process
   was not killed by the driver), and samples the live database for claimed rows without a
   process row and blocked jobs with a free slot, reporting those that persist past a grace.
@@ -29,6 +32,7 @@ from typing import Any
 
 import psycopg
 
+import pgjobs
 from tests.chaos import ledger, workload
 from tests.chaos.cluster import ALIVE_THRESHOLD, Host, Server, alive
 from tests.chaos.proxy import Proxy
@@ -44,6 +48,29 @@ KINDS = {  # fault kind: weight
 }
 ORPHAN_GRACE = 10.0  # seconds a claimed row may outlive its process row (recovery in progress)
 FREE_SLOT_GRACE = 10.0  # seconds a blocked job may wait while its key has a free slot
+WORKLOAD = {  # job kind: weight (and a poison pill every 15-25 s)
+    "fast": 30,
+    "slow": 16,
+    "limited": 13,
+    "unique": 9,
+    "scheduled": 9,
+    "fails_once": 8,
+    "stepped": 6,
+    "snoozer": 4,
+    "cooperative": 5,
+}
+# The share of each kind the canceller cancels, and the delay after its enqueue (seconds).
+CANCEL_PLAN: dict[str, tuple[float, float, float]] = {
+    "cooperative": (0.7, 0.5, 4.0),  # mostly while it runs
+    "stepped": (0.35, 0.3, 2.5),  # mostly while it runs
+    "snoozer": (0.25, 0.0, 3.0),  # running, snoozing (scheduled) or blocked
+    "scheduled": (0.3, 0.0, 1.5),  # before it is due: "cancelled"
+    "limited": (0.15, 0.0, 2.0),  # blocked, or running
+    "fast": (0.1, 0.0, 0.3),  # racing its claim
+    "poison": (0.0, 0.0, 0.0),  # it must end failed
+}
+CANCEL_OTHERS = (0.05, 0.0, 3.0)
+CANCEL_POOL_TIMEOUT = 10.0  # seconds a cancel waits for a connection (the server may be down)
 
 
 class Driver:
@@ -207,9 +234,16 @@ class Driver:
 class Enqueuer:
     """Enqueues jobs until stopped; ``not_before`` maps scheduled jobs to their due time."""
 
-    def __init__(self, rng: random.Random, url: str, rate: float = 4.0) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        url: str,
+        rate: float = 4.0,
+        canceller: Canceller | None = None,
+    ) -> None:
         self.rng = rng
         self.url = url
+        self.canceller = canceller
         self.interval = 1.0 / rate
         self.counts: Counter[str] = Counter()
         self.errors = 0
@@ -226,8 +260,10 @@ class Enqueuer:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.url, connect_timeout=3)
-                self.enqueue_one(conn)
+                kind, handle = self.enqueue_one(conn)
                 conn.commit()
+                if self.canceller is not None and handle is not None and handle.enqueued:
+                    self.canceller.consider(str(handle.job_id), kind)
             except Exception as exc:  # psycopg's errors, or pgjobs' wrapping of them
                 self.errors += 1
                 self.error_kinds[type(exc).__name__] += 1
@@ -239,35 +275,107 @@ class Enqueuer:
         if conn is not None:
             conn.close()
 
-    def enqueue_one(self, conn: psycopg.Connection[Any]) -> None:
+    def enqueue_one(self, conn: psycopg.Connection[Any]) -> tuple[str, pgjobs.EnqueuedJob | None]:
+        """Enqueue one job (not committed); its kind and handle."""
         rng = self.rng
         if time.monotonic() >= self._next_poison:
             self._next_poison = time.monotonic() + rng.uniform(15, 25)
-            workload.PoisonPill.set(connection=conn).perform_later()
             self.counts["poison"] += 1
-            return
-        kind = rng.choices(
-            ["fast", "slow", "limited", "unique", "scheduled", "fails_once"],
-            weights=[35, 20, 15, 10, 10, 10],
-        )[0]
+            return "poison", workload.PoisonPill.set(connection=conn).perform_later()
+        kind = rng.choices(list(WORKLOAD), weights=list(WORKLOAD.values()))[0]
         self.counts[kind] += 1
         if kind == "fast":
-            workload.Fast.set(connection=conn).perform_later(rng.randrange(10**6))
+            handle = workload.Fast.set(connection=conn).perform_later(rng.randrange(10**6))
         elif kind == "slow":
-            workload.Slow.set(connection=conn).perform_later(round(rng.uniform(1, 5), 2))
+            handle = workload.Slow.set(connection=conn).perform_later(round(rng.uniform(1, 5), 2))
         elif kind == "limited":
             store = f"store-{rng.randrange(4)}"
-            workload.Limited.set(connection=conn).perform_later(store, round(rng.uniform(1, 3), 2))
+            handle = workload.Limited.set(connection=conn).perform_later(
+                store, round(rng.uniform(1, 3), 2)
+            )
         elif kind == "unique":
             name = f"index-{rng.randrange(5)}"
-            workload.Unique.set(connection=conn).perform_later(name, round(rng.uniform(0.5, 2), 2))
+            handle = workload.Unique.set(connection=conn).perform_later(
+                name, round(rng.uniform(0.5, 2), 2)
+            )
         elif kind == "fails_once":
-            workload.FailsOnce.set(connection=conn).perform_later(round(rng.uniform(0, 1), 2))
+            handle = workload.FailsOnce.set(connection=conn).perform_later(
+                round(rng.uniform(0, 1), 2)
+            )
+        elif kind == "stepped":
+            handle = workload.Stepped.set(connection=conn).perform_later(
+                rng.randint(6, 20), round(rng.uniform(0.05, 0.15), 3)
+            )
+        elif kind == "snoozer":
+            handle = workload.Snoozer.set(connection=conn).perform_later(
+                f"nap-{rng.randrange(3)}", rng.randint(1, 2), round(rng.uniform(0.3, 1.5), 2)
+            )
+        elif kind == "cooperative":
+            handle = workload.Cooperative.set(connection=conn).perform_later(rng.randint(15, 45))
         else:
             wait = round(rng.uniform(1, 8), 2)
             job = workload.Slow.set(connection=conn, wait=timedelta(seconds=wait))
             handle = job.perform_later(round(rng.uniform(0.1, 1), 2))
             self.not_before[str(handle.job_id)] = datetime.now(UTC) + timedelta(seconds=wait)
+        return kind, handle
+
+
+class Canceller:
+    """Cancels a sample of the enqueued jobs (:data:`CANCEL_PLAN`) with ``pgjobs.cancel``, on a
+    direct connection (never partitioned; the server may be down), in a thread of its own: a
+    call may wait for the server.  Each call is recorded in the ledger before it is made, and
+    its answer after."""
+
+    def __init__(self, rng: random.Random, url: str, ledger_url: str) -> None:
+        self.rng = rng
+        self.url = url
+        self.ledger_url = ledger_url
+        self.stop = threading.Event()
+        self.answers: Counter[str] = Counter()  # "kind: answer"
+        self._planned: list[tuple[float, str, str]] = []  # (due, job id, kind)
+        self._lock = threading.Lock()
+
+    def consider(self, job_id: str, kind: str) -> None:
+        """Called by the enqueuer once a job is committed: cancel it later, maybe."""
+        share, low, high = CANCEL_PLAN.get(kind, CANCEL_OTHERS)
+        if self.rng.random() < share:
+            due = time.monotonic() + self.rng.uniform(low, high)
+            with self._lock:
+                self._planned.append((due, job_id, kind))
+
+    def _due(self) -> list[tuple[float, str, str]]:
+        now = time.monotonic()
+        with self._lock:
+            due = [p for p in self._planned if p[0] <= now]
+            self._planned = [p for p in self._planned if p[0] > now]
+        return sorted(due)
+
+    def run(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        database = pgjobs.Database(self.url, pool_size=1, application_name="chaos-canceller")
+        try:
+            with ledger.connect(self.ledger_url) as conn:
+                while not self.stop.is_set() and time.monotonic() < deadline:
+                    for _, job_id, kind in self._due():
+                        if self.stop.is_set():
+                            break
+                        self.cancel(conn, database, job_id, kind)
+                    self.stop.wait(0.05)
+        finally:
+            database.close()
+
+    def cancel(
+        self, conn: psycopg.Connection[Any], database: pgjobs.Database, job_id: str, kind: str
+    ) -> None:
+        call = ledger.start_cancel(conn, job_id, kind)
+        try:
+            if database._pool is None:
+                database.pool.timeout = CANCEL_POOL_TIMEOUT  # not psycopg_pool's 30 s
+            answer: str = pgjobs.cancel(job_id, database=database)
+        except Exception as exc:  # the server is down, or restarting: it may or may not have taken
+            answer = f"error:{type(exc).__name__}"
+        ledger.end_cancel(conn, call, answer)
+        self.answers[f"{kind}: {answer}"] += 1
 
 
 ORPHANS = """

@@ -8,6 +8,12 @@ in it is ``clock_timestamp()`` of that one server: all hosts share one clock.
   ``ended_at``/``outcome`` stay NULL when the process died under it.
 - ``chaos_faults``: one row per injected fault, with the pids and host it hit and its interval.
 - ``chaos_deaths``: when the watcher saw a process that had a run open disappear.
+- ``chaos_steps``: what the stepped jobs (:class:`tests.chaos.workload.Stepped`) did in their runs:
+  a step started (with the cursor it resumed from), an item processed, a cursor proven written
+  (``step.checkpoint()`` returned), a step's function returned, a step's completion proven
+  written (``self.step`` returned: pgjobs waited for the checkpoint).
+- ``chaos_cancels``: every ``pgjobs.cancel`` the canceller made: when it was asked, when it was
+  answered and the answer (``error:<class>`` when it raised: it may or may not have taken).
 """
 
 from __future__ import annotations
@@ -49,6 +55,23 @@ CREATE TABLE IF NOT EXISTS chaos_deaths (
     pid integer PRIMARY KEY,
     seen_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE TABLE IF NOT EXISTS chaos_steps (
+    id bigserial PRIMARY KEY,
+    run_id bigint NOT NULL,
+    job_id uuid NOT NULL,
+    step text NOT NULL,
+    event text NOT NULL,
+    value integer,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS chaos_cancels (
+    id bigserial PRIMARY KEY,
+    job_id uuid NOT NULL,
+    kind text NOT NULL,
+    asked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    answered_at timestamptz,
+    answer text
+);
 """
 
 
@@ -75,6 +98,32 @@ class Fault:
     started_at: datetime
     ended_at: datetime | None
     detail: str
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """``event``: plan (``value``: the items to iterate), start (``value``: the cursor it resumed
+    from, None on a first run), item (``value``: the item), checkpoint (``value``: the cursor
+    proven written), done (the step's function returned), committed (its completion proven
+    written)."""
+
+    id: int
+    run_id: int
+    job_id: str
+    step: str
+    event: str
+    value: int | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Cancel:
+    id: int
+    job_id: str
+    kind: str
+    asked_at: datetime
+    answered_at: datetime | None
+    answer: str | None
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -107,6 +156,22 @@ def end_run(conn: psycopg.Connection[Any], run_id: int, outcome: str) -> None:
     )
 
 
+def step_event(conn: psycopg.Connection[Any], run_id: int, job_id: str, step: str, event: str,
+               value: int | None = None) -> None:  # fmt: skip
+    conn.execute(
+        "INSERT INTO chaos_steps (run_id, job_id, step, event, value) VALUES (%s, %s, %s, %s, %s)",
+        [run_id, job_id, step, event, value],
+    )
+
+
+def snoozes(conn: psycopg.Connection[Any], job_id: str) -> int:
+    """How many runs of the job snoozed (ended with the outcome "snoozed")."""
+    row = conn.execute(
+        "SELECT count(*) FROM chaos_runs WHERE job_id = %s AND outcome = 'snoozed'", [job_id]
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 # -- written by the driver ----------------------------------------------------------------------
 
 
@@ -123,6 +188,21 @@ def start_fault(
 
 def end_fault(conn: psycopg.Connection[Any], fault_id: int) -> None:
     conn.execute("UPDATE chaos_faults SET ended_at = clock_timestamp() WHERE id = %s", [fault_id])
+
+
+def start_cancel(conn: psycopg.Connection[Any], job_id: str, kind: str) -> int:
+    row = conn.execute(
+        "INSERT INTO chaos_cancels (job_id, kind) VALUES (%s, %s) RETURNING id", [job_id, kind]
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def end_cancel(conn: psycopg.Connection[Any], cancel_id: int, answer: str) -> None:
+    conn.execute(
+        "UPDATE chaos_cancels SET answered_at = clock_timestamp(), answer = %s WHERE id = %s",
+        [answer, cancel_id],
+    )
 
 
 def open_run_pids(conn: psycopg.Connection[Any]) -> list[int]:
@@ -163,3 +243,18 @@ def faults(conn: psycopg.Connection[Any]) -> list[Fault]:
 
 def deaths(conn: psycopg.Connection[Any]) -> dict[int, datetime]:
     return {int(pid): at for pid, at in conn.execute("SELECT pid, seen_at FROM chaos_deaths")}
+
+
+def steps(conn: psycopg.Connection[Any]) -> list[StepEvent]:
+    rows = conn.execute(
+        "SELECT id, run_id, job_id::text, step, event, value, at FROM chaos_steps ORDER BY at, id"
+    ).fetchall()
+    return [StepEvent(*row) for row in rows]
+
+
+def cancels(conn: psycopg.Connection[Any]) -> list[Cancel]:
+    rows = conn.execute(
+        "SELECT id, job_id::text, kind, asked_at, answered_at, answer FROM chaos_cancels"
+        " ORDER BY asked_at, id"
+    ).fetchall()
+    return [Cancel(*row) for row in rows]

@@ -1,7 +1,8 @@
 """One chaos run, start to end: returns its summary (faults, jobs, runs, violations).
 
 1. Start the dedicated PostgreSQL, migrate it, start three hosts behind their proxies.
-2. For ``minutes``: enqueue a mixed workload and inject faults (:mod:`tests.chaos.driver`).
+2. For ``minutes``: enqueue a mixed workload, cancel a sample of it, and inject faults
+   (:mod:`tests.chaos.driver`).
 3. Stop enqueuing and injecting, heal everything, let the queue drain.
 4. Check the live database (claims without a process, blocked jobs with a free slot) and that
    every supervisor the driver did not kill still runs; SIGTERM them: each must exit 0.
@@ -28,14 +29,24 @@ from typing import Any
 import psycopg
 
 import pgjobs
-from tests.chaos import checks, cluster, ledger
+from tests.chaos import checks, cluster, ledger, workload
 from tests.chaos.checks import JobState, Violation
 from tests.chaos.cluster import Host, Server
-from tests.chaos.driver import FREE_SLOTS, ORPHANS, Driver, Enqueuer, Watcher, in_thread
+from tests.chaos.driver import (
+    FREE_SLOTS,
+    ORPHANS,
+    Canceller,
+    Driver,
+    Enqueuer,
+    Watcher,
+    in_thread,
+)
 from tests.chaos.proxy import Proxy
 
 HOSTS = ("host-a", "host-b", "host-c")
 STUCK_AFTER = 20.0  # seconds without a job ending while nothing is scheduled: the drain is over
+CANCELLER_JOIN = 15.0  # a cancel may be waiting for a connection (CANCEL_POOL_TIMEOUT)
+LIMITS = {"limit": workload.LIMIT, "unique": 1, "nap": workload.NAP_LIMIT}
 
 JOBS = """
 SELECT j.job_id::text, j.class_name,
@@ -44,9 +55,11 @@ SELECT j.job_id::text, j.class_name,
             WHEN s.job_id IS NOT NULL THEN 'scheduled'
             WHEN b.job_id IS NOT NULL THEN 'blocked'
             WHEN f.job_id IS NOT NULL THEN 'failed'
+            WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
             WHEN j.finished_at IS NOT NULL THEN 'finished'
             ELSE 'lost' END,
-       f.exception_class, f.message, c.process_id, p.id IS NOT NULL
+       f.exception_class, f.message, c.process_id, p.id IS NOT NULL,
+       j.executions, j.result::text, j.checkpoint::text, j.progress::text
 FROM pgjobs_jobs j
 LEFT JOIN pgjobs_ready_executions r ON r.job_id = j.id
 LEFT JOIN pgjobs_claimed_executions c ON c.job_id = j.id
@@ -102,6 +115,7 @@ def run_chaos(
     proxies: list[Proxy] = []
     hosts: list[Host] = []
     enqueuer: Enqueuer | None = None
+    canceller: Canceller | None = None
     watcher: Watcher | None = None
     violations: list[Violation] = []
     threads: list[threading.Thread] = []
@@ -130,15 +144,19 @@ def run_chaos(
 
         mark = time.monotonic()
         driver = Driver(rng, hosts, server, ledger_url)
-        enqueuer = the_enqueuer = Enqueuer(random.Random(rng.random()), url)
+        canceller = the_canceller = Canceller(random.Random(rng.random()), url, ledger_url)
+        enqueuer = the_enqueuer = Enqueuer(random.Random(rng.random()), url, canceller=canceller)
         watcher = the_watcher = Watcher(ledger_url, server)
         threads += [
             in_thread(lambda: the_enqueuer.run(seconds), "chaos-enqueuer"),
             in_thread(lambda: the_watcher.run(seconds + 600), "chaos-watcher"),
+            in_thread(lambda: the_canceller.run(seconds + 60), "chaos-canceller"),
         ]
         driver.run(seconds)
         enqueuer.stop.set()
         threads[0].join(timeout=10)
+        canceller.stop.set()  # the cancels still planned are not made
+        threads[2].join(timeout=CANCELLER_JOIN)
         durations["run"] = time.monotonic() - mark
 
         mark = time.monotonic()
@@ -222,19 +240,23 @@ def run_chaos(
         jobs = [JobState(*row) for row in _query(url, JOBS)]
         with ledger.connect(ledger_url) as conn:
             runs, faults, deaths = ledger.runs(conn), ledger.faults(conn), ledger.deaths(conn)
+            steps, cancels = ledger.steps(conn), ledger.cancels(conn)
             horizon = ledger.now(conn)
         ends = checks.run_ends(runs, faults, deaths)
         threshold = cluster.ALIVE_THRESHOLD
         overlaps, excused = checks.check_overlaps(runs, ends, faults, threshold, horizon)
         violations += overlaps
-        violations += checks.check_limits(runs, ends, excused, {"limit": 2, "unique": 1}, horizon)
+        violations += checks.check_limits(runs, ends, excused, LIMITS, horizon)
         violations += checks.check_final_states(
             jobs, runs, ends, faults, threshold, cluster.MAX_INTERRUPTIONS, horizon
         )
         violations += checks.check_schedule(enqueuer.not_before, runs)
+        violations += checks.check_cancels(jobs, runs, ends, faults, threshold, cancels, horizon)
+        violations += checks.check_steps(jobs, runs, steps)
+        violations += checks.check_attempts(jobs, runs, ends, faults, threshold, deaths, horizon)
         durations["total"] = time.monotonic() - began
         if violations:  # the evidence, kept with the hosts' logs
-            _dump(work / "ledger.json", runs, faults, deaths)
+            _dump(work / "ledger.json", runs, faults, deaths, steps, cancels)
         summary = _summary(
             seed,
             minutes,
@@ -242,11 +264,13 @@ def run_chaos(
             drained,
             driver,
             enqueuer,
+            canceller,
             watcher,
             jobs,
             runs,
             ends,
             excused,
+            steps,
             violations,
             work,
         )
@@ -255,6 +279,8 @@ def run_chaos(
     finally:
         if enqueuer is not None:
             enqueuer.stop.set()
+        if canceller is not None:
+            canceller.stop.set()
         if watcher is not None:
             watcher.stop.set()
         for thread in threads:
@@ -273,12 +299,19 @@ def run_chaos(
 
 
 def _dump(
-    path: Path, runs: list[ledger.Run], faults: list[ledger.Fault], deaths: dict[int, datetime]
+    path: Path,
+    runs: list[ledger.Run],
+    faults: list[ledger.Fault],
+    deaths: dict[int, datetime],
+    steps: list[ledger.StepEvent],
+    cancels: list[ledger.Cancel],
 ) -> None:
     rows = {
         "runs": [dataclasses.asdict(r) for r in runs],
         "faults": [dataclasses.asdict(f) for f in faults],
         "deaths": deaths,
+        "steps": [dataclasses.asdict(e) for e in steps],
+        "cancels": [dataclasses.asdict(c) for c in cancels],
     }
     path.write_text(json.dumps(rows, default=str, indent=1))
 
@@ -290,11 +323,13 @@ def _summary(
     drained: bool,
     driver: Driver,
     enqueuer: Enqueuer,
+    canceller: Canceller,
     watcher: Watcher,
     jobs: list[JobState],
     runs: list[ledger.Run],
     ends: checks.Ends,
     excused: set[int],
+    steps: list[ledger.StepEvent],
     violations: list[Violation],
     work: Path,
 ) -> dict[str, Any]:
@@ -326,7 +361,10 @@ def _summary(
         "jobs": len(jobs),
         "job_states": dict(Counter(j.state for j in jobs)),
         "runs": len(runs),
+        "run_outcomes": dict(Counter(r.outcome or "none" for r in runs)),
         "run_ends": dict(Counter(ends.source.values())),
+        "cancels": dict(sorted(canceller.answers.items())),
+        "job_control": checks.control_stats(jobs, runs, steps),
         "runs_excused_at_least_once": len(excused),
         "watcher_sample_errors": watcher.errors,
         "violations": len(violations),

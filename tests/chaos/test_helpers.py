@@ -12,7 +12,7 @@ import pytest
 
 from tests.chaos import checks
 from tests.chaos.checks import JobState
-from tests.chaos.ledger import Fault, Run
+from tests.chaos.ledger import Cancel, Fault, Run, StepEvent
 from tests.chaos.proxy import Proxy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -155,3 +155,130 @@ def test_a_stale_run_after_a_long_partition_does_not_decide_the_final_state() ->
     ends = checks.run_ends(runs, cut, {3: at(9)})
     assert checks.check_final_states(jobs, runs, ends, cut, 4.0, 3, at(10)) == []
     assert checks.check_final_states(jobs, runs, ends, [], 4.0, 3, at(10)) != []
+
+
+# -- job control -------------------------------------------------------------------------------
+
+W = "tests.chaos.workload:"
+
+
+def call(job: str, asked: float, answered: float | None, answer: str | None) -> Cancel:
+    return Cancel(1, job, "x", at(asked), None if answered is None else at(answered), answer)
+
+
+def kind_run(
+    id: int, job: str, kind: str, start: float, end: float | None, outcome: str | None,
+    *, attempt: int = 1, pid: int = 1, host: str = "host-a",
+) -> Run:  # fmt: skip
+    return Run(id, job, kind, None, host, pid, attempt, at(start),
+               None if end is None else at(end), outcome)  # fmt: skip
+
+
+def test_cancels() -> None:
+    runs = [
+        kind_run(1, "waited", "slow", 0, 1, "raised"),  # an attempt before the cancel: fine
+        kind_run(2, "ran", "slow", 6, 7, "ok"),  # started after "cancelled": a violation
+        kind_run(3, "coop", "cooperative", 0, 9, "ok"),  # ran 8 s on after "cancelling"
+        kind_run(4, "quick", "cooperative", 0, 3.5, "ok"),  # finished before it noticed: fine
+        kind_run(5, "late", "slow", 5, 6, "ok"),  # claimed after it was asked to stop
+    ]
+    cancels = [
+        call("waited", 2, 2.1, "cancelled"),
+        call("ran", 5, 5.2, "cancelled"),
+        call("coop", 1, 1.1, "cancelling"),
+        call("quick", 3, 3.1, "cancelling"),
+        call("done", 3, 3.1, "finished"),
+        call("late", 1, 1.1, "cancelling"),
+    ]
+    jobs = [
+        JobState("waited", W + "Slow", "cancelled"),
+        JobState("ran", W + "Slow", "finished"),
+        JobState("coop", W + "Cooperative", "finished"),
+        JobState("quick", W + "Cooperative", "finished"),
+        JobState("done", W + "Fast", "finished"),
+        JobState("nobody", W + "Fast", "cancelled"),
+        JobState("late", W + "Slow", "finished"),
+    ]
+    ends = checks.run_ends(runs, [], {})
+    found = checks.check_cancels(jobs, runs, ends, [], 4.0, cancels, at(20))
+    assert sorted((v.check, v.job_id) for v in found) == [
+        ("cancel_state", "ran"),
+        ("cancel_unheeded", "coop"),
+        ("cancelled_ran", "ran"),
+        ("ran_after_cancelling", "late"),
+        ("spontaneous_cancel", "nobody"),
+    ]
+    # A fault of its host while it ran on excuses the slow stop.
+    outage = [fault("pg_outage", 2, 8)]
+    found = checks.check_cancels(jobs, runs, ends, outage, 4.0, cancels, at(20))
+    assert {v.check for v in found} == {"cancel_state", "cancelled_ran", "spontaneous_cancel"}
+    # A stale copy of a host cut off past the threshold may start after the cancel.
+    cut = [fault("partition", 1, 6, host="host-a")]
+    found = checks.check_cancels(jobs, runs, checks.run_ends(runs, cut, {}), cut, 4.0, cancels,
+                                 at(20))  # fmt: skip
+    assert "cancelled_ran" not in {v.check for v in found}
+
+
+def event(id: int, run: int, step: str, name: str, value: int | None, t: float) -> StepEvent:
+    return StepEvent(id, run, "s", step, name, value, at(t))
+
+
+def test_steps() -> None:
+    runs = [kind_run(1, "s", "stepped", 0, None, None, pid=7),
+            kind_run(2, "s", "stepped", 5, 9, "ok", pid=8)]  # fmt: skip
+    first = [
+        event(1, 1, "-", "plan", 6, 0.1),
+        event(2, 1, "prepare", "start", None, 0.2),
+        event(3, 1, "prepare", "done", None, 0.4),
+        event(4, 1, "prepare", "committed", None, 0.5),
+        event(5, 1, "iterate", "start", None, 0.6),
+        *[event(6 + i, 1, "iterate", "item", i, 0.7 + i / 10) for i in range(4)],
+        event(20, 1, "iterate", "checkpoint", 4, 1.15),
+    ]
+    later = [
+        event(30, 2, "-", "plan", 6, 5.1),
+        event(31, 2, "iterate", "start", 4, 5.2),
+        *[event(32 + i, 2, "iterate", "item", i, 5.3 + i / 10) for i in (4, 5)],
+        event(40, 2, "iterate", "done", None, 5.6),
+        event(41, 2, "iterate", "committed", None, 5.7),
+        event(42, 2, "finalize", "start", None, 5.8),
+        event(43, 2, "finalize", "done", None, 6),
+        event(44, 2, "finalize", "committed", None, 6.1),
+    ]
+    cp = '{"completed":["prepare","iterate","finalize"],"step":null,"cursor":null}'
+    jobs = [JobState("s", W + "Stepped", "finished", checkpoint=cp, result="6")]
+    assert checks.check_steps(jobs, runs, first + later) == []
+    behind = [e if e.id != 31 else event(31, 2, "iterate", "start", 2, 5.2) for e in later]
+    assert [v.check for v in checks.check_steps(jobs, runs, first + behind)] == ["resume_behind"]
+    ahead = [e if e.id != 31 else event(31, 2, "iterate", "start", 5, 5.2) for e in later]
+    ahead = [e for e in ahead if e.id != 36]  # item 4: never run
+    found = {v.check for v in checks.check_steps(jobs, runs, first + ahead)}
+    assert found == {"resume_ahead", "items_lost"}  # item 4 never ran
+    again = [event(29, 2, "prepare", "start", None, 5.15), *later]
+    assert [v.check for v in checks.check_steps(jobs, runs, first + again)] == ["step_rerun"]
+    # Its completion not proven written (the process died after the step returned): may rerun.
+    unproven = [e for e in first if e.id != 4]
+    assert checks.check_steps(jobs, runs, unproven + again) == []
+    wrong = [JobState("s", W + "Stepped", "finished", checkpoint=cp, result=None)]
+    assert [v.check for v in checks.check_steps(wrong, runs, first + later)] == ["result"]
+
+
+def test_attempts_do_not_count_snoozes() -> None:
+    runs = [
+        kind_run(1, "z", "snoozer", 0, 0.1, "snoozed", pid=7),
+        kind_run(2, "z", "snoozer", 1, 1.1, "snoozed", pid=7),
+        kind_run(3, "z", "snoozer", 2, 2.1, "ok", pid=7),
+    ]
+    jobs = [JobState("z", W + "Snoozer", "finished", executions=1)]
+    ends = checks.run_ends(runs, [], {})
+    assert checks.check_attempts(jobs, runs, ends, [], 4.0, {}, at(10)) == []
+    counted = [*runs[:2], kind_run(3, "z", "snoozer", 2, 2.1, "ok", pid=7, attempt=2)]
+    jobs = [JobState("z", W + "Snoozer", "finished", executions=2)]
+    found = checks.check_attempts(jobs, counted, ends, [], 4.0, {}, at(10))
+    assert [v.check for v in found] == ["attempts"]
+    # Its process was killed after it snoozed, before the snooze was recorded: recovery counted it.
+    kill = [fault("kill_worker", 1.5, 1.5, pids=(7,))]
+    assert checks.check_attempts(jobs, counted, ends, kill, 4.0, {}, at(10)) == []
+    jobs = [JobState("z", W + "Snoozer", "finished", executions=3)]
+    found = checks.check_attempts(jobs, counted, ends, kill, 4.0, {}, at(10))
+    assert [v.check for v in found] == ["executions"]

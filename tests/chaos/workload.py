@@ -2,7 +2,13 @@
 
 Every execution of ``perform`` writes a row to the ledger (:mod:`tests.chaos.ledger`) on its own
 autocommit connection: when it started, and when it ended with which outcome ("ok", "raised",
-"poison").  A run whose process died under it keeps ``ended_at`` NULL.
+"poison"; and by job control: "cancelled", "snoozed", "interrupted" — a stepped job whose
+checkpoint could not be written).  A run whose process died under it keeps ``ended_at`` NULL.
+
+The job-control kinds: :class:`Stepped` (resumable steps, each event in ``chaos_steps``),
+:class:`Snoozer` (snoozes once or twice, then finishes) and :class:`Cooperative` (long, checks
+for a cancel request between short sleeps).  The canceller (:mod:`tests.chaos.driver`) cancels
+a sample of every kind but the poison pill.
 """
 
 from __future__ import annotations
@@ -11,12 +17,26 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
+
+import psycopg
 
 import pgjobs
+from pgjobs.jobs.control import JobInterrupted
 from tests.chaos import ledger
 
 LIMIT = 2  # runs of one Limited key at once
 LIMIT_DURATION = 900  # longer than any run: a slot never expires under a live job
+STEPS = ("prepare", "iterate", "finalize")  # Stepped's steps, in order
+CHECKPOINT_EVERY = 4  # Stepped writes its cursor at once (and proves it) every 4 items
+NAP_LIMIT = 1  # Snoozer: one run per nap key at once (a snooze gives the slot back)
+
+# How a run ended by job control, as the ledger records it.
+_CONTROLLED: tuple[tuple[type[BaseException], str], ...] = (
+    (pgjobs.Snooze, "snoozed"),
+    (pgjobs.JobCancelled, "cancelled"),
+    (JobInterrupted, "interrupted"),
+)
 
 
 class ChaosJob(pgjobs.Job):
@@ -25,12 +45,21 @@ class ChaosJob(pgjobs.Job):
     def ledgered(self, kind: str, key: str | None, body: Callable[[], None]) -> None:
         with ledger.connect(os.environ[ledger.ENV]) as conn:
             run_id = ledger.start_run(conn, str(self.job_id), kind, key, self.executions)
+            self._ledger: tuple[psycopg.Connection[Any], int] = (conn, run_id)
             outcome = "raised"
             try:
                 body()
                 outcome = "ok"
+            except BaseException as exc:
+                outcome = next((o for t, o in _CONTROLLED if isinstance(exc, t)), "raised")
+                raise
             finally:
                 ledger.end_run(conn, run_id, outcome)
+
+    def event(self, step: str, event: str, value: int | None = None) -> None:
+        """A stepped job's event, in the current run (see :class:`tests.chaos.ledger.StepEvent`)."""
+        conn, run_id = self._ledger
+        ledger.step_event(conn, run_id, str(self.job_id), step, event, value)
 
 
 class Fast(ChaosJob):
@@ -89,3 +118,73 @@ class PoisonPill(ChaosJob):
             run_id = ledger.start_run(conn, str(self.job_id), "poison", None, self.executions)
             ledger.end_run(conn, run_id, "poison")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Stepped(ChaosJob):
+    """Three resumable steps; ``iterate`` goes through ``items`` with a cursor (``advance`` each
+    item, ``checkpoint`` every CHECKPOINT_EVERY), reporting progress.  Returns ``items``.
+
+    The ledger proves what pgjobs wrote: "checkpoint" is recorded once ``step.checkpoint()``
+    returned (a sync job waits for the write, and is interrupted if it failed), "committed" once
+    ``self.step`` returned after running the step (it waited for the step's completion).
+    """
+
+    def perform(self, items: int, seconds: float) -> int:
+        def body() -> None:
+            self.event("-", "plan", items)
+            for name in STEPS:
+                ran: list[bool] = []
+                self.step(name, self.run_step, name, items, seconds, ran)
+                if ran:  # it ran in this run (not skipped), and its completion was written
+                    self.event(name, "committed")
+
+        self.ledgered("stepped", None, body)
+        return items
+
+    def run_step(
+        self, step: pgjobs.Step, name: str, items: int, seconds: float, ran: list[bool]
+    ) -> None:
+        self.event(name, "start", step.cursor)
+        if name == "iterate":
+            for i in range(step.cursor or 0, items):
+                self.event(name, "item", i)
+                time.sleep(seconds)
+                self.progress(i + 1, items, f"item {i}")
+                step.advance(i + 1)  # a cancellation point
+                if (i + 1) % CHECKPOINT_EVERY == 0:
+                    step.checkpoint()
+                    self.event(name, "checkpoint", i + 1)
+        else:
+            time.sleep(0.2)
+        self.event(name, "done")
+        ran.append(True)
+
+
+class Snoozer(ChaosJob):
+    """Snoozes ``times`` times (counted in the ledger), then finishes.  Limited (NAP_LIMIT per
+    nap key): a snooze gives the slot back, and the job takes one again when due."""
+
+    limits_concurrency = pgjobs.limit(
+        to=NAP_LIMIT, key=lambda nap, times, delay: nap, duration=LIMIT_DURATION
+    )
+
+    def perform(self, nap: str, times: int, delay: float) -> None:
+        def body() -> None:
+            time.sleep(0.05)
+            conn, _ = self._ledger
+            if ledger.snoozes(conn, str(self.job_id)) < times:
+                self.snooze(delay)
+
+        self.ledgered("snoozer", f"nap:{nap}", body)
+
+
+class Cooperative(ChaosJob):
+    """A long job that honours cancel requests: ``check_cancelled()`` every 0.1 s."""
+
+    def perform(self, ticks: int) -> None:
+        def body() -> None:
+            for _ in range(ticks):
+                self.check_cancelled()
+                time.sleep(0.1)
+
+        self.ledgered("cooperative", None, body)

@@ -66,8 +66,9 @@ class Job:
     :meth:`check_cancelled`, :meth:`step` and :meth:`snooze`.
 
     What ``perform`` returns is stored (``store_result = False`` opts out; ``None`` stores
-    nothing; at most ``max_result_bytes`` of JSON, else the job fails with
-    :class:`pgjobs.errors.ResultError`) and read with ``perform_later(...).result()``.
+    nothing; at most ``max_result_bytes`` of JSON, else the job finishes with the error in place
+    of its result: ``result()`` raises :class:`pgjobs.errors.ResultError`) and read with
+    ``perform_later(...).result()``.
     """
 
     queue_as: ClassVar[str | Callable[[Any], str]] = DEFAULT_QUEUE
@@ -403,6 +404,8 @@ def job(
     discard_on: Sequence[Any] = (),
     limits_concurrency: limits.ConcurrencyLimit | None = None,
     unique: limits.Uniqueness | None = None,
+    store_result: bool = True,
+    max_result_bytes: int = 1024 * 1024,
 ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
 
 
@@ -418,11 +421,13 @@ def job(
     discard_on: Sequence[Any] = (),
     limits_concurrency: limits.ConcurrencyLimit | None = None,
     unique: limits.Uniqueness | None = None,
+    store_result: bool = True,
+    max_result_bytes: int = 1024 * 1024,
 ) -> JobFunction[P, R] | Callable[[Callable[P, R]], JobFunction[P, R]]:
     """Turn a function into a job: ``@pgjobs.job(queue="mailers")``; same API as a Job class.
 
-    ``timeout``, ``retry_on``, ``discard_on``, ``limits_concurrency`` and ``unique`` are the job
-    class attributes of those names.
+    ``timeout``, ``retry_on``, ``discard_on``, ``limits_concurrency``, ``unique``,
+    ``store_result`` and ``max_result_bytes`` are the job class attributes of those names.
     """
 
     def wrap(func: Callable[P, R]) -> JobFunction[P, R]:
@@ -435,6 +440,8 @@ def job(
             "discard_on": list(discard_on),
             "limits_concurrency": limits_concurrency,
             "unique": unique,
+            "store_result": store_result,
+            "max_result_bytes": max_result_bytes,
             "job_name": name or f"{func.__module__}:{func.__qualname__}",
             "__module__": func.__module__,
             "__qualname__": func.__qualname__,

@@ -111,7 +111,7 @@ def cancel_requested(job: Job) -> bool:
 
 def check_cancelled(job: Job) -> None:
     if cancel_requested(job):
-        raise JobCancelled(f"job {job.job_id} was cancelled")
+        raise JobCancelled(f"job {job.job_id} was cancelled", job_id=job.job_id)
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -219,6 +219,11 @@ def _load(job: Job) -> _State:
         return state
     runtime, internal = running
     rows = runtime.call(store.LOAD_CHECKPOINT, {"id": internal})
+    if rows is None:  # not read (a lock, an outage): starting over would redo completed steps
+        state.loaded = False
+        raise JobInterrupted(
+            f"job {job.job_id}: its checkpoint could not be read; it resumes when it can be"
+        )
     if rows and rows[0][0] is not None:
         saved = loads_value(rows[0][0])
         if isinstance(saved, dict):

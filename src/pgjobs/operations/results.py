@@ -23,6 +23,7 @@ request cancels it instead of running it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from psycopg import sql
 
 from pgjobs import clock, events
 from pgjobs.db.database import Database
-from pgjobs.errors import JobCancelled, JobFailed, JobNotFound
+from pgjobs.errors import JobCancelled, JobFailed, JobNotFound, ResultError
 from pgjobs.operations.failed import JobErrorRecord, _uuid
 from pgjobs.serialization import loads_value
 from pgjobs.store import control as control_store
@@ -119,7 +120,15 @@ class JobInfo:
 
     @cached_property
     def result(self) -> Any:
-        return None if self._result is None else loads_value(self._result)
+        """What ``perform`` returned; raises :class:`pgjobs.ResultError` when it could not be
+        stored (the job finished all the same)."""
+        if self._result is None:
+            return None
+        if control_store.RESULT_ERROR in self._result:
+            found = json.loads(self._result)
+            if isinstance(found, dict) and set(found) == {control_store.RESULT_ERROR}:
+                raise ResultError(str(found[control_store.RESULT_ERROR]))
+        return loads_value(self._result)
 
     @cached_property
     def cursor(self) -> Any:
@@ -244,7 +253,7 @@ def _settled(info: JobInfo) -> bool:
     if info.state == "finished":
         return True
     if info.state == "cancelled":
-        raise JobCancelled(f"job {info.job_id} was cancelled")
+        raise JobCancelled(f"job {info.job_id} was cancelled", job_id=info.job_id)
     if info.state in ("failed", "discarded"):
         raise JobFailed(
             info.job_id, info.error_class, info.error_message, info.backtrace, info.state

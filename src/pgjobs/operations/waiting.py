@@ -24,6 +24,7 @@ to ready, or through blocked to take a slot when its class has a concurrency lim
 from __future__ import annotations
 
 import builtins
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ _DISCARD: dict[str, str] = {
     "blocked": blocked_store.DISCARD_BLOCKED,
 }
 
+CANCEL_TRIES, CANCEL_PAUSE = 20, 0.05  # a locked waiting row: tried again for about a second
 _CANCEL: dict[str, str] = {
     "ready": control_store.CANCEL_READY,
     "scheduled": control_store.CANCEL_SCHEDULED,
@@ -223,8 +225,17 @@ class WaitingJobs(OnDatabase):
 
     def cancel(self, job_id: uuid.UUID | str) -> Outcome:
         """Cancel one ready, scheduled or blocked job: it never runs; ``done`` is False when it
-        is in another state (``pgjobs.cancel`` then asks a running job to stop)."""
-        return self._one(job_id, _CANCEL.get)
+        is in another state (``pgjobs.cancel`` then asks a running job to stop).
+
+        A waiting row another statement holds locked right now (an unblock looking for a slot, a
+        dispatch) is tried again for up to about a second before giving up on it: those locks
+        are brief, and cancelling beats asking a job that waits to stop when it starts."""
+        for _ in range(CANCEL_TRIES):
+            outcome = self._one(job_id, _CANCEL.get)
+            if outcome.done or outcome.state not in STATES:
+                return outcome
+            time.sleep(CANCEL_PAUSE)
+        return outcome
 
     def cancel_all(
         self, state: State, progress: Progress | None = None, **filters: Unpack[Filters]

@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from pgjobs import events, hooks
-from pgjobs.errors import JobCancelled, JobTimeout, ResultError, SerializationError
+from pgjobs.errors import JobCancelled, JobTimeout, SerializationError
 from pgjobs.jobs import control, rules
 from pgjobs.jobs.base import Job, resolve
 from pgjobs.observability import logging_context, tracing
 from pgjobs.serialization import deserialize_arguments, dumps_value
+from pgjobs.store.control import RESULT_ERROR
 
 if TYPE_CHECKING:
     from pgjobs.processes.jobcontrol import Control
@@ -256,11 +257,16 @@ def _perform(
             if "_control_state" in job.__dict__:
                 control.flush_progress(job)  # the last report, written before the ending
             keep = value is not None and (runtime is None or runtime.keeps_results)
-            stored = _stored(job_class, value) if keep else None
+            stored = _stored(claimed, job_class, value) if keep else None
         except TimeoutInterrupt:
             error: BaseException = timed_out(claimed, timeout)
-        except (control.Snooze, JobCancelled, control.JobInterrupted) as exc:
+        except (control.Snooze, control.JobInterrupted) as exc:
             return _controlled(claimed, job, exc, started, loop)
+        except JobCancelled as exc:
+            if exc.job_id not in (None, claimed.job_id):  # another job's (its result()): an error
+                error = exc
+            else:
+                return _controlled(claimed, job, exc, started, loop)
         except concurrent.futures.CancelledError as exc:
             if runtime is not None and claimed.id in runtime.cancelled:
                 return _controlled(claimed, job, JobCancelled(str(exc) or None), started, loop)
@@ -332,23 +338,35 @@ async def _timed(job: Job, claimed: Claimed, timeout: float | None) -> Any:
         raise
 
 
-def _stored(job_class: type[Job], value: Any) -> str | None:
-    """A return value as stored: JSON text, or None when the class does not store results."""
+def _stored(claimed: Claimed, job_class: type[Job], value: Any) -> str | None:
+    """A return value as stored: JSON text, or None when the class does not store results.
+
+    A value that cannot be stored (not serializable, or over ``max_result_bytes``) does not fail
+    the job — its work is done, and retrying it would do it again: the job finishes with the
+    error stored in place of its result (``result()`` raises it as :class:`ResultError`), and a
+    ``result_error`` event (a warning) says why."""
     if not job_class.store_result:
         return None
     what = f"the result of {job_class.job_name}"
     try:
         text = dumps_value(value, context=what)
     except SerializationError as exc:
-        raise ResultError(f"{exc} (or set store_result = False on the job class)") from exc
+        return _result_error(claimed, f"{exc} (or set store_result = False on the job class)")
     size = len(text.encode())
     if size > job_class.max_result_bytes:
-        raise ResultError(
+        return _result_error(
+            claimed,
             f"{what} is {size:,} bytes of JSON, over its max_result_bytes of "
             f"{job_class.max_result_bytes:,}: return less (store large data elsewhere and return "
-            "its key), raise max_result_bytes, or set store_result = False"
+            "its key), raise max_result_bytes, or set store_result = False",
         )
     return text
+
+
+def _result_error(claimed: Claimed, message: str) -> str:
+    if "result_error" in _active:
+        events.emit("result_error", **_fields(claimed), error=message)
+    return json.dumps({RESULT_ERROR: message})
 
 
 def _controlled(

@@ -22,6 +22,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+
+from pgjobs.errors import JobError
+
 log = logging.getLogger("pgjobs")
 CHECK_CANCELS = 0.5  # seconds between checks for cancel requests while jobs run
 CALL_TIMEOUT = 30.0  # seconds a job thread waits for a statement it needs answered
@@ -30,12 +34,13 @@ Execute = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
 
 
 class _Request:
-    __slots__ = ("done", "params", "rows", "template")
+    __slots__ = ("done", "error", "params", "rows", "template")
 
     def __init__(self, template: str, params: dict[str, Any], wait: bool) -> None:
         self.template = template
         self.params = params
         self.rows: list[tuple[Any, ...]] | None = None
+        self.error: Exception | None = None
         self.done = threading.Event() if wait else None
 
 
@@ -69,6 +74,10 @@ class Control:
         assert request.done is not None
         if not request.done.wait(CALL_TIMEOUT):
             log.warning("job control: no answer from the worker's main loop in %ss", CALL_TIMEOUT)
+        if isinstance(request.error, psycopg.DataError | psycopg.ProgrammingError):
+            # The write itself is wrong (a NUL in a cursor, ...): every try would fail the same
+            # way, so it is the job's error, judged by its rules — not an interruption.
+            raise JobError(f"job control could not write: {request.error}") from request.error
         return request.rows
 
     # -- the main loop ------------------------------------------------------------------------
@@ -87,7 +96,8 @@ class Control:
                 request.rows = execute(
                     request.template, {**request.params, "process_id": process_id}
                 )
-            except Exception as exc:  # a lost connection, a lock: the job goes on without it
+            except Exception as exc:  # a lock, the connection, or the data: the job is told
+                request.error = exc
                 log.warning(
                     "job control: a write for job %s failed: %s", request.params.get("id"), exc
                 )

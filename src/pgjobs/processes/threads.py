@@ -240,6 +240,7 @@ class JobThreads:
                 )
         self.in_flight.pop(claimed.id, None)
         self._timed.pop(claimed.id, None)
+        self.control.cancelled.discard(claimed.id)
         if "timeout" in _active:
             events.emit(
                 "timeout", **self._fields(claimed), timeout=deadline.timeout, abandoned=holds

@@ -184,9 +184,9 @@ class Worker(Poller, Claims, JobThreads, Recording):
         self._wake_at = INF  # a job starting now with a deadline wakes us to re-plan
         if self.reconnected:
             self.reconcile()
-        if self.control.pending():
-            self.control.serve(self.execute, self.id)
         self._collect()
+        if self.control.pending():  # before the finishes: a job's last progress, its checkpoint
+            self.control.serve(self.execute, self.id)
         if (self._unrecorded or self._to_unblock) and time.monotonic() >= self._retry_locked_at:
             self._retry_locked()
         upcoming = self.check_deadlines() if self._timed else INF
@@ -389,6 +389,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
             if self._timed:
                 self.check_deadlines(replace=False)
         self._collect()
+        if self.control.pending():
+            self.control.serve(self.execute, self.id)
         if self.to_finish:
             self._finish_only()
         if self.to_finish_results:

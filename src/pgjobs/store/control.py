@@ -20,12 +20,17 @@ from pgjobs.store import jobs as _jobs
 from pgjobs.store import ready as _ready
 from pgjobs.store import scheduled as _scheduled
 
+# The key of what is stored in place of a result that could not be stored (its error message).
+RESULT_ERROR = "__pgjobs_result_error__"
+
 # The payload on the workers' channel that asks them to look for cancel requests among the jobs
 # they run now (no queue name contains the unit separator).
 CANCEL_PAYLOAD = "\x1fcancel"
 
+# This process holds the job: its claimed row, locked FOR SHARE so that a recovery deleting it
+# (uncommitted yet) is waited for and then seen, rather than written past.
 _HELD = """EXISTS (SELECT 1 FROM {claimed} c
-            WHERE c.job_id = %(id)s AND c.process_id = %(process_id)s)"""
+            WHERE c.job_id = %(id)s AND c.process_id = %(process_id)s FOR SHARE)"""
 
 # Finish jobs that returned a value (preserve_finished_jobs: true, no slot or unique key to give
 # back): their claimed rows deleted (only those this process still holds), stamped finished with
@@ -49,7 +54,7 @@ STORE_RESULTS = """
 UPDATE {jobs} j SET result = r.value
 FROM unnest(%(ids)s::bigint[], %(results)s::json[]) AS r(id, value)
 WHERE j.id = r.id AND EXISTS (
-    SELECT 1 FROM {claimed} c WHERE c.job_id = r.id AND c.process_id = %(process_id)s)
+    SELECT 1 FROM {claimed} c WHERE c.job_id = r.id AND c.process_id = %(process_id)s FOR SHARE)
 """
 
 # A running job's progress report; returns its id when this process still holds it.
@@ -154,9 +159,10 @@ def _cancelling(statement: str) -> str:
     return statement.replace(_jobs.DISCARD_GONE, CANCEL_GONE).replace(count, woken)
 
 
-# Cancel a batch of waiting jobs (pgjobs.operations.waiting.WaitingJobs.cancel_all / pgjobs.cancel):
-# the discard statements of each execution table, finishing the jobs as cancelled.  Picked
-# SKIP LOCKED: a job a worker is claiming right now is left to it (then asked to stop).
+# Cancel a batch of waiting jobs (WaitingJobs.cancel_all, pgjobs.cancel): the discard statements
+# of each execution table, finishing the jobs as cancelled.  Picked SKIP LOCKED: a job a worker
+# is claiming right now is left to it (pgjobs.cancel then asks it to stop; a bulk cancel does
+# not: that job runs, as with a bulk discard).
 CANCEL_READY = _cancelling(_ready.DISCARD_READY)
 CANCEL_SCHEDULED = _cancelling(_scheduled.DISCARD_SCHEDULED)
 CANCEL_BLOCKED = _cancelling(_blocked.DISCARD_BLOCKED)

@@ -24,8 +24,10 @@ pgjobs queue; its ``priority`` (Django: -100..100, higher first) becomes pgjobs 
 ``task_started`` / ``task_finished`` signals; an exception fails the job as any job's does
 (retry it from the dashboard or ``pgjobs failed``).
 
-Not supported: **results**.  pgjobs stores no return values yet, so ``supports_get_result`` is
-False: ``get_result()`` / ``TaskResult.refresh()`` raise NotImplementedError, the
+Not supported yet: **results** through Django's API.  pgjobs stores return values
+(``pgjobs.get_job(result.id).result``), but this backend does not map them to Django's
+``TaskResult`` yet, so ``supports_get_result`` is False: ``get_result()`` /
+``TaskResult.refresh()`` raise NotImplementedError, the
 ``TaskResult`` that ``enqueue`` returns stays READY, and a task's return value is dropped (its
 outcome is the job's state: ``manage.py pgjobs status``, the dashboard).  The result's ``id`` is
 the pgjobs job id.
