@@ -184,3 +184,17 @@ def drive(worker: Worker, until: Callable[[], Any], timeout: float = 15) -> floa
         worker.wake.wait(min(delay, 0.02))
         worker.wake.clear()
     return time.monotonic() - started
+
+
+def pgjobs_cli(url: str, *argv: str) -> int:
+    """``pgjobs ARGV`` in this process, on the database at ``url`` (``SystemExit`` for a usage
+    error, as argparse raises; a pgjobs error printed as the command line prints it)."""
+    import pgjobs
+    from pgjobs.cli import main as cli
+
+    args = cli.build_parser().parse_args([*argv, "--database-url", url])
+    try:
+        return cli.COMMANDS[args.command](args)
+    except pgjobs.PgJobsError as exc:
+        print(f"pgjobs: error: {exc}")
+        return 1

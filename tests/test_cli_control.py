@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.cli import main as cli
 from pgjobs.db.database import Database
+from tests import engine_helpers
 from tests.control_jobs import Cooperative
 from tests.engine_helpers import config_file, log_lines, pgjobs_start, wait_for
 from tests.sample_jobs import Record
@@ -25,13 +25,7 @@ pytestmark = pytest.mark.committed
 
 
 def pgjobs_cli(db: Database, *argv: str) -> int:
-    """``pgjobs ARGV`` in this process (``SystemExit`` for a usage error, as argparse raises)."""
-    args = cli.build_parser().parse_args([*argv, "--database-url", db.url])
-    try:
-        return cli.COMMANDS[args.command](args)
-    except pgjobs.PgJobsError as exc:
-        print(f"pgjobs: error: {exc}")
-        return 1
+    return engine_helpers.pgjobs_cli(db.url, *argv)
 
 
 def _sql(db: Database, statement: str, *params: object) -> None:

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.cli import main as cli
 from pgjobs.cli.progress import Progress
 from pgjobs.db.database import Database
+from tests import engine_helpers
 from tests.engine_helpers import states
 from tests.sample_jobs import OneAtATime, Record
 
@@ -24,13 +24,7 @@ pytestmark = pytest.mark.committed
 
 
 def pgjobs_cli(db: Database, *argv: str) -> int:
-    """``pgjobs ARGV`` in this process."""
-    args = cli.build_parser().parse_args([*argv, "--database-url", db.url])
-    try:
-        return cli.COMMANDS[args.command](args)
-    except pgjobs.PgJobsError as exc:
-        print(f"pgjobs: error: {exc}")
-        return 1
+    return engine_helpers.pgjobs_cli(db.url, *argv)
 
 
 def test_jobs_list_and_show(db: Database, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,15 @@ import pgjobs
 from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.worker import Worker
-from tests.engine_helpers import config_file, log_lines, pgjobs_start, scalar, states, wait_for
+from tests.engine_helpers import (
+    config_file,
+    drive,
+    log_lines,
+    pgjobs_start,
+    scalar,
+    states,
+    wait_for,
+)
 from tests.sample_jobs import BusyTimeout, Record, StuckTimeout
 
 pytestmark = pytest.mark.committed
@@ -106,17 +114,6 @@ def make_worker(db: Database) -> Iterator[Callable[..., Worker]]:
         worker.shutdown()
         worker.close()
     WOKE.clear()
-
-
-def drive(worker: Worker, until: Callable[[], Any], timeout: float = 15) -> float:
-    """Run the worker's main loop until ``until()``; returns the seconds it took."""
-    started = time.monotonic()
-    while not until():
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        delay = worker.poll()
-        worker.wake.wait(min(delay, 0.02))
-        worker.wake.clear()
-    return time.monotonic() - started
 
 
 def failures(url: str) -> list[tuple[Any, ...]]:
