@@ -44,7 +44,7 @@ TERMINAL = ("finished", "failed", "cancelled")
 STEPS = ("prepare", "iterate", "finalize")  # tests.chaos.workload.STEPS (no import: no pgjobs jobs)
 HEEDING = ("Cooperative", "Stepped")  # kinds that check for a cancel request at least every 0.2 s
 HEED_GRACE = timedelta(seconds=5)  # a running job asked to stop stops within about a second
-CLAIM_SLACK = timedelta(seconds=2)  # from a claim to its run's start in the ledger
+CLAIM_SLACK = timedelta(seconds=1)  # from a claim to its run's start in the ledger
 UNCOUNTED = ("snoozed", "interrupted")  # run outcomes that are not attempts
 
 
@@ -226,6 +226,7 @@ def check_final_states(
     horizon: datetime,
 ) -> list[Violation]:
     grouped = by_job(runs)
+    died = _deaths(runs, faults, {})  # the driver's kills and the poison pills only
     violations = []
     for job in jobs:
         job_runs = grouped.get(job.job_id, [])
@@ -281,12 +282,17 @@ def check_final_states(
                     )
                 )
             continue
-        # Failed: only through max_interruptions injected interruptions (the documented rule).
+        # Failed: only through max_interruptions injected interruptions (the documented rule):
+        # a run killed by the driver, or by a poison pill in its process (its neighbour: run
+        # alone afterwards, so interrupted once by it at most), or cut off past the threshold;
+        # or a run that ended in the ledger but whose process was killed before its ending was
+        # recorded (before the job's next run) — recovery counted that one too.
         interrupted = [
             r
-            for r in job_runs
-            if ends.source[r.id] == "kill"
+            for i, r in enumerate(job_runs)
+            if ends.source[r.id] in ("kill", "poison")
             or excusing_fault(r, _end(ends, r, horizon), faults, threshold) is not None
+            or _killed_after(r, job_runs[i + 1 :], died, horizon)
         ]
         if job.failure == PROCESS_EXIT and len(interrupted) >= max_interruptions:
             continue
@@ -302,6 +308,17 @@ def check_final_states(
             )
         )
     return violations
+
+
+def _killed_after(
+    run: Run, later: list[Run], died: dict[int, list[datetime]], horizon: datetime
+) -> bool:
+    """The run ended in the ledger, then its process died before the job's next run started:
+    its ending may not have been recorded (a finish waits for the worker's next claim)."""
+    if run.ended_at is None:
+        return False
+    until = later[0].started_at if later else horizon
+    return any(run.ended_at <= at <= until for at in died.get(run.pid, []))
 
 
 def check_schedule(not_before: dict[str, datetime], runs: list[Run]) -> list[Violation]:
@@ -394,20 +411,13 @@ def check_cancels(
                         )
                     )
             if answer == "cancelling" and answered is not None:
-                # A claim after the request cancels the job instead of running it.
-                late = [
-                    r
-                    for r in job_runs
-                    if r.started_at > answered + CLAIM_SLACK
-                    and not _excused(r, ends, faults, threshold, horizon)
-                    and not any(_touching(f, r, answered, r.started_at, horizon) for f in faults)
-                ]
-                if late:
+                late = _claimed_after(answered, job_runs, ends, faults, threshold, horizon)
+                if late is not None:
                     violations.append(
                         Violation(
                             "ran_after_cancelling",
                             f"{job.kind}: asked to stop at {_t(answered)} ('cancelling'), yet"
-                            f" {describe(late[0], ends)} started after it; {history}",
+                            f" {late}; {history}",
                             job.job_id,
                         )
                     )
@@ -420,17 +430,76 @@ def check_cancels(
                         continue
                     if any(_touching(f, r, since, r.ended_at, horizon) for f in faults):
                         continue
-                    late = (r.ended_at - since).total_seconds()
+                    ran_on = (r.ended_at - since).total_seconds()
                     violations.append(
                         Violation(
                             "cancel_unheeded",
                             f"{job.kind}: asked to stop at {_t(answered)} ('cancelling'), yet"
-                            f" {describe(r, ends)} ran on {late:.1f}s and finished, no fault"
+                            f" {describe(r, ends)} ran on {ran_on:.1f}s and finished, no fault"
                             f" on its host or the database meanwhile; {history}",
                             job.job_id,
                         )
                     )
     return violations
+
+
+def heeding_notes(
+    jobs: list[JobState],
+    runs: list[Run],
+    faults: list[Fault],
+    cancels: list[Cancel],
+    horizon: datetime,
+) -> list[str]:
+    """For the summary: each job of a HEEDING kind asked to stop ("cancelling") that finished
+    anyway, how long its run went on after the answer and which faults touched it then."""
+    kinds = {j.job_id: j.kind for j in jobs if j.kind in HEEDING and j.state == "finished"}
+    grouped = by_job(runs)
+    notes = []
+    for call in cancels:
+        if call.job_id not in kinds or call.answer != "cancelling" or call.answered_at is None:
+            continue
+        for r in grouped.get(call.job_id, []):
+            if r.outcome != "ok" or r.ended_at is None or r.ended_at < call.answered_at:
+                continue
+            since = max(call.answered_at, r.started_at)
+            hit = sorted({f.kind for f in faults if _touching(f, r, since, r.ended_at, horizon)})
+            notes.append(
+                f"{kinds[call.job_id]} {call.job_id[:8]}: answered {_t(call.answered_at)}, run"
+                f" {r.id} ({_t(r.started_at)}) finished {(r.ended_at - since).total_seconds():.2f}s"
+                f" later; faults meanwhile: {hit or 'none'}"
+            )
+    return notes
+
+
+def _claimed_after(
+    answered: datetime,
+    job_runs: list[Run],
+    ends: Ends,
+    faults: list[Fault],
+    threshold: float,
+    horizon: datetime,
+) -> str | None:
+    """A run claimed after the request was answered (a claim then cancels the job instead of
+    running it): one that started after an earlier run of the job ended at or after the answer
+    (it could be claimed only once that run's ending was recorded: proven), or that started
+    more than CLAIM_SLACK after the answer with no fault of its host or of the database between
+    (its claim may have been made just before the request).  Stale copies are left out."""
+    decisive = [r for r in job_runs if not _excused(r, ends, faults, threshold, horizon)]
+    for run in decisive:
+        for prior in decisive:
+            end = ends.at[prior.id]
+            if prior is run or end is None or prior.started_at > run.started_at:
+                continue
+            if answered <= end <= run.started_at:
+                return (
+                    f"{describe(run, ends)} started after {describe(prior, ends)} had ended,"
+                    " after the request"
+                )
+        if run.started_at > answered + CLAIM_SLACK and not any(
+            _touching(f, run, answered, run.started_at, horizon) for f in faults
+        ):
+            return f"{describe(run, ends)} started after it"
+    return None
 
 
 def _t(at: datetime) -> str:
@@ -676,7 +745,9 @@ def _may_count(
     return False
 
 
-def control_stats(jobs: list[JobState], runs: list[Run], steps: list[StepEvent]) -> dict[str, Any]:
+def control_stats(
+    jobs: list[JobState], runs: list[Run], steps: list[StepEvent], cancels: list[Cancel]
+) -> dict[str, Any]:
     """What the job-control kinds did (for the summary): not checks."""
     kinds = Counter(j.kind for j in jobs if j.kind in ("Stepped", "Snoozer", "Cooperative"))
     states = Counter(
@@ -687,14 +758,27 @@ def control_stats(jobs: list[JobState], runs: list[Run], steps: list[StepEvent])
     )
     stale_progress = []
     plans = {e.job_id: e.value for e in steps if e.event == "plan"}
+    reported = {e.run_id for e in steps if e.event == "item"}  # runs that reported progress
+    grouped = by_job(runs)
     for job in jobs:
-        if job.kind == "Stepped" and job.state == "finished":
-            progress = _decoded_json(job.progress)
-            done = progress.get("done") if isinstance(progress, dict) else None
-            if done != plans.get(job.job_id):
-                stale_progress.append(job.job_id)
+        if job.kind != "Stepped" or job.state != "finished":
+            continue
+        finishing = [r for r in grouped.get(job.job_id, []) if r.outcome == "ok"]
+        if not finishing or finishing[-1].id not in reported:
+            continue  # it resumed past its last item: the report stored is an earlier run's
+        progress = _decoded_json(job.progress)
+        done = progress.get("done") if isinstance(progress, dict) else None
+        if done != plans.get(job.job_id):
+            stale_progress.append(job.job_id)
+    state = {j.job_id: j for j in jobs}
+    answered = Counter(
+        f"{state[c.job_id].kind}: {c.answer} -> {state[c.job_id].state}"
+        for c in cancels
+        if c.job_id in state
+    )
     return {
         "jobs": dict(kinds),
+        "cancel_answers_and_final_states": dict(sorted(answered.items())),
         "final_states": dict(sorted(states.items())),
         "snoozes": sum(1 for r in runs if r.outcome == "snoozed"),
         "runs_cancelled_while_running": sum(1 for r in runs if r.outcome == "cancelled"),
@@ -704,7 +788,8 @@ def control_stats(jobs: list[JobState], runs: list[Run], steps: list[StepEvent])
         "steps_committed": sum(1 for e in steps if e.event == "committed"),
         "items_processed_again": sum(n - 1 for n in items.values() if n > 1),
         # Not a violation (a progress write that fails is dropped, documented in jobcontrol.py),
-        # but worth a look: finished stepped jobs whose stored progress is not their last report.
+        # but worth a look: finished stepped jobs whose stored progress is not the last report
+        # of the run that finished them.
         "finished_stepped_with_stale_progress": stale_progress[:20],
     }
 

@@ -63,7 +63,7 @@ WORKLOAD = {  # job kind: weight (and a poison pill every 15-25 s)
 CANCEL_PLAN: dict[str, tuple[float, float, float]] = {
     "cooperative": (0.7, 0.5, 4.0),  # mostly while it runs
     "stepped": (0.35, 0.3, 2.5),  # mostly while it runs
-    "snoozer": (0.25, 0.0, 3.0),  # running, snoozing (scheduled) or blocked
+    "snoozer": (0.3, 0.0, 4.0),  # running, snoozing (scheduled) or blocked
     "scheduled": (0.3, 0.0, 1.5),  # before it is due: "cancelled"
     "limited": (0.15, 0.0, 2.0),  # blocked, or running
     "fast": (0.1, 0.0, 0.3),  # racing its claim
@@ -304,11 +304,11 @@ class Enqueuer:
             )
         elif kind == "stepped":
             handle = workload.Stepped.set(connection=conn).perform_later(
-                rng.randint(6, 20), round(rng.uniform(0.05, 0.15), 3)
+                rng.randint(10, 30), round(rng.uniform(0.05, 0.2), 3)
             )
         elif kind == "snoozer":
             handle = workload.Snoozer.set(connection=conn).perform_later(
-                f"nap-{rng.randrange(3)}", rng.randint(1, 2), round(rng.uniform(0.3, 1.5), 2)
+                f"nap-{rng.randrange(3)}", rng.randint(1, 2), round(rng.uniform(1.5, 3), 2)
             )
         elif kind == "cooperative":
             handle = workload.Cooperative.set(connection=conn).perform_later(rng.randint(15, 45))

@@ -181,6 +181,8 @@ def test_cancels() -> None:
         kind_run(3, "coop", "cooperative", 0, 9, "ok"),  # ran 8 s on after "cancelling"
         kind_run(4, "quick", "cooperative", 0, 3.5, "ok"),  # finished before it noticed: fine
         kind_run(5, "late", "slow", 5, 6, "ok"),  # claimed after it was asked to stop
+        kind_run(6, "nap", "snoozer", 0.5, 1.5, "snoozed"),  # asked to stop as it ran: then
+        kind_run(7, "nap", "snoozer", 1.8, 2, "ok"),  # claimed after the request: must not run
     ]
     cancels = [
         call("waited", 2, 2.1, "cancelled"),
@@ -189,6 +191,7 @@ def test_cancels() -> None:
         call("quick", 3, 3.1, "cancelling"),
         call("done", 3, 3.1, "finished"),
         call("late", 1, 1.1, "cancelling"),
+        call("nap", 1, 1.1, "cancelling"),
     ]
     jobs = [
         JobState("waited", W + "Slow", "cancelled"),
@@ -198,6 +201,7 @@ def test_cancels() -> None:
         JobState("done", W + "Fast", "finished"),
         JobState("nobody", W + "Fast", "cancelled"),
         JobState("late", W + "Slow", "finished"),
+        JobState("nap", W + "Snoozer", "finished"),
     ]
     ends = checks.run_ends(runs, [], {})
     found = checks.check_cancels(jobs, runs, ends, [], 4.0, cancels, at(20))
@@ -206,12 +210,18 @@ def test_cancels() -> None:
         ("cancel_unheeded", "coop"),
         ("cancelled_ran", "ran"),
         ("ran_after_cancelling", "late"),
+        ("ran_after_cancelling", "nap"),
         ("spontaneous_cancel", "nobody"),
     ]
     # A fault of its host while it ran on excuses the slow stop.
     outage = [fault("pg_outage", 2, 8)]
     found = checks.check_cancels(jobs, runs, ends, outage, 4.0, cancels, at(20))
-    assert {v.check for v in found} == {"cancel_state", "cancelled_ran", "spontaneous_cancel"}
+    assert sorted((v.check, v.job_id) for v in found) == [
+        ("cancel_state", "ran"),
+        ("cancelled_ran", "ran"),
+        ("ran_after_cancelling", "nap"),  # proven: claimed once its snoozing run had ended
+        ("spontaneous_cancel", "nobody"),
+    ]
     # A stale copy of a host cut off past the threshold may start after the cancel.
     cut = [fault("partition", 1, 6, host="host-a")]
     found = checks.check_cancels(jobs, runs, checks.run_ends(runs, cut, {}), cut, 4.0, cancels,
@@ -282,3 +292,26 @@ def test_attempts_do_not_count_snoozes() -> None:
     jobs = [JobState("z", W + "Snoozer", "finished", executions=3)]
     found = checks.check_attempts(jobs, counted, ends, kill, 4.0, {}, at(10))
     assert [v.check for v in found] == ["executions"]
+
+
+def test_a_poison_neighbour_and_a_kill_after_a_run_ended_count_as_interruptions() -> None:
+    runs = [
+        kind_run(1, "pill", "poison", 0, 0.01, "poison", pid=5, host="host-c"),
+        kind_run(2, "j", "limited", 0.005, None, None, pid=5, host="host-c"),  # its neighbour
+        kind_run(3, "j", "limited", 2, None, None, attempt=2, pid=6, host="host-b"),  # killed
+        kind_run(4, "j", "limited", 4, 6, "ok", attempt=3, pid=7),  # cut off before its finish
+        kind_run(5, "k", "slow", 4, 4.5, "ok", attempt=1, pid=8, host="host-b"),  # killed after
+    ]
+    kill = fault("kill_worker", 3, 3, pids=(6,))
+    cut = fault("partition", 5, 11.6, host="host-a")
+    after = fault("kill_worker", 4.6, 4.6, pids=(8,))
+    failed = ("failed", checks.PROCESS_EXIT)
+    jobs = [JobState("j", W + "Limited", *failed), JobState("k", W + "Slow", *failed)]
+    ends = checks.run_ends(runs, [kill, cut, after], {})
+    found = checks.check_final_states(jobs, runs, ends, [kill, cut, after], 4.0, 3, at(20))
+    assert [(v.check, v.job_id) for v in found] == [("failed", "k")]  # k: once, not 3 times
+    found = checks.check_final_states(jobs, runs, ends, [kill, cut, after], 4.0, 1, at(20))
+    assert found == []  # k's run ended in the ledger, then its process was killed: counted
+    ends = checks.run_ends(runs, [kill], {})
+    found = checks.check_final_states(jobs, runs, ends, [kill], 4.0, 3, at(20))
+    assert {v.job_id for v in found} == {"j", "k"}  # without the cut: two interruptions of j

@@ -170,7 +170,7 @@ class Snoozer(ChaosJob):
 
     def perform(self, nap: str, times: int, delay: float) -> None:
         def body() -> None:
-            time.sleep(0.05)
+            time.sleep(0.5)  # long enough for some cancels to find it running
             conn, _ = self._ledger
             if ledger.snoozes(conn, str(self.job_id)) < times:
                 self.snooze(delay)
