@@ -483,3 +483,49 @@ class DiscardsBadInput(pgjobs.Job):
 
     def perform(self) -> None:
         raise ValueError("bad input")
+
+
+# -- flow control: ordered keys and rate limits ------------------------------------------------
+
+
+class OrderedPerAccount(pgjobs.Job):
+    """One at a time per account, in enqueue order; logs "ordered <account> <seq> start|end <t>"."""
+
+    ordered = pgjobs.ordered(key=lambda account, seq, seconds=0.0: account)
+
+    def perform(self, account: str, seq: int, seconds: float = 0.0) -> None:
+        import time
+
+        _log_line(f"ordered {account} {seq} start {time.time():.6f}")
+        time.sleep(seconds)
+        _log_line(f"ordered {account} {seq} end {time.time():.6f}")
+
+
+class OrderedContinue(pgjobs.Job):
+    """Ordered, but a job failed for good lets the next one of its key proceed."""
+
+    ordered = pgjobs.ordered(key=lambda account, seq: account, on_failure="continue")
+
+    def perform(self, account: str, seq: int) -> None:
+        pass
+
+
+class RatePerAccount(pgjobs.Job):
+    """At most 10 starts per second per account; logs "rate <account> <seq> <t>" at its start."""
+
+    rate_limit = pgjobs.rate_limit(limit=10, period=1, key=lambda account, seq: account)
+
+    def perform(self, account: str, seq: int) -> None:
+        import time
+
+        _log_line(f"rate {account} {seq} {time.time():.6f}")
+
+
+class RateAndLimited(pgjobs.Job):
+    """Both a rate limit (3 per minute) and a concurrency limit (2 at once)."""
+
+    rate_limit = pgjobs.rate_limit(limit=3, period=60)
+    limits_concurrency = pgjobs.limit(to=2, duration=60)
+
+    def perform(self, n: int) -> None:
+        pass

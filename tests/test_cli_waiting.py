@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import select
 import subprocess
 import sys
 
@@ -92,6 +93,17 @@ def test_progress_is_silent_when_stderr_is_not_a_tty() -> None:
     assert stream.getvalue() == ""
 
 
+def _read_all(fd: int) -> str:
+    """Everything written to the pseudo-terminal so far: one read may return only part of it."""
+    chunks = []
+    while select.select([fd], [], [], 0.2)[0]:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def test_progress_draws_a_count_and_rate_on_a_tty() -> None:
     leader, follower = pty.openpty()
     try:
@@ -100,7 +112,7 @@ def test_progress_draws_a_count_and_rate_on_a_tty() -> None:
             progress.started -= 2  # two seconds later
             progress._drawn_at -= 2
             progress(1500)
-        output = os.read(leader, 4096).decode()
+        output = _read_all(leader)
     finally:
         os.close(leader)
         os.close(follower)

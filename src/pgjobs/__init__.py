@@ -50,7 +50,16 @@ from pgjobs.jobs.callbacks import (
     before_perform,
 )
 from pgjobs.jobs.control import Snooze, Step
-from pgjobs.jobs.limits import ConcurrencyLimit, Uniqueness, limit, unique
+from pgjobs.jobs.limits import (
+    ConcurrencyLimit,
+    Ordered,
+    RateLimit,
+    Uniqueness,
+    limit,
+    ordered,
+    rate_limit,
+    unique,
+)
 from pgjobs.jobs.rules import DiscardRule, RetryRule, discard_on, rescue_from, retry_on
 from pgjobs.observability.logging_context import JobContextFilter, current_job
 from pgjobs.operations.failed import FailedJob, FailedJobs, JobErrorRecord
@@ -89,11 +98,13 @@ __all__ = [
     "JobInfo",
     "JobNotFound",
     "JobTimeout",
+    "Ordered",
     "PgJobsError",
     "ProcessExitError",
     "Progress",
     "Queue",
     "QueueInfo",
+    "RateLimit",
     "ResultError",
     "RetryRule",
     "SerializationError",
@@ -129,8 +140,10 @@ __all__ = [
     "on_thread_error",
     "on_worker_start",
     "on_worker_stop",
+    "ordered",
     "perform_all_later",
     "perform_all_later_async",
+    "rate_limit",
     "register_records",
     "register_type",
     "rescue_from",

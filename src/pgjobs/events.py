@@ -43,6 +43,8 @@ EVENTS: Mapping[str, int] = {
     # one per batch of maintenance work
     "dispatch_scheduled": logging.DEBUG,
     "unblock": logging.DEBUG,
+    "rate_limited": logging.DEBUG,  # claimed jobs over their rate limit went back in line
+    "rate_release": logging.DEBUG,  # the dispatcher moved rate-limited jobs to ready
     "concurrency_maintenance": logging.INFO,
     # an enqueue that did not write a job: a unique key held, or no slot with on_conflict=discard
     "enqueue_skipped": logging.INFO,

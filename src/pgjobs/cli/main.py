@@ -107,9 +107,10 @@ def _metrics_exporter(args: argparse.Namespace, config: Config) -> HostExporter 
 
 @command("status")
 def _status(args: argparse.Namespace) -> int:
-    from pgjobs.operations.queues import all_queues
+    from pgjobs.operations.queues import all_queues, rate_limits
     from pgjobs.store import blocked as blocked_store
     from pgjobs.store import processes as processes_store
+    from pgjobs.store import rates as rates_store
     from pgjobs.store import semaphores as semaphores_store
 
     database = _open(args)
@@ -118,10 +119,12 @@ def _status(args: argparse.Namespace) -> int:
         slots = conn.execute(database.sql(semaphores_store.LIST)).fetchall()
         waiting = dict(conn.execute(database.sql(blocked_store.COUNT_BY_KEY)).fetchall())
     queues = all_queues(database)
+    rates = rate_limits(database)
     holding = {str(r[0]): int(r[1]) for r in slots}
     limits: list[dict[str, Any]] = [
         {"key": key, "holding": holding.get(key, 0), "blocked": int(waiting.get(key, 0))}
         for key in sorted(set(holding) | set(waiting))
+        if not key.startswith(rates_store.LINE)  # a rate limit's line: shown with its key
     ]
     database.close()
     now = datetime.now(UTC)
@@ -137,6 +140,12 @@ def _status(args: argparse.Namespace) -> int:
                     ],
                     "queues": [vars(q) for q in queues],
                     "concurrency": limits,
+                    "rate_limits": [
+                        {"key": r.key, "limit": r.limit, "period": r.period.total_seconds(),
+                         "started": r.started, "waiting": r.waiting,
+                         "free_at": r.free_at.isoformat() if r.free_at else None}
+                        for r in rates
+                    ],
                 },
                 indent=2,
             )
@@ -159,6 +168,12 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{'CONCURRENCY KEY':<40} {'HOLDING':>8} {'BLOCKED':>8}")
         for limit in limits:
             print(f"{limit['key'][:40]:<40} {limit['holding']:>8} {limit['blocked']:>8}")
+    if rates:
+        print()
+        print(f"{'RATE LIMIT KEY':<40} {'LIMIT':>12} {'STARTED':>8} {'WAITING':>8}")
+        for r in rates:
+            per = f"{r.limit}/{r.period.total_seconds():g}s"
+            print(f"{r.key[:40]:<40} {per:>12} {r.started:>8} {r.waiting:>8}")
     return 0
 
 

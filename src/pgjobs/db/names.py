@@ -21,6 +21,7 @@ TABLES: dict[str, str] = {
     "processes": s.processes.name,
     "pauses": s.pauses.name,
     "semaphores": s.semaphores.name,
+    "rates": s.rate_limits.name,
     "recurring_tasks": s.recurring_tasks.name,
     "recurring_executions": s.recurring_executions.name,
 }

@@ -38,7 +38,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -98,6 +98,11 @@ jobs = Table(
     Column("checkpoint", JSONB),
     Column("cancel_requested_at", DateTime(timezone=True)),
     Column("cancelled_at", DateTime(timezone=True)),
+    # Rate limits (NULL for jobs without one): the "group/key" whose budget the job's start takes,
+    # and the limit and period it was enqueued with (pgjobs.store.rates).
+    Column("rate_key", Text),
+    Column("rate_limit", Integer),
+    Column("rate_period", Interval),
     # job_id is the public id: looked up by the API, the CLI and the dashboard.
     Index(None, "job_id", unique=True),
     # Unique jobs: at most one job holds a key; INSERT ... ON CONFLICT arbitrates races.  Partial:
@@ -243,6 +248,29 @@ semaphores = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # Concurrency maintenance: WHERE expires_at < now.
     Index(None, "expires_at"),
+)
+
+# One row per rate-limit key in use (pgjobs.store.rates): the start times still inside the key's
+# window (at most ``max_starts`` of them), and when its waiting jobs (blocked rows whose key is
+# "rate|<key>") may next move to ready — NULL when none wait.
+rate_limits = Table(
+    "pgjobs_rate_limits",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("max_starts", Integer, nullable=False),
+    Column("period", Interval, nullable=False),
+    Column(
+        "starts",
+        ARRAY(DateTime(timezone=True)),
+        nullable=False,
+        server_default=text("'{}'::timestamptz[]"),
+    ),
+    Column("granted", Integer, nullable=False, server_default=text("0")),
+    Column("free_at", DateTime(timezone=True)),
+    _now(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The dispatcher: WHERE free_at <= now ORDER BY free_at; partial: idle keys add nothing.
+    Index(None, "free_at", postgresql_where=text("free_at IS NOT NULL")),
 )
 
 recurring_tasks = Table(

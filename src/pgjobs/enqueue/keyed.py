@@ -59,6 +59,9 @@ def steps(
         "concurrency_duration": keys.concurrency_duration,
         "concurrency_on_conflict": keys.concurrency_on_conflict,
         "unique_key": keys.unique_key,
+        "rate_key": keys.rate_key,
+        "rate_limit": keys.rate_limit,
+        "rate_period": keys.rate_period,
         "now": now,
     }
     replaced = None

@@ -58,8 +58,10 @@ class Job:
     ``priority`` (lower runs first, default 0), ``job_name`` (a stable alias), ``timeout``
     (seconds or a timedelta; a worker fails the job with :class:`pgjobs.JobTimeout` past it),
     ``retry_on`` and ``discard_on`` (lists of :func:`pgjobs.retry_on` / :func:`pgjobs.discard_on`
-    rules, inherited; see ``docs/errors.md``), ``limits_concurrency`` (:func:`pgjobs.limit`) and
-    ``unique`` (:func:`pgjobs.unique`; see ``docs/concurrency.md``).
+    rules, inherited; see ``docs/errors.md``), ``limits_concurrency`` (:func:`pgjobs.limit`),
+    ``unique`` (:func:`pgjobs.unique`; see ``docs/concurrency.md``), ``ordered``
+    (:func:`pgjobs.ordered`) and ``rate_limit`` (:func:`pgjobs.rate_limit`; see
+    ``docs/flow-control.md``).
     Inside ``perform``: ``self.job_id``, ``self.executions``, ``self.queue_name``,
     ``self.priority``, ``self.enqueued_at``, ``self.scheduled_at``, ``self.args``, ``self.kwargs``,
     and job control (``docs/jobs.md``): :meth:`progress`, :attr:`cancel_requested`,
@@ -79,6 +81,8 @@ class Job:
     discard_on: ClassVar[Sequence[Any]] = ()
     limits_concurrency: ClassVar[limits.ConcurrencyLimit | None] = None
     unique: ClassVar[limits.Uniqueness | None] = None
+    ordered: ClassVar[limits.Ordered | None] = None
+    rate_limit: ClassVar[limits.RateLimit | None] = None
     _callbacks: ClassVar[dict[tuple[callbacks.Kind, callbacks.Phase], tuple[str, ...]]] = {}
     _rules: ClassVar[tuple[rules.Rule, ...]] = ()
     _retry_request: rules.RetryRequest | None = None
@@ -404,6 +408,8 @@ def job(
     discard_on: Sequence[Any] = (),
     limits_concurrency: limits.ConcurrencyLimit | None = None,
     unique: limits.Uniqueness | None = None,
+    ordered: limits.Ordered | None = None,
+    rate_limit: limits.RateLimit | None = None,
     store_result: bool = True,
     max_result_bytes: int = 1024 * 1024,
 ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
@@ -421,13 +427,16 @@ def job(
     discard_on: Sequence[Any] = (),
     limits_concurrency: limits.ConcurrencyLimit | None = None,
     unique: limits.Uniqueness | None = None,
+    ordered: limits.Ordered | None = None,
+    rate_limit: limits.RateLimit | None = None,
     store_result: bool = True,
     max_result_bytes: int = 1024 * 1024,
 ) -> JobFunction[P, R] | Callable[[Callable[P, R]], JobFunction[P, R]]:
     """Turn a function into a job: ``@pgjobs.job(queue="mailers")``; same API as a Job class.
 
-    ``timeout``, ``retry_on``, ``discard_on``, ``limits_concurrency``, ``unique``,
-    ``store_result`` and ``max_result_bytes`` are the job class attributes of those names.
+    ``timeout``, ``retry_on``, ``discard_on``, ``limits_concurrency``, ``unique``, ``ordered``,
+    ``rate_limit``, ``store_result`` and ``max_result_bytes`` are the job class attributes of
+    those names.
     """
 
     def wrap(func: Callable[P, R]) -> JobFunction[P, R]:
@@ -440,6 +449,8 @@ def job(
             "discard_on": list(discard_on),
             "limits_concurrency": limits_concurrency,
             "unique": unique,
+            "ordered": ordered,
+            "rate_limit": rate_limit,
             "store_result": store_result,
             "max_result_bytes": max_result_bytes,
             "job_name": name or f"{func.__module__}:{func.__qualname__}",

@@ -17,6 +17,16 @@ Both are enforced by the database (see ``docs/concurrency.md``):
   (``until="executed"``: finished, failed, discarded, failed after interruptions).  With
   ``period`` the key names a time window and is never released: one job per key per window.
 
+- **Ordered keys** (``ordered = pgjobs.ordered(key=...)``): a concurrency limit of one per key
+  whose blocked jobs leave in enqueue order (their blocked rows carry priority 0, so the
+  ``(priority, job_id)`` order is the id order), whose semaphore never expires, and whose job keeps
+  the slot through a retry and, unless ``on_failure="continue"``, through a failure for good (until
+  it is retried or discarded): the next job of the key waits for it.  Stored as a concurrency
+  limit with ``concurrency_on_conflict`` ``"ordered"`` or ``"ordered_continue"``.
+- **Rate limits** (``rate_limit = pgjobs.rate_limit(limit=10, period=1, key=...)``): at most
+  ``limit`` jobs of a key *start* in any ``period``, checked by the worker that claimed them
+  (:mod:`pgjobs.store.rates`); a job over the budget waits in line and runs as it frees.
+
 Stored key formats: ``concurrency_key = "<group>/<key>"`` (group defaults to the job name) and
 ``unique_key = "<mode>|<job name>|<key>"`` where mode is ``x`` (until executing), ``d`` (until
 executed) or ``p`` (a period; the key ends with ``@<window start>/<window end>``, an ISO 8601
@@ -43,6 +53,8 @@ OnDuplicate = Literal["skip", "raise", "replace"]
 KeyFunction = Callable[..., Any]
 
 DEFAULT_DURATION = timedelta(minutes=3)  # Solid Queue's default concurrency_duration
+OnFailure = Literal["hold", "continue"]
+ORDERED, ORDERED_CONTINUE = "ordered", "ordered_continue"  # concurrency_on_conflict values
 UNTIL_EXECUTING, UNTIL_EXECUTED, PERIOD = "x", "d", "p"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -66,6 +78,25 @@ class Uniqueness:
     until: Until
     on_conflict: OnDuplicate
     period: timedelta | None
+
+
+@dataclass(frozen=True)
+class Ordered:
+    """``ordered``: jobs with the same key run one at a time, in enqueue order."""
+
+    key: KeyFunction | None
+    group: str | None
+    on_failure: OnFailure
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``rate_limit``: at most ``limit`` jobs with the same key start in any ``period``."""
+
+    limit: int
+    period: timedelta
+    key: KeyFunction | None
+    group: str | None
 
 
 def _duration(value: float | timedelta, what: str) -> timedelta:
@@ -107,13 +138,11 @@ def limit(
     if isinstance(to, bool) or not isinstance(to, int) or to < 1:
         raise ConfigurationError(f"limit(to=...) must be a positive int, got {to!r}")
     _choice(on_conflict, ("block", "discard"), "limit(on_conflict=...)")
-    if group is not None and (not isinstance(group, str) or not group):
-        raise ConfigurationError(f"limit(group=...) must be a non-empty string, got {group!r}")
     return ConcurrencyLimit(
         to=to,
         key=_key_function(key, "limit(key=...)"),
         duration=_duration(duration, "limit(duration=...)"),
-        group=group,
+        group=_group(group, "limit(group=...)"),
         on_conflict=on_conflict,
     )
 
@@ -149,17 +178,76 @@ def unique(
     )
 
 
+def _group(group: str | None, what: str) -> str | None:
+    if group is not None and (not isinstance(group, str) or not group):
+        raise ConfigurationError(f"{what} must be a non-empty string, got {group!r}")
+    return group
+
+
+def ordered(
+    *, key: KeyFunction | None = None, group: str | None = None, on_failure: OnFailure = "hold"
+) -> Ordered:
+    """Ordered keys for a job class: ``ordered = pgjobs.ordered(key=lambda account: account)``.
+
+    Jobs whose keys are equal run one at a time, in the order they were enqueued, across every
+    worker and host; jobs of different keys run in parallel.  Without ``key`` the whole class (or
+    ``group``, shared by several classes) is one line.  A job that is retried later keeps its
+    place (the next job waits for the retry).  ``on_failure``: what a job that failed for good
+    does — ``"hold"`` (the default: the key waits until the job is retried or discarded) or
+    ``"continue"`` (the next job proceeds).
+    """
+    _choice(on_failure, ("hold", "continue"), "ordered(on_failure=...)")
+    return Ordered(
+        key=_key_function(key, "ordered(key=...)"),
+        group=_group(group, "ordered(group=...)"),
+        on_failure=on_failure,
+    )
+
+
+def rate_limit(
+    *,
+    limit: int,
+    period: float | timedelta = 1.0,
+    key: KeyFunction | None = None,
+    group: str | None = None,
+) -> RateLimit:
+    """A rate limit for a job class: ``rate_limit = pgjobs.rate_limit(limit=10, period=1)``.
+
+    At most ``limit`` jobs with the same key **start** in any window of ``period`` (a timedelta
+    or seconds), across every worker and host.  Jobs over the budget are not dropped or failed:
+    they wait in line, in priority then enqueue order, and run as the budget frees.  ``key`` is
+    called with the job's ``perform`` arguments (without it the whole class, or ``group``, shares
+    one budget).
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError(f"rate_limit(limit=...) must be a positive int, got {limit!r}")
+    return RateLimit(
+        limit=limit,
+        period=_duration(period, "rate_limit(period=...)"),
+        key=_key_function(key, "rate_limit(key=...)"),
+        group=_group(group, "rate_limit(group=...)"),
+    )
+
+
 def check_declarations(cls: type[Job]) -> None:
-    """Refuse a class whose ``limits_concurrency`` / ``unique`` is not what these build."""
+    """Refuse a class whose ``limits_concurrency`` / ``unique`` / ``ordered`` / ``rate_limit``
+    is not what these build, or that declares both ``ordered`` and ``limits_concurrency``."""
     for attr, kind, factory in (
         ("limits_concurrency", ConcurrencyLimit, "pgjobs.limit(...)"),
         ("unique", Uniqueness, "pgjobs.unique(...)"),
+        ("ordered", Ordered, "pgjobs.ordered(...)"),
+        ("rate_limit", RateLimit, "pgjobs.rate_limit(...)"),
     ):
         value = getattr(cls, attr, None)
         if value is not None and not isinstance(value, kind):
             raise ConfigurationError(
                 f"{cls.job_name}: {attr} must be {factory} or None, got {value!r}"
             )
+    if getattr(cls, "ordered", None) is not None and getattr(cls, "limits_concurrency", None):
+        raise ConfigurationError(
+            f"{cls.job_name}: declares both ordered and limits_concurrency; an ordered key is "
+            "already a limit of one job per key — keep one of them"
+        )
 
 
 def _key_text(job: Job, key: KeyFunction | None, what: str) -> str:
@@ -187,10 +275,17 @@ class Keys:
     concurrency_on_conflict: str | None = None
     unique_key: str | None = None
     on_duplicate: OnDuplicate = "skip"
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_period: timedelta | None = None
 
     @property
     def special(self) -> bool:
-        return self.concurrency_key is not None or self.unique_key is not None
+        return (
+            self.concurrency_key is not None
+            or self.unique_key is not None
+            or self.rate_key is not None
+        )
 
 
 NO_KEYS = Keys()
@@ -201,9 +296,28 @@ def keys_for(job: Job, now: datetime) -> Keys:
     cls = type(job)
     limits: ConcurrencyLimit | None = getattr(cls, "limits_concurrency", None)
     uniqueness: Uniqueness | None = getattr(cls, "unique", None)
-    if limits is None and uniqueness is None:
+    order: Ordered | None = getattr(cls, "ordered", None)
+    rate: RateLimit | None = getattr(cls, "rate_limit", None)
+    if limits is None and uniqueness is None and order is None and rate is None:
         return NO_KEYS
     values: dict[str, Any] = {}
+    if order is not None:
+        suffix = "" if order.key is None else "/" + _key_text(job, order.key, "ordered")
+        values.update(
+            concurrency_key=(order.group or cls.job_name) + suffix,
+            concurrency_limit=1,
+            # How long a blocked job waits before maintenance checks its key for a missed
+            # release; the key's semaphore itself never expires (see store.semaphores).
+            concurrency_duration=DEFAULT_DURATION,
+            concurrency_on_conflict=ORDERED if order.on_failure == "hold" else ORDERED_CONTINUE,
+        )
+    if rate is not None:
+        suffix = "" if rate.key is None else "/" + _key_text(job, rate.key, "rate limit")
+        values.update(
+            rate_key=(rate.group or cls.job_name) + suffix,
+            rate_limit=rate.limit,
+            rate_period=rate.period,
+        )
     if limits is not None:
         group = limits.group or cls.job_name
         suffix = "" if limits.key is None else "/" + _key_text(job, limits.key, "concurrency")

@@ -270,8 +270,10 @@ class FailedJobs(OnDatabase):
             with database.connection() as conn:  # autocommit: one short transaction a batch
                 row = conn.execute(statement, params).fetchone()
                 assert row is not None
-                if len(row) > 3 and row[3]:  # retried jobs of limited classes wait in blocked
-                    concurrency.unblock(database.runner(conn), row[3], channel=params["channel"])
+                keys = row[-1] if len(row) > 2 else None
+                if keys:  # retried jobs of limited classes wait in blocked; discarded jobs of
+                    # ordered keys gave their slots back
+                    concurrency.unblock(database.runner(conn), keys, channel=params["channel"])
             total += int(row[0])
             if progress is not None:
                 progress(total)

@@ -7,11 +7,12 @@ A paused queue still receives jobs; workers skip it (within a second) until it i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pgjobs import clock
 from pgjobs.db.database import Database
 from pgjobs.store import pauses as pauses_store
+from pgjobs.store import rates as rates_store
 from pgjobs.store import ready as ready_store
 from pgjobs.store.jobs import notify_channel
 
@@ -92,3 +93,23 @@ def all_queues(database: Database) -> list[QueueInfo]:
     with database.connection() as conn:
         names = {r[0] for r in conn.execute(database.sql(ready_store.READY_QUEUES))}
     return [Queue(n, database=database).info(paused) for n in sorted(names | paused)]
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """A rate limit's key as it stands: starts in its window now, jobs waiting in its line."""
+
+    key: str
+    limit: int
+    period: timedelta
+    started: int  # starts inside the current window
+    waiting: int  # jobs in the key's line
+    free_at: datetime | None  # when the line moves next (None: nobody waits)
+
+
+def rate_limits(database: Database, limit: int = 1000) -> list[RateLimitInfo]:
+    """The rate-limit keys in use (``pgjobs status``, the dashboard), by key."""
+    params = {"now": clock.now(), "guard": rates_store.GUARD, "limit": limit}
+    with database.connection() as conn:
+        rows = conn.execute(database.sql(rates_store.LIST), params).fetchall()
+    return [RateLimitInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5]) for r in rows]

@@ -1,4 +1,5 @@
 """The dispatcher: moves due scheduled jobs to ready, in batches, back to back while behind,
+moves jobs waiting for a rate limit to ready when its budget frees (:mod:`pgjobs.store.rates`),
 and runs the concurrency maintenance (:func:`pgjobs.operations.concurrency.maintain`) every
 ``concurrency_maintenance_interval`` seconds.
 
@@ -13,12 +14,15 @@ import time
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from pgjobs import clock, events
 from pgjobs.config.queue import Config, DispatcherConfig
 from pgjobs.db.database import Database
 from pgjobs.operations import concurrency
 from pgjobs.processes.poller import Poller
 from pgjobs.store import blocked as blocked_store
+from pgjobs.store import rates as rates_store
 from pgjobs.store import scheduled as store
 from pgjobs.store.jobs import notify_channel
 
@@ -77,14 +81,40 @@ class Dispatcher(Poller):
             now=now,
         )
 
+    def release_rates(self, now: datetime | None = None) -> int:
+        """Move the jobs waiting for rate limits whose budget has freed to ready; returns how
+        many moved (see :mod:`pgjobs.store.rates`)."""
+        params = {
+            "now": now or clock.now(),
+            "keys": rates_store.KEYS_PER_PASS,
+            "guard": rates_store.GUARD,
+            "channel": notify_channel(self.database.schema),
+        }
+        lock_due, move = (self.database.sql(s) for s in (rates_store.LOCK_DUE, rates_store.MOVE))
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            with conn.transaction():
+                locked = [r[0] for r in conn.execute(lock_due, params)]
+                if not locked:
+                    return 0
+                row = conn.execute(move, {**params, "locked": locked}).fetchone()
+                return int(row[0]) if row else 0
+
+        moved = self.with_retry(self.kind, run)
+        if moved and "rate_release" in events.active:
+            events.emit("rate_release", process_id=self.id, count=moved)
+        return moved
+
     def poll(self) -> float:
         interval = self.dispatcher.concurrency_maintenance_interval
         if self.dispatcher.concurrency_maintenance and (
             time.monotonic() - self._maintained_at >= interval
         ):
             self.maintain()
+        self.release_rates()
         if self.dispatch() >= self.dispatcher.batch_size:
             return 0.0  # a backlog: go again at once
+        # Sleep until the next scheduled job is due or the next rate-limit line may move.
         rows = self.execute(store.NEXT_DUE)
         interval = self.dispatcher.polling_interval
         if rows and rows[0][0] is not None:

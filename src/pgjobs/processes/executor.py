@@ -72,6 +72,7 @@ class Claimed:
     unique_key: str | None = None
     interruptions: int = 0  # > 0: a process running it died; it runs alone (see the worker)
     cancel_requested: bool = False  # asked to stop before it was claimed: not run, cancelled
+    rate_key: str | None = None  # rate-limited: runs only with a start token (store/rates.py)
 
     @property
     def keyed(self) -> bool:

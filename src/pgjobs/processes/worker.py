@@ -42,7 +42,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import events
+from pgjobs import clock, events
 from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.jobs import rules
@@ -63,6 +63,7 @@ from pgjobs.store import claimed as claimed_store
 from pgjobs.store import control as control_store
 from pgjobs.store import failed as failed_store
 from pgjobs.store import finished as finished_store
+from pgjobs.store import rates as rates_store
 from pgjobs.store import ready as ready_store
 from pgjobs.store.jobs import notify_channel
 
@@ -239,6 +240,11 @@ class Worker(Poller, Claims, JobThreads, Recording):
         claimed = self.isolate(self.claim(idle))
         if any(c.cancel_requested for c in claimed):
             claimed = self._cancel_unstarted(claimed)
+        if any(c.rate_key is not None for c in claimed):
+            got = len(claimed)
+            claimed = self._take_starts(claimed)
+            if len(claimed) < got and not claimed:
+                return 0.0  # all over their rate: the next ready jobs may not be; claim again
         executing = [c.id for c in claimed if c.unique_key and c.unique_key.startswith("x|")]
         if executing:  # until="executing": a new job with the key may be enqueued from now on
             self._release_unique(executing)
@@ -248,6 +254,38 @@ class Worker(Poller, Claims, JobThreads, Recording):
         if claimed and len(claimed) == idle:
             return self.worker.polling_interval  # busy: a finishing job wakes us
         return 0.0 if claimed else self.worker.polling_interval
+
+    def _take_starts(self, claimed: list[Claimed]) -> list[Claimed]:
+        """Rate-limited jobs run only with a start token, taken key by key in claim order; the
+        rest were moved to their key's line by the same statement (pgjobs.store.rates).  If the
+        reply is lost, none of them runs: on reconnect the ones still claimed go back to ready
+        (their tokens, if taken, are spent unused — the limit errs on the safe side)."""
+        by_key: dict[str, list[Claimed]] = {}
+        for job in claimed:
+            if job.rate_key is not None:
+                by_key.setdefault(job.rate_key, []).append(job)
+        denied: set[int] = set()
+        for key, jobs in sorted(by_key.items()):
+            ids = [job.id for job in jobs]
+            try:
+                rows = self.execute(
+                    rates_store.TAKE,
+                    {
+                        "ids": _ids(ids),
+                        "n": len(ids),
+                        "key": key,
+                        "process_id": self.id,
+                        "now": clock.now(),
+                        "guard": rates_store.GUARD,
+                    },
+                )
+                granted = int(rows[0][0]) if rows else 0
+            except GAVE_UP:
+                granted = 0
+            denied.update(ids[granted:])
+            if granted < len(ids) and "rate_limited" in _active:
+                events.emit("rate_limited", process_id=self.id, key=key, waiting=len(ids) - granted)
+        return [job for job in claimed if job.id not in denied]
 
     def _cancel_unstarted(self, claimed: list[Claimed]) -> list[Claimed]:
         """Jobs asked to stop before they were claimed are cancelled, not run."""

@@ -13,19 +13,26 @@ from pgjobs.store import jobs as _jobs
 
 # Unblock the next job of %(key)s if a slot is free.  Returns (picked, readied, discarded).
 # Served by blocked (concurrency_key, priority, job_id), semaphores' primary key.
-UNBLOCK_NEXT = """
+UNBLOCK_NEXT = (
+    """
 WITH next AS (
     -- Lowest priority number first, then FIFO: the order jobs would have run in.
-    SELECT b.job_id, b.queue_name, b.priority, j.concurrency_limit, j.concurrency_duration,
+    -- (An ordered key's rows carry priority 0: FIFO.  A rate limit's line, "rate|" keys, is
+    -- moved by store.rates, never here.)
+    SELECT b.job_id, b.queue_name, j.priority, j.concurrency_limit, j.concurrency_duration,
            j.concurrency_on_conflict
     FROM {blocked} b JOIN {jobs} j ON j.id = b.job_id
-    WHERE b.concurrency_key = %(key)s
+    WHERE b.concurrency_key = %(key)s AND left(%(key)s, 5) <> 'rate|'
     ORDER BY b.priority, b.job_id
     LIMIT 1
     FOR UPDATE OF b SKIP LOCKED
 ), slot AS (
     INSERT INTO {semaphores} AS s (key, value, expires_at)
-    SELECT %(key)s, 1, %(now)s::timestamptz + concurrency_duration FROM next
+    SELECT %(key)s, 1, """
+    + _jobs.SLOT_EXPIRY.replace(
+        "%(concurrency_on_conflict)s", "next.concurrency_on_conflict"
+    ).replace("%(concurrency_duration)s", "next.concurrency_duration")
+    + """ FROM next
     ON CONFLICT (key) DO UPDATE
         SET value = s.value + 1, expires_at = excluded.expires_at, updated_at = %(now)s
         WHERE s.value < (SELECT concurrency_limit FROM next)
@@ -37,7 +44,8 @@ WITH next AS (
     RETURNING b.job_id, b.queue_name, b.priority
 ), readied AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
-    SELECT job_id, queue_name, priority FROM moved WHERE EXISTS (SELECT 1 FROM slot)
+    SELECT n.job_id, n.queue_name, n.priority FROM moved m JOIN next n ON n.job_id = m.job_id
+    WHERE EXISTS (SELECT 1 FROM slot)
     RETURNING queue_name
 ), discarded AS (
     UPDATE {jobs} j SET finished_at = %(now)s, discarded_at = %(now)s,
@@ -49,6 +57,7 @@ SELECT (SELECT count(*) FROM next), (SELECT count(*) FROM readied),
        (SELECT count(*) FROM discarded),
        (SELECT pg_notify(%(channel)s, queue_name) FROM readied)
 """
+)
 
 # Concurrency maintenance walks every key with blocked jobs, in key order, %(limit)s keys after
 # %(after)s per statement (a keyset cursor: a long walk is many short statements, and no key is
@@ -99,13 +108,23 @@ COUNT_BY_KEY = "SELECT concurrency_key, count(*) FROM {blocked} GROUP BY concurr
 
 # An operator discards a batch of blocked jobs (pgjobs.operations.waiting): picked after a keyset
 # cursor (blocked's primary key) and locked SKIP LOCKED, so a job an unblock is moving to ready is
-# left to it; deleted and finished as discarded (unique key released).  A blocked job holds no slot:
-# the semaphore is untouched.  Returns (discarded, cursor).
+# left to it; deleted and finished as discarded (unique key released).  A job blocked for a slot
+# holds none: its semaphore is untouched.  A job waiting in a rate limit's line ("rate|" key)
+# that has a concurrency limit took its slot before it was claimed: the slot is given back.
+# Returns (discarded, cursor, keys to unblock).
 DISCARD_BLOCKED = (
     _jobs.pick_waiting("blocked")
     + _jobs.DISCARD_GONE
-    + """
-SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked)
+    + """, slots AS (
+    SELECT d.concurrency_key AS k, count(*) AS n FROM gone g JOIN discarded d ON d.id = g.job_id
+    WHERE left(g.concurrency_key, 5) = 'rate|' AND d.concurrency_key IS NOT NULL
+    GROUP BY d.concurrency_key
+), released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - r.n, 0), updated_at = %(now)s
+    FROM slots r WHERE s.key = r.k
+)
+SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked),
+       (SELECT array_agg(k) FROM slots)
 """
 )
 

@@ -8,6 +8,7 @@ that kills its worker cannot loop forever.
 
 from __future__ import annotations
 
+from pgjobs.store import failed as _failed
 from pgjobs.store import jobs as _jobs
 
 # Give back jobs a stopping process did not finish (graceful shutdown): not counted as attempts.
@@ -52,7 +53,11 @@ WITH released AS (RELEASED
     + """ ELSE j.unique_key END
     FROM released r WHERE j.id = r.job_id
     RETURNING j.id, j.queue_name, j.priority, j.executions, j.interruptions, r.process_id,
-              j.concurrency_key, j.class_name
+              j.class_name, """
+    + _failed.HELD_ON_FAILURE.replace("concurrency_", "j.concurrency_").replace(
+        "AS j.concurrency_key", "AS concurrency_key"
+    )
+    + """
 ), requeued AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM bumped WHERE interruptions < %(max_interruptions)s

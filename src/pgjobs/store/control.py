@@ -16,6 +16,7 @@ polling.
 from __future__ import annotations
 
 from pgjobs.store import blocked as _blocked
+from pgjobs.store import failed as _failed
 from pgjobs.store import jobs as _jobs
 from pgjobs.store import ready as _ready
 from pgjobs.store import scheduled as _scheduled
@@ -130,7 +131,9 @@ SNOOZE = (
     + """, bumped AS (
     UPDATE {jobs} SET scheduled_at = %(scheduled_at)s
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, queue_name, priority, concurrency_key
+    RETURNING id, queue_name, priority, """
+    + _failed.HELD_WHILE_WAITING
+    + """
 ), scheduled AS (
     INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at, concurrency_key)
     SELECT id, queue_name, priority, %(scheduled_at)s, concurrency_key FROM bumped

@@ -21,8 +21,19 @@ _RELEASE_SLOT = """
     FROM bumped b WHERE s.key = b.concurrency_key
 )"""
 
-# A final failure: to failed, unique key released (a period's stays), slot given back.
-# Returns (id, concurrency key) when this process still held the job.
+# The key whose slot a job gives back when it fails for good (as ``concurrency_key``): none for a
+# job of an ordered key that holds it until it is retried or discarded (pgjobs.ordered).
+HELD_ON_FAILURE = """CASE WHEN concurrency_on_conflict = 'ordered' THEN NULL
+                   ELSE concurrency_key END AS concurrency_key"""
+
+# The key whose slot a job gives back when it waits to run again (retried later, snoozed): none
+# for a job of an ordered key, which keeps its place — the key's next job waits for it.
+HELD_WHILE_WAITING = """CASE WHEN left(concurrency_on_conflict, 7) = 'ordered' THEN NULL
+                   ELSE concurrency_key END AS concurrency_key"""
+
+# A final failure: to failed, unique key released (a period's stays), slot given back (except by
+# an ordered key's job, which holds it).  Returns (id, concurrency key to unblock) when this
+# process still held the job.
 FAIL = (
     """
 WITH done AS (
@@ -33,7 +44,9 @@ WITH done AS (
     + _jobs.RELEASE_UNIQUE
     + """
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, job_id, executions, concurrency_key
+    RETURNING id, job_id, executions, """
+    + HELD_ON_FAILURE
+    + """
 ), history AS (
     INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
                               hostname, pid)
@@ -54,7 +67,8 @@ SELECT id, concurrency_key, pg_notify(%(done_channel)s, job_id::text) FROM bumpe
 # retry_on: the same job goes back to ready (no wait: scheduled_at NULL, and its queue is
 # notified) or to scheduled, with the attempt counted, the error in its history and maybe a new
 # queue/priority.  Returns nothing when this process no longer holds the job.
-RETRY = """
+RETRY = (
+    """
 WITH done AS (
     DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
     RETURNING job_id
@@ -64,7 +78,9 @@ WITH done AS (
                       priority = COALESCE(%(priority)s, priority),
                       scheduled_at = COALESCE(%(scheduled_at)s, scheduled_at)
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, executions, queue_name, priority, concurrency_key
+    RETURNING id, executions, queue_name, priority, """
+    + HELD_WHILE_WAITING
+    + """
 ), history AS (
     INSERT INTO {job_errors} (job_id, attempt, exception_class, message, backtrace, process_id,
                               hostname, pid)
@@ -75,7 +91,8 @@ WITH done AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, priority FROM bumped WHERE %(scheduled_at)s::timestamptz IS NULL
 ), scheduled AS (
-    -- Retried later: it gives its slot back and takes one again when due.
+    -- Retried later: it gives its slot back and takes one again when due (an ordered key's
+    -- job keeps its slot: concurrency_key is NULL here, and it goes straight to ready).
     INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at, concurrency_key)
     SELECT id, queue_name, priority, %(scheduled_at)s, concurrency_key FROM bumped
     WHERE %(scheduled_at)s::timestamptz IS NOT NULL
@@ -88,6 +105,7 @@ SELECT id, CASE WHEN %(scheduled_at)s::timestamptz IS NOT NULL THEN concurrency_
        CASE WHEN %(scheduled_at)s::timestamptz IS NULL THEN pg_notify(%(channel)s, queue_name) END
 FROM bumped
 """
+)
 
 # discard_on: the job is finished as discarded, attempt counted, error kept in its history.
 # FAIL and DISCARD wake the job's result waiters (pgjobs.store.control).
@@ -225,11 +243,17 @@ RETRY_FAILED = (
     -- A cancel request made before it failed is dropped: retrying is the operator's word now.
     UPDATE {jobs} j SET interruptions = 0, cancel_requested_at = NULL
     FROM gone g WHERE j.id = g.job_id
-    RETURNING j.id, j.queue_name, j.priority, j.scheduled_at, j.concurrency_key,
-              j.concurrency_duration
+    RETURNING j.id, j.queue_name, j.scheduled_at, j.concurrency_duration,
+              -- an ordered key's job that failed holding its slot has it still: not blocked
+              CASE WHEN j.concurrency_on_conflict = 'ordered' THEN NULL
+                   ELSE j.concurrency_key END AS concurrency_key,
+              j.priority AS job_priority,
+              -- its place in a blocked line: FIFO on an ordered key (jobs.BLOCKED_PRIORITY)
+              CASE WHEN left(j.concurrency_on_conflict, 7) = 'ordered' THEN 0
+                   ELSE j.priority END AS priority
 ), ready AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
-    SELECT id, queue_name, priority FROM reset
+    SELECT id, queue_name, job_priority FROM reset
     WHERE (scheduled_at IS NULL OR scheduled_at <= %(now)s) AND concurrency_key IS NULL
     RETURNING job_id
 ), blocked AS (
@@ -240,7 +264,7 @@ RETRY_FAILED = (
     RETURNING concurrency_key
 ), scheduled AS (
     INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at, concurrency_key)
-    SELECT id, queue_name, priority, scheduled_at, concurrency_key FROM reset
+    SELECT id, queue_name, job_priority, scheduled_at, concurrency_key FROM reset
     WHERE scheduled_at > %(now)s
 )
 SELECT (SELECT count(*) FROM reset), (SELECT max(job_id) FROM picked),
@@ -249,15 +273,24 @@ SELECT (SELECT count(*) FROM reset), (SELECT max(job_id) FROM picked),
 """
 )
 
-# Discard a batch of failed jobs: delete the job, its failed row and its error history.
-# Returns (discarded, cursor).
+# Discard a batch of failed jobs: delete the job, its failed row and its error history.  A job of
+# an ordered key that held its slot gives it back (the caller unblocks the keys returned).
+# Returns (discarded, cursor, keys to unblock).
 DISCARD_FAILED = (
     _PICK
     + """, history AS (
     DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.job_id
 ), deleted AS (
-    DELETE FROM {jobs} j USING gone g WHERE j.id = g.job_id RETURNING j.id
+    DELETE FROM {jobs} j USING gone g WHERE j.id = g.job_id
+    RETURNING j.id, j.concurrency_key, j.concurrency_on_conflict
+), held AS (
+    SELECT concurrency_key AS k, count(*) AS n FROM deleted
+    WHERE concurrency_on_conflict = 'ordered' GROUP BY concurrency_key
+), released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - h.n, 0), updated_at = %(now)s
+    FROM held h WHERE s.key = h.k
 )
-SELECT (SELECT count(*) FROM gone), (SELECT max(job_id) FROM picked)
+SELECT (SELECT count(*) FROM gone), (SELECT max(job_id) FROM picked),
+       (SELECT array_agg(k) FROM held)
 """
 )

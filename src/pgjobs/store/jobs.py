@@ -102,10 +102,11 @@ PERIOD_OPEN = """(unique_key IS NOT NULL AND left(unique_key, 2) = 'p|' AND coal
 
 _KEYED_COLUMNS = """job_id, queue_name, class_name, arguments, priority, concurrency_key,
                         concurrency_limit, concurrency_duration, concurrency_on_conflict,
-                        unique_key, scheduled_at"""
+                        unique_key, scheduled_at, rate_key, rate_limit, rate_period"""
 _KEYED_VALUES = """%(job_id)s, %(queue_name)s, %(class_name)s, %(arguments)s::jsonb, %(priority)s,
             %(concurrency_key)s, %(concurrency_limit)s, %(concurrency_duration)s,
-            %(concurrency_on_conflict)s, %(unique_key)s, %(scheduled_at)s"""
+            %(concurrency_on_conflict)s, %(unique_key)s, %(scheduled_at)s, %(rate_key)s,
+            %(rate_limit)s, %(rate_period)s"""
 # Two enqueues of one unique key: the second inserts nothing (it waits for the first to commit
 # or roll back).  Served by the partial unique index on unique_key.
 _ON_DUPLICATE = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
@@ -140,6 +141,19 @@ WITH job AS (
 SELECT id, created_at, 'scheduled', NULL FROM job
 """
 
+# A semaphore's expiry when a job takes a slot: ``duration`` from now — except for an ordered key
+# (pgjobs.ordered), whose slot is held by one job from ready until it ends, however long it waits
+# or retries: that semaphore never expires (year 9999: an infinite timestamp would not load into a
+# Python datetime).  A template over %(concurrency_on_conflict)s / %(concurrency_duration)s.
+SLOT_EXPIRY = """CASE WHEN left(%(concurrency_on_conflict)s, 7) = 'ordered'
+        THEN '9999-12-31 00:00:00+00'::timestamptz
+        ELSE %(now)s::timestamptz + %(concurrency_duration)s::interval END"""
+
+# Where a blocked job waits in its key's line: by priority — except on an ordered key, where
+# every row carries 0, so the line is FIFO (job ids are given in enqueue order).
+BLOCKED_PRIORITY = """CASE WHEN left(%(concurrency_on_conflict)s, 7) = 'ordered' THEN 0
+        ELSE %(priority)s END"""
+
 # A due job of a limited class, step 1: the job alone (nothing on a duplicate)...
 INSERT_KEYED = f"""
 INSERT INTO {{jobs}} ({_KEYED_COLUMNS})
@@ -154,7 +168,9 @@ PLACE_LIMITED = (
     """
 WITH slot AS (
     INSERT INTO {semaphores} AS s (key, value, expires_at)
-    VALUES (%(concurrency_key)s, 1, %(now)s::timestamptz + %(concurrency_duration)s::interval)
+    VALUES (%(concurrency_key)s, 1, """
+    + SLOT_EXPIRY
+    + """)
     ON CONFLICT (key) DO UPDATE
         SET value = s.value + 1, expires_at = excluded.expires_at, updated_at = %(now)s
         WHERE s.value < %(concurrency_limit)s
@@ -165,9 +181,11 @@ WITH slot AS (
     RETURNING queue_name
 ), blocked AS (
     INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
-    SELECT %(id)s, %(queue_name)s, %(priority)s, %(concurrency_key)s,
+    SELECT %(id)s, %(queue_name)s, """
+    + BLOCKED_PRIORITY
+    + """, %(concurrency_key)s,
            %(now)s::timestamptz + %(concurrency_duration)s::interval
-    WHERE NOT EXISTS (SELECT 1 FROM slot) AND %(concurrency_on_conflict)s = 'block'
+    WHERE NOT EXISTS (SELECT 1 FROM slot) AND %(concurrency_on_conflict)s <> 'discard'
     RETURNING job_id
 ), discarded AS (
     UPDATE {jobs} SET finished_at = %(now)s, discarded_at = %(now)s, unique_key = """

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from pgjobs.store import jobs as _jobs
 
+# A due job's place in its key's blocked line: its priority, or 0 on an ordered key (FIFO; see
+# jobs.BLOCKED_PRIORITY).  ``{row}``: the moved scheduled row, ``{conflict}`` the job's on_conflict.
+ORDERED_PRIORITY = """CASE WHEN left({conflict}, 7) = 'ordered' THEN 0 ELSE {row}.priority END"""
+
 # Served by scheduled (scheduled_at, priority, job_id): the earliest due first.  Jobs of limited
 # classes go to blocked instead of ready, to take a concurrency slot: the dispatcher unblocks
 # their keys next.  Returns (moved, notify, keys to unblock).
-DISPATCH_DUE = """
+DISPATCH_DUE = (
+    """
 WITH due AS (
     SELECT job_id FROM {scheduled}
     WHERE scheduled_at <= %(now)s
@@ -28,7 +33,9 @@ WITH due AS (
     RETURNING queue_name
 ), blocked AS (
     INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
-    SELECT m.job_id, m.queue_name, m.priority, m.concurrency_key,
+    SELECT m.job_id, m.queue_name, """
+    + ORDERED_PRIORITY.format(row="m", conflict="j.concurrency_on_conflict")
+    + """, m.concurrency_key,
            %(now)s::timestamptz + j.concurrency_duration
     FROM moved m JOIN {jobs} j ON j.id = m.job_id
     WHERE m.concurrency_key IS NOT NULL
@@ -38,9 +45,15 @@ SELECT (SELECT count(*) FROM moved),
        (SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM ready),
        (SELECT array_agg(DISTINCT concurrency_key) FROM blocked)
 """
+)
 
-# When the next scheduled job is due (the dispatcher sleeps until then at most).
-NEXT_DUE = "SELECT min(scheduled_at) FROM {scheduled}"
+# When the next scheduled job is due, or the next rate limit's line may move (store/rates.py):
+# the dispatcher sleeps until then at most.  Served by scheduled (scheduled_at, ...) and
+# rate_limits (free_at).
+NEXT_DUE = """
+SELECT least((SELECT min(scheduled_at) FROM {scheduled}),
+             (SELECT min(free_at) FROM {rates} WHERE free_at IS NOT NULL))
+"""
 
 # An operator discards a batch of scheduled jobs (pgjobs.operations.waiting): picked after a keyset
 # cursor (scheduled's primary key) and locked SKIP LOCKED, so a job the dispatcher is moving is
@@ -62,14 +75,16 @@ DISPATCH_SCHEDULED = (
     _jobs.pick_waiting("scheduled")
     + """, stamped AS (
     UPDATE {jobs} j SET scheduled_at = %(now)s FROM gone g WHERE j.id = g.job_id
-    RETURNING j.id, j.concurrency_duration
+    RETURNING j.id, j.concurrency_duration, j.concurrency_on_conflict
 ), ready AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT job_id, queue_name, priority FROM gone WHERE concurrency_key IS NULL
     RETURNING queue_name
 ), blocked AS (
     INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
-    SELECT g.job_id, g.queue_name, g.priority, g.concurrency_key,
+    SELECT g.job_id, g.queue_name, """
+    + ORDERED_PRIORITY.format(row="g", conflict="s.concurrency_on_conflict")
+    + """, g.concurrency_key,
            %(now)s::timestamptz + s.concurrency_duration
     FROM gone g JOIN stamped s ON s.id = g.job_id
     WHERE g.concurrency_key IS NOT NULL

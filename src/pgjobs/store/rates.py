@@ -1,0 +1,176 @@
+"""``pgjobs_rate_limits``: rate limits — at most ``max_starts`` jobs of a key start in any period.
+
+A start is counted when it happens: the worker that claimed jobs of a rate-limited class takes
+their start tokens (:data:`TAKE`) before it runs them.  The key's row keeps the start times still
+inside its window (a sliding log, at most ``max_starts`` entries) and is locked by the upsert, so
+workers on every host take tokens one after the other and a window never holds more than the
+limit.  A claimed job that finds no token is not run: in the same statement it leaves claimed for
+the key's line — a blocked row whose key is ``"rate|<key>"``, ordered by priority then id — and
+the key's ``free_at`` says when the oldest start leaves the window.  The dispatcher moves the
+line's next jobs to ready at that moment, as many as the budget then has (:data:`MOVE_DUE`), and
+sleeps until the next ``free_at``: waiting jobs are never polled.  A moved job takes its token
+when claimed like any other (one that loses the race to a newly enqueued job goes back in line).
+
+A start counts for ``period`` plus :data:`GUARD`: a job's own clock reading of its start comes a
+few milliseconds after the token (the claim's reply, the thread hand-off), so the next window's
+first start is spaced a little more than a period after the first start of this one.
+
+Lines live in ``pgjobs_blocked_executions`` so that every operator action on waiting jobs (list,
+cancel, discard, the job page) sees them; concurrency unblocking leaves ``rate|`` keys alone.  A
+job with a concurrency limit too takes its slot before it is claimed and keeps it while in line
+(discarding or cancelling it from the line gives it back: see ``blocked.DISCARD_BLOCKED``).
+"""
+
+from __future__ import annotations
+
+LINE = "rate|"  # prefix of a rate line's blocked concurrency_key
+GUARD = 0.010  # seconds a start counts beyond its period (see above)
+KEYS_PER_PASS = 100  # keys whose lines the dispatcher moves per statement
+
+# The key's starts still in the window at %(now)s, oldest first (``{starts}``: the array).
+_LIVE = """ARRAY(SELECT t FROM unnest({starts}) AS t
+              WHERE t > %(now)s::timestamptz - {period} - make_interval(secs => %(guard)s)
+              ORDER BY t)"""
+_OLD = _LIVE.format(starts="r.starts", period="excluded.period")
+# How many of the %(n)s claimed jobs start now: the budget left in the window.
+_GRANT = f"least(%(n)s, greatest(excluded.max_starts - cardinality({_OLD}), 0))"
+
+# Take start tokens for %(ids)s — claimed by %(process_id)s, all of key %(key)s, in claim order
+# (priority, then id) — the first as many as the window allows; the others leave claimed for the
+# key's line, and the key's free_at becomes the moment its oldest start leaves the window.
+# The upsert locks the key's row (first use: inserts it).  Returns (granted, free_at).
+TAKE = (
+    """
+WITH batch AS (
+    SELECT j.id, j.queue_name, j.priority, j.rate_limit, j.rate_period, t.ord
+    FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS t(id, ord) JOIN {jobs} j ON j.id = t.id
+), latest AS (  -- the limit and period the newest of them was enqueued with
+    SELECT rate_limit, rate_period FROM batch ORDER BY id DESC LIMIT 1
+), budget AS (
+    INSERT INTO {rates} AS r (key, max_starts, period, starts, granted, free_at)
+    SELECT %(key)s, l.rate_limit, l.rate_period,
+           array_fill(%(now)s::timestamptz, ARRAY[least(%(n)s, l.rate_limit)]),
+           least(%(n)s, l.rate_limit),
+           CASE WHEN %(n)s > l.rate_limit
+                THEN %(now)s::timestamptz + l.rate_period + make_interval(secs => %(guard)s) END
+    FROM latest l
+    ON CONFLICT (key) DO UPDATE SET
+        max_starts = excluded.max_starts,
+        period = excluded.period,
+        starts = """
+    + _OLD
+    + " || array_fill(%(now)s::timestamptz, ARRAY["
+    + _GRANT
+    + """]),
+        granted = """
+    + _GRANT
+    + """,
+        -- none left for some: the line moves when the oldest start leaves the window
+        free_at = CASE WHEN """
+    + _GRANT
+    + """ < %(n)s
+            THEN least(coalesce(r.free_at, 'infinity'),
+                       (("""
+    + _OLD
+    + " || array_fill(%(now)s::timestamptz, ARRAY["
+    + _GRANT
+    + """]))[1])
+                       + excluded.period + make_interval(secs => %(guard)s))
+            ELSE r.free_at END,
+        updated_at = %(now)s
+    RETURNING granted, free_at
+), denied AS (
+    SELECT b.id, b.queue_name, b.priority FROM batch b
+    WHERE b.ord > (SELECT granted FROM budget)
+), unclaimed AS (
+    DELETE FROM {claimed} c USING denied d
+    WHERE c.job_id = d.id AND c.process_id = %(process_id)s
+    RETURNING c.job_id
+), lined AS (
+    INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
+    SELECT d.id, d.queue_name, d.priority, '"""
+    + LINE
+    + """' || %(key)s, '9999-12-31 00:00:00+00'::timestamptz
+    FROM denied d JOIN unclaimed u ON u.job_id = d.id
+)
+SELECT granted, free_at FROM budget
+"""
+)
+
+# The dispatcher, step 1 of its transaction: lock up to %(keys)s keys whose budget has freed
+# (keys another dispatcher or a worker's TAKE holds are skipped).  Served by rate_limits (free_at).
+LOCK_DUE = """
+SELECT key FROM {rates} WHERE free_at <= %(now)s ORDER BY free_at LIMIT %(keys)s
+FOR UPDATE SKIP LOCKED
+"""
+
+# Step 2, a statement of its own so that its snapshot sees every job a TAKE put in these keys'
+# lines before the lock was granted (and none can be added until the commit): move as many of
+# each line's next jobs (priority, then id) as the window has room for to ready, and set each
+# key's next free_at — when the window is full again (its oldest start plus a period, or now plus
+# one if it was empty), NULL when nobody waits any more.  Returns (moved, notify).  Served by
+# rate_limits' primary key, blocked (concurrency_key, priority, job_id).
+MOVE = (
+    """
+WITH due AS (
+    SELECT r.key, r.max_starts, r.period, """
+    + _LIVE.format(starts="r.starts", period="r.period")
+    + """ AS live
+    FROM {rates} r WHERE r.key = ANY(%(locked)s::text[])
+), next AS (
+    SELECT d.key, n.job_id, n.queue_name, n.priority FROM due d CROSS JOIN LATERAL (
+        SELECT b.job_id, b.queue_name, j.priority FROM {blocked} b JOIN {jobs} j ON j.id = b.job_id
+        WHERE b.concurrency_key = '"""
+    + LINE
+    + """' || d.key
+        ORDER BY b.priority, b.job_id
+        LIMIT greatest(d.max_starts - cardinality(d.live), 0)
+        FOR UPDATE OF b SKIP LOCKED
+    ) n
+), moved AS (
+    DELETE FROM {blocked} b USING next n WHERE b.job_id = n.job_id RETURNING b.job_id
+), readied AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT n.job_id, n.queue_name, n.priority FROM next n JOIN moved m ON m.job_id = n.job_id
+    RETURNING queue_name
+), later AS (
+    UPDATE {rates} r SET updated_at = %(now)s, free_at = CASE
+        WHEN EXISTS (SELECT 1 FROM {blocked} b
+                     WHERE b.concurrency_key = '"""
+    + LINE
+    + """' || d.key
+                       AND NOT EXISTS (SELECT 1 FROM next n WHERE n.job_id = b.job_id))
+        THEN coalesce(d.live[1], %(now)s::timestamptz) + d.period
+             + make_interval(secs => %(guard)s)
+        END
+    FROM due d WHERE r.key = d.key
+)
+SELECT (SELECT count(*) FROM readied),
+       (SELECT CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, '*') END FROM readied)
+"""
+)
+
+# When the dispatcher next has a line to move (it sleeps until then at most).
+NEXT_FREE = "SELECT min(free_at) FROM {rates} WHERE free_at IS NOT NULL"
+
+# The rate limits in use (status, dashboard): key, limit, period, starts in the window now, jobs
+# waiting in line, when the line moves next.
+LIST = (
+    """
+SELECT r.key, r.max_starts, r.period, cardinality("""
+    + _LIVE.format(starts="r.starts", period="r.period")
+    + """),
+       (SELECT count(*) FROM {blocked} b WHERE b.concurrency_key = '"""
+    + LINE
+    + """' || r.key),
+       r.free_at
+FROM {rates} r ORDER BY r.key LIMIT %(limit)s
+"""
+)
+
+# Forget keys unused for a day with nobody in line (retention's pass).
+FORGET_IDLE = """
+DELETE FROM {rates} r
+WHERE r.free_at IS NULL AND r.updated_at < %(now)s::timestamptz - interval '1 day'
+  AND NOT EXISTS (SELECT 1 FROM {blocked} b WHERE b.concurrency_key = 'rate|' || r.key)
+"""

@@ -1,0 +1,286 @@
+"""Ordered keys and rate limits through the worker, dispatcher and operators' passes.
+
+The passes are called directly on committed data; the runs with real worker processes (the
+issue's order and rate tests) are in ``test_flow_control_e2e.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import pgjobs
+from pgjobs.config.queue import Config, DispatcherConfig, WorkerConfig
+from pgjobs.db.database import Database
+from pgjobs.errors import ConfigurationError
+from pgjobs.operations.failed import FailedJobs
+from pgjobs.operations.waiting import WaitingJobs
+from pgjobs.processes.dispatcher import Dispatcher
+from pgjobs.processes.executor import Claimed, Outcome
+from pgjobs.processes.worker import Worker
+from tests.engine_helpers import scalar, states
+from tests.sample_jobs import (
+    OrderedContinue,
+    OrderedPerAccount,
+    RateAndLimited,
+    RatePerAccount,
+)
+
+pytestmark = pytest.mark.committed
+CONFIG = Config(heartbeat_interval=30, max_interruptions=2)
+ORDERED_KEY = "tests.sample_jobs:OrderedPerAccount/{}"
+
+
+@pytest.fixture
+def make_worker(db: Database) -> Iterator[Callable[..., Worker]]:
+    made: list[Worker] = []
+
+    def make() -> Worker:
+        worker = Worker(Database(db.url), CONFIG, WorkerConfig(queues=("*",), threads=100))
+        worker.register()
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.stop()
+        worker.close()
+
+
+@pytest.fixture
+def dispatcher(db: Database) -> Iterator[Dispatcher]:
+    made = Dispatcher(Database(db.url), CONFIG, DispatcherConfig())
+    yield made
+    made.close()
+
+
+def finish(worker: Worker, claimed: list[Claimed]) -> None:
+    for job in claimed:
+        worker.in_flight[job.id] = job
+        worker.outbox.put(Outcome(job))
+    worker._collect()
+    worker._finish_keyed()
+    worker._finish_only()
+
+
+def end(worker: Worker, job: Claimed, kind: str, wait: float | None = None) -> None:
+    worker.in_flight[job.id] = job
+    worker.record(Outcome(job, RuntimeError("boom"), "Traceback ...", 0.1, kind, wait))  # type: ignore[arg-type]
+
+
+def take(worker: Worker, limit: int = 10) -> list[Claimed]:
+    """Claim as the worker's loop does: rate-limited jobs need a start token."""
+    claimed = worker.claim(limit)
+    if any(c.rate_key is not None for c in claimed):
+        claimed = worker._take_starts(claimed)
+    return claimed
+
+
+def seqs(claimed: list[Claimed]) -> list[int]:
+    import json
+
+    return [json.loads(c.arguments)["args"][1] for c in claimed]
+
+
+# -- declarations ------------------------------------------------------------------------------
+
+
+def test_declarations_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match=r"ordered\(on_failure=...\) must be one of"):
+        pgjobs.ordered(on_failure="skip")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"rate_limit\(limit=...\) must be a positive"):
+        pgjobs.rate_limit(limit=0)
+    with pytest.raises(ConfigurationError, match=r"rate_limit\(period=...\) must be a positive"):
+        pgjobs.rate_limit(limit=1, period=-1)
+    with pytest.raises(ConfigurationError, match="both ordered and limits_concurrency"):
+
+        class Both(pgjobs.Job):
+            ordered = pgjobs.ordered()
+            limits_concurrency = pgjobs.limit(to=2)
+
+    with pytest.raises(ConfigurationError, match=r"rate_limit must be pgjobs.rate_limit\(...\)"):
+
+        class Wrong(pgjobs.Job):
+            rate_limit = 10  # type: ignore[assignment]
+
+
+# -- ordered keys ------------------------------------------------------------------------------
+
+
+def test_an_ordered_key_runs_one_job_at_a_time_in_enqueue_order(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    # Priorities do not reorder a key's line: enqueue order does.
+    for seq, priority in ((0, 5), (1, 9), (2, -3), (3, 0)):
+        OrderedPerAccount.set(priority=priority).perform_later("a", seq)
+    OrderedPerAccount.perform_later("b", 0)
+    assert states(db.url) == {"ready": 2, "blocked": 3}
+    key = ORDERED_KEY.format("a")
+    semaphore = scalar(db.url, "SELECT expires_at FROM pgjobs_semaphores WHERE key = %s", (key,))
+    assert semaphore.year == 9999  # an ordered key's slot never expires
+    worker = make_worker()
+    order = []
+    while claimed := worker.claim(10):
+        assert len([c for c in claimed if c.concurrency_key == key]) <= 1
+        keys = [str(c.concurrency_key).rsplit("/", 1)[1] for c in claimed]
+        order += list(zip(keys, seqs(claimed), strict=True))
+        finish(worker, claimed)
+    assert [s for k, s in order if k == "a"] == [0, 1, 2, 3]
+    assert states(db.url) == {"finished": 5}
+
+
+def test_a_job_retried_later_keeps_its_place(
+    db: Database, make_worker: Callable[..., Worker], dispatcher: Dispatcher
+) -> None:
+    OrderedPerAccount.perform_later("a", 0)
+    OrderedPerAccount.perform_later("a", 1)
+    worker = make_worker()
+    (first,) = worker.claim(10)
+    end(worker, first, "retry", 30.0)
+    # Its slot is kept: the next job stays blocked, and the retry goes straight to ready.
+    assert states(db.url) == {"scheduled": 1, "blocked": 1}
+    assert scalar(db.url, "SELECT concurrency_key FROM pgjobs_scheduled_executions") is None
+    assert worker.claim(10) == []
+    assert dispatcher.dispatch(now=datetime.now(UTC) + timedelta(minutes=1)) == 1
+    (again,) = worker.claim(10)
+    assert again.id == first.id
+    finish(worker, [again])
+    assert seqs(worker.claim(10)) == [1]
+
+
+def test_a_job_failed_for_good_holds_its_key_until_discarded(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    for seq in range(3):
+        OrderedPerAccount.perform_later("a", seq)
+    worker = make_worker()
+    (first,) = worker.claim(10)
+    end(worker, first, "fail")
+    assert states(db.url) == {"failed": 1, "blocked": 2}
+    assert worker.claim(10) == []  # held: the next job waits for the failed one
+    failed = FailedJobs(Database(db.url))
+    assert failed.retry(first.job_id)
+    (retried,) = worker.claim(10)  # straight to ready: it still held the slot
+    assert retried.id == first.id
+    end(worker, retried, "fail")
+    assert failed.discard(first.job_id)
+    assert seqs(worker.claim(10)) == [1]  # discarding it lets the key go on
+
+
+def test_on_failure_continue_lets_the_next_job_proceed(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    OrderedContinue.perform_later("a", 0)
+    OrderedContinue.perform_later("a", 1)
+    worker = make_worker()
+    (first,) = worker.claim(10)
+    end(worker, first, "fail")
+    assert seqs(worker.claim(10)) == [1]
+
+
+def test_an_ordered_job_scheduled_for_later_joins_the_line_when_due(
+    db: Database, make_worker: Callable[..., Worker], dispatcher: Dispatcher
+) -> None:
+    OrderedPerAccount.perform_later("a", 0)
+    OrderedPerAccount.set(wait=60, priority=-10).perform_later("a", 1)
+    OrderedPerAccount.perform_later("a", 2)
+    worker = make_worker()
+    (first,) = worker.claim(10)
+    assert dispatcher.dispatch(now=datetime.now(UTC) + timedelta(minutes=2)) == 1
+    assert states(db.url) == {"claimed": 1, "blocked": 2}
+    finish(worker, [first])
+    assert seqs(worker.claim(10)) == [1]  # enqueued before 2 (its priority plays no part)
+
+
+def test_discarding_or_cancelling_a_waiting_ordered_job_keeps_the_line_moving(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    jobs = [OrderedPerAccount.perform_later("a", seq) for seq in range(4)]
+    waiting = WaitingJobs(Database(db.url))
+    assert waiting.discard(jobs[0].job_id)  # ready, holding the slot: given back
+    assert pgjobs.cancel(jobs[1].job_id) == "cancelled"  # blocked
+    worker = make_worker()
+    assert seqs(worker.claim(10)) == [2]
+
+
+# -- rate limits -------------------------------------------------------------------------------
+
+
+def test_a_rate_limit_starts_at_most_limit_jobs_and_lines_up_the_rest(
+    db: Database, make_worker: Callable[..., Worker], dispatcher: Dispatcher
+) -> None:
+    for seq in range(25):
+        RatePerAccount.perform_later("a", seq)
+    RatePerAccount.perform_later("b", 0)
+    worker = make_worker()
+    started = take(worker, 100)
+    assert len(started) == 11  # 10 of "a", 1 of "b": keys have budgets of their own
+    assert sorted(seqs(started)) == [0, *range(10)]
+    assert states(db.url) == {"claimed": 11, "blocked": 15}
+    line = scalar(
+        db.url,
+        "SELECT array_agg(DISTINCT concurrency_key) FROM pgjobs_blocked_executions",
+    )
+    assert line == ["rate|tests.sample_jobs:RatePerAccount/a"]
+    free_at = scalar(db.url, "SELECT free_at FROM pgjobs_rate_limits WHERE key LIKE '%/a'")
+    assert timedelta(seconds=0.9) < free_at - datetime.now(UTC) <= timedelta(seconds=1.02)
+    # Waiting jobs are not polled: nothing moves before the budget frees...
+    assert dispatcher.release_rates() == 0
+    assert take(worker, 100) == []
+    # ...and when it does, the next ten move, in enqueue order.
+    assert dispatcher.release_rates(now=free_at + timedelta(milliseconds=1)) == 10
+    assert states(db.url)["ready"] == 10
+    finish(worker, started)
+
+
+def test_a_moved_job_that_finds_the_budget_spent_goes_back_in_line(
+    db: Database, make_worker: Callable[..., Worker], dispatcher: Dispatcher
+) -> None:
+    for seq in range(12):
+        RatePerAccount.perform_later("a", seq)
+    worker = make_worker()
+    assert len(take(worker, 100)) == 10
+    free_at = scalar(db.url, "SELECT free_at FROM pgjobs_rate_limits")
+    # The dispatcher's clock says the window has passed, the worker's does not yet.
+    assert dispatcher.release_rates(now=free_at + timedelta(seconds=0.01)) == 2
+    assert take(worker, 100) == []
+    assert states(db.url) == {"claimed": 10, "blocked": 2}
+    # The key's free_at is set again: the dispatcher's next pass moves them.
+    assert scalar(db.url, "SELECT free_at FROM pgjobs_rate_limits") is not None
+
+
+def test_a_rate_limited_job_with_a_concurrency_limit_gives_its_slot_back_from_the_line(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    for n in range(4):
+        RateAndLimited.perform_later(n)
+    assert states(db.url) == {"ready": 2, "blocked": 2}  # 2 slots
+    worker = make_worker()
+    first = take(worker)
+    assert len(first) == 2
+    finish(worker, first)  # slots back: the next two are unblocked, and claimed...
+    assert len(take(worker)) == 1  # ...but only one start is left this minute
+    key = "tests.sample_jobs:RateAndLimited"
+    assert scalar(db.url, "SELECT value FROM pgjobs_semaphores WHERE key = %s", (key,)) == 2
+    waiting = WaitingJobs(Database(db.url))
+    assert waiting.discard_all("blocked") == 1  # the one in the rate line held a slot
+    assert scalar(db.url, "SELECT value FROM pgjobs_semaphores WHERE key = %s", (key,)) == 1
+
+
+def test_status_lists_rate_limits(db: Database, make_worker: Callable[..., Worker]) -> None:
+    for seq in range(12):
+        RatePerAccount.perform_later("a", seq)
+    take(make_worker(), 100)
+    from pgjobs.operations.queues import rate_limits
+
+    (info,) = rate_limits(Database(db.url))
+    assert (info.key, info.limit, info.period, info.started, info.waiting) == (
+        "tests.sample_jobs:RatePerAccount/a",
+        10,
+        timedelta(seconds=1),
+        10,
+        2,
+    )
+    assert info.free_at is not None
