@@ -284,3 +284,15 @@ def test_status_lists_rate_limits(db: Database, make_worker: Callable[..., Worke
         2,
     )
     assert info.free_at is not None
+
+
+def test_maintenance_forgets_rate_keys_long_unused(
+    db: Database, make_worker: Callable[..., Worker], dispatcher: Dispatcher
+) -> None:
+    RatePerAccount.perform_later("a", 0)
+    finish(worker := make_worker(), take(worker))
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_rate_limits") == 1
+    dispatcher.maintain()
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_rate_limits") == 1  # used just now
+    dispatcher.maintain(now=datetime.now(UTC) + timedelta(days=1, minutes=1))
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_rate_limits") == 0

@@ -29,6 +29,7 @@ from typing import Any
 
 from pgjobs import clock, events
 from pgjobs.store import blocked as blocked_store
+from pgjobs.store import rates as rates_store
 from pgjobs.store import semaphores as semaphores_store
 
 Run = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
@@ -77,6 +78,7 @@ def maintain(
     ]
     unblocked = unblock(run, expired, channel=channel, now=moment)
     # Every key, a page at a time; a concurrency key is never empty, so "" is before the first.
+    run(rates_store.FORGET_IDLE, {"now": moment})  # rate-limit keys long unused
     params: dict[str, Any] = {"now": moment, "after": "", "limit": KEYS_PER_PAGE}
     while True:
         due, last, walked = run(blocked_store.WALK_EXPIRED, params)[0]

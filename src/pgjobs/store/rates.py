@@ -150,9 +150,6 @@ SELECT (SELECT count(*) FROM readied),
 """
 )
 
-# When the dispatcher next has a line to move (it sleeps until then at most).
-NEXT_FREE = "SELECT min(free_at) FROM {rates} WHERE free_at IS NOT NULL"
-
 # The rate limits in use (status, dashboard): key, limit, period, starts in the window now, jobs
 # waiting in line, when the line moves next.
 LIST = (
@@ -168,9 +165,15 @@ FROM {rates} r ORDER BY r.key LIMIT %(limit)s
 """
 )
 
-# Forget keys unused for a day with nobody in line (retention's pass).
-FORGET_IDLE = """
+# Forget keys with nobody in line whose last start left the window over a day ago (concurrency
+# maintenance: keys taken from job arguments come and go).  Served by a scan of this small table.
+FORGET_IDLE = (
+    """
 DELETE FROM {rates} r
-WHERE r.free_at IS NULL AND r.updated_at < %(now)s::timestamptz - interval '1 day'
-  AND NOT EXISTS (SELECT 1 FROM {blocked} b WHERE b.concurrency_key = 'rate|' || r.key)
+WHERE r.free_at IS NULL
+  AND r.updated_at < %(now)s::timestamptz - r.period - interval '1 day'
+  AND NOT EXISTS (SELECT 1 FROM {blocked} b WHERE b.concurrency_key = '"""
+    + LINE
+    + """' || r.key)
 """
+)
