@@ -296,3 +296,26 @@ def test_maintenance_forgets_rate_keys_long_unused(
     assert scalar(db.url, "SELECT count(*) FROM pgjobs_rate_limits") == 1  # used just now
     dispatcher.maintain(now=datetime.now(UTC) + timedelta(days=1, minutes=1))
     assert scalar(db.url, "SELECT count(*) FROM pgjobs_rate_limits") == 0
+
+
+def test_status_and_jobs_show_tell_about_rate_limits(
+    db: Database, make_worker: Callable[..., Worker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tests.engine_helpers import pgjobs_cli
+
+    jobs = [RatePerAccount.perform_later("a", seq) for seq in range(12)]
+    take(make_worker(), 100)
+    assert pgjobs_cli(db.url, "status") == 0
+    out = capsys.readouterr().out
+    assert "RATE LIMIT KEY" in out and "rate|" not in out  # the line is not a concurrency key
+    line = next(x for x in out.splitlines() if x.startswith("tests.sample_jobs:RatePerAccount/a"))
+    assert line.split()[1:] == ["10/1s", "10", "2"]
+    assert pgjobs_cli(db.url, "status", "--json") == 0
+    (rate,) = json.loads(capsys.readouterr().out)["rate_limits"]
+    assert (rate["limit"], rate["period"], rate["started"], rate["waiting"]) == (10, 1.0, 10, 2)
+    assert pgjobs_cli(db.url, "jobs", "show", str(jobs[-1].job_id), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)["waiting_for"]
+    assert shown["rate_limit_key"] == "tests.sample_jobs:RatePerAccount/a"
+    assert shown["rate_limit"] == "10 per 1s" and shown["rate_waiting_in_line"] == 2

@@ -542,3 +542,18 @@ def test_cancelled_jobs_are_not_processed_in_the_chart(conn: psycopg.Connection)
         add_job(conn, state, created_at=minute - timedelta(minutes=3), at=minute)
     flow = throughput.throughput(conn, None, now)
     assert (flow.minutes[-1].processed, flow.minutes[-1].failed) == (2, 1)
+
+
+def test_the_job_page_of_a_job_waiting_for_its_rate_limit(conn: psycopg.Connection) -> None:
+    from tests.web_helpers import add_job, client_on
+
+    _, lined = add_job(conn, "blocked", concurrency_key="rate|partner-api")
+    conn.execute(
+        "INSERT INTO pgjobs_rate_limits (key, max_starts, period, starts, free_at)"
+        " VALUES ('partner-api', 10, interval '1 second', ARRAY[now(), now()],"
+        " now() + interval '1 second')"
+    )
+    page = client_on(conn).get(f"/job/{lined}").text
+    assert "Waiting for" in page and "rate limit of key <strong>partner-api</strong>" in page
+    assert "at most 10 starts per 1.0 s; 2 in the current window, 1 job in line" in page
+    assert "The line moves next at" in page

@@ -153,6 +153,13 @@ def _waiting_for(found: Any) -> dict[str, Any]:
     shown = {k: v for k, v in vars(found).items() if k != "state" and v not in (None, ())}
     if "holders" in shown:
         shown["holders"] = list(shown["holders"])
+    if "rate" in shown:  # waiting in a rate limit's line
+        rate = shown.pop("rate")
+        shown["rate_limit_key"] = rate.key
+        shown["rate_limit"] = f"{rate.limit} per {rate.period.total_seconds():g}s"
+        shown["rate_started_in_window"] = rate.started
+        shown["rate_waiting_in_line"] = rate.waiting
+        shown["rate_line_moves_at"] = rate.free_at
     return shown
 
 

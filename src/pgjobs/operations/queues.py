@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
 
 from pgjobs import clock
 from pgjobs.db.database import Database
@@ -107,9 +110,18 @@ class RateLimitInfo:
     free_at: datetime | None  # when the line moves next (None: nobody waits)
 
 
-def rate_limits(database: Database, limit: int = 1000) -> list[RateLimitInfo]:
-    """The rate-limit keys in use (``pgjobs status``, the dashboard), by key."""
-    params = {"now": clock.now(), "guard": rates_store.GUARD, "limit": limit}
-    with database.connection() as conn:
-        rows = conn.execute(database.sql(rates_store.LIST), params).fetchall()
+def rate_limits(
+    database: Database,
+    limit: int = 1000,
+    *,
+    key: str | None = None,
+    conn: psycopg.Connection[Any] | None = None,
+) -> list[RateLimitInfo]:
+    """The rate-limit keys in use (``pgjobs status``, the dashboard), by key; or just ``key``
+    (on ``conn`` when given)."""
+    params = {"now": clock.now(), "guard": rates_store.GUARD, "limit": limit, "key": key}
+    if conn is None:
+        with database.connection() as own:
+            return rate_limits(database, limit, key=key, conn=own)
+    rows = conn.execute(database.sql(rates_store.LIST), params).fetchall()
     return [RateLimitInfo(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5]) for r in rows]

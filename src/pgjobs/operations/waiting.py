@@ -37,10 +37,12 @@ from pgjobs import clock, events
 from pgjobs.errors import ConfigurationError
 from pgjobs.operations import concurrency
 from pgjobs.operations.failed import OnDatabase, _class_name, _uuid, filter_params
+from pgjobs.operations.queues import RateLimitInfo, rate_limits
 from pgjobs.store import blocked as blocked_store
 from pgjobs.store import control as control_store
 from pgjobs.store import jobs as jobs_store
 from pgjobs.store import pauses as pauses_store
+from pgjobs.store import rates as rates_store
 from pgjobs.store import ready as ready_store
 from pgjobs.store import scheduled as scheduled_store
 
@@ -89,7 +91,9 @@ class WaitingFor:
     Scheduled: ``scheduled_at``.  Blocked: ``concurrency_key``, ``limit``, ``slots_taken`` (the
     semaphore's value), ``semaphore_expires_at``, ``blocked_until`` (when the block expires and
     concurrency maintenance looks at the key again) and ``holders`` (public ids of the key's
-    running jobs).  Ready: ``paused_since`` when its queue is paused.
+    running jobs).  Waiting in a rate limit's line (also ``blocked``): ``rate`` (the key as
+    :func:`pgjobs.operations.queues.rate_limits` shows it: limit, period, starts in the window,
+    jobs in line, when the line moves next).  Ready: ``paused_since`` when its queue is paused.
     """
 
     state: str
@@ -100,6 +104,7 @@ class WaitingFor:
     semaphore_expires_at: datetime | None = None
     blocked_until: datetime | None = None
     holders: tuple[str, ...] = ()
+    rate: RateLimitInfo | None = None
     paused_since: datetime | None = None
 
 
@@ -306,6 +311,10 @@ class WaitingJobs(OnDatabase):
                 blocked = conn.execute(
                     database.sql(blocked_store.WAITING_FOR), {"id": internal}
                 ).fetchone()
+                if blocked is not None and str(blocked[0]).startswith(rates_store.LINE):
+                    key = str(blocked[0])[len(rates_store.LINE) :]
+                    found_rates = rate_limits(database, key=key, conn=conn)
+                    return WaitingFor(state, rate=found_rates[0] if found_rates else None)
                 if blocked is not None:
                     key, limit, taken, sem_expires, until, holders = blocked
                     return WaitingFor(

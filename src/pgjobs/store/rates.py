@@ -150,8 +150,8 @@ SELECT (SELECT count(*) FROM readied),
 """
 )
 
-# The rate limits in use (status, dashboard): key, limit, period, starts in the window now, jobs
-# waiting in line, when the line moves next.
+# The rate limits in use (status, dashboard; %(key)s: one, the job page's): key, limit, period,
+# starts in the window now, jobs waiting in line, when the line moves next.
 LIST = (
     """
 SELECT r.key, r.max_starts, r.period, cardinality("""
@@ -161,7 +161,8 @@ SELECT r.key, r.max_starts, r.period, cardinality("""
     + LINE
     + """' || r.key),
        r.free_at
-FROM {rates} r ORDER BY r.key LIMIT %(limit)s
+FROM {rates} r WHERE %(key)s::text IS NULL OR r.key = %(key)s
+ORDER BY r.key LIMIT %(limit)s
 """
 )
 
