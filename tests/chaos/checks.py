@@ -216,6 +216,70 @@ def check_limits(
     return violations
 
 
+def check_order(
+    runs: list[Run], sequence: dict[str, tuple[str, int]], excused: set[int]
+) -> list[Violation]:
+    """Each account's sequenced jobs started in enqueue order: the runs of the jobs whose place is
+    known (``sequence``), by start time, have non-decreasing places (a job runs again — a retry,
+    a rerun after its process died — before the next one starts)."""
+    violations = []
+    by_account: dict[str, list[tuple[datetime, int, Run]]] = defaultdict(list)
+    for run in runs:
+        place = sequence.get(run.job_id)
+        if place is not None:
+            by_account[place[0]].append((run.started_at, place[1], run))
+    for account, started in sorted(by_account.items()):
+        started.sort(key=lambda s: (s[0], s[2].id))
+        highest: tuple[int, Run] | None = None
+        for _at, seq, run in started:
+            if highest is not None and seq < highest[0]:
+                violations.append(
+                    Violation(
+                        "order",
+                        f"{account}: job #{seq} {describe_brief(run)} started after job "
+                        f"#{highest[0]} {describe_brief(highest[1])}",
+                        run.job_id,
+                    )
+                )
+                break
+            if highest is None or seq > highest[0]:
+                highest = (seq, run)
+    return violations
+
+
+def check_rates(
+    runs: list[Run], rates: dict[str, tuple[int, float]], slack: float
+) -> list[Violation]:
+    """At most ``limit`` starts of one rate key in any window of ``period - slack`` seconds (keys
+    are ``prefix:name``).  ``slack`` covers the time between a start's token and the run's ledger
+    row (a new connection to the ledger): the exact measurement is tests/test_flow_control_e2e."""
+    violations = []
+    keyed: dict[str, list[datetime]] = defaultdict(list)
+    for run in runs:
+        if run.key and run.key.split(":", 1)[0] in rates:
+            keyed[run.key].append(run.started_at)
+    for key, starts in sorted(keyed.items()):
+        limit, period = rates[key.split(":", 1)[0]]
+        starts.sort()
+        window = timedelta(seconds=period - slack)
+        for i, first in enumerate(starts):
+            inside = bisect.bisect_left(starts, first + window) - i
+            if inside > limit:
+                violations.append(
+                    Violation(
+                        "rate",
+                        f"{key}: {inside} starts within {window.total_seconds():g}s from "
+                        f"{_t(first)} (limit {limit} per {period:g}s)",
+                    )
+                )
+                break
+    return violations
+
+
+def describe_brief(run: Run) -> str:
+    return f"(run {run.id}, attempt {run.attempt}, started {_t(run.started_at)})"
+
+
 def check_final_states(
     jobs: list[JobState],
     runs: list[Run],

@@ -58,6 +58,8 @@ WORKLOAD = {  # job kind: weight (and a poison pill every 15-25 s)
     "stepped": 6,
     "snoozer": 4,
     "cooperative": 5,
+    "sequenced": 6,
+    "rated": 5,
 }
 # The share of each kind the canceller cancels, and the delay after its enqueue (seconds).
 CANCEL_PLAN: dict[str, tuple[float, float, float]] = {
@@ -249,6 +251,9 @@ class Enqueuer:
         self.errors = 0
         self.error_kinds: Counter[str] = Counter()
         self.not_before: dict[str, datetime] = {}
+        # Sequenced jobs: job_id -> (account, its place in the account's enqueue order).
+        self.sequence: dict[str, tuple[str, int]] = {}
+        self._next_seq: Counter[str] = Counter()
         self.stop = threading.Event()
         self._next_poison = 0.0
 
@@ -312,6 +317,18 @@ class Enqueuer:
             )
         elif kind == "cooperative":
             handle = workload.Cooperative.set(connection=conn).perform_later(rng.randint(15, 45))
+        elif kind == "sequenced":
+            account = f"acct-{rng.randrange(3)}"
+            seq = self._next_seq[account]
+            self._next_seq[account] += 1
+            handle = workload.Sequenced.set(connection=conn).perform_later(
+                account, seq, round(rng.uniform(0.05, 0.6), 2), rng.random() < 0.2
+            )
+            self.sequence[str(handle.job_id)] = (account, seq)
+        elif kind == "rated":
+            handle = workload.Rated.set(connection=conn).perform_later(
+                f"acct-{rng.randrange(2)}", rng.randrange(10**6)
+            )
         else:
             wait = round(rng.uniform(1, 8), 2)
             job = workload.Slow.set(connection=conn, wait=timedelta(seconds=wait))

@@ -46,7 +46,9 @@ from tests.chaos.proxy import Proxy
 HOSTS = ("host-a", "host-b", "host-c")
 STUCK_AFTER = 20.0  # seconds without a job ending while nothing is scheduled: the drain is over
 CANCELLER_JOIN = 15.0  # a cancel may be waiting for a connection (CANCEL_POOL_TIMEOUT)
-LIMITS = {"limit": workload.LIMIT, "unique": 1, "nap": workload.NAP_LIMIT}
+LIMITS = {"limit": workload.LIMIT, "unique": 1, "nap": workload.NAP_LIMIT, "seq": 1}
+RATES = {"rate": workload.RATE}
+RATE_SLACK = 0.25  # seconds: a run's ledger row comes after its start token (a new connection)
 
 JOBS = """
 SELECT j.job_id::text, j.class_name,
@@ -247,6 +249,8 @@ def run_chaos(
         overlaps, excused = checks.check_overlaps(runs, ends, faults, threshold, horizon)
         violations += overlaps
         violations += checks.check_limits(runs, ends, excused, LIMITS, horizon)
+        violations += checks.check_order(runs, enqueuer.sequence, excused)
+        violations += checks.check_rates(runs, RATES, RATE_SLACK)
         violations += checks.check_final_states(
             jobs, runs, ends, faults, threshold, cluster.MAX_INTERRUPTIONS, horizon
         )

@@ -121,6 +121,27 @@ def test_limits_count_runs_of_a_key_at_once() -> None:
     ]
 
 
+def test_order_is_the_enqueue_order_of_each_account() -> None:
+    sequence = {"a": ("x", 0), "b": ("x", 1), "c": ("x", 2), "z": ("y", 0)}
+    runs = [
+        run(1, 0, 1, job="a", key="seq:x"),
+        run(2, 1, 2, job="b", key="seq:x"),
+        run(3, 2, 3, job="b", key="seq:x"),  # b's retry comes before c
+        run(4, 0.5, 1, job="z", key="seq:y"),  # another account, in parallel
+        run(5, 3, 4, job="c", key="seq:x"),
+    ]
+    assert checks.check_order(runs, sequence, set()) == []
+    runs.append(run(6, 5, 6, job="a", key="seq:x"))  # a after c: out of order
+    assert [v.check for v in checks.check_order(runs, sequence, set())] == ["order"]
+
+
+def test_rates_count_starts_in_any_window() -> None:
+    runs = [run(i, i * 0.4, i * 0.4 + 0.1, job=str(i), key="rate:a") for i in range(10)]
+    # 0, 0.4, ... 3.6: 4 starts in any window of 1.6 s (2 s minus the slack)
+    assert checks.check_rates(runs, {"rate": (4, 2.0)}, 0.4) == []
+    assert [v.check for v in checks.check_rates(runs, {"rate": (3, 2.0)}, 0.4)] == ["rate"]
+
+
 def test_final_states() -> None:
     runs = [
         run(1, 0, 1, job="ok"),

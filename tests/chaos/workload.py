@@ -5,6 +5,9 @@ autocommit connection: when it started, and when it ended with which outcome ("o
 "poison"; and by job control: "cancelled", "snoozed", "interrupted" — a stepped job whose
 checkpoint could not be written).  A run whose process died under it keeps ``ended_at`` NULL.
 
+Flow control: :class:`Sequenced` (an ordered key per account; fails on its first attempt now and
+then, and is retried: the retry keeps its place) and :class:`Rated` (a rate limit per account).
+
 The job-control kinds: :class:`Stepped` (resumable steps, each event in ``chaos_steps``),
 :class:`Snoozer` (snoozes once or twice, then finishes) and :class:`Cooperative` (long, checks
 for a cancel request between short sleeps).  The canceller (:mod:`tests.chaos.driver`) cancels
@@ -30,6 +33,7 @@ LIMIT_DURATION = 900  # longer than any run: a slot never expires under a live j
 STEPS = ("prepare", "iterate", "finalize")  # Stepped's steps, in order
 CHECKPOINT_EVERY = 4  # Stepped writes its cursor at once (and proves it) every 4 items
 NAP_LIMIT = 1  # Snoozer: one run per nap key at once (a snooze gives the slot back)
+RATE = (4, 2.0)  # Rated: at most 4 starts per account in any 2 seconds
 
 # How a run ended by job control, as the ledger records it.
 _CONTROLLED: tuple[tuple[type[BaseException], str], ...] = (
@@ -188,3 +192,32 @@ class Cooperative(ChaosJob):
                 time.sleep(0.1)
 
         self.ledgered("cooperative", None, body)
+
+
+class Sequenced(ChaosJob):
+    """Ordered per account (``seq:<account>``): one at a time, in enqueue order, across hosts.
+    ``on_failure="continue"``: a job failed for good (after interruptions) lets the key go on, so
+    the run drains.  With ``flaky`` it raises on its first attempt and is retried a second later,
+    holding its place."""
+
+    ordered = pgjobs.ordered(
+        key=lambda account, seq, seconds, flaky: account, on_failure="continue"
+    )
+    retry_on = [pgjobs.retry_on(RuntimeError, wait=1.0, attempts=5, jitter=0)]
+
+    def perform(self, account: str, seq: int, seconds: float, flaky: bool) -> None:
+        def body() -> None:
+            time.sleep(seconds)
+            if flaky and self.executions == 1:
+                raise RuntimeError("fails on its first attempt")
+
+        self.ledgered("sequenced", f"seq:{account}", body)
+
+
+class Rated(ChaosJob):
+    """At most RATE[0] starts per account in any RATE[1] seconds, across hosts."""
+
+    rate_limit = pgjobs.rate_limit(limit=RATE[0], period=RATE[1], key=lambda account, n: account)
+
+    def perform(self, account: str, n: int) -> None:
+        self.ledgered("rated", f"rate:{account}", lambda: time.sleep(0.05))
