@@ -529,3 +529,13 @@ class RateAndLimited(pgjobs.Job):
 
     def perform(self, n: int) -> None:
         pass
+
+
+class OrderedReplace(pgjobs.Job):
+    """Ordered per account, and unique per (account, name) — a newer job replaces a waiting one."""
+
+    ordered = pgjobs.ordered(key=lambda account, name: account)
+    unique = pgjobs.unique(key=lambda account, name: f"{account}/{name}", on_conflict="replace")
+
+    def perform(self, account: str, name: str) -> None:
+        pass

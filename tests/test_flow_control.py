@@ -6,9 +6,11 @@ issue's order and rate tests) are in ``test_flow_control_e2e.py``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 import pgjobs
@@ -24,6 +26,7 @@ from tests.engine_helpers import scalar, states
 from tests.sample_jobs import (
     OrderedContinue,
     OrderedPerAccount,
+    OrderedReplace,
     RateAndLimited,
     RatePerAccount,
 )
@@ -78,6 +81,18 @@ def take(worker: Worker, limit: int = 10) -> list[Claimed]:
     return claimed
 
 
+def age_windows(db: Database, seconds: float = 2.0) -> None:
+    """As if ``seconds`` had passed for every rate limit (their times are the database's)."""
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE pgjobs_rate_limits SET"
+            " starts = ARRAY(SELECT t - make_interval(secs => %(s)s) FROM unnest(starts) t),"
+            " free_at = free_at - make_interval(secs => %(s)s),"
+            " updated_at = updated_at - make_interval(secs => %(s)s)",
+            {"s": seconds},
+        )
+
+
 def seqs(claimed: list[Claimed]) -> list[int]:
     import json
 
@@ -90,8 +105,10 @@ def seqs(claimed: list[Claimed]) -> list[int]:
 def test_declarations_are_checked() -> None:
     with pytest.raises(ConfigurationError, match=r"ordered\(on_failure=...\) must be one of"):
         pgjobs.ordered(on_failure="skip")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match=r"rate_limit\(limit=...\) must be a positive"):
+    with pytest.raises(ConfigurationError, match=r"rate_limit\(limit=...\) must be an int from 1"):
         pgjobs.rate_limit(limit=0)
+    with pytest.raises(ConfigurationError, match="limit=1000, period=36 for 100000 an hour"):
+        pgjobs.rate_limit(limit=100_000, period=3600)
     with pytest.raises(ConfigurationError, match=r"rate_limit\(period=...\) must be a positive"):
         pgjobs.rate_limit(limit=1, period=-1)
     with pytest.raises(ConfigurationError, match="both ordered and limits_concurrency"):
@@ -224,15 +241,16 @@ def test_a_rate_limit_starts_at_most_limit_jobs_and_lines_up_the_rest(
         "SELECT array_agg(DISTINCT concurrency_key) FROM pgjobs_blocked_executions",
     )
     assert line == ["rate|tests.sample_jobs:RatePerAccount/a"]
-    free_at = scalar(db.url, "SELECT free_at FROM pgjobs_rate_limits WHERE key LIKE '%/a'")
-    assert timedelta(seconds=0.9) < free_at - datetime.now(UTC) <= timedelta(seconds=1.02)
+    free_at = scalar(db.url, "SELECT free_at - now() FROM pgjobs_rate_limits WHERE key LIKE '%/a'")
+    assert timedelta(seconds=0.9) < free_at <= timedelta(seconds=1.02)
     # Waiting jobs are not polled: nothing moves before the budget frees...
     assert dispatcher.release_rates() == 0
     assert take(worker, 100) == []
     # ...and when it does, the next ten move, in enqueue order.
-    assert dispatcher.release_rates(now=free_at + timedelta(milliseconds=1)) == 10
+    age_windows(db)
+    assert dispatcher.release_rates() == 10
     assert states(db.url)["ready"] == 10
-    finish(worker, started)
+    assert sorted(seqs(take(worker, 100))) == list(range(10, 20))
 
 
 def test_a_moved_job_that_finds_the_budget_spent_goes_back_in_line(
@@ -242,10 +260,14 @@ def test_a_moved_job_that_finds_the_budget_spent_goes_back_in_line(
         RatePerAccount.perform_later("a", seq)
     worker = make_worker()
     assert len(take(worker, 100)) == 10
-    free_at = scalar(db.url, "SELECT free_at FROM pgjobs_rate_limits")
-    # The dispatcher's clock says the window has passed, the worker's does not yet.
-    assert dispatcher.release_rates(now=free_at + timedelta(seconds=0.01)) == 2
-    assert take(worker, 100) == []
+    age_windows(db)
+    assert dispatcher.release_rates() == 2
+    # Meanwhile a newer job took the window's only start... (the starts are the database's)
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE pgjobs_rate_limits SET starts = array_fill(clock_timestamp(), ARRAY[10])"
+        )
+    assert take(worker, 100) == []  # ...so the moved ones go back in line
     assert states(db.url) == {"claimed": 10, "blocked": 2}
     # The key's free_at is set again: the dispatcher's next pass moves them.
     assert scalar(db.url, "SELECT free_at FROM pgjobs_rate_limits") is not None
@@ -319,3 +341,149 @@ def test_status_and_jobs_show_tell_about_rate_limits(
     shown = json.loads(capsys.readouterr().out)["waiting_for"]
     assert shown["rate_limit_key"] == "tests.sample_jobs:RatePerAccount/a"
     assert shown["rate_limit"] == "10 per 1s" and shown["rate_waiting_in_line"] == 2
+
+
+# -- what a hostile review found (each reproduced before its fix) --------------------------------
+
+
+def test_discarding_or_cancelling_a_retrying_ordered_job_gives_its_slot_back(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    for seq in range(4):
+        OrderedPerAccount.perform_later("a", seq)
+    worker = make_worker()
+    (first,) = worker.claim(10)
+    end(worker, first, "retry", 30.0)  # waits in scheduled, holding the key
+    assert WaitingJobs(Database(db.url)).discard(first.job_id)
+    (second,) = worker.claim(10)
+    assert seqs([second]) == [1]
+    end(worker, second, "retry", 30.0)
+    assert pgjobs.cancel(second.job_id) == "cancelled"
+    assert seqs(worker.claim(10)) == [2]
+
+
+def test_replacing_a_waiting_job_that_holds_an_ordered_key_gives_the_key_back(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    OrderedReplace.perform_later("a", "x")
+    OrderedReplace.perform_later("a", "y")
+    worker = make_worker()
+    (first,) = worker.claim(10)
+    end(worker, first, "retry", 30.0)  # "x" waits for its retry, holding the key
+    replaced = OrderedReplace.perform_later("a", "x")
+    assert replaced.replaced == first.job_id
+    # "y" (enqueued before the new "x") runs next: the key was given back with the old "x".
+    (second,) = worker.claim(10)
+    assert json.loads(second.arguments)["args"] == ["a", "y"]
+
+
+def test_a_rate_check_that_gives_up_on_a_lock_gives_its_jobs_back(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    RatePerAccount.perform_later("a", 0)
+    worker = make_worker()
+    finish(worker, take(worker))  # the key's row exists
+    RatePerAccount.perform_later("a", 1)
+    RatePerAccount.perform_later("a", 2)
+    with psycopg.connect(db.url) as holder:
+        holder.execute("SELECT 1 FROM pgjobs_rate_limits FOR UPDATE")  # past lock_timeout
+        assert take(worker) == []
+    assert states(db.url) == {"finished": 1, "ready": 2}  # not stranded in claimed
+    assert sorted(seqs(take(worker))) == [1, 2]
+
+
+def test_taking_starts_again_after_a_lost_reply_grants_only_jobs_still_held(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    from pgjobs.processes.claims import _ids
+    from pgjobs.store import rates
+
+    for seq in range(12):
+        RatePerAccount.perform_later("a", seq)
+    worker = make_worker()
+    claimed = worker.claim(100)
+    params = {
+        "ids": _ids([c.id for c in claimed]),
+        "key": "tests.sample_jobs:RatePerAccount/a",
+        "process_id": worker.id,
+        "guard": rates.GUARD,
+    }
+    worker.execute(rates.NEW_KEY, {"key": params["key"], "id": claimed[0].id})
+    held, _, granted = worker.execute(rates.TAKE, params)[0][:3]
+    assert (held, len(granted)) == (12, 10)
+    age_windows(db)  # the window is empty again when the statement runs a second time
+    held, _, again = worker.execute(rates.TAKE, params)[0][:3]
+    assert held == 10 and sorted(again) == sorted(granted)  # never the two in line
+    assert states(db.url) == {"claimed": 10, "blocked": 2}
+
+
+def test_starts_are_stamped_by_the_database_once_the_key_is_locked(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    import threading
+    import time
+
+    RatePerAccount.perform_later("a", 0)
+    worker = make_worker()
+    finish(worker, take(worker))
+    RatePerAccount.perform_later("a", 1)
+    released = []
+    with psycopg.connect(db.url) as holder:
+        holder.execute("SELECT 1 FROM pgjobs_rate_limits FOR UPDATE")
+
+        def release() -> None:
+            time.sleep(0.1)  # under the worker's lock_timeout
+            released.append(holder.execute("SELECT clock_timestamp()").fetchone()[0])  # type: ignore[index]
+            holder.commit()
+
+        thread = threading.Thread(target=release)
+        thread.start()
+        assert len(take(worker)) == 1
+        thread.join()
+    last = scalar(db.url, "SELECT starts[array_upper(starts, 1)] FROM pgjobs_rate_limits")
+    assert last >= released[0]  # after the wait, not when the worker asked
+
+
+def test_bulk_enqueue_keeps_an_ordered_keys_list_order_whatever_the_unique_keys(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    pgjobs.perform_all_later([OrderedReplace("a", name) for name in ("zeta", "alpha", "mid")])
+    worker = make_worker()
+    order = []
+    while claimed := worker.claim(10):
+        order += [json.loads(c.arguments)["args"][1] for c in claimed]
+        finish(worker, claimed)
+    assert order == ["zeta", "alpha", "mid"]
+
+
+def test_maintenance_forgets_free_semaphores(
+    db: Database, make_worker: Callable[..., Worker], dispatcher: Dispatcher
+) -> None:
+    for account in ("a", "b"):
+        OrderedPerAccount.perform_later(account, 0)
+    worker = make_worker()
+    finish(worker, worker.claim(10))
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_semaphores WHERE value = 0") == 2
+    dispatcher.maintain(now=datetime.now(UTC) + timedelta(minutes=2))
+    assert scalar(db.url, "SELECT count(*) FROM pgjobs_semaphores") == 0
+    OrderedPerAccount.perform_later("a", 1)  # the key's semaphore comes back with its next job
+    assert len(worker.claim(10)) == 1
+
+
+def test_an_unblock_never_passes_a_locked_head_of_the_line(
+    db: Database, make_worker: Callable[..., Worker]
+) -> None:
+    for seq in range(3):
+        OrderedPerAccount.perform_later("a", seq)
+    worker = make_worker()
+    (first,) = worker.claim(10)
+    with psycopg.connect(db.url) as holder:  # an operator's statement on job 1, not committed
+        holder.execute(
+            "SELECT 1 FROM pgjobs_blocked_executions b JOIN pgjobs_jobs j ON j.id = b.job_id"
+            " WHERE j.arguments->'args'->>1 = '1' FOR UPDATE OF b"
+        )
+        finish(worker, [first])
+        assert worker.claim(10) == []  # job 2 did not pass job 1
+        holder.rollback()
+    worker._unblock(["tests.sample_jobs:OrderedPerAccount/a"])  # the next release, or maintenance
+    assert seqs(worker.claim(10)) == [1]

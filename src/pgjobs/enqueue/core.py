@@ -391,10 +391,18 @@ def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None)
     rows = [r for r in every if not r.keys.special]
     # Jobs with keys are written one by one (each locks its unique key's index entry and its
     # semaphore row until commit): in key order, so that two bulk enqueues of the same keys take
-    # the locks in the same order.
+    # the locks in the same order.  An ordered key's jobs keep their list order (the sort is
+    # stable, and their unique keys are left out of it): ids, and so their order, are given as
+    # they are written.  (Two bulk enqueues of such jobs sharing unique keys across ordered
+    # keys could deadlock; PostgreSQL detects it and one of them fails, writing nothing.)
     keyed = sorted(
         ((i, r) for i, r in enumerate(every) if r.keys.special),
-        key=lambda item: (item[1].keys.unique_key or "", item[1].keys.concurrency_key or ""),
+        key=lambda item: (
+            item[1].keys.concurrency_key or "",
+            ""
+            if str(item[1].keys.concurrency_on_conflict).startswith("ordered")
+            else item[1].keys.unique_key or "",
+        ),
     )
     ready = [r for r in rows if r.scheduled_at is None]
     scheduled = [r for r in rows if r.scheduled_at is not None]

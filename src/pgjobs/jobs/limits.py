@@ -219,8 +219,12 @@ def rate_limit(
     called with the job's ``perform`` arguments (without it the whole class, or ``group``, shares
     one budget).
     """
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigurationError(f"rate_limit(limit=...) must be a positive int, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        raise ConfigurationError(
+            f"rate_limit(limit=...) must be an int from 1 to 10000, got {limit!r} (the limit "
+            "keeps one timestamp per start in its window: for more, scale both down, e.g. "
+            "limit=1000, period=36 for 100000 an hour)"
+        )
     return RateLimit(
         limit=limit,
         period=_duration(period, "rate_limit(period=...)"),

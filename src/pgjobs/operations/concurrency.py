@@ -76,6 +76,7 @@ def maintain(
             {"now": moment, "alive_since": moment - timedelta(seconds=alive_threshold)},
         )
     ]
+    expired += [str(r[0]) for r in run(semaphores_store.FORGET_FREE, {"now": moment})]
     unblocked = unblock(run, expired, channel=channel, now=moment)
     # Every key, a page at a time; a concurrency key is never empty, so "" is before the first.
     run(rates_store.FORGET_IDLE, {"now": moment})  # rate-limit keys long unused

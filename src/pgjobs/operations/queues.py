@@ -119,7 +119,7 @@ def rate_limits(
 ) -> list[RateLimitInfo]:
     """The rate-limit keys in use (``pgjobs status``, the dashboard), by key; or just ``key``
     (on ``conn`` when given)."""
-    params = {"now": clock.now(), "guard": rates_store.GUARD, "limit": limit, "key": key}
+    params = {"guard": rates_store.GUARD, "limit": limit, "key": key}
     if conn is None:
         with database.connection() as own:
             return rate_limits(database, limit, key=key, conn=own)

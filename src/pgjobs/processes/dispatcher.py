@@ -81,11 +81,10 @@ class Dispatcher(Poller):
             now=now,
         )
 
-    def release_rates(self, now: datetime | None = None) -> int:
+    def release_rates(self) -> int:
         """Move the jobs waiting for rate limits whose budget has freed to ready; returns how
-        many moved (see :mod:`pgjobs.store.rates`)."""
+        many moved (see :mod:`pgjobs.store.rates`; the times are the database's clock)."""
         params = {
-            "now": now or clock.now(),
             "keys": rates_store.KEYS_PER_PASS,
             "guard": rates_store.GUARD,
             "channel": notify_channel(self.database.schema),
@@ -115,9 +114,10 @@ class Dispatcher(Poller):
         if self.dispatch() >= self.dispatcher.batch_size:
             return 0.0  # a backlog: go again at once
         # Sleep until the next scheduled job is due or the next rate-limit line may move.
-        rows = self.execute(store.NEXT_DUE)
-        interval = self.dispatcher.polling_interval
-        if rows and rows[0][0] is not None:
-            until_due = float((rows[0][0] - clock.now()).total_seconds())
-            return max(0.0, min(interval, until_due))
-        return interval
+        due, rates_in = self.execute(store.NEXT_DUE)[0]
+        wait = self.dispatcher.polling_interval
+        if due is not None:  # scheduled times are compared with this host's clock
+            wait = min(wait, float((due - clock.now()).total_seconds()))
+        if rates_in is not None:  # a rate limit's moment, on the database's clock
+            wait = min(wait, float(rates_in))
+        return max(0.0, wait)

@@ -42,7 +42,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import clock, events
+from pgjobs import events
 from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.jobs import rules
@@ -122,6 +122,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
         # still waits in ready (an idle worker will take it), so that it can run alone somewhere.
         self._draining: list[int] = []
         self._pending_unique: list[int] = []  # until-executing keys still to release
+        self._unstarted: list[int] = []  # claimed, not started: to give back (_take_starts)
         # Work that waited too long on a lock held elsewhere (an application transaction holding
         # a semaphore row): retried from later passes, so the claim loop never stalls behind it.
         self._unrecorded: list[Outcome] = []
@@ -232,6 +233,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
             self._draining = []
         if self._pending_unique:
             self._release_unique([])
+        if self._unstarted:
+            self._give_back_unstarted()
         idle = self.threads - len(self.in_flight)
         if idle <= 0 or self._alone is not None or self._draining:
             if self.to_finish:
@@ -257,35 +260,50 @@ class Worker(Poller, Claims, JobThreads, Recording):
 
     def _take_starts(self, claimed: list[Claimed]) -> list[Claimed]:
         """Rate-limited jobs run only with a start token, taken key by key in claim order; the
-        rest were moved to their key's line by the same statement (pgjobs.store.rates).  If the
-        reply is lost, none of them runs: on reconnect the ones still claimed go back to ready
-        (their tokens, if taken, are spent unused — the limit errs on the safe side)."""
+        rest were moved to their key's line by the same statement (pgjobs.store.rates), and the
+        worker runs exactly the ids it was granted.  The statement is safe to run again after a
+        lost reply (it looks only at jobs this process still holds).  If it gives up on a lock,
+        its jobs go straight back to ready, not counted (or from a later pass, see
+        :meth:`_give_back_unstarted`)."""
         by_key: dict[str, list[Claimed]] = {}
         for job in claimed:
             if job.rate_key is not None:
                 by_key.setdefault(job.rate_key, []).append(job)
-        denied: set[int] = set()
+        refused: set[int] = set()
         for key, jobs in sorted(by_key.items()):
             ids = [job.id for job in jobs]
+            params = {
+                "ids": _ids(ids),
+                "key": key,
+                "process_id": self.id,
+                "guard": rates_store.GUARD,
+            }
             try:
-                rows = self.execute(
-                    rates_store.TAKE,
-                    {
-                        "ids": _ids(ids),
-                        "n": len(ids),
-                        "key": key,
-                        "process_id": self.id,
-                        "now": clock.now(),
-                        "guard": rates_store.GUARD,
-                    },
-                )
-                granted = int(rows[0][0]) if rows else 0
+                held, found, granted = self.execute(rates_store.TAKE, params)[0][:3]
+                if held and not found:  # the key's first use: its row, then the tokens
+                    self.execute(rates_store.NEW_KEY, {"key": key, "id": ids[0]})
+                    held, found, granted = self.execute(rates_store.TAKE, params)[0][:3]
             except GAVE_UP:
-                granted = 0
-            denied.update(ids[granted:])
-            if granted < len(ids) and "rate_limited" in _active:
-                events.emit("rate_limited", process_id=self.id, key=key, waiting=len(ids) - granted)
-        return [job for job in claimed if job.id not in denied]
+                self._unstarted += ids
+                self._give_back_unstarted()
+                granted = []
+            started = set(granted)
+            refused.update(i for i in ids if i not in started)
+            if len(started) < len(ids) and "rate_limited" in _active:
+                events.emit(
+                    "rate_limited", process_id=self.id, key=key, waiting=len(ids) - len(started)
+                )
+        return [job for job in claimed if job.id not in refused]
+
+    def _give_back_unstarted(self) -> None:
+        """Jobs claimed but not started (a rate check that gave up on a lock) go back to ready,
+        not counted; retried from each pass until it works."""
+        try:
+            self._release(self._unstarted, "jobs whose rate limit could not be checked")
+        except GAVE_UP:
+            self._locked()
+            return
+        self._unstarted = []
 
     def _cancel_unstarted(self, claimed: list[Claimed]) -> list[Claimed]:
         """Jobs asked to stop before they were claimed are cancelled, not run."""

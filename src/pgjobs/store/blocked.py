@@ -1,8 +1,9 @@
 """``pgjobs_blocked_executions``: jobs waiting for a concurrency slot.
 
 Jobs leave blocked one at a time per key, in priority order, each through :data:`UNBLOCK_NEXT`:
-take the next blocked job of the key (``FOR UPDATE SKIP LOCKED``: two unblockers of one key
-never take the same job), try to take a slot for it, and move it to ready when it got one.
+take the head of the key's line (``FOR UPDATE SKIP LOCKED``: two unblockers of one key never take
+the same job, and a locked head is left alone, never passed), try to take a slot for it, and move
+it to ready when it got one.
 A job enqueued with ``on_conflict="discard"`` (one that was scheduled and found no slot when
 due) is finished as discarded instead of waiting.
 """
@@ -15,16 +16,23 @@ from pgjobs.store import jobs as _jobs
 # Served by blocked (concurrency_key, priority, job_id), semaphores' primary key.
 UNBLOCK_NEXT = (
     """
-WITH next AS (
+WITH head AS (
     -- Lowest priority number first, then FIFO: the order jobs would have run in.
     -- (An ordered key's rows carry priority 0: FIFO.  A rate limit's line, "rate|" keys, is
     -- moved by store.rates, never here.)
-    SELECT b.job_id, b.queue_name, j.priority, j.concurrency_limit, j.concurrency_duration,
-           j.concurrency_on_conflict
-    FROM {blocked} b JOIN {jobs} j ON j.id = b.job_id
+    SELECT b.job_id FROM {blocked} b
     WHERE b.concurrency_key = %(key)s AND left(%(key)s, 5) <> 'rate|'
     ORDER BY b.priority, b.job_id
     LIMIT 1
+), next AS (
+    -- Only the head, and only if nobody holds it: another unblocker (which moves it and goes
+    -- on down the line) or an operator's statement.  Never the job behind it, which would
+    -- break an ordered key's order if that statement rolled back; a head left blocked with a
+    -- free slot is unblocked by the next release or by maintenance.
+    SELECT b.job_id, b.queue_name, j.priority, j.concurrency_limit, j.concurrency_duration,
+           j.concurrency_on_conflict
+    FROM {blocked} b JOIN {jobs} j ON j.id = b.job_id
+    WHERE b.job_id = (SELECT job_id FROM head)
     FOR UPDATE OF b SKIP LOCKED
 ), slot AS (
     INSERT INTO {semaphores} AS s (key, value, expires_at)

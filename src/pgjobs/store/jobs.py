@@ -205,18 +205,22 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM ready) THEN 'ready'
 FIND_UNIQUE = "SELECT id, job_id FROM {jobs} WHERE unique_key = %(unique_key)s"
 
 # on_conflict="replace": discard the job holding the key if it is still waiting (ready,
-# scheduled or blocked), giving back its slot if it held one.  A job being claimed right now
-# keeps its ready row locked: the DELETE waits, finds it gone, and the job is left running.
+# scheduled or blocked), giving back its slot if it held one (see the comment at "released").
+# A job being claimed right now keeps its ready row locked: the DELETE waits, finds it gone, and
+# the job is left running.
 # Returns (replaced, its job_id, the concurrency key whose slot it gave back).
 REPLACE_WAITING = """
 WITH old AS (
-    SELECT id, job_id, concurrency_key FROM {jobs} WHERE unique_key = %(unique_key)s FOR UPDATE
+    SELECT id, job_id, concurrency_key, concurrency_on_conflict FROM {jobs}
+    WHERE unique_key = %(unique_key)s FOR UPDATE
 ), from_ready AS (
     DELETE FROM {ready} r USING old WHERE r.job_id = old.id RETURNING r.job_id
 ), from_scheduled AS (
-    DELETE FROM {scheduled} s USING old WHERE s.job_id = old.id RETURNING s.job_id
+    DELETE FROM {scheduled} s USING old WHERE s.job_id = old.id
+    RETURNING s.job_id, s.concurrency_key
 ), from_blocked AS (
-    DELETE FROM {blocked} b USING old WHERE b.job_id = old.id RETURNING b.job_id
+    DELETE FROM {blocked} b USING old WHERE b.job_id = old.id
+    RETURNING b.job_id, b.concurrency_key
 ), removed AS (
     SELECT job_id FROM from_ready UNION ALL SELECT job_id FROM from_scheduled
     UNION ALL SELECT job_id FROM from_blocked
@@ -226,7 +230,13 @@ WITH old AS (
     RETURNING j.id
 ), released AS (
     UPDATE {semaphores} s SET value = greatest(s.value - 1, 0), updated_at = %(now)s
-    FROM old WHERE s.key = old.concurrency_key AND EXISTS (SELECT 1 FROM from_ready)
+    FROM old WHERE s.key = old.concurrency_key AND (
+        -- where a waiting job holds a slot: in ready; in scheduled, an ordered key's job waiting
+        -- for its retry or snooze (its row carries no key); in a rate limit's line
+        EXISTS (SELECT 1 FROM from_ready)
+        OR EXISTS (SELECT 1 FROM from_scheduled WHERE concurrency_key IS NULL
+                   AND left(old.concurrency_on_conflict, 7) = 'ordered')
+        OR EXISTS (SELECT 1 FROM from_blocked WHERE left(concurrency_key, 5) = 'rate|'))
     RETURNING s.key
 )
 SELECT (SELECT count(*) FROM discarded), (SELECT job_id FROM old),

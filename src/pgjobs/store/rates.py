@@ -2,14 +2,16 @@
 
 A start is counted when it happens: the worker that claimed jobs of a rate-limited class takes
 their start tokens (:data:`TAKE`) before it runs them.  The key's row keeps the start times still
-inside its window (a sliding log, at most ``max_starts`` entries) and is locked by the upsert, so
-workers on every host take tokens one after the other and a window never holds more than the
-limit.  A claimed job that finds no token is not run: in the same statement it leaves claimed for
-the key's line — a blocked row whose key is ``"rate|<key>"``, ordered by priority then id — and
-the key's ``free_at`` says when the oldest start leaves the window.  The dispatcher moves the
-line's next jobs to ready at that moment, as many as the budget then has (:data:`MOVE_DUE`), and
-sleeps until the next ``free_at``: waiting jobs are never polled.  A moved job takes its token
-when claimed like any other (one that loses the race to a newly enqueued job goes back in line).
+inside its window (a sliding log, at most ``max_starts`` entries, stamped with the database's
+clock once the row is locked) and is locked by the statement, so workers on every host take
+tokens one after the other and a window never holds more than the limit.  A claimed job that
+finds no token is not run: in the same statement it leaves claimed for the key's line — a
+blocked row whose key is ``"rate|<key>"``, ordered by priority then id — and the key's
+``free_at`` says when the oldest start leaves the window.  The dispatcher moves the line's next
+jobs to ready at that moment, as many as the window then has room for (:data:`LOCK_DUE`, then
+:data:`MOVE`), and sleeps until the next ``free_at``: waiting jobs are not polled.  A moved job
+takes its token when claimed like any other (one that loses the race to a newly enqueued job, or
+to jobs moved earlier and still unclaimed, goes back in line, keeping its place).
 
 A start counts for ``period`` plus :data:`GUARD`: a job's own clock reading of its start comes a
 few milliseconds after the token (the claim's reply, the thread hand-off), so the next window's
@@ -26,62 +28,61 @@ from __future__ import annotations
 LINE = "rate|"  # prefix of a rate line's blocked concurrency_key
 GUARD = 0.010  # seconds a start counts beyond its period (see above)
 KEYS_PER_PASS = 100  # keys whose lines the dispatcher moves per statement
-
-# The key's starts still in the window at %(now)s, oldest first (``{starts}``: the array).
-_LIVE = """ARRAY(SELECT t FROM unnest({starts}) AS t
-              WHERE t > %(now)s::timestamptz - {period} - make_interval(secs => %(guard)s)
-              ORDER BY t)"""
-_OLD = _LIVE.format(starts="r.starts", period="excluded.period")
-# How many of the %(n)s claimed jobs start now: the budget left in the window.
-_GRANT = f"least(%(n)s, greatest(excluded.max_starts - cardinality({_OLD}), 0))"
+MAX_LIMIT = 10_000  # starts per period: the log keeps one timestamp per start in the window
 
 # Take start tokens for %(ids)s — claimed by %(process_id)s, all of key %(key)s, in claim order
-# (priority, then id) — the first as many as the window allows; the others leave claimed for the
-# key's line, and the key's free_at becomes the moment its oldest start leaves the window.
-# The upsert locks the key's row (first use: inserts it).  Returns (granted, free_at).
+# (priority, then id).  Only the ids this process still holds count (a re-run after a lost reply
+# grants nothing to a job the first run sent to the line).  The key's row is locked and read once;
+# the first jobs get as many starts as the window allows, the others leave claimed for the key's
+# line, and the key's free_at becomes the moment its oldest start leaves the window.  Committed
+# with synchronous_commit on, whatever the connection's setting: a start the crash of PostgreSQL
+# forgot would let the window admit one more.  Returns (jobs still held, whether the key's row
+# exists — when it does not, the caller inserts it with NEW_KEY and runs this again — and the ids
+# granted, in claim order).  Served by claimed's and jobs' primary keys, rate_limits' primary key.
 TAKE = (
     """
-WITH batch AS (
-    SELECT j.id, j.queue_name, j.priority, j.rate_limit, j.rate_period, t.ord
-    FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS t(id, ord) JOIN {jobs} j ON j.id = t.id
-), latest AS (  -- the limit and period the newest of them was enqueued with
+WITH durable AS (
+    SELECT set_config('synchronous_commit', 'on', true) AS setting
+), batch AS (
+    SELECT j.id, j.queue_name, j.priority, j.rate_limit, j.rate_period,
+           row_number() OVER (ORDER BY t.ord) AS n
+    FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS t(id, ord)
+    JOIN {claimed} c ON c.job_id = t.id AND c.process_id = %(process_id)s
+    JOIN {jobs} j ON j.id = t.id
+), latest AS (  -- the limit and period the newest job of the batch was enqueued with
     SELECT rate_limit, rate_period FROM batch ORDER BY id DESC LIMIT 1
+), locked AS (
+    SELECT r.key, r.starts FROM {rates} r
+    WHERE r.key = %(key)s AND EXISTS (SELECT 1 FROM batch)
+    FOR UPDATE
+), window_ AS (  -- the clock is read per locked row: after the lock was granted
+    SELECT k.key, l.rate_limit AS max_starts, l.rate_period AS period, c.now,
+           ARRAY(SELECT t FROM unnest(k.starts) AS t
+                 WHERE t > c.now - l.rate_period - make_interval(secs => %(guard)s)
+                 ORDER BY t) AS live
+    FROM locked k CROSS JOIN latest l CROSS JOIN LATERAL (SELECT clock_timestamp() AS now) c
+), tokens AS (
+    SELECT w.*, least((SELECT count(*) FROM batch),
+                      greatest(w.max_starts - cardinality(w.live), 0))::int AS granted
+    FROM window_ w
 ), budget AS (
-    INSERT INTO {rates} AS r (key, max_starts, period, starts, granted, free_at)
-    SELECT %(key)s, l.rate_limit, l.rate_period,
-           array_fill(%(now)s::timestamptz, ARRAY[least(%(n)s, l.rate_limit)]),
-           least(%(n)s, l.rate_limit),
-           CASE WHEN %(n)s > l.rate_limit
-                THEN %(now)s::timestamptz + l.rate_period + make_interval(secs => %(guard)s) END
-    FROM latest l
-    ON CONFLICT (key) DO UPDATE SET
-        max_starts = excluded.max_starts,
-        period = excluded.period,
-        starts = """
-    + _OLD
-    + " || array_fill(%(now)s::timestamptz, ARRAY["
-    + _GRANT
-    + """]),
-        granted = """
-    + _GRANT
-    + """,
+    UPDATE {rates} r SET
+        max_starts = t.max_starts,
+        period = t.period,
+        starts = t.live || array_fill(t.now, ARRAY[t.granted]),
+        granted = t.granted,
         -- none left for some: the line moves when the oldest start leaves the window
-        free_at = CASE WHEN """
-    + _GRANT
-    + """ < %(n)s
+        free_at = CASE WHEN t.granted < (SELECT count(*) FROM batch)
             THEN least(coalesce(r.free_at, 'infinity'),
-                       (("""
-    + _OLD
-    + " || array_fill(%(now)s::timestamptz, ARRAY["
-    + _GRANT
-    + """]))[1])
-                       + excluded.period + make_interval(secs => %(guard)s))
+                       (t.live || array_fill(t.now, ARRAY[t.granted]))[1] + t.period
+                       + make_interval(secs => %(guard)s))
             ELSE r.free_at END,
-        updated_at = %(now)s
-    RETURNING granted, free_at
+        updated_at = t.now
+    FROM tokens t WHERE r.key = t.key
+    RETURNING r.granted
 ), denied AS (
     SELECT b.id, b.queue_name, b.priority FROM batch b
-    WHERE b.ord > (SELECT granted FROM budget)
+    WHERE b.n > (SELECT granted FROM budget)
 ), unclaimed AS (
     DELETE FROM {claimed} c USING denied d
     WHERE c.job_id = d.id AND c.process_id = %(process_id)s
@@ -93,14 +94,24 @@ WITH batch AS (
     + """' || %(key)s, '9999-12-31 00:00:00+00'::timestamptz
     FROM denied d JOIN unclaimed u ON u.job_id = d.id
 )
-SELECT granted, free_at FROM budget
+SELECT (SELECT count(*) FROM batch),
+       EXISTS (SELECT 1 FROM budget),
+       ARRAY(SELECT id FROM batch WHERE n <= (SELECT granted FROM budget) ORDER BY n),
+       (SELECT setting FROM durable)
 """
 )
+
+# A key's first use: its row, with the limit and period of job %(id)s (a racing insert wins).
+NEW_KEY = """
+INSERT INTO {rates} (key, max_starts, period)
+SELECT %(key)s, rate_limit, rate_period FROM {jobs} WHERE id = %(id)s
+ON CONFLICT (key) DO NOTHING
+"""
 
 # The dispatcher, step 1 of its transaction: lock up to %(keys)s keys whose budget has freed
 # (keys another dispatcher or a worker's TAKE holds are skipped).  Served by rate_limits (free_at).
 LOCK_DUE = """
-SELECT key FROM {rates} WHERE free_at <= %(now)s ORDER BY free_at LIMIT %(keys)s
+SELECT key FROM {rates} WHERE free_at <= clock_timestamp() ORDER BY free_at LIMIT %(keys)s
 FOR UPDATE SKIP LOCKED
 """
 
@@ -112,11 +123,14 @@ FOR UPDATE SKIP LOCKED
 # rate_limits' primary key, blocked (concurrency_key, priority, job_id).
 MOVE = (
     """
-WITH due AS (
-    SELECT r.key, r.max_starts, r.period, """
-    + _LIVE.format(starts="r.starts", period="r.period")
-    + """ AS live
-    FROM {rates} r WHERE r.key = ANY(%(locked)s::text[])
+WITH clock AS MATERIALIZED (
+    SELECT clock_timestamp() AS now
+), due AS (
+    SELECT r.key, r.max_starts, r.period, c.now,
+           ARRAY(SELECT t FROM unnest(r.starts) AS t
+                 WHERE t > c.now - r.period - make_interval(secs => %(guard)s)
+                 ORDER BY t) AS live
+    FROM {rates} r CROSS JOIN clock c WHERE r.key = ANY(%(locked)s::text[])
 ), next AS (
     SELECT d.key, n.job_id, n.queue_name, n.priority FROM due d CROSS JOIN LATERAL (
         SELECT b.job_id, b.queue_name, j.priority FROM {blocked} b JOIN {jobs} j ON j.id = b.job_id
@@ -134,14 +148,13 @@ WITH due AS (
     SELECT n.job_id, n.queue_name, n.priority FROM next n JOIN moved m ON m.job_id = n.job_id
     RETURNING queue_name
 ), later AS (
-    UPDATE {rates} r SET updated_at = %(now)s, free_at = CASE
+    UPDATE {rates} r SET updated_at = d.now, free_at = CASE
         WHEN EXISTS (SELECT 1 FROM {blocked} b
                      WHERE b.concurrency_key = '"""
     + LINE
     + """' || d.key
                        AND NOT EXISTS (SELECT 1 FROM next n WHERE n.job_id = b.job_id))
-        THEN coalesce(d.live[1], %(now)s::timestamptz) + d.period
-             + make_interval(secs => %(guard)s)
+        THEN coalesce(d.live[1], d.now) + d.period + make_interval(secs => %(guard)s)
         END
     FROM due d WHERE r.key = d.key
 )
@@ -155,8 +168,8 @@ SELECT (SELECT count(*) FROM readied),
 LIST = (
     """
 SELECT r.key, r.max_starts, r.period, cardinality("""
-    + _LIVE.format(starts="r.starts", period="r.period")
-    + """),
+    + """ARRAY(SELECT t FROM unnest(r.starts) AS t
+                 WHERE t > clock_timestamp() - r.period - make_interval(secs => %(guard)s))),
        (SELECT count(*) FROM {blocked} b WHERE b.concurrency_key = '"""
     + LINE
     + """' || r.key),

@@ -47,23 +47,36 @@ SELECT (SELECT count(*) FROM moved),
 """
 )
 
-# When the next scheduled job is due, or the next rate limit's line may move (store/rates.py):
-# the dispatcher sleeps until then at most.  Served by scheduled (scheduled_at, ...) and
-# rate_limits (free_at).
+# When the next scheduled job is due, and in how many seconds (by the database's clock) the next
+# rate limit's line may move (store/rates.py): the dispatcher sleeps until the earlier at most.
+# Served by scheduled (scheduled_at, ...) and rate_limits (free_at).
 NEXT_DUE = """
-SELECT least((SELECT min(scheduled_at) FROM {scheduled}),
-             (SELECT min(free_at) FROM {rates} WHERE free_at IS NOT NULL))
+SELECT (SELECT min(scheduled_at) FROM {scheduled}),
+       extract(epoch FROM (SELECT min(free_at) FROM {rates} WHERE free_at IS NOT NULL)
+                          - clock_timestamp())
 """
 
 # An operator discards a batch of scheduled jobs (pgjobs.operations.waiting): picked after a keyset
 # cursor (scheduled's primary key) and locked SKIP LOCKED, so a job the dispatcher is moving is
-# left to it; deleted and finished as discarded (unique key released; a scheduled job holds no
-# slot).  Returns (discarded, cursor).
+# left to it; deleted and finished as discarded (unique key released).  A scheduled job holds no
+# slot — except an ordered key's job waiting for its retry or the end of its snooze (its row
+# carries no key: it kept its slot), which gives it back.  Returns (discarded, cursor, keys to
+# unblock).
 DISCARD_SCHEDULED = (
     _jobs.pick_waiting("scheduled")
     + _jobs.DISCARD_GONE
-    + """
-SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked)
+    + """, held AS (
+    SELECT j.concurrency_key AS k, count(*) AS n FROM gone g JOIN {jobs} j ON j.id = g.job_id
+    WHERE g.concurrency_key IS NULL AND j.concurrency_key IS NOT NULL
+      AND left(j.concurrency_on_conflict, 7) = 'ordered'
+      AND EXISTS (SELECT 1 FROM discarded d WHERE d.id = g.job_id)
+    GROUP BY j.concurrency_key
+), released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - h.n, 0), updated_at = %(now)s
+    FROM held h WHERE s.key = h.k
+)
+SELECT (SELECT count(*) FROM discarded), (SELECT max(job_id) FROM picked),
+       (SELECT array_agg(k) FROM held)
 """
 )
 

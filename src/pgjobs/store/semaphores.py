@@ -29,3 +29,14 @@ RETURNING s.key
 
 # The semaphores in use (status, dashboard).
 LIST = "SELECT key, value, expires_at FROM {semaphores} ORDER BY key"
+
+# Concurrency maintenance: forget semaphores no job holds (value 0) that nobody has taken for a
+# minute — an ordered key's never expire, and keys taken from job arguments come and go.  A free
+# semaphore and no semaphore mean the same: the next job to take a slot inserts it again (an
+# upsert waiting on this delete inserts after it).  Returns the keys, to unblock.  A scan of this
+# table, one row per key in use.
+FORGET_FREE = """
+DELETE FROM {semaphores} s
+WHERE s.value = 0 AND s.updated_at < %(now)s::timestamptz - interval '1 minute'
+RETURNING s.key
+"""
