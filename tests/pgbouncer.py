@@ -77,7 +77,8 @@ def start(server_url: str, directory: Path, pool_size: int = 20) -> Iterator[str
     if os.geteuid() == 0:
         os.chmod(directory, 0o777)
         command = [exe, "-u", "postgres", str(ini)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = (directory / "pgbouncer.out").open("w")
+    proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(port, proc, directory)
         yield f"postgresql://{target.get('user', 'postgres')}@127.0.0.1:{port}/{{dbname}}"
@@ -88,17 +89,17 @@ def start(server_url: str, directory: Path, pool_size: int = 20) -> Iterator[str
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        output.close()
 
 
 def _wait_for(port: int, proc: subprocess.Popen[str], directory: Path) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            log = directory / "pgbouncer.log"
-            output = proc.stdout.read() if proc.stdout else ""
+            said = [directory / name for name in ("pgbouncer.out", "pgbouncer.log")]
             raise RuntimeError(
-                f"pgbouncer exited with {proc.returncode}: {output}"
-                f"{log.read_text() if log.exists() else ''}"
+                f"pgbouncer exited with {proc.returncode}: "
+                + "".join(path.read_text() for path in said if path.exists())
             )
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:

@@ -411,3 +411,33 @@ def test_a_wait_on_a_vanished_server_fails_within_the_keepalive_bound(
             cut.join()
             _kill(test_database_url, pid)  # its backend is still asleep behind the proxy
     assert 1 < elapsed < 4
+
+
+def test_transaction_pooling_settings_come_from_the_environment_or_queue_yml() -> None:
+    from pgjobs.config import settings
+
+    url, direct = "postgresql://app@bouncer:6432/app", "postgresql://app@db:5432/app"
+    plain = settings.resolve(url, environ={})
+    assert plain is not None and not plain.transaction_pooling and plain.session_url == url
+    pooled = settings.resolve(url, environ={"PGJOBS_TRANSACTION_POOLING": "1"})
+    assert pooled is not None and pooled.transaction_pooling and pooled.session_url is None
+    both = settings.resolve(
+        url,
+        environ={"PGJOBS_TRANSACTION_POOLING": "true", "PGJOBS_DIRECT_DATABASE_URL": direct},
+    )
+    assert both is not None and both.session_url == direct
+    from_yml = settings.resolve(
+        url, environ={}, config_transaction_pooling=True, config_direct_url=direct
+    )
+    assert from_yml is not None and (from_yml.transaction_pooling, from_yml.direct_url) == (
+        True,
+        direct,
+    )
+    off = settings.resolve(
+        url, environ={"PGJOBS_TRANSACTION_POOLING": "0"}, config_transaction_pooling=True
+    )
+    assert off is not None and not off.transaction_pooling  # the environment comes first
+    database = both.open(application_name="pgjobs-test")
+    assert database.session_url == direct and database.transaction_pooling
+    assert database._kwargs()["prepare_threshold"] is None
+    assert "prepare_threshold" not in database._kwargs(direct)  # the direct URL prepares

@@ -32,12 +32,17 @@ def configure(
 
     cfg = load_config(config_path)
     chosen = settings.resolve(
-        url, schema=schema, config_url=cfg.database_url, config_schema=cfg.schema
+        url,
+        schema=schema,
+        config_url=cfg.database_url,
+        config_schema=cfg.schema,
+        config_direct_url=cfg.direct_database_url,
+        config_transaction_pooling=cfg.transaction_pooling,
     )
     assert chosen is not None
     if chosen.embedded:
         migrate(chosen.url, schema=chosen.schema)
-    database = Database(chosen.url, schema=chosen.schema, pool_size=pool_size or 4)
+    database = chosen.open(pool_size=pool_size or 4)
     with _lock:
         previous, _default = _default, database
     if previous is not None:

@@ -46,6 +46,8 @@ def database_settings(args: argparse.Namespace) -> settings.DatabaseSettings:
         schema=args.schema,
         config_url=cfg.database_url,
         config_schema=cfg.schema,
+        config_direct_url=cfg.direct_database_url,
+        config_transaction_pooling=cfg.transaction_pooling,
     )
     assert chosen is not None
     if chosen.embedded:
@@ -71,7 +73,7 @@ def ready_database(args: argparse.Namespace) -> settings.DatabaseSettings:
 
 def _open(args: argparse.Namespace) -> Database:
     chosen = ready_database(args)
-    return Database(chosen.url, schema=chosen.schema, pool_size=1)
+    return chosen.open(pool_size=1)
 
 
 def _positive(value: str) -> int:

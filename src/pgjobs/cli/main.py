@@ -24,7 +24,6 @@ from pgjobs.cli.common import (
     ready_database,
 )
 from pgjobs.cli.progress import Ticker
-from pgjobs.db.database import Database
 from pgjobs.db.migrate import migrate, migration_sql
 from pgjobs.db.urls import redact
 from pgjobs.errors import ConfigurationError, PgJobsError
@@ -41,9 +40,17 @@ def _migrate(args: argparse.Namespace) -> int:
         print(migration_sql(schema=args.schema))
         return 0
     chosen = database_settings(args)
+    url = chosen.session_url  # the migration lock is a session advisory lock
+    if url is None:
+        raise ConfigurationError(
+            "pgjobs migrate: the database URL is pooled per transaction (transaction_pooling) "
+            "and the migration holds a session-level advisory lock: set "
+            "PGJOBS_DIRECT_DATABASE_URL (or direct_database_url in queue.yml) to a direct "
+            "connection to PostgreSQL"
+        )
     with Ticker("pgjobs migrate") as ticker:
-        migrate(chosen.url, schema=chosen.schema, step=ticker)
-    print(f"pgjobs: database {redact(chosen.url)} is up to date", file=sys.stderr)
+        migrate(url, schema=chosen.schema, step=ticker)
+    print(f"pgjobs: database {redact(url)} is up to date", file=sys.stderr)
     return 0
 
 
@@ -70,7 +77,12 @@ def _start(args: argparse.Namespace) -> int:
         from pgjobs.config.recurring import load_recurring
 
         load_recurring(recurring)  # every problem in recurring.yml is reported before starting
-    database = Database(chosen.url, schema=chosen.schema, application_name="pgjobs-supervisor")
+    if chosen.transaction_pooling and not config.durable_claims:
+        raise ConfigurationError(
+            "durable_claims: false is a session setting (synchronous_commit), which a pooler in "
+            "transaction mode does not keep: leave durable_claims on with transaction_pooling"
+        )
+    database = chosen.open(application_name="pgjobs-supervisor")
     supervisor = Supervisor(
         database,
         config,

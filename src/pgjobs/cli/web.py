@@ -21,7 +21,6 @@ import sys
 
 from pgjobs.cli.common import _database_options, command, ready_database
 from pgjobs.config.queue import Config, load_config
-from pgjobs.db.database import Database
 from pgjobs.db.urls import redact
 from pgjobs.errors import ConfigurationError
 
@@ -106,7 +105,7 @@ def _web(args: argparse.Namespace) -> int:
     if not args.no_auth and not _has_credentials(config):
         raise ConfigurationError(NO_CREDENTIALS)
     chosen = ready_database(args)
-    database = Database(chosen.url, schema=chosen.schema, application_name="pgjobs-web")
+    database = chosen.open(application_name="pgjobs-web")
     app = create_app(
         database,
         no_auth=args.no_auth,

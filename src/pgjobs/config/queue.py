@@ -96,6 +96,8 @@ class Config:
     dispatchers: tuple[DispatcherConfig, ...] = (DispatcherConfig(),)
     database_url: str | None = None
     schema: str | None = None
+    direct_database_url: str | None = None
+    transaction_pooling: bool = False
     app: str | None = None
     heartbeat_interval: float = 60.0
     process_alive_threshold: float = 300.0
@@ -204,6 +206,8 @@ _DISPATCHER = {
 _GLOBAL: dict[str, Callable[[Any], Any]] = {
     "database_url": non_empty_string,
     "schema": schema_name,
+    "direct_database_url": non_empty_string,
+    "transaction_pooling": boolean,
     "app": non_empty_string,
     "heartbeat_interval": positive_number,
     "process_alive_threshold": positive_number,

@@ -101,9 +101,16 @@ class Database:
         schema: str | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         application_name: str = "pgjobs",
+        direct_url: str | None = None,
+        transaction_pooling: bool = False,
     ) -> None:
         self.url = psycopg_url(url)
         self.schema = schema
+        # Behind a pooler in transaction mode (PgBouncer): no server-side prepared statements and
+        # no session state on ``url``; what needs a session (LISTEN) uses ``direct_url``, a
+        # direct connection to PostgreSQL, or does without (see docs/deployment.md).
+        self.transaction_pooling = transaction_pooling
+        self.direct_url = psycopg_url(direct_url) if direct_url else None
         self.pool_size = pool_size
         self.application_name = application_name
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
@@ -144,14 +151,26 @@ class Database:
 
         return run
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, url: str | None = None) -> dict[str, Any]:
         # Pooled connections are in autocommit: a one-statement operation is one round trip;
         # several statements that belong together use ``with conn.transaction():``.
-        return {
-            **connection_defaults(self.url),
+        kwargs: dict[str, Any] = {
+            **connection_defaults(url or self.url),
             "application_name": self.application_name,
             "autocommit": True,
         }
+        if self.transaction_pooling and url is None:
+            # psycopg prepares a statement run 5 times on one connection; behind a pooler in
+            # transaction mode the next transaction may run on another server connection, which
+            # does not have it (or has another client's of the same name).
+            kwargs["prepare_threshold"] = None
+        return kwargs
+
+    @property
+    def session_url(self) -> str | None:
+        """Where a session can be held (LISTEN, a session advisory lock): the direct URL, or
+        the URL itself unless it is pooled per transaction; None when there is nowhere."""
+        return self.direct_url or (None if self.transaction_pooling else self.url)
 
     def connect(self, *, autocommit: bool = True) -> psycopg.Connection[TupleRow]:
         """A dedicated connection outside the pool (listeners, heartbeats, supervisors)."""
@@ -159,6 +178,28 @@ class Database:
             return psycopg.connect(self.url, **{**self._kwargs(), "autocommit": autocommit})
         except psycopg.OperationalError as exc:
             raise _unreachable(self.url, exc) from exc
+
+    def connect_session(self) -> psycopg.Connection[TupleRow]:
+        """A dedicated autocommit connection that keeps its session (for LISTEN): on the direct
+        URL behind a pooler.  Callers check :attr:`session_url` first."""
+        url = self.session_url
+        if url is None:
+            raise RuntimeError("no connection that keeps a session: set direct_database_url")
+        try:
+            return psycopg.connect(url, **self._kwargs(url if url != self.url else None))
+        except psycopg.OperationalError as exc:
+            raise _unreachable(url, exc) from exc
+
+    async def connect_session_async(self) -> psycopg.AsyncConnection[TupleRow]:
+        url = self.session_url
+        if url is None:
+            raise RuntimeError("no connection that keeps a session: set direct_database_url")
+        try:
+            return await psycopg.AsyncConnection.connect(
+                url, **self._kwargs(url if url != self.url else None)
+            )
+        except psycopg.OperationalError as exc:
+            raise _unreachable(url, exc) from exc
 
     async def connect_async(self, *, autocommit: bool = True) -> psycopg.AsyncConnection[TupleRow]:
         try:

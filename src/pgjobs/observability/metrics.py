@@ -611,6 +611,8 @@ class HostExporter:
             schema=database.schema,
             pool_size=1,
             application_name="pgjobs-metrics",
+            direct_url=database.direct_url,
+            transaction_pooling=database.transaction_pooling,
         )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.processes)

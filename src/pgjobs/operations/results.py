@@ -274,7 +274,18 @@ def wait_result(
     deadline = time.monotonic() + timeout if timeout is not None else float("inf")
     channel = sql.Identifier(jobs_store.done_channel(database.schema))
     key, poll = str(public), _FIRST_POLL
-    with database.connect() as conn:
+    if database.session_url is None:  # pooled per transaction, no direct URL: poll only
+        while True:
+            with database.connection() as conn:
+                info = _read(database, conn, public)
+            if _settled(info):
+                return info.result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timed_out(public, timeout, info.state)
+            time.sleep(min(poll, remaining))
+            poll = min(poll * 2, POLL)
+    with database.connect_session() as conn:  # the direct URL behind a pooler
         conn.execute(sql.SQL("LISTEN {}").format(channel))
         while True:
             info = _read(database, conn, public)
@@ -297,7 +308,18 @@ async def wait_result_async(
     deadline = time.monotonic() + timeout if timeout is not None else float("inf")
     channel = sql.Identifier(jobs_store.done_channel(database.schema))
     key, poll = str(public), _FIRST_POLL
-    conn = await database.connect_async()
+    if database.session_url is None:  # pooled per transaction, no direct URL: poll only
+        while True:
+            async with database.async_connection() as pooled:
+                info = await _read_async(database, pooled, public)
+            if _settled(info):
+                return info.result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timed_out(public, timeout, info.state)
+            await asyncio.sleep(min(poll, remaining))
+            poll = min(poll * 2, POLL)
+    conn = await database.connect_session_async()  # the direct URL behind a pooler
     try:
         await conn.execute(sql.SQL("LISTEN {}").format(channel))
         while True:

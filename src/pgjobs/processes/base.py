@@ -103,7 +103,9 @@ class Process:
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = self.database.connect(autocommit=True)
-            if self.lock_timeout_ms is not None:
+            # Behind a pooler in transaction mode a session SET would leak to other clients of
+            # the server connection (and not stay with us): the role's setting applies instead.
+            if self.lock_timeout_ms is not None and not self.database.transaction_pooling:
                 self._conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
             self.on_connect(self._conn)
         return self._conn

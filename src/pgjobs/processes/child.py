@@ -33,6 +33,8 @@ def build(spec: dict[str, Any]) -> Process:
         str(spec["database_url"]),
         schema=spec["schema"] and str(spec["schema"]),
         application_name=f"pgjobs-{spec['kind']}",
+        direct_url=spec.get("direct_database_url"),
+        transaction_pooling=bool(spec.get("transaction_pooling")),
     )
     runtime.use(database)  # jobs that enqueue jobs write to the same database and schema
     supervisor_id = int(str(spec["supervisor_id"])) if spec["supervisor_id"] else None

@@ -4,8 +4,9 @@ One dedicated connection per process LISTENs on the schema's channel; a notifica
 payload is one of the process's queues (or ``*``) sets the process's wake event.  Correctness
 never depends on it: polling stays the fallback.  On a lost connection the listener reconnects
 with backoff, re-LISTENs and wakes the process once (notifications sent meanwhile were lost).
-Where LISTEN cannot work (``listen_notify: false``, e.g. PgBouncer in transaction mode) no
-listener runs and the process says so once in its log.
+Behind a pooler in transaction mode (PgBouncer) the listener connects to the direct URL
+(``direct_database_url``); where LISTEN cannot work (``listen_notify: false``, or a pooled URL
+with no direct one) no listener runs and the process says so once in its log.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Listener(threading.Thread):
         while not self.stopping.is_set():
             conn: psycopg.Connection[Any] | None = None
             try:
-                conn = self.database.connect(autocommit=True)
+                conn = self.database.connect_session()  # the direct URL behind a pooler
                 conn.execute(f"LISTEN {quote_ident(self.channel)}")
                 if attempt:
                     log.info("listener reconnected to %s", self.channel)

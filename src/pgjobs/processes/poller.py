@@ -38,6 +38,13 @@ class Poller(Process):
         if not self.config.listen_notify:
             log.info("%s: listen_notify is off; relying on polling", self.kind)
             return
+        if self.database.session_url is None:
+            log.info(
+                "%s: the database URL is pooled per transaction and no direct_database_url is "
+                "set, so LISTEN cannot work; relying on polling",
+                self.kind,
+            )
+            return
         Listener(
             self.database, notify_channel(self.database.schema), self._notified, self.stopping
         ).start()

@@ -99,6 +99,8 @@ class Supervisor(Process):
             "supervisor_id": self.id,
             "database_url": self.database.url,
             "schema": self.database.schema,
+            "direct_database_url": self.database.direct_url,
+            "transaction_pooling": self.database.transaction_pooling,
             "config": str(self.config.path) if self.config.path else None,
             "env": self.config.env,
             "app": self.app,

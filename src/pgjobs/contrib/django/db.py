@@ -58,9 +58,19 @@ def schema_for(chosen: conf.Settings) -> str | None:
 
 
 def database() -> Database:
-    """pgjobs' database on the alias (pools open at first use)."""
+    """pgjobs' database on the alias (pools open at first use); behind PgBouncer in transaction
+    mode, ``PGJOBS_TRANSACTION_POOLING`` / ``PGJOBS_DIRECT_DATABASE_URL`` (or queue.yml) apply."""
     chosen = conf.load()
-    return Database(conf.conninfo(chosen.database), schema=schema_for(chosen))
+    config = load_config(chosen.config)
+    found = settings.resolve(
+        conf.conninfo(chosen.database),
+        schema=chosen.schema,
+        config_schema=config.schema,
+        config_direct_url=config.direct_database_url,
+        config_transaction_pooling=config.transaction_pooling,
+    )
+    assert found is not None
+    return found.open()
 
 
 @contextmanager
