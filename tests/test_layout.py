@@ -64,3 +64,29 @@ def test_no_import_cycles_between_core_modules() -> None:
                     seen.add(nxt)
                     stack.append((nxt, [*trail, nxt]))
     assert cycles == []
+
+
+def test_running_jobs_imports_neither_sqlalchemy_nor_alembic_nor_croniter() -> None:
+    """A supervisor, worker or dispatcher never needs them (~40 MiB of RSS): migrations, the
+    schema's metadata and schedules import them when they are used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pgjobs, pgjobs.cli.main, pgjobs.processes.child,"
+        " pgjobs.processes.supervisor, pgjobs.processes.worker, pgjobs.processes.dispatcher;"
+        " print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'sqlalchemy', 'alembic', 'croniter', 'dateutil', 'jinja2', 'starlette'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_table_names_and_revisions_written_out_match_the_schema_and_the_migrations() -> None:
+    from pgjobs.db import migrate, names, revision, schema
+
+    assert set(names.TABLES.values()) == {
+        t.name for t in schema.metadata.sorted_tables
+    }, "pgjobs.db.names.TABLES must name every table of pgjobs.db.schema"
+    assert revision.HEADS == migrate.head_revisions(), "update pgjobs.db.revision.HEADS"
+    assert revision.REVISIONS == migrate._all_revisions(), "update pgjobs.db.revision.REVISIONS"

@@ -5,8 +5,9 @@ The public API is what ``__all__`` lists; everything else is private and may cha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pgjobs.db.database import Database
-from pgjobs.db.migrate import migrate
 from pgjobs.enqueue.core import perform_all_later, perform_all_later_async
 from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import (
@@ -156,3 +157,18 @@ __all__ = [
     "unwrap_jobs",
     "wrap_jobs",
 ]
+
+
+def migrate(
+    url: str,
+    *,
+    schema: str | None = None,
+    revision: str = "heads",
+    step: Callable[[str], None] | None = None,
+) -> None:
+    """Upgrade the pgjobs tables at ``url`` to ``revision`` (default: the latest); see
+    :func:`pgjobs.db.migrate.migrate`.  Imports alembic and SQLAlchemy only when called: a
+    process that runs jobs never needs them (~40 MiB)."""
+    from pgjobs.db import migrate as migrations
+
+    migrations.migrate(url, schema=schema, revision=revision, step=step)

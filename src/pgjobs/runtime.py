@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 
 from pgjobs.db.database import Database
-from pgjobs.db.migrate import migrate
 
 _lock = threading.Lock()
 _default: Database | None = None
@@ -41,6 +40,8 @@ def configure(
     )
     assert chosen is not None
     if chosen.embedded:
+        from pgjobs.db.migrate import migrate
+
         migrate(chosen.url, schema=chosen.schema)
     database = chosen.open(pool_size=pool_size or 4)
     with _lock:

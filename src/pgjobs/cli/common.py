@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from pgjobs.config import settings
 from pgjobs.db.database import Database
-from pgjobs.db.migrate import check_migrated, migrate
+from pgjobs.db.revision import check_migrated
 from pgjobs.db.urls import redact
 
 Command = Callable[[argparse.Namespace], int]
@@ -65,6 +65,8 @@ def ready_database(args: argparse.Namespace) -> settings.DatabaseSettings:
     """The chosen database, checked to be reachable and migrated (the embedded one is migrated)."""
     chosen = database_settings(args)
     if chosen.embedded:
+        from pgjobs.db.migrate import migrate
+
         migrate(chosen.url, schema=chosen.schema)
     else:
         check_migrated(chosen.url, schema=chosen.schema)

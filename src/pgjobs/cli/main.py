@@ -24,7 +24,6 @@ from pgjobs.cli.common import (
     ready_database,
 )
 from pgjobs.cli.progress import Ticker
-from pgjobs.db.migrate import migrate, migration_sql
 from pgjobs.db.urls import redact
 from pgjobs.errors import ConfigurationError, PgJobsError
 from pgjobs.observability import logs
@@ -36,6 +35,8 @@ if TYPE_CHECKING:
 
 @command("migrate")
 def _migrate(args: argparse.Namespace) -> int:
+    from pgjobs.db.migrate import migrate, migration_sql  # alembic: only for this command
+
     if args.sql:
         print(migration_sql(schema=args.schema))
         return 0

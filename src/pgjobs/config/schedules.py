@@ -55,8 +55,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import CroniterBadDateError, croniter
-
 from pgjobs.config.schedules_nat import NotUnderstoodError, english_to_cron
 from pgjobs.errors import ConfigurationError
 
@@ -96,6 +94,8 @@ class Schedule:
     _every_hour: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+
         fields = self.cron.split()
         if len(fields) not in (5, 6) or not croniter.is_valid(self.cron):
             raise ConfigurationError(f"invalid cron expression {self.cron!r} in {self.source!r}")
@@ -145,6 +145,8 @@ class Schedule:
     # wall-clock times minus that offset; at a change, continue with the new offset.
 
     def _forward_instant(self, after: datetime) -> Iterator[datetime]:
+        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+
         start, offset = after, self._offset(after)
         while True:
             cron = croniter(self.cron, (start + offset).replace(microsecond=0))
@@ -161,6 +163,8 @@ class Schedule:
                 start = tick
 
     def _previous_instant(self, until: datetime) -> datetime | None:
+        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+
         offset = self._offset(until)
         while True:
             cron = croniter(self.cron, (until + offset).replace(microsecond=0) + _SECOND)
@@ -202,6 +206,8 @@ class Schedule:
     # time can give an earlier instant.
 
     def _forward_wall(self, after: datetime) -> Iterator[datetime]:
+        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+
         start = (after + min(self._recent(after))).replace(microsecond=0) - _SECOND
         cron, pending, last = croniter(self.cron, start), list[datetime](), after
         while True:
@@ -220,6 +226,8 @@ class Schedule:
         yield from sorted(tick for tick in set(pending) if tick > last)
 
     def _previous_wall(self, until: datetime) -> datetime | None:
+        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+
         start = (until + max(self._recent(until))).replace(microsecond=0) + _SECOND
         cron, best = croniter(self.cron, start), None
         while True:
@@ -275,6 +283,8 @@ def _zone(word: str) -> ZoneInfo | None:
 
 def parse_schedule(text: str) -> Schedule:
     """Parse a cron expression, macro or English schedule (see the module doc)."""
+    from croniter import croniter  # ~7 MiB: when used
+
     words = text.split()
     english = bool(words) and words[0].lower() in ("every", "at", "from", "on")
     words, zone = _take_zone(words, anywhere=english)

@@ -21,8 +21,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
+from pgjobs.db.revision import check_migrated, current_revisions
 from pgjobs.db.urls import psycopg_url, redact, sqlalchemy_url
-from pgjobs.errors import DatabaseNotMigrated, DatabaseUnreachable
+from pgjobs.errors import DatabaseUnreachable
+
+__all__ = ["check_migrated", "current_revisions", "head_revisions", "migrate", "migration_sql"]
 
 VERSION_TABLE = "pgjobs_alembic_version"
 BRANCH_LABEL = "pgjobs"
@@ -159,33 +162,3 @@ def head_revisions() -> set[str]:
 
 def _all_revisions() -> set[str]:
     return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
-
-
-def current_revisions(url: str, *, schema: str | None = None) -> set[str]:
-    """The pgjobs revisions the database at ``url`` is at (empty when never migrated).
-
-    Looks in ``pgjobs_alembic_version`` and, for applications that run pgjobs' migrations in
-    their own alembic environment, in their ``alembic_version`` too.
-    """
-    try:
-        with _engine(url).connect() as conn:
-            found: set[str] = set()
-            for table in (VERSION_TABLE, "alembic_version"):
-                ctx = MigrationContext.configure(
-                    conn, opts={"version_table": table, "version_table_schema": schema}
-                )
-                found |= set(ctx.get_current_heads())
-            return found & _all_revisions()
-    except OperationalError as exc:
-        raise DatabaseUnreachable(f"cannot connect to {redact(url)}: {exc.orig}") from exc
-
-
-def check_migrated(url: str, *, schema: str | None = None) -> None:
-    """Raise :class:`DatabaseNotMigrated` unless the database is at the latest revision."""
-    current, heads = current_revisions(url, schema=schema), head_revisions()
-    if current != heads:
-        state = "has no pgjobs tables" if not current else f"is at {sorted(current)}"
-        raise DatabaseNotMigrated(
-            f"the database at {redact(url)} {state}, pgjobs needs {sorted(heads)}: "
-            "run `pgjobs migrate`"
-        )

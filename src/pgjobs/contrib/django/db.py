@@ -29,7 +29,6 @@ from pgjobs.config import settings
 from pgjobs.config.queue import load_config
 from pgjobs.contrib.django import conf
 from pgjobs.db.database import Database
-from pgjobs.db.migrate import migrate
 from pgjobs.enqueue import core as enqueue
 
 _alias = conf.DEFAULT_DATABASE
@@ -104,6 +103,8 @@ def migrate_tables(using: str = conf.DEFAULT_DATABASE, verbosity: int = 1, **kwa
     url, schema = conf.conninfo(chosen.database), schema_for(chosen)
     if (url, schema) in _migrated:
         return
+    from pgjobs.db.migrate import migrate
+
     migrate(url, schema=schema)
     _migrated.add((url, schema))
     if verbosity >= 2:
