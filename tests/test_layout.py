@@ -85,8 +85,8 @@ def test_running_jobs_imports_neither_sqlalchemy_nor_alembic_nor_croniter() -> N
 def test_table_names_and_revisions_written_out_match_the_schema_and_the_migrations() -> None:
     from pgjobs.db import migrate, names, revision, schema
 
-    assert set(names.TABLES.values()) == {
-        t.name for t in schema.metadata.sorted_tables
-    }, "pgjobs.db.names.TABLES must name every table of pgjobs.db.schema"
-    assert revision.HEADS == migrate.head_revisions(), "update pgjobs.db.revision.HEADS"
-    assert revision.REVISIONS == migrate._all_revisions(), "update pgjobs.db.revision.REVISIONS"
+    assert set(names.TABLES.values()) == {t.name for t in schema.metadata.sorted_tables}, (
+        "pgjobs.db.names.TABLES must name every table of pgjobs.db.schema"
+    )
+    assert migrate.head_revisions() == revision.HEADS, "update pgjobs.db.revision.HEADS"
+    assert migrate._all_revisions() == revision.REVISIONS, "update pgjobs.db.revision.REVISIONS"
