@@ -26,7 +26,7 @@ job with a concurrency limit too takes its slot before it is claimed and keeps i
 from __future__ import annotations
 
 LINE = "rate|"  # prefix of a rate line's blocked concurrency_key
-GUARD = 0.010  # seconds a start counts beyond its period (see above)
+GUARD = 0.025  # seconds a start counts beyond its period (see above)
 KEYS_PER_PASS = 100  # keys whose lines the dispatcher moves per statement
 MAX_LIMIT = 10_000  # starts per period: the log keeps one timestamp per start in the window
 
