@@ -5,9 +5,9 @@ through ``config.attributes``) and by plain ``alembic -c ... upgrade head``.  Ap
 fold pgjobs' migrations into their own alembic environment do not use this file: see
 ``docs/migrations.md``.
 
-Guarantees: the migration runs in one transaction (PostgreSQL has transactional DDL) while
-holding an advisory lock, so two hosts migrating at once serialise and the second finds the
-database at head and does nothing.
+Guarantees: the migration runs in one transaction (PostgreSQL has transactional DDL) that first
+takes a transaction-level advisory lock, so two hosts migrating at once serialise and the second
+finds the database at head and does nothing (and it works through PgBouncer in transaction mode).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, create_engine, pool, text
 from pgjobs.db.schema import metadata
 
 VERSION_TABLE = "pgjobs_alembic_version"
-# pg_advisory_lock key: the bytes "pgjobs" read as an integer.
+# pg_advisory_xact_lock key: the bytes "pgjobs" read as an integer.
 MIGRATION_LOCK = 0x70676A6F6273
 
 config = context.config
@@ -70,28 +70,32 @@ def _run_with(connection: Connection) -> None:
     steps = config.attributes.get("step")  # pgjobs.db.migrate._Steps: progress, when asked
     if steps is not None:
         steps.locking()
-    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    # One transaction from the lock to the commit: the lock is transaction-level, so it is held
+    # by the very transaction that migrates and released by its commit or rollback — which also
+    # works through a pooler in transaction mode (PgBouncer), where a session lock would stay
+    # on whichever server connection took it.  Wait for it however long another host migrates
+    # (lock_timeout 0, whatever the role or connection sets).
+    connection.execute(text("SET LOCAL lock_timeout = 0"))
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     try:
-        connection.commit()
         if schema:
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            connection.commit()
             connection = connection.execution_options(schema_translate_map={None: schema})
+            # ALTER TABLE by name (op.add_column, op.create_index) does not go through the
+            # translate map: resolve unqualified names to the schema for this transaction.
+            connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+        # The connection is in our transaction: alembic runs in it and leaves the commit to us.
         if steps is None:
             _configure(connection)
         else:
             _configure(connection, on_version_apply=steps.applied)
             steps.start(tuple(context.get_context().get_current_heads()), _target())
         with context.begin_transaction():
-            if schema:
-                # ALTER TABLE by name (op.add_column, op.create_index) does not go through the
-                # translate map: resolve unqualified names to the schema for this transaction.
-                connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
             context.run_migrations()
         connection.commit()
-    finally:
-        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
-        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
 
 
 def _target() -> object:

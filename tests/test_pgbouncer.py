@@ -12,8 +12,11 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -73,11 +76,48 @@ def pooled(db: Database, bouncer: str) -> Iterator[Database]:
 
 def clients(url: str) -> set[str]:
     """The application names of PgBouncer's clients (``SHOW CLIENTS`` on its admin console)."""
-    admin = url.rsplit("/", 1)[0] + "/pgbouncer"
-    with psycopg.connect(admin, autocommit=True, prepare_threshold=None) as conn:
+    with _admin(url) as conn:
         cur = conn.execute("SHOW CLIENTS")
         names = [d.name for d in cur.description or ()]
         return {row[names.index("application_name")] for row in cur.fetchall()}
+
+
+def _admin(url: str) -> psycopg.Connection[Any]:
+    admin = url.rsplit("/", 1)[0] + "/pgbouncer"
+    return psycopg.connect(admin, autocommit=True, prepare_threshold=None)
+
+
+def server_ports(url: str) -> set[int]:
+    """The local ports of PgBouncer's server connections (``SHOW SERVERS``)."""
+    with _admin(url) as conn:
+        cur = conn.execute("SHOW SERVERS")
+        names = [d.name for d in cur.description or ()]
+        return {int(row[names.index("local_port")]) for row in cur.fetchall()}
+
+
+def listening(direct_url: str) -> set[int]:
+    """The client ports of the workers' backends of this database whose last statement was a
+    LISTEN (a listener going through PgBouncer would be on one of its server connections)."""
+    with psycopg.connect(direct_url) as conn:
+        rows = conn.execute(
+            "SELECT client_port FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'pgjobs-worker' AND query LIKE 'LISTEN %'"
+        ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
+def lock_timeouts(url: str) -> set[str]:
+    """``SHOW lock_timeout`` through PgBouncer from several clients at once (several server
+    connections)."""
+    found: set[str] = set()
+    clients = [psycopg.connect(url, prepare_threshold=None) for _ in range(4)]
+    try:
+        for conn in clients:  # each holds a transaction: four server connections
+            found.add(str(conn.execute("SHOW lock_timeout").fetchone()[0]))  # type: ignore[index]
+    finally:
+        for conn in clients:
+            conn.close()
+    return found
 
 
 def test_enqueue_through_pgbouncer(db: Database, pooled: Database) -> None:
@@ -97,6 +137,23 @@ def test_enqueue_through_pgbouncer(db: Database, pooled: Database) -> None:
         "blocked",
     ]
     assert states(db.url) == {"ready": 116, "blocked": 1}
+    # Two clients at once, many statements each: a statement prepared by either would clash on
+    # the server connections they share.
+    errors: list[BaseException] = []
+
+    def enqueue_many() -> None:
+        try:
+            for i in range(40):
+                noop_job.perform_later(i)
+        except BaseException as exc:  # pragma: no cover - the failure this test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enqueue_many) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
 
 
 def test_without_transaction_pooling_prepared_statements_break(db: Database, bouncer: str) -> None:
@@ -151,8 +208,13 @@ def test_workers_drain_through_pgbouncer_and_recover_a_killed_worker(
         wait_for(lambda: set(states(db.url)) == {"finished"}, timeout=60)
         assert sum(f"{victim.job_id} done" in x for x in log_lines(log)) == 1
         wait_for(lambda: len(worker_pids(db.url)) == 2)  # the killed worker was replaced
-        # The processes' own connections go through PgBouncer (its admin console lists them).
+        # The processes' own connections go through PgBouncer (its admin console lists them)...
         assert {"pgjobs-worker", "pgjobs-dispatcher", "pgjobs-scheduler"} <= clients(pooled.url)
+        # ...but none of its server connections is LISTENing: the listeners use the direct URL.
+        assert len(listening(db.url) - server_ports(pooled.url)) == 2  # one per worker process
+        # No session setting leaked onto PgBouncer's server connections (a worker's SET
+        # lock_timeout would: every client after it would get it).
+        assert lock_timeouts(pooled.url) == {"0"}
         ticks = wait_for(
             lambda: scalar(db.url, "SELECT count(*) FROM pgjobs_recurring_executions") >= 2
         )
@@ -189,7 +251,7 @@ def test_without_a_direct_url_workers_poll(db: Database, pooled: Database, tmp_p
     assert output.count("LISTEN cannot work; relying on polling") == 1  # said once
 
 
-def test_migrate_takes_its_lock_on_the_direct_url(
+def test_migrate_works_through_pgbouncer_and_leaves_no_lock(
     db: Database,
     pooled: Database,
     monkeypatch: pytest.MonkeyPatch,
@@ -197,25 +259,56 @@ def test_migrate_takes_its_lock_on_the_direct_url(
 ) -> None:
     monkeypatch.setenv("PGJOBS_TRANSACTION_POOLING", "1")
     monkeypatch.delenv("PGJOBS_DIRECT_DATABASE_URL", raising=False)
-    assert pgjobs_cli(pooled.url, "migrate") == 1
-    assert "set PGJOBS_DIRECT_DATABASE_URL" in capsys.readouterr().out
-    monkeypatch.setenv("PGJOBS_DIRECT_DATABASE_URL", db.url)
-    assert pgjobs_cli(pooled.url, "migrate") == 0
+    with psycopg.connect(pooled.url, prepare_threshold=None) as other:  # another client meanwhile
+        other.execute("SELECT 1")
+        assert pgjobs_cli(pooled.url, "migrate") == 0
     assert "is up to date" in capsys.readouterr().err
+    # The migration's lock is transaction-level: nothing is left held on a server connection.
+    assert scalar(db.url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    pgjobs.migrate(pooled.url)  # the Python API too
+    assert scalar(db.url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+def test_durable_claims_false_is_refused_with_transaction_pooling(
+    db: Database,
+    pooled: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PGJOBS_TRANSACTION_POOLING", "1")
+    config = config_file(tmp_path, extra="durable_claims: false\n")
+    assert pgjobs_cli(pooled.url, "start", "--config", str(config), "--skip-recurring") == 1
+    assert "durable_claims: false is a session setting" in capsys.readouterr().out
 
 
 def test_results_are_awaited_through_pgbouncer(db: Database, pooled: Database) -> None:
     from pgjobs.operations.results import wait_result
 
-    handle = noop_job.perform_later("x")
-    with psycopg.connect(db.url, autocommit=True) as conn:
-        conn.execute(
-            "WITH r AS (DELETE FROM pgjobs_ready_executions RETURNING job_id)"
-            " UPDATE pgjobs_jobs SET finished_at = now() WHERE id IN (SELECT job_id FROM r)"
-        )
-    assert wait_result(handle.job_id, timeout=5, database=pooled) is None  # LISTEN, direct
+    def finish_soon(job_id: object) -> threading.Thread:
+        def finish() -> None:
+            time.sleep(0.5)
+            with psycopg.connect(db.url, autocommit=True) as conn:
+                conn.execute(
+                    "WITH r AS (DELETE FROM pgjobs_ready_executions r USING pgjobs_jobs j"
+                    " WHERE j.id = r.job_id AND j.job_id = %s RETURNING r.job_id)"
+                    " UPDATE pgjobs_jobs SET finished_at = now() WHERE id IN (SELECT job_id FROM r)"
+                    " RETURNING pg_notify('pgjobs_done', job_id::text)",
+                    (job_id,),
+                )
+
+        thread = threading.Thread(target=finish)
+        thread.start()
+        return thread
+
     polling = Database(pooled.url, transaction_pooling=True)  # no direct URL: polls
     try:
-        assert wait_result(handle.job_id, timeout=5, database=polling) is None
+        for database in (pooled, polling):  # LISTEN on the direct URL, then polling
+            handle = noop_job.perform_later("x")
+            thread = finish_soon(handle.job_id)
+            started = time.monotonic()
+            assert wait_result(handle.job_id, timeout=10, database=database) is None
+            assert time.monotonic() - started >= 0.4  # it did wait
+            thread.join()
     finally:
         polling.close()

@@ -41,14 +41,7 @@ def _migrate(args: argparse.Namespace) -> int:
         print(migration_sql(schema=args.schema))
         return 0
     chosen = database_settings(args)
-    url = chosen.session_url  # the migration lock is a session advisory lock
-    if url is None:
-        raise ConfigurationError(
-            "pgjobs migrate: the database URL is pooled per transaction (transaction_pooling) "
-            "and the migration holds a session-level advisory lock: set "
-            "PGJOBS_DIRECT_DATABASE_URL (or direct_database_url in queue.yml) to a direct "
-            "connection to PostgreSQL"
-        )
+    url = chosen.direct_url or chosen.url  # PostgreSQL itself when we know it; a pooler works
     with Ticker("pgjobs migrate") as ticker:
         migrate(url, schema=chosen.schema, step=ticker)
     print(f"pgjobs: database {redact(url)} is up to date", file=sys.stderr)

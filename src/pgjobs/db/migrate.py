@@ -62,8 +62,9 @@ def alembic_config(url: str | None = None, *, schema: str | None = None) -> Alem
 def _engine(url: str):  # type: ignore[no-untyped-def]
     from pgjobs.db.database import connection_defaults
 
-    # The same connect timeout and keepalives as every other pgjobs connection.
-    defaults = connection_defaults(psycopg_url(url))
+    # The same connect timeout and keepalives as every other pgjobs connection; no server-side
+    # prepared statements, so that migrating through PgBouncer in transaction mode works.
+    defaults: dict[str, Any] = {**connection_defaults(psycopg_url(url)), "prepare_threshold": None}
     return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=defaults)
 
 

@@ -213,7 +213,21 @@ def create_app(
         source: Callable[[], Database] = lambda: given  # noqa: E731
     elif isinstance(database, str):
         url = database
-        source = lambda: Database(url, schema=schema, application_name="pgjobs-web")  # noqa: E731
+
+        def source() -> Database:
+            # Behind PgBouncer: PGJOBS_TRANSACTION_POOLING / queue.yml apply to this URL too.
+            from pgjobs.config import settings as database_settings
+
+            cfg = settings()
+            chosen = database_settings.resolve(
+                url,
+                schema=schema,
+                config_schema=cfg.schema,
+                config_direct_url=cfg.direct_database_url,
+                config_transaction_pooling=cfg.transaction_pooling,
+            )
+            assert chosen is not None
+            return chosen.open(application_name="pgjobs-web")
     else:
         from pgjobs.runtime import get_database
 
