@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import limits, machine, report
+from benchmarks import hosts, limits, machine, report
 from benchmarks.common import DEFAULT_URL, ROOT, Databases
 from benchmarks.runner import DEFAULT_SCENARIOS, SCENARIOS, Options, Runner
 from benchmarks.systems import SYSTEMS, load
@@ -119,6 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="soak: no long transaction (a control run)",
     )
     run.add_argument(
+        "--hosts",
+        type=lambda v: tuple(int(n) for n in v.split(",") if n.strip()),
+        default=(1, 2, 4, 8),
+        help="hosts: the numbers of hosts (supervisors) to run, comma-separated (default 1,2,4,8)",
+    )
+    run.add_argument(
+        "--hosts-modes",
+        type=lambda v: _names(v, hosts.MODES, "mode"),
+        default=hosts.DEFAULT_MODES,
+        help="hosts: direct to PostgreSQL, through PgBouncer, and/or unprepared (direct with "
+        "PGJOBS_TRANSACTION_POOLING=1: a control); default direct,pgbouncer",
+    )
+    run.add_argument(
+        "--hosts-threads", type=int, default=10, help="hosts: threads of each host's worker (10)"
+    )
+    run.add_argument(
+        "--hosts-scheduler",
+        action="store_true",
+        help="hosts: start each host's scheduler too (default: --skip-recurring)",
+    )
+    run.add_argument(
+        "--hosts-pool-size",
+        type=int,
+        default=20,
+        help="hosts: PgBouncer's default_pool_size (default 20)",
+    )
+    run.add_argument(
         "--name",
         help="file name of the results, without extension (default: the date, then -2, -3, ...)",
     )
@@ -159,6 +186,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         soak_seconds=args.soak_seconds,
         soak_sample=args.soak_sample,
         soak_hold=not args.soak_no_hold,
+        hosts=args.hosts,
+        hosts_modes=args.hosts_modes,
+        hosts_threads=args.hosts_threads,
+        hosts_scheduler=args.hosts_scheduler,
+        hosts_pool_size=args.hosts_pool_size,
     )
     began = time.monotonic()
     results: dict[str, Any] = {

@@ -13,9 +13,10 @@ database each time:
    ``--database-url``/``PGJOBS_DATABASE_URL``, ``PGJOBS_TRANSACTION_POOLING=1`` and
    ``PGJOBS_DIRECT_DATABASE_URL`` = the server (their LISTEN connections go there).
 2. The benchmark waits until every process of every host is registered in
-   ``pgjobs_processes`` and all of them are idle (the backlog scenario's test: < 15 % of a core
-   over 1 s), so that the drain never overlaps interpreter start-up (32 processes starting on 2
-   cores take many seconds).  Then it stops every process (``SIGSTOP``), enqueues ``--jobs``
+   ``pgjobs_processes`` and all of them are idle (the backlog scenario's test, with 15 % of a
+   core per host: processes, backends and PgBouncer over 1 s), so that the drain never overlaps
+   interpreter start-up (24 processes starting on 2 cores take seconds); then measures the CPU
+   the idle hosts use over 2 s.  Then it stops every process (``SIGSTOP``), enqueues ``--jobs``
    no-op jobs in bulk (``pgjobs.perform_all_later``, batches of ``--batch-size``, straight to
    PostgreSQL), and continues them (``SIGCONT``).
 3. **Drain**: the drain scenario's clock: from the moment a worker has claimed a job (polled every
@@ -33,6 +34,10 @@ database each time:
    connection shows the name of the last client that used it), the pgjobs processes' RSS, and
    through PgBouncer ``SHOW POOLS`` / ``SHOW CLIENTS``: its server connections, its clients by
    ``application_name``, and the clients waiting for a server connection.  The maximum seen.
+
+``BENCH_WAIT_WHILE=<pattern>``: before each measurement, wait while ``pgrep -f <pattern>`` finds
+a process (e.g. ``pytest``, on a machine shared with test suites); a measurement that ends with
+one running is reported.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from urllib.parse import unquote, urlsplit
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import psycopg
 
-from benchmarks.backlog import paused, wait_quiet
+from benchmarks.backlog import QUIET_CPU, QUIET_MIN, QUIET_WINDOW, paused
 from benchmarks.common import (
     ROOT,
     WARMUP,
@@ -73,12 +78,17 @@ from benchmarks.runner import DONE_POLL, LATENCY_SKIP, _count, wait_for, wait_fo
 if TYPE_CHECKING:
     from benchmarks.runner import Runner
 
-MODES = ("direct", "pgbouncer")
+#: ``unprepared`` (a control, not in the default set): direct to PostgreSQL, but with
+#: ``PGJOBS_TRANSACTION_POOLING=1`` -- no server-side prepared statements, no session SET -- to
+#: tell PgBouncer's own effect from transaction_pooling's.
+MODES = ("direct", "pgbouncer", "unprepared")
+DEFAULT_MODES = ("direct", "pgbouncer")
 #: Connections per process, today's formula (docs/deployment.md, "Sizing max_connections"; the
 #: scheduler's 3 as issue 21 states it).
 FORMULA = {"supervisor": 2, "worker": 3, "dispatcher": 2, "scheduler": 3}
 SAMPLE_IDLE = 1.0  # seconds between footprint samples while the hosts wait idle
 SAMPLE_DRAIN = 0.25  # ... while they drain
+IDLE_WINDOW = 2.0  # seconds over which the idle hosts' CPU is measured
 SETTLE = 2.0  # the last drain sample at least this long after the first claim
 DASH = "\u2013"  # en dash: ranges, empty cells
 TIMES = "\u00d7"  # multiplication sign: ratios
@@ -135,7 +145,10 @@ def run(runner: Runner, systems: Sequence[System], templates: dict[str, str]) ->
                         else ""
                     )
                     + f", CPU {result['cpu_us_per_job']['total']:.0f} µs/job"
-                    f", start-up {result['startup']['seconds']:.0f} s"
+                    f", idle {_idle_share(result):.0%} of a core"
+                    f", start-up {_startup_s(result):.0f} s"
+                    + (f", waited {result['waited_s']:.0f} s" if result["waited_s"] else "")
+                    + (f" (overlapped: {result['overlapped']})" if result["overlapped"] else "")
                 )
     out: dict[str, Any] = {}
     for mode in o.hosts_modes:
@@ -154,6 +167,9 @@ def run(runner: Runner, systems: Sequence[System], templates: dict[str, str]) ->
                     [x["cpu_us_per_job"]["total"] for x in found]
                 ).as_dict(),
                 "cpu_by_kind": _median_by_kind([x["cpu_us_per_job"] for x in found]),
+                "cpu_groups": _median_by_kind([_groups(x["cpu_us_per_job"]) for x in found]),
+                "startup_s": Summary.of([_startup_s(x) for x in found]).as_dict(),
+                "idle_cpu_cores": _median_by_kind([x["idle_cpu_cores"] for x in found]),
                 "footprint": _widest([x["footprint"] for x in found]),
                 "runs": found,
             }
@@ -184,6 +200,7 @@ def run(runner: Runner, systems: Sequence[System], templates: dict[str, str]) ->
 def once(runner: Runner, system: System, template: str, hosts: int, mode: str) -> dict[str, Any]:
     o = runner.options
     total = o.jobs + WARMUP
+    waited = _wait_while(runner)
     with (
         runner.dbs.fresh(f"{system.name}_hosts", template) as url,
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
@@ -195,6 +212,12 @@ def once(runner: Runner, system: System, template: str, hosts: int, mode: str) -
         path.touch()
         extra = {"BENCH_LATENCY_FILE": str(path)}
         target, bouncer = url, None
+        if mode == "unprepared":
+            extra |= {
+                "PGJOBS_TRANSACTION_POOLING": "1",
+                "PGJOBS_DIRECT_DATABASE_URL": url,
+                "PGJOBS_DATABASE_URL": url,
+            }
         if mode == "pgbouncer":
             bouncer = stack.enter_context(_pgbouncer(url, o.hosts_pool_size))
             target = bouncer.url
@@ -207,9 +230,13 @@ def once(runner: Runner, system: System, template: str, hosts: int, mode: str) -
         sampler = HostsFootprint(system, procs, mon, bouncer)
         try:
             per_host = 4 if o.hosts_scheduler else 3
+            began = time.perf_counter()
             hostnames = _wait_registered(mon, hosts * per_host, procs, workdir, sampler)
-            startup = wait_quiet(system, procs, mon, workdir)
+            registered = time.perf_counter() - began
+            startup = _wait_quiet(system, procs, mon, workdir, bouncer, hosts)
+            startup["registered_s"] = registered
             sampler.sample()
+            idle = _idle(system, procs, mon, bouncer)
             with paused(procs):  # the backlog appears at once, to warm, idle processes
                 system.enqueue_bulk(url, o.jobs, o.batch)
                 cpu_before = _cpu(system, procs, mon, bouncer)
@@ -241,6 +268,7 @@ def once(runner: Runner, system: System, template: str, hosts: int, mode: str) -
         finally:
             stop(procs)
     runner.note_load()
+    overlapped = _running()
     if done == total and finished < total:
         runner.say(f"  warning: finished {finished} of {total} jobs")
     ids = range(LATENCY_SKIP, count)
@@ -268,6 +296,9 @@ def once(runner: Runner, system: System, template: str, hosts: int, mode: str) -
             "max": max(from_commit),
         },
         "startup": startup,
+        "idle_cpu_cores": idle,
+        "waited_s": waited,
+        "overlapped": overlapped,
         "hostnames": hostnames,
         "footprint": sampler.summary(),
     }
@@ -338,6 +369,97 @@ def _cpu(
     return found
 
 
+def _wait_quiet(
+    system: System,
+    procs: Sequence[subprocess.Popen[bytes]],
+    mon: psycopg.Connection[Any],
+    workdir: Path,
+    bouncer: Bouncer | None,
+    hosts: int,
+) -> dict[str, Any]:
+    """The backlog scenario's "started and idle", with an allowance per host.
+
+    Idle: less than ``QUIET_CPU`` of a core per host over ``QUIET_WINDOW`` s (processes, their
+    backends and PgBouncer), at least ``QUIET_MIN`` s after the start; gives up after 120 s.
+    (Eight idle hosts poll 80 times a second: through PgBouncer their backends alone may use
+    more than the backlog scenario's 15 % of one core.)
+    """
+    began = time.perf_counter()
+    last = _cpu(system, procs, mon, bouncer)
+    while True:
+        time.sleep(QUIET_WINDOW)
+        check_alive(procs, workdir)
+        now = _cpu(system, procs, mon, bouncer)
+        recent = sum(cpu_delta(last, now).values())
+        last = now
+        elapsed = time.perf_counter() - began
+        if elapsed >= QUIET_MIN and recent < QUIET_CPU * hosts * QUIET_WINDOW:
+            return {"seconds": elapsed, "quiet": True}
+        if elapsed > 120.0:
+            return {"seconds": elapsed, "quiet": False}
+
+
+def _idle(
+    system: System,
+    procs: Sequence[subprocess.Popen[bytes]],
+    mon: psycopg.Connection[Any],
+    bouncer: Bouncer | None,
+) -> dict[str, float]:
+    """The CPU the idle hosts use, in cores, over ``IDLE_WINDOW`` s: processes, backends,
+    PgBouncer (:func:`_groups`)."""
+    before = _cpu(system, procs, mon, bouncer)
+    began = time.perf_counter()
+    time.sleep(IDLE_WINDOW)
+    used = cpu_delta(before, _cpu(system, procs, mon, bouncer))
+    seconds = time.perf_counter() - began
+    return {k: v / seconds for k, v in _groups(used).items()}
+
+
+def _idle_share(result: dict[str, Any]) -> float:
+    return float(sum(result["idle_cpu_cores"].values()))
+
+
+def _running() -> str:
+    """The processes matching ``$BENCH_WAIT_WHILE`` (``pgrep -f``) now: ``""`` when none."""
+    pattern = os.environ.get("BENCH_WAIT_WHILE")
+    if not pattern:
+        return ""
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return " ".join(found.stdout.split())
+
+
+def _wait_while(runner: Runner) -> float:
+    """Before a measurement: wait until no process matches ``$BENCH_WAIT_WHILE``; seconds."""
+    began = time.monotonic()
+    said = False
+    while _running():
+        if not said:
+            runner.say(f"  waiting: {os.environ['BENCH_WAIT_WHILE']!r} is running")
+            said = True
+        time.sleep(10.0)
+    return time.monotonic() - began
+
+
+def _startup_s(result: dict[str, Any]) -> float:
+    """Seconds from spawning the hosts to every process registered and idle."""
+    startup = result["startup"]
+    return float(startup["registered_s"] + startup["seconds"])
+
+
+def _groups(cpu: dict[str, float]) -> dict[str, float]:
+    """CPU per job of the pgjobs processes, of their PostgreSQL backends, and of PgBouncer.
+
+    (Through PgBouncer a backend carries the name of the last client that used it, so only
+    the backends' sum means anything there.)"""
+    out = {"processes": 0.0, "backends": 0.0, "pgbouncer": 0.0}
+    for kind, value in cpu.items():
+        if kind == "total":
+            continue
+        group = "backends" if kind.startswith("db:") else kind if kind == "pgbouncer" else ""
+        out[group or "processes"] += value
+    return out
+
+
 def _median_by_kind(cpu: list[dict[str, float]]) -> dict[str, float]:
     kinds = sorted({k for c in cpu for k in c if k != "total"})
     return {k: statistics.median(c.get(k, 0.0) for c in cpu) for k in kinds}
@@ -367,9 +489,7 @@ class Bouncer:
 
     def show(self, what: str) -> list[dict[str, Any]]:
         if self.admin is None or self.admin.closed:
-            self.admin = psycopg.connect(
-                self.admin_url, autocommit=True, prepare_threshold=None
-            )
+            self.admin = psycopg.connect(self.admin_url, autocommit=True, prepare_threshold=None)
         cur = self.admin.execute(f"SHOW {what}")
         names = [c.name for c in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -496,43 +616,52 @@ def render(results: dict[str, Any]) -> list[str]:
         f"Each host: `pgjobs start` with its own `PGJOBS_HOSTNAME`, 1 worker process of "
         f"{setup['threads']} threads, 1 dispatcher, "
         + ("the scheduler" if setup["scheduler"] else "no scheduler (`--skip-recurring`)")
-        + f". {setup['jobs']:,} no-op jobs drained per run (enqueued in bulk while every "
-        "host's processes were stopped, after all had started and gone idle); claim latency: "
+        + f". {setup['jobs']:,} no-op jobs drained per run, enqueued in bulk while every "
+        "host's processes were stopped (`SIGSTOP`, after all had started and gone idle); drain "
+        "clock from the first claim to the empty queue. Claim latency: "
         f"{setup['latency_rate']:g} jobs/s for {setup['latency_seconds']:g} s after the drain, "
-        "from the enqueue's commit to the job's first line. PgBouncer: transaction mode, "
-        f"`default_pool_size` {setup['pool_size']}. Median of the runs, (min{DASH}max).",
+        "one transaction each, from the moment the enqueue call returned (committed) to the "
+        "job's first line; the first 10 not counted. Enqueues go straight to PostgreSQL in both "
+        f"modes. PgBouncer 1.18: transaction mode, `default_pool_size` {setup['pool_size']}. "
+        f"Median of the runs, (min{DASH}max) when there are several."
+        + (
+            " `unprepared`: direct to PostgreSQL with `PGJOBS_TRANSACTION_POOLING=1` (no "
+            "server-side prepared statements, no session `SET`), a control that tells "
+            "PgBouncer's own effect from `transaction_pooling`'s."
+            if "unprepared" in modes
+            else ""
+        ),
         "",
     ]
     rows = []
     bars = []
     for mode, by_h in modes.items():
         for h, e in by_h.items():
-            lat = e["latency"]
-            spread = (
-                f" ({e['min']:,.0f}{DASH}{e['max']:,.0f})" if len(e["samples"]) > 1 else ""
-            )
+            lat, cpu = e["latency"], e["cpu_groups"]
             rows.append(
                 [
                     h,
                     mode,
-                    f"{e['median']:,.0f}{spread}" + (" †" if e["time_limited"] else ""),
+                    _spread(e, "{:,.0f}") + (" †" if e["time_limited"] else ""),
                     f"{e['ratio']:.2f}{TIMES}" if e["ratio"] is not None else DASH,
                     f"{lat['commit_p50']['median']:.2f}",
-                    f"{lat['commit_p99']['median']:.2f}"
-                    f" ({lat['commit_p99']['min']:.2f}{DASH}{lat['commit_p99']['max']:.2f})",
-                    f"{e['cpu_us_per_job']['median']:.0f}",
+                    _spread(lat["commit_p99"], "{:.2f}"),
+                    f"{lat['p99']['median']:.2f}",
+                    f"{e['cpu_us_per_job']['median']:.0f} = {cpu['processes']:.0f} + "
+                    f"{cpu['backends']:.0f}"
+                    + (f" + {cpu['pgbouncer']:.0f}" if mode == "pgbouncer" else ""),
+                    f"{e['startup_s']['median']:.0f}",
                 ]
             )
         hs = sorted(by_h, key=int)
         first, last = by_h[hs[0]], by_h[hs[-1]]
-        if hs[0] == "1" and last["ratio"] is not None:
-            ok = last["ratio"] >= BAR
+        if hs[0] == "1" and len(hs) > 1 and last["ratio"] is not None:
             bars.append(
                 [
                     mode,
-                    f"H = {hs[-1]}: {last['median']:,.0f} vs H = 1: {first['median']:,.0f} jobs/s",
+                    f"H = {hs[-1]}: {last['median']:,.0f}; H = 1: {first['median']:,.0f}",
                     f"{last['ratio']:.0%}",
-                    "yes" if ok else "**no**",
+                    "yes" if last["ratio"] >= BAR else "**no**",
                 ]
             )
     out += _table(
@@ -543,27 +672,32 @@ def render(results: dict[str, Any]) -> list[str]:
             "ratio to H = 1",
             "claim p50 (ms)",
             "claim p99 (ms)",
-            "CPU µs/job",
+            "p99 from the enqueue call (ms)",
+            "CPU µs/job = pgjobs processes + backends (+ PgBouncer)",
+            "start-up (s)",
         ],
         rows,
     )
+    if any(e["time_limited"] for by_h in modes.values() for e in by_h.values()):
+        out += ["", "† a run reached the time limit: its rate is that of the jobs done by then."]
     if bars:
-        out += ["", f"No collapse: H = 8 keeps ≥ {BAR:.0%} of H = 1's drain rate:", ""]
-        out += _table(["mode", "drain, medians", "H = 8 / H = 1", "met"], bars)
+        out += ["", f"Issue 21's bar, no collapse: the most hosts keep ≥ {BAR:.0%} of one host's "
+                "drain rate (medians):", ""]  # fmt: skip
+        out += _table(["mode", "drain jobs/s", "ratio", "met"], bars)
     out += [
         "",
-        f"Connections (the most seen in one sample, of the run that held the most), against "
-        f"today's formula per host: {shape} = {per_host}. In `pgbouncer` mode, "
-        "`pg_stat_activity` counts PgBouncer's server connections (named after the last client "
-        "that used them) plus the direct ones (the workers' LISTEN); PgBouncer's clients are "
-        "counted by its `SHOW CLIENTS`.",
+        "Connections: the most seen in one sample (while idle and while draining; of the run "
+        f"that held the most), against today's formula per host, {shape} = {per_host}. In "
+        "`pgbouncer` mode `pg_stat_activity` holds PgBouncer's server connections (each named "
+        "after the last client that used it) and the direct ones (the workers' LISTEN); "
+        "PgBouncer's clients are its `SHOW CLIENTS`, the waits its `SHOW POOLS`. RSS: the sum "
+        "over every process of every host (shared pages counted in each).",
         "",
     ]
     rows = []
     for mode, by_h in modes.items():
         for h, e in by_h.items():
             fp = e["footprint"]
-            names = _names(fp["connections"])
             bouncer = fp.get("pgbouncer")
             rows.append(
                 [
@@ -571,9 +705,10 @@ def render(results: dict[str, Any]) -> list[str]:
                     mode,
                     str(fp["total_connections"]),
                     str(per_host * int(h)),
-                    names,
+                    _names(fp["connections"]),
                     DASH if not bouncer else _bouncer_cell(bouncer),
                     f"{fp['rss_total_mb']:,.0f} ({fp['processes']})",
+                    _idle_cell(e["idle_cpu_cores"], mode),
                 ]
             )
     out += _table(
@@ -582,24 +717,46 @@ def render(results: dict[str, Any]) -> list[str]:
             "mode",
             "PostgreSQL connections",
             "formula",
-            "by application_name (max each)",
+            "by application_name",
             "PgBouncer",
             "RSS sum, MiB (processes)",
+            "idle CPU, % of a core = processes + backends (+ PgBouncer)",
         ],
         rows,
     )
-    kinds = sorted(
-        {k for by_h in modes.values() for e in by_h.values() for k in e["cpu_by_kind"]}
-    )
-    if kinds:
-        out += ["", "CPU µs per drained job, by process or backend (medians):", ""]
-        rows = [
-            [h, mode, *(f"{e['cpu_by_kind'].get(k, 0.0):.1f}" for k in kinds)]
-            for mode, by_h in modes.items()
-            for h, e in by_h.items()
-        ]
-        out += _table(["H", "mode", *kinds], rows)
+    overlaps = [
+        f"H = {run['hosts']} {run['mode']} ({run['overlapped']})"
+        for by_h in modes.values()
+        for e in by_h.values()
+        for run in e["runs"]
+        if run.get("overlapped")
+    ]
+    if overlaps:
+        out += ["", "Runs that ended with a `$BENCH_WAIT_WHILE` process running (counted): "
+                + "; ".join(overlaps) + "."]  # fmt: skip
+    out += [
+        "",
+        "Each host's `queue.yml` (the *Settings used* section below describes the other "
+        "scenarios' `pgjobs start`, not this one's):",
+        "",
+        "```yaml",
+        setup["queue.yml"].split("\n", 1)[1].rstrip(),
+        "```",
+    ]
     return out
+
+
+def _idle_cell(idle: dict[str, float], mode: str) -> str:
+    total = sum(idle.values())
+    text = f"{total:.0%} = {idle['processes']:.0%} + {idle['backends']:.0%}"
+    return text + (f" + {idle['pgbouncer']:.0%}" if mode == "pgbouncer" else "")
+
+
+def _spread(summary: dict[str, Any], fmt: str) -> str:
+    text = fmt.format(summary["median"])
+    if len(summary["samples"]) > 1:
+        text += f" ({fmt.format(summary['min'])}{DASH}{fmt.format(summary['max'])})"
+    return text
 
 
 def _names(counts: dict[str, int]) -> str:
@@ -609,7 +766,7 @@ def _names(counts: dict[str, int]) -> str:
 def _bouncer_cell(b: dict[str, Any]) -> str:
     return (
         f"{b['clients']} clients ({_names(b['clients_by_name'])}); {b['servers']} server "
-        f"connections, {b['direct']} direct; ≤ {b['waiting']} clients waiting, "
+        f"connections + {b['direct']} direct; at most {b['waiting']} clients waiting, "
         f"longest wait {b['maxwait_ms']:g} ms"
     )
 

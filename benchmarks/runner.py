@@ -1,5 +1,5 @@
-"""The four short scenarios, run the same way for every system (the two long ones, backlog and
-soak, are in :mod:`benchmarks.backlog` and :mod:`benchmarks.soak`).
+"""The four short scenarios, run the same way for every system (the long ones, backlog, soak and
+hosts, are in :mod:`benchmarks.backlog`, :mod:`benchmarks.soak` and :mod:`benchmarks.hosts`).
 
 Every measurement gets a fresh database: a copy of a per-system template into which the system
 installed its schema (``CREATE DATABASE ... TEMPLATE``), dropped right after.  So no run sees
@@ -50,8 +50,8 @@ from benchmarks.footprint import Footprint
 
 #: What ``--only`` runs by default: the short scenarios.
 DEFAULT_SCENARIOS = ("single", "bulk", "drain", "latency")
-#: Every scenario; backlog and soak take minutes each, so they run only when named.
-SCENARIOS = (*DEFAULT_SCENARIOS, "backlog", "soak")
+#: Every scenario; backlog, soak and hosts take minutes each, so they run only when named.
+SCENARIOS = (*DEFAULT_SCENARIOS, "backlog", "soak", "hosts")
 DONE_POLL = 0.01  # seconds between "is the queue empty" polls while draining
 SETTLE = 2.0  # seconds after the drain clock starts before the last footprint sample
 LATENCY_SKIP = 10  # first paced jobs not counted (the worker may still be on the warm-up jobs)
@@ -75,6 +75,11 @@ class Options:
     soak_seconds: float = 600.0
     soak_sample: float = 10.0
     soak_hold: bool = True
+    hosts: tuple[int, ...] = (1, 2, 4, 8)
+    hosts_modes: tuple[str, ...] = ("direct", "pgbouncer")  # or "unprepared" (hosts.MODES)
+    hosts_threads: int = 10
+    hosts_scheduler: bool = False
+    hosts_pool_size: int = 20
 
 
 class Runner:
@@ -97,7 +102,7 @@ class Runner:
         peer, pgjobs, ...), so a change in the machine's background load during the run is
         spread over all of them rather than landing on one.
         """
-        from benchmarks import backlog, soak  # they use this module's helpers
+        from benchmarks import backlog, hosts, soak  # they use this module's helpers
 
         o = self.options
         results: dict[str, dict[str, Any]] = {s.name: {"settings": s.describe()} for s in systems}
@@ -116,6 +121,8 @@ class Runner:
                     found = backlog.run(self, systems, templates)
                 elif scenario == "soak":
                     found = soak.run(self, systems, templates)
+                elif scenario == "hosts":
+                    found = hosts.run(self, systems, templates)
                 else:
                     found = self.rates(systems, templates, scenario)
                 for name, value in found.items():
