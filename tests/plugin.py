@@ -21,6 +21,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -145,3 +146,26 @@ def db(test_database_url: str, default_database: Database) -> Iterator[Database]
     finally:
         with contextlib.suppress(psycopg.Error):
             _clean(test_database_url)
+
+
+@pytest.fixture
+def make_worker(db: Database) -> Iterator[Callable[..., Any]]:
+    """In-process workers on the test database (every queue, 100 threads), registered; the
+    passes are driven by the test.  ``make_worker(config)``: heartbeat 30 s and
+    max_interruptions 2 unless given."""
+    from pgjobs.config.queue import Config, WorkerConfig
+    from pgjobs.processes.worker import Worker
+
+    made: list[Worker] = []
+
+    def make(config: Config | None = None) -> Worker:
+        chosen = config or Config(heartbeat_interval=30, max_interruptions=2)
+        worker = Worker(Database(db.url), chosen, WorkerConfig(queues=("*",), threads=100))
+        worker.register()
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.stop()
+        worker.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.config.queue import Config, DispatcherConfig, WorkerConfig
+from pgjobs.config.queue import Config, DispatcherConfig
 from pgjobs.db.database import Database
 from pgjobs.processes.dispatcher import Dispatcher
 from pgjobs.processes.executor import Claimed, Outcome
@@ -36,22 +36,6 @@ pytestmark = pytest.mark.committed
 CONFIG = Config(heartbeat_interval=30, max_interruptions=2)
 STORE_KEY = "tests.sample_jobs:LimitedPerStore/{}"
 ONE_KEY = "tests.sample_jobs:OneAtATime"
-
-
-@pytest.fixture
-def make_worker(db: Database) -> Iterator[Callable[..., Worker]]:
-    made: list[Worker] = []
-
-    def make(config: Config = CONFIG) -> Worker:
-        worker = Worker(Database(db.url), config, WorkerConfig(queues=("*",), threads=100))
-        worker.register()
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        worker.stop()
-        worker.close()
 
 
 def slots(db: Database, key: str) -> int | None:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs.config.queue import Config, DispatcherConfig, WorkerConfig
+from pgjobs.config.queue import Config, DispatcherConfig
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError
 from pgjobs.operations.failed import FailedJobs
@@ -30,6 +30,7 @@ from tests.sample_jobs import (
     RateAndLimited,
     RatePerAccount,
 )
+from tests.test_concurrency_worker import finish
 
 pytestmark = pytest.mark.committed
 CONFIG = Config(heartbeat_interval=30, max_interruptions=2)
@@ -37,35 +38,10 @@ ORDERED_KEY = "tests.sample_jobs:OrderedPerAccount/{}"
 
 
 @pytest.fixture
-def make_worker(db: Database) -> Iterator[Callable[..., Worker]]:
-    made: list[Worker] = []
-
-    def make() -> Worker:
-        worker = Worker(Database(db.url), CONFIG, WorkerConfig(queues=("*",), threads=100))
-        worker.register()
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        worker.stop()
-        worker.close()
-
-
-@pytest.fixture
 def dispatcher(db: Database) -> Iterator[Dispatcher]:
     made = Dispatcher(Database(db.url), CONFIG, DispatcherConfig())
     yield made
     made.close()
-
-
-def finish(worker: Worker, claimed: list[Claimed]) -> None:
-    for job in claimed:
-        worker.in_flight[job.id] = job
-        worker.outbox.put(Outcome(job))
-    worker._collect()
-    worker._finish_keyed()
-    worker._finish_only()
 
 
 def end(worker: Worker, job: Claimed, kind: str, wait: float | None = None) -> None:

@@ -272,32 +272,42 @@ def wait_result(
     ``JobNotFound`` or ``TimeoutError`` (``timeout`` seconds; None waits forever)."""
     database, public = _database(database), _uuid(job_id)
     deadline = time.monotonic() + timeout if timeout is not None else float("inf")
-    channel = sql.Identifier(jobs_store.done_channel(database.schema))
-    key, poll = str(public), _FIRST_POLL
     if database.session_url is None:  # pooled per transaction, no direct URL: poll only
-        while True:
-            with database.connection() as conn:
-                info = _read(database, conn, public)
-            if _settled(info):
-                return info.result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _timed_out(public, timeout, info.state)
-            time.sleep(min(poll, remaining))
-            poll = min(poll * 2, POLL)
+        return _wait(database, public, deadline, timeout, None)
+    channel = sql.Identifier(jobs_store.done_channel(database.schema))
     with database.connect_session() as conn:  # the direct URL behind a pooler
         conn.execute(sql.SQL("LISTEN {}").format(channel))
-        while True:
-            info = _read(database, conn, public)
-            if _settled(info):
-                return info.result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _timed_out(public, timeout, info.state)
-            for note in conn.notifies(timeout=min(poll, remaining)):
+        return _wait(database, public, deadline, timeout, conn)
+
+
+def _wait(
+    database: Database,
+    public: uuid.UUID,
+    deadline: float,
+    timeout: float | None,
+    listening: psycopg.Connection[Any] | None,
+) -> Any:
+    """Re-read the job until it is settled: woken by its notification on ``listening``, or
+    (None: no connection that keeps a session) after each poll interval."""
+    key, poll = str(public), _FIRST_POLL
+    while True:
+        if listening is None:
+            with database.connection() as conn:
+                info = _read(database, conn, public)
+        else:
+            info = _read(database, listening, public)
+        if _settled(info):
+            return info.result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(public, timeout, info.state)
+        if listening is None:
+            time.sleep(min(poll, remaining))
+        else:
+            for note in listening.notifies(timeout=min(poll, remaining)):
                 if note.payload == key:
                     break
-            poll = min(poll * 2, POLL)
+        poll = min(poll * 2, POLL)
 
 
 async def wait_result_async(
@@ -306,39 +316,49 @@ async def wait_result_async(
     """:func:`wait_result` for asyncio."""
     database, public = _database(database), _uuid(job_id)
     deadline = time.monotonic() + timeout if timeout is not None else float("inf")
-    channel = sql.Identifier(jobs_store.done_channel(database.schema))
-    key, poll = str(public), _FIRST_POLL
     if database.session_url is None:  # pooled per transaction, no direct URL: poll only
-        while True:
-            async with database.async_connection() as pooled:
-                info = await _read_async(database, pooled, public)
-            if _settled(info):
-                return info.result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _timed_out(public, timeout, info.state)
-            await asyncio.sleep(min(poll, remaining))
-            poll = min(poll * 2, POLL)
+        return await _wait_async(database, public, deadline, timeout, None)
+    channel = sql.Identifier(jobs_store.done_channel(database.schema))
     conn = await database.connect_session_async()  # the direct URL behind a pooler
     try:
         await conn.execute(sql.SQL("LISTEN {}").format(channel))
-        while True:
-            info = await _read_async(database, conn, public)
-            if _settled(info):
-                return info.result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _timed_out(public, timeout, info.state)
-            try:
-                async with asyncio.timeout(min(poll, remaining)):
-                    async for note in conn.notifies():
-                        if note.payload == key:
-                            break
-            except TimeoutError:
-                pass
-            poll = min(poll * 2, POLL)
+        return await _wait_async(database, public, deadline, timeout, conn)
     finally:
         await conn.close()
+
+
+async def _wait_async(
+    database: Database,
+    public: uuid.UUID,
+    deadline: float,
+    timeout: float | None,
+    listening: psycopg.AsyncConnection[Any] | None,
+) -> Any:
+    """:func:`_wait` for asyncio."""
+    key, poll = str(public), _FIRST_POLL
+    while True:
+        if listening is None:
+            async with database.async_connection() as pooled:
+                info = await _read_async(database, pooled, public)
+        else:
+            info = await _read_async(database, listening, public)
+        if _settled(info):
+            return info.result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(public, timeout, info.state)
+        if listening is None:
+            await asyncio.sleep(min(poll, remaining))
+            poll = min(poll * 2, POLL)
+            continue
+        try:
+            async with asyncio.timeout(min(poll, remaining)):
+                async for note in listening.notifies():
+                    if note.payload == key:
+                        break
+        except TimeoutError:
+            pass
+        poll = min(poll * 2, POLL)
 
 
 def cancel(job_id: uuid.UUID | str, *, database: Database | None = None) -> CancelState:
