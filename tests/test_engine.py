@@ -231,3 +231,40 @@ def test_sigquit_leaves_at_once_and_gives_the_running_jobs_back(
     assert states(db.url) == {"ready": 1}
     assert scalar(db.url, "SELECT executions FROM pgjobs_jobs WHERE job_id = %s", [job.job_id]) == 0
     assert scalar(db.url, "SELECT count(*) FROM pgjobs_processes") == 0
+
+
+def test_connections_per_process_are_what_docs_deployment_says(
+    db: Database, tmp_path: Path
+) -> None:
+    """The sizing table of docs/deployment.md, counted in pg_stat_activity by application name
+    for a host with W = 2 worker processes, a dispatcher and the scheduler: supervisor 2, worker
+    3 each, dispatcher 2, scheduler 3 — 2 + 3W + 2 + 3 = 13."""
+    recurring = tmp_path / "recurring.yml"
+    recurring.write_text("development: {}\n")
+    workers = '  - queues: "*"\n    threads: 3\n    processes: 2\n    polling_interval: 0.2'
+    log = tmp_path / "jobs.log"
+    query = (
+        "SELECT application_name, count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE 'pgjobs-%'"
+        " GROUP BY 1"
+    )
+    expected = {
+        "pgjobs-supervisor": 2,
+        "pgjobs-worker": 6,
+        "pgjobs-dispatcher": 2,
+        "pgjobs-scheduler": 3,
+    }
+
+    def counted() -> dict[str, int]:
+        with psycopg.connect(db.url) as conn:
+            return {str(name): int(n) for name, n in conn.execute(query).fetchall()}
+
+    env = {"PGJOBS_ENV": "development"}
+    with pgjobs_start(
+        db.url, config_file(tmp_path, workers), log, "--recurring-schedule", str(recurring), env=env
+    ) as proc:
+        wait_for(lambda: counted() == expected, timeout=30)
+        time.sleep(2)  # steady: a few heartbeats and polls later, still the same
+        assert counted() == expected
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
