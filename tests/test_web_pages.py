@@ -557,3 +557,18 @@ def test_the_job_page_of_a_job_waiting_for_its_rate_limit(conn: psycopg.Connecti
     assert "Waiting for" in page and "rate limit of key <strong>partner-api</strong>" in page
     assert "at most 10 starts per 1.0 s; 2 in the current window, 1 job in line" in page
     assert "The line moves next at" in page
+
+
+def test_the_queues_page_lists_rate_limits(conn: psycopg.Connection) -> None:
+    from tests.web_helpers import add_job, client_on
+
+    add_job(conn, "blocked", concurrency_key="rate|partner-api")
+    conn.execute(
+        "INSERT INTO pgjobs_rate_limits (key, max_starts, period, starts, free_at)"
+        " VALUES ('partner-api', 10, interval '1 second', ARRAY[now()], now() + interval '1 s')"
+    )
+    page = client_on(conn).get("/queues").text
+    assert "<h2>Rate limits</h2>" in page
+    assert re.search(r"<td>partner-api</td><td>10 per 1.0 s</td><td>1</td>", page)
+    conn.execute("DELETE FROM pgjobs_rate_limits")
+    assert "<h2>Rate limits</h2>" not in client_on(conn).get("/queues").text  # none in use

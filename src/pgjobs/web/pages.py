@@ -83,7 +83,16 @@ async def overview(request: Request) -> Response:
 async def queues(request: Request) -> Response:
     dash = dashboard(request)
     found = await dash.read(counts.queue_stats)
-    return dash.render(request, "queues.html", {"queues": found, "page": "queues"})
+    rates = await dash.read(_rate_limits)
+    context = {"queues": found, "rates": rates, "page": "queues"}
+    return dash.render(request, "queues.html", context)
+
+
+def _rate_limits(conn: psycopg.Connection[Any], schema: str | None) -> list[Any]:
+    """The rate-limit keys in use (the first 100), for the queues page."""
+    from pgjobs.operations.queues import rate_limits
+
+    return rate_limits(PinnedDatabase(conn, schema=schema), 100, conn=conn)
 
 
 def _param(request: Request, name: str) -> str | None:
