@@ -41,6 +41,10 @@ class Dispatcher(Poller):
         super().__init__(database, config, metadata=metadata, **kwargs)
         self.dispatcher = dispatcher
         self._maintained_at = time.monotonic()  # the first pass comes one interval in
+        # Whether a rate limit's line may need moving: what the last look at the next due times
+        # said (a line's free_at), so that a dispatcher of jobs without rate limits runs no
+        # transaction for them each poll.  True at first: lines may wait from before we started.
+        self._lines_waiting = True
 
     def title(self) -> str:
         return f"pgjobs-dispatcher: every {self.dispatcher.polling_interval}s"
@@ -110,11 +114,13 @@ class Dispatcher(Poller):
             time.monotonic() - self._maintained_at >= interval
         ):
             self.maintain()
-        self.release_rates()
+        if self._lines_waiting:
+            self.release_rates()
         if self.dispatch() >= self.dispatcher.batch_size:
             return 0.0  # a backlog: go again at once
         # Sleep until the next scheduled job is due or the next rate-limit line may move.
         due, rates_in = self.execute(store.NEXT_DUE)[0]
+        self._lines_waiting = rates_in is not None
         wait = self.dispatcher.polling_interval
         if due is not None:  # scheduled times are compared with this host's clock
             wait = min(wait, float((due - clock.now()).total_seconds()))
