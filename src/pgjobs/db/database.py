@@ -179,25 +179,25 @@ class Database:
         except psycopg.OperationalError as exc:
             raise _unreachable(self.url, exc) from exc
 
-    def connect_session(self) -> psycopg.Connection[TupleRow]:
-        """A dedicated autocommit connection that keeps its session (for LISTEN): on the direct
-        URL behind a pooler.  Callers check :attr:`session_url` first."""
+    def _session_target(self) -> tuple[str, dict[str, Any]]:
         url = self.session_url
         if url is None:
             raise RuntimeError("no connection that keeps a session: set direct_database_url")
+        return url, self._kwargs(url if url != self.url else None)
+
+    def connect_session(self) -> psycopg.Connection[TupleRow]:
+        """A dedicated autocommit connection that keeps its session (for LISTEN): on the direct
+        URL behind a pooler.  Callers check :attr:`session_url` first."""
+        url, kwargs = self._session_target()
         try:
-            return psycopg.connect(url, **self._kwargs(url if url != self.url else None))
+            return psycopg.connect(url, **kwargs)
         except psycopg.OperationalError as exc:
             raise _unreachable(url, exc) from exc
 
     async def connect_session_async(self) -> psycopg.AsyncConnection[TupleRow]:
-        url = self.session_url
-        if url is None:
-            raise RuntimeError("no connection that keeps a session: set direct_database_url")
+        url, kwargs = self._session_target()
         try:
-            return await psycopg.AsyncConnection.connect(
-                url, **self._kwargs(url if url != self.url else None)
-            )
+            return await psycopg.AsyncConnection.connect(url, **kwargs)
         except psycopg.OperationalError as exc:
             raise _unreachable(url, exc) from exc
 

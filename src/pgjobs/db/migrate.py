@@ -27,7 +27,6 @@ from pgjobs.errors import DatabaseUnreachable
 
 __all__ = ["check_migrated", "current_revisions", "head_revisions", "migrate", "migration_sql"]
 
-VERSION_TABLE = "pgjobs_alembic_version"
 BRANCH_LABEL = "pgjobs"
 # alembic keeps its running context in module globals: one migration per process at a time.
 # Across processes and hosts, env.py serialises on a PostgreSQL advisory lock.

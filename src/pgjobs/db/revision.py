@@ -19,7 +19,7 @@ from pgjobs.db.names import quote_ident
 from pgjobs.db.urls import psycopg_url, redact
 from pgjobs.errors import DatabaseNotMigrated, DatabaseUnreachable
 
-VERSION_TABLE = "pgjobs_alembic_version"
+VERSION_TABLE = "pgjobs_alembic_version"  # where pgjobs' own migrations record their revision
 REVISIONS = frozenset({"0001", "0002", "0003", "0004", "0005", "0006"})
 HEADS = frozenset({"0006"})
 

@@ -54,9 +54,7 @@ WITH released AS (RELEASED
     FROM released r WHERE j.id = r.job_id
     RETURNING j.id, j.queue_name, j.priority, j.executions, j.interruptions, r.process_id,
               j.class_name, """
-    + _failed.HELD_ON_FAILURE.replace("concurrency_", "j.concurrency_").replace(
-        "AS j.concurrency_key", "AS concurrency_key"
-    )
+    + _failed.held_on_failure("j")
     + """
 ), requeued AS (
     INSERT INTO {ready} (job_id, queue_name, priority)

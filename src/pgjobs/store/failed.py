@@ -21,10 +21,19 @@ _RELEASE_SLOT = """
     FROM bumped b WHERE s.key = b.concurrency_key
 )"""
 
-# The key whose slot a job gives back when it fails for good (as ``concurrency_key``): none for a
-# job of an ordered key that holds it until it is retried or discarded (pgjobs.ordered).
-HELD_ON_FAILURE = """CASE WHEN concurrency_on_conflict = 'ordered' THEN NULL
-                   ELSE concurrency_key END AS concurrency_key"""
+
+def held_on_failure(alias: str = "") -> str:
+    """The key whose slot a job (of table alias ``alias``) gives back when it fails for good,
+    as ``concurrency_key``: none for a job of an ordered key that holds it until it is retried
+    or discarded (pgjobs.ordered)."""
+    a = f"{alias}." if alias else ""
+    return (
+        f"CASE WHEN {a}concurrency_on_conflict = 'ordered' THEN NULL"
+        f" ELSE {a}concurrency_key END AS concurrency_key"
+    )
+
+
+HELD_ON_FAILURE = held_on_failure()
 
 # The key whose slot a job gives back when it waits to run again (retried later, snoozed): none
 # for a job of an ordered key, which keeps its place — the key's next job waits for it.
@@ -245,12 +254,13 @@ RETRY_FAILED = (
     FROM gone g WHERE j.id = g.job_id
     RETURNING j.id, j.queue_name, j.scheduled_at, j.concurrency_duration,
               -- an ordered key's job that failed holding its slot has it still: not blocked
-              CASE WHEN j.concurrency_on_conflict = 'ordered' THEN NULL
-                   ELSE j.concurrency_key END AS concurrency_key,
+              """
+    + held_on_failure("j")
+    + """,
               j.priority AS job_priority,
-              -- its place in a blocked line: FIFO on an ordered key (jobs.BLOCKED_PRIORITY)
-              CASE WHEN left(j.concurrency_on_conflict, 7) = 'ordered' THEN 0
-                   ELSE j.priority END AS priority
+              """
+    + _jobs.line_priority("j.concurrency_on_conflict", "j.priority")
+    + """ AS priority
 ), ready AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
     SELECT id, queue_name, job_priority FROM reset

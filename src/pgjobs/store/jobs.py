@@ -149,10 +149,16 @@ SLOT_EXPIRY = """CASE WHEN left(%(concurrency_on_conflict)s, 7) = 'ordered'
         THEN '9999-12-31 00:00:00+00'::timestamptz
         ELSE %(now)s::timestamptz + %(concurrency_duration)s::interval END"""
 
-# Where a blocked job waits in its key's line: by priority — except on an ordered key, where
-# every row carries 0, so the line is FIFO (job ids are given in enqueue order).
-BLOCKED_PRIORITY = """CASE WHEN left(%(concurrency_on_conflict)s, 7) = 'ordered' THEN 0
-        ELSE %(priority)s END"""
+
+def line_priority(on_conflict: str, priority: str) -> str:
+    """Where a blocked job waits in its key's line (SQL over the job's ``on_conflict`` and
+    ``priority`` expressions): by priority — except on an ordered key, where every row carries
+    0, so the line is FIFO (job ids are given in enqueue order)."""
+    return f"CASE WHEN left({on_conflict}, 7) = 'ordered' THEN 0 ELSE {priority} END"
+
+
+# line_priority over the parameters of the statements that place a new job.
+BLOCKED_PRIORITY = line_priority("%(concurrency_on_conflict)s", "%(priority)s")
 
 # A due job of a limited class, step 1: the job alone (nothing on a duplicate)...
 INSERT_KEYED = f"""

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 from pgjobs.store import jobs as _jobs
 
-# A due job's place in its key's blocked line: its priority, or 0 on an ordered key (FIFO; see
-# jobs.BLOCKED_PRIORITY).  ``{row}``: the moved scheduled row, ``{conflict}`` the job's on_conflict.
-ORDERED_PRIORITY = """CASE WHEN left({conflict}, 7) = 'ordered' THEN 0 ELSE {row}.priority END"""
-
 # Served by scheduled (scheduled_at, priority, job_id): the earliest due first.  Jobs of limited
 # classes go to blocked instead of ready, to take a concurrency slot: the dispatcher unblocks
 # their keys next.  Returns (moved, notify, keys to unblock).
@@ -34,7 +30,7 @@ WITH due AS (
 ), blocked AS (
     INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
     SELECT m.job_id, m.queue_name, """
-    + ORDERED_PRIORITY.format(row="m", conflict="j.concurrency_on_conflict")
+    + _jobs.line_priority("j.concurrency_on_conflict", "m.priority")
     + """, m.concurrency_key,
            %(now)s::timestamptz + j.concurrency_duration
     FROM moved m JOIN {jobs} j ON j.id = m.job_id
@@ -96,7 +92,7 @@ DISPATCH_SCHEDULED = (
 ), blocked AS (
     INSERT INTO {blocked} (job_id, queue_name, priority, concurrency_key, expires_at)
     SELECT g.job_id, g.queue_name, """
-    + ORDERED_PRIORITY.format(row="g", conflict="s.concurrency_on_conflict")
+    + _jobs.line_priority("s.concurrency_on_conflict", "g.priority")
     + """, g.concurrency_key,
            %(now)s::timestamptz + s.concurrency_duration
     FROM gone g JOIN stamped s ON s.id = g.job_id
