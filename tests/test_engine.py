@@ -236,9 +236,10 @@ def test_sigquit_leaves_at_once_and_gives_the_running_jobs_back(
 def test_connections_per_process_are_what_docs_deployment_says(
     db: Database, tmp_path: Path
 ) -> None:
-    """The sizing table of docs/deployment.md, counted in pg_stat_activity by application name
-    for a host with W = 2 worker processes, a dispatcher and the scheduler: supervisor 2, worker
-    3 each, dispatcher 2, scheduler 3 — 2 + 3W + 2 + 3 = 13."""
+    """The formula of docs/deployment.md, counted in pg_stat_activity by application name for a
+    host with W = 2 worker processes, a dispatcher and the scheduler: one connection per worker
+    process, the host's listener, and one shared by the supervisor, the dispatcher and the
+    scheduler (threads of the supervisor) — W + 2 = 4."""
     recurring = tmp_path / "recurring.yml"
     recurring.write_text("development: {}\n")
     workers = '  - queues: "*"\n    threads: 3\n    processes: 2\n    polling_interval: 0.2'
@@ -248,12 +249,7 @@ def test_connections_per_process_are_what_docs_deployment_says(
         " WHERE datname = current_database() AND application_name LIKE 'pgjobs-%'"
         " GROUP BY 1"
     )
-    expected = {
-        "pgjobs-supervisor": 2,
-        "pgjobs-worker": 6,
-        "pgjobs-dispatcher": 2,
-        "pgjobs-scheduler": 3,
-    }
+    expected = {"pgjobs-supervisor": 1, "pgjobs-listener": 1, "pgjobs-worker": 2}
 
     def counted() -> dict[str, int]:
         with psycopg.connect(db.url) as conn:

@@ -72,6 +72,13 @@ def pooled(db: Database, bouncer: str) -> Iterator[Database]:
     finally:
         runtime.use(previous)
         database.close()
+        # PgBouncer keeps its server connections to the database (with the application names
+        # of their last clients) after the test: drop them, so that later tests counting
+        # pgjobs' connections in pg_stat_activity count only their own.
+        name = conninfo_to_dict(db.url)["dbname"]
+        with _admin(url) as admin:
+            admin.execute(f"KILL {name}")
+            admin.execute(f"RESUME {name}")
 
 
 def clients(url: str) -> set[str]:
@@ -96,12 +103,12 @@ def server_ports(url: str) -> set[int]:
 
 
 def listening(direct_url: str) -> set[int]:
-    """The client ports of the workers' backends of this database whose last statement was a
+    """The client ports of the listeners' backends of this database whose last statement was a
     LISTEN (a listener going through PgBouncer would be on one of its server connections)."""
     with psycopg.connect(direct_url) as conn:
         rows = conn.execute(
             "SELECT client_port FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = 'pgjobs-worker' AND query LIKE 'LISTEN %'"
+            " AND application_name = 'pgjobs-listener' AND query LIKE 'LISTEN %'"
         ).fetchall()
     return {int(row[0]) for row in rows}
 
@@ -209,9 +216,10 @@ def test_workers_drain_through_pgbouncer_and_recover_a_killed_worker(
         assert sum(f"{victim.job_id} done" in x for x in log_lines(log)) == 1
         wait_for(lambda: len(worker_pids(db.url)) == 2)  # the killed worker was replaced
         # The processes' own connections go through PgBouncer (its admin console lists them)...
-        assert {"pgjobs-worker", "pgjobs-dispatcher", "pgjobs-scheduler"} <= clients(pooled.url)
-        # ...but none of its server connections is LISTENing: the listeners use the direct URL.
-        assert len(listening(db.url) - server_ports(pooled.url)) == 2  # one per worker process
+        # (the dispatcher's and the scheduler's are the supervisor's: they are its threads)...
+        assert {"pgjobs-worker", "pgjobs-supervisor"} <= clients(pooled.url)
+        # ...but none of its server connections is LISTENing: the listener uses the direct URL.
+        assert len(listening(db.url) - server_ports(pooled.url)) == 1  # one per host
         # No session setting leaked onto PgBouncer's server connections (a worker's SET
         # lock_timeout would: every client after it would get it).
         assert lock_timeouts(pooled.url) == {"0"}

@@ -228,6 +228,8 @@ class PgJobs(System):
             args.append("--skip-recurring")
         if os.environ.get("BENCH_PGJOBS_METRICS_PORT"):  # Prometheus metrics on (pgjobs[metrics])
             args += ["--metrics-port", os.environ["BENCH_PGJOBS_METRICS_PORT"]]
+        if os.environ.get("BENCH_PGJOBS_MODE"):  # async: everything as threads of one process
+            args += ["--mode", os.environ["BENCH_PGJOBS_MODE"]]
         return [spawn(args, workdir, "pgjobs.log", env)]
 
     def describe(self) -> dict[str, Any]:
@@ -240,6 +242,7 @@ class PgJobs(System):
             if not os.environ.get("BENCH_PGJOBS_SKIP_RECURRING")
             else "python -m pgjobs start --skip-recurring (supervisor + workers + 1 dispatcher, "
             "no scheduler: BENCH_PGJOBS_SKIP_RECURRING is set)",
+            "mode": os.environ.get("BENCH_PGJOBS_MODE", "fork"),
             "metrics": f"--metrics-port {os.environ['BENCH_PGJOBS_METRICS_PORT']}"
             if os.environ.get("BENCH_PGJOBS_METRICS_PORT")
             else "off",

@@ -7,6 +7,7 @@ and reports pgjobs errors as one line on stderr with exit status 1 — never a t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -59,6 +60,8 @@ def _start(args: argparse.Namespace) -> int:
         args.log_format,
     )
     config = load_config(args.config)
+    if args.mode:
+        config = dataclasses.replace(config, mode=args.mode)
     chosen = ready_database(args)
     exporter = _metrics_exporter(args, config)  # before the application imports prometheus
     app = args.app or config.app
@@ -301,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="recurring.yml to use (default: $PGJOBS_RECURRING_SCHEDULE or config/recurring.yml)",
     )
     p.add_argument("--skip-recurring", action="store_true", help="run no scheduler")
+    p.add_argument(
+        "--mode",
+        choices=["fork", "async"],
+        help="fork: each worker a child process (default); async: workers, dispatchers and the "
+        "scheduler as threads of one process (small deployments, development); overrides "
+        "queue.yml's mode",
+    )
     p.add_argument(
         "--metrics-port",
         type=int,

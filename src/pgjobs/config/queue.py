@@ -112,8 +112,21 @@ class Config:
     timeout_grace: float = 2.0
     web: WebConfig = WebConfig()
     metrics: MetricsConfig = MetricsConfig()
+    mode: str = "fork"
     path: Path | None = None
     env: str = "development"
+
+
+MODES = ("fork", "async")
+
+
+def process_mode(value: Any) -> str:
+    if value not in MODES:
+        raise ValueError(
+            f"must be fork (workers as child processes) or async (everything as threads of one "
+            f"process), got {value!r}"
+        )
+    return str(value)
 
 
 def positive_int(value: Any) -> int:
@@ -220,6 +233,7 @@ _GLOBAL: dict[str, Callable[[Any], Any]] = {
     "retry": retry_policy,
     "job_timeout": parse_duration,
     "timeout_grace": positive_number,
+    "mode": process_mode,
 }
 _WEB = {"username": non_empty_string, "password": non_empty_string, "read_only": boolean}
 _METRICS = {"host": non_empty_string, "port": port_number, "refresh": positive_number}

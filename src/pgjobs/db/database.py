@@ -185,10 +185,14 @@ class Database:
             raise RuntimeError("no connection that keeps a session: set direct_database_url")
         return url, self._kwargs(url if url != self.url else None)
 
-    def connect_session(self) -> psycopg.Connection[TupleRow]:
+    def connect_session(
+        self, *, application_name: str | None = None
+    ) -> psycopg.Connection[TupleRow]:
         """A dedicated autocommit connection that keeps its session (for LISTEN): on the direct
         URL behind a pooler.  Callers check :attr:`session_url` first."""
         url, kwargs = self._session_target()
+        if application_name:
+            kwargs["application_name"] = application_name
         try:
             return psycopg.connect(url, **kwargs)
         except psycopg.OperationalError as exc:

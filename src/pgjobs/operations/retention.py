@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+import psycopg
 
 from pgjobs import clock, events
 from pgjobs.db.database import Database
@@ -60,13 +63,15 @@ def clear_finished(
     batch_size: int = DEFAULT_BATCH_SIZE,
     database: Database | None = None,
     progress: Callable[[int], None] | None = None,
+    connection: Callable[[], AbstractContextManager[psycopg.Connection[Any]]] | None = None,
 ) -> int:
     """Delete the jobs that finished (or were discarded) more than ``older_than`` ago.
 
     ``older_than``: seconds, a timedelta or a duration such as ``"1d"``, ``"12h"``.
     ``job_class``: only this class (a job class, ``@pgjobs.job`` function or stored name).
     ``batch_size``: ids per statement.  ``progress``: called after each range with the running
-    total.  Returns how many jobs were deleted.
+    total.  ``connection``: where each statement runs (``database.connection`` by default; the
+    scheduler passes its supervisor's shared link).  Returns how many jobs were deleted.
     """
     from pgjobs.operations.failed import _class_name
 
@@ -81,7 +86,8 @@ def clear_finished(
     cutoff = now - _older_than(older_than)
     class_name = _class_name(job_class)
     statement = database.sql(store.CLEAR_RANGE)
-    with database.connection() as conn:
+    connection = connection or database.connection
+    with connection() as conn:
         newest = conn.execute(database.sql(store.MAX_ID)).fetchone()
     end = int(newest[0]) if newest and newest[0] is not None else 0
     params: dict[str, Any] = {
@@ -93,7 +99,7 @@ def clear_finished(
     }
     deleted = 0
     while params["after"] < end:
-        with database.connection() as conn:  # autocommit: one short transaction a range
+        with connection() as conn:  # autocommit: one short transaction a range
             row = conn.execute(statement, params).fetchone()
         if row is None or row[1] is None:
             break

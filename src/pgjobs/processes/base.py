@@ -3,8 +3,11 @@
 Guarantees:
 
 - A process registers a row in ``pgjobs_processes`` before it claims anything and deletes it on a
-  clean exit.  Its heartbeat comes from a dedicated thread on a dedicated connection, so a busy or
-  CPU-bound job cannot starve it (the GIL is released while the thread waits on the socket).
+  clean exit.  Its heartbeat comes from a dedicated thread, on the process's one connection (its
+  :class:`Link`) taken in turn with the process's loop: a busy or CPU-bound job cannot starve it
+  (job threads never use the link; the GIL is released while the thread waits on the socket),
+  and the loop holds the link for one statement or transaction at a time, handing it over in
+  arrival order.
 - If the heartbeat finds the row gone (the process was pruned as dead after a stall), the process
   stops: its jobs have been recovered by someone else, and it must not finish them twice.
 - Database errors never crash the process: the connection is reopened with backoff and the work
@@ -16,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +28,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -50,6 +55,101 @@ def set_proctitle(title: str) -> None:
         pass
 
 
+class _FairLock:
+    """A reentrant lock handed to its waiters in arrival order.
+
+    CPython's locks are not fair: a thread that releases one and takes it again at once (a
+    worker's loop going from one statement to the next) can keep a waiting thread out for as
+    long as it goes on.  The heartbeat must get its turn within a statement or two."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: deque[tuple[int, threading.Lock]] = deque()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me:
+                self._depth += 1
+                return
+            if self._owner is None and not self._waiters:
+                self._owner, self._depth = me, 1
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append((me, turn))
+        turn.acquire()  # released by the holder that hands us the lock (owner already set)
+
+    def release(self) -> None:
+        with self._mutex:
+            self._depth -= 1
+            if self._depth:
+                return
+            if self._waiters:
+                owner, turn = self._waiters.popleft()
+                self._owner, self._depth = owner, 1
+                turn.release()
+            else:
+                self._owner = None
+
+
+class Link:
+    """One database connection, used in turn by the threads of a process that share it.
+
+    A worker's loop and its heartbeat share one; in the supervisor, its own loop and heartbeat,
+    its dispatchers' and its scheduler's (each unit of work holds the link for one statement or
+    one transaction).  Each user brings its own ``lock_timeout``: the link sets it when it
+    changes hands between users that differ.  A connection lost in anyone's hands is closed and
+    the next user opens another (``generation`` counts them, so the others learn of it)."""
+
+    def __init__(
+        self, database: Database, on_connect: Callable[[psycopg.Connection[Any]], None]
+    ) -> None:
+        self.database = database
+        self.on_connect = on_connect
+        self.generation = 0
+        self._lock = _FairLock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock_timeout: int | None = None
+
+    @contextlib.contextmanager
+    def use(self, lock_timeout_ms: int | None = None) -> Iterator[psycopg.Connection[Any]]:
+        self._lock.acquire()
+        try:
+            conn = self._connection(lock_timeout_ms)
+            try:
+                yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not isinstance(exc, GAVE_UP) or conn.closed or conn.broken:
+                    conn.close()  # whoever comes next opens another
+                raise
+        finally:
+            self._lock.release()
+
+    def _connection(self, lock_timeout_ms: int | None) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = self.database.connect(autocommit=True)
+            self.generation += 1
+            self._lock_timeout = None
+            self.on_connect(conn)
+        # Behind a pooler in transaction mode a session SET would leak to other clients of the
+        # server connection (and not stay with us): the role's setting applies instead.
+        if lock_timeout_ms != self._lock_timeout and not self.database.transaction_pooling:
+            if lock_timeout_ms is None:
+                conn.execute("RESET lock_timeout")
+            else:
+                conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            self._lock_timeout = lock_timeout_ms
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
 class Process:
     """A registered pgjobs process (worker, dispatcher, scheduler or supervisor)."""
 
@@ -66,7 +166,13 @@ class Process:
         *,
         supervisor_id: int | None = None,
         metadata: dict[str, Any] | None = None,
+        link: Link | None = None,
+        resident: bool = False,
     ) -> None:
+        """``resident``: the process runs as a thread of its supervisor (the dispatchers and the
+        scheduler always; workers too in ``mode: async``).  ``link``: a connection to share with
+        the process that made it (the supervisor's, for the dispatchers and the scheduler);
+        without one the process opens its own, which its heartbeat shares."""
         self.database = database
         self.config = config
         self.supervisor_id = supervisor_id
@@ -80,7 +186,10 @@ class Process:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.exit_now = False
-        self._conn: psycopg.Connection[Any] | None = None
+        self.resident = resident or link is not None
+        self._own_link = link is None
+        self.link = link or Link(database, self.on_connect)
+        self._generation = 0  # the link's connection we last used (see _saw)
         self._heartbeat: threading.Thread | None = None
         self._parent_pid = os.getppid()
         self.reconnected = False  # set after a lost connection; subclasses reconcile
@@ -101,32 +210,37 @@ class Process:
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = self.database.connect(autocommit=True)
-            # Behind a pooler in transaction mode a session SET would leak to other clients of
-            # the server connection (and not stay with us): the role's setting applies instead.
-            if self.lock_timeout_ms is not None and not self.database.transaction_pooling:
-                self._conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
-            self.on_connect(self._conn)
-        return self._conn
+        """The link's connection as it is (opened if needed); for tests and inspection only:
+        work goes through :meth:`with_retry`, which takes the link in turn."""
+        with self.link.use(self.lock_timeout_ms) as conn:
+            return conn
 
     def on_connect(self, conn: psycopg.Connection[Any]) -> None:
         """Hook for subclasses: set up a new main connection (also after a reconnect)."""
 
+    def _saw(self, generation: int) -> None:
+        """Note the link's connection we are using: a new one since our last use means the
+        one before was lost (by us or by a thread sharing it), and replies with it."""
+        if generation != self._generation:
+            if self._generation:
+                self.reconnected = True
+            self._generation = generation
+
     def with_retry(self, what: str, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run ``fn(conn)``; on a connection failure reconnect with backoff and run it again."""
+        """Run ``fn(conn)`` with the link held; on a connection failure reconnect with backoff
+        and run it again."""
         attempt = 0
         while True:
             try:
-                return fn(self.conn)
+                with self.link.use(self.lock_timeout_ms) as conn:
+                    self._saw(self.link.generation)
+                    return fn(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnreachable) as exc:
                 if isinstance(exc, GAVE_UP):
                     raise  # a lock_timeout / statement_timeout: the caller decides, not a lost link
                 self.reconnected = True
                 self.contact_since = None  # an outage, maybe: contact must be unbroken again
                 self._beat_now.set()  # the heartbeat may have lost its connection too: beat now
-                if self._conn is not None:
-                    self._conn.close()
                 delay = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
                 if attempt == 0:
                     log.warning("%s: database connection lost (%s); reconnecting", what, exc)
@@ -224,7 +338,6 @@ class Process:
         )
 
     def _heartbeat_loop(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
         statement = self.database.sql(store.HEARTBEAT)
         interval = self.config.heartbeat_interval
         self.contact_since = self.last_contact = time.monotonic()  # registration just succeeded
@@ -238,15 +351,18 @@ class Process:
                 log.error("%s %s: supervisor exited; stopping", self.kind, self.name)
                 self.stop()
             try:
-                if conn is None or conn.closed:
-                    conn = self.database.connect(autocommit=True)
-                alive = conn.execute(statement, {"id": self.id}).fetchone()
+                # On the process's own link, in turn with its loop: a statement of the loop
+                # holds it for milliseconds (its lock_timeout bounds a wait for a row), and
+                # the link is handed over in arrival order, so the beat is never starved.
+                with self.link.use(self.lock_timeout_ms) as conn:
+                    alive = conn.execute(statement, {"id": self.id}).fetchone()
+            except GAVE_UP as exc:  # our row is locked (a pruner ending us?): look again soon
+                log.info("%s %s: heartbeat waited too long: %s", self.kind, self.name, exc)
+                delay = min(1.0, interval)
+                continue
             except (psycopg.Error, DatabaseUnreachable) as exc:
                 log.warning("%s %s: heartbeat failed: %s", self.kind, self.name, exc)
                 self.contact_since = None
-                if conn is not None:
-                    conn.close()
-                conn = None
                 delay = min(1.0, interval)  # beat again soon: others may be judging us
                 continue
             except Exception as exc:  # a bug: report it, keep beating
@@ -266,12 +382,14 @@ class Process:
                 self.pruned = True
                 self.stop()
                 return
-        if conn is not None:
-            conn.close()
 
     def orphaned(self) -> bool:
         """A supervised process whose supervisor died (it was re-parented)."""
-        return self.supervisor_id is not None and os.getppid() != self._parent_pid
+        return (
+            self.supervisor_id is not None
+            and not self.resident
+            and os.getppid() != self._parent_pid
+        )
 
     # -- signals and stopping ---------------------------------------------------------------
 
@@ -298,6 +416,7 @@ class Process:
         self.stopping.set()
         self._closed.set()
         self._beat_now.set()
-        if self._conn is not None:
-            self._conn.close()
-        self.database.close()
+        if self._own_link:
+            self.link.close()
+        if not self.resident:  # a resident's database is its supervisor's
+            self.database.close()

@@ -69,6 +69,8 @@ def main() -> None:
         importlib.import_module(str(spec["app"]))
     logs.capture_application_logs()  # after the import: logging the application set up wins
     process = build(spec)
+    if spec.get("relay_fd") is not None:  # the supervisor's listener wakes us (listener.Relay)
+        process.relay_fd = int(spec["relay_fd"])  # type: ignore[attr-defined]
     signal.signal(signal.SIGINT, signal.default_int_handler)  # what a forked job inherits
     process.install_signal_handlers()
     try:

@@ -7,17 +7,25 @@ with backoff, re-LISTENs and wakes the process once (notifications sent meanwhil
 Behind a pooler in transaction mode (PgBouncer) the listener connects to the direct URL
 (``direct_database_url``); where LISTEN cannot work (``listen_notify: false``, or a pooled URL
 with no direct one) no listener runs and the process says so once in its log.
+
+Under ``pgjobs start`` one listener serves the whole host: the supervisor's.  It hands every
+notification on to its worker processes through a pipe each (:class:`Relay` writes,
+:func:`read_relay` reads) and to the workers and dispatchers that run as its threads directly —
+one LISTEN connection per host instead of one per process.  A pipe that is full (a worker too
+busy to read) drops the notification: the worker polls, as it does whenever the listener is down.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
+from pgjobs import events
 from pgjobs.db.database import Database
 from pgjobs.db.names import quote_ident
 from pgjobs.processes.base import RECONNECT_BACKOFF
@@ -32,9 +40,12 @@ class Listener(threading.Thread):
         channel: str,
         wake: Callable[[str], None],
         stopping: threading.Event,
+        *,
+        application_name: str | None = None,
     ) -> None:
         super().__init__(name="pgjobs-listener", daemon=True)
         self.database = database
+        self.application_name = application_name
         self.channel = channel
         self.on_notify = wake
         self.stopping = stopping
@@ -45,7 +56,8 @@ class Listener(threading.Thread):
         while not self.stopping.is_set():
             conn: psycopg.Connection[Any] | None = None
             try:
-                conn = self.database.connect_session()  # the direct URL behind a pooler
+                # the direct URL behind a pooler
+                conn = self.database.connect_session(application_name=self.application_name)
                 conn.execute(f"LISTEN {quote_ident(self.channel)}")
                 if attempt:
                     log.info("listener reconnected to %s", self.channel)
@@ -67,3 +79,78 @@ class Listener(threading.Thread):
             finally:
                 if conn is not None:
                     conn.close()
+
+
+class Relay:
+    """The supervisor's side of the host listener: a pipe per worker process (the read end is
+    the child's, named in its spec) and callbacks for the processes that run as its threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pipes: dict[object, int] = {}  # a child -> the write end of its pipe
+        self._direct: dict[object, Callable[[str], None]] = {}
+
+    def pipe(self, child: object) -> int:
+        """A new pipe for ``child`` (replacing any earlier one); returns the read end, which
+        the caller passes to the child and then closes."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        with self._lock:
+            old = self._pipes.pop(child, None)
+            self._pipes[child] = write_end
+        if old is not None:
+            os.close(old)
+        return read_end
+
+    def direct(self, owner: object, on_notify: Callable[[str], None]) -> None:
+        with self._lock:
+            self._direct[owner] = on_notify
+
+    def drop(self, owner: object) -> None:
+        with self._lock:
+            write_end = self._pipes.pop(owner, None)
+            self._direct.pop(owner, None)
+        if write_end is not None:
+            os.close(write_end)
+
+    def send(self, payload: str) -> None:
+        line = payload.replace("\n", " ").encode() + b"\n"
+        with self._lock:
+            pipes, direct = list(self._pipes.values()), list(self._direct.values())
+        for write_end in pipes:
+            try:
+                os.write(write_end, line)
+            except (BlockingIOError, BrokenPipeError):
+                pass  # full: the worker polls; gone: the supervisor replaces it
+            except OSError:  # closed meanwhile by a respawn
+                pass
+        for on_notify in direct:
+            on_notify(payload)
+
+    def close(self) -> None:
+        with self._lock:
+            pipes = list(self._pipes.values())
+            self._pipes.clear()
+            self._direct.clear()
+        for write_end in pipes:
+            os.close(write_end)
+
+
+def read_relay(fd: int, on_notify: Callable[[str], None], stopping: threading.Event) -> None:
+    """A worker's side: hand each line the supervisor's listener relays to ``on_notify``, until
+    the pipe ends (the supervisor is gone: the orphan check stops us) or we stop."""
+    pending = b""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while not stopping.is_set():
+            try:
+                data = pipe.read(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                try:
+                    on_notify(line.decode())
+                except Exception as exc:  # a bug: report it, keep reading
+                    events.thread_error(exc, "relay reader")

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 
 from pgjobs import hooks
 from pgjobs.db.database import GAVE_UP
 from pgjobs.processes.base import Process, set_proctitle
-from pgjobs.processes.listener import Listener
+from pgjobs.processes.listener import Listener, read_relay
 from pgjobs.store.jobs import notify_channel
 
 log = logging.getLogger("pgjobs")
@@ -20,6 +21,11 @@ log = logging.getLogger("pgjobs")
 
 class Poller(Process):
     listens = True
+    # Notifications come from the host's listener instead of our own (see listener.Relay):
+    # through this pipe for a worker process, by direct calls for a process that runs as a
+    # thread of its supervisor (``relayed`` True, no pipe).
+    relay_fd: int | None = None
+    relayed = False
 
     def poll(self) -> float:
         raise NotImplementedError
@@ -34,6 +40,16 @@ class Poller(Process):
 
     def start_listener(self) -> None:
         if not self.listens:
+            return
+        if self.relay_fd is not None:
+            threading.Thread(
+                target=read_relay,
+                args=(self.relay_fd, self._notified, self.stopping),
+                name="pgjobs-relay",
+                daemon=True,
+            ).start()
+            return
+        if self.relayed:
             return
         if not self.config.listen_notify:
             log.info("%s: listen_notify is off; relying on polling", self.kind)
@@ -54,7 +70,8 @@ class Poller(Process):
 
     def run(self) -> None:
         """Register, loop until stopped, shut down, deregister."""
-        set_proctitle(self.title())
+        if not self.resident:  # a thread of the supervisor leaves it its title
+            set_proctitle(self.title())
         self.register()
         self.start_listener()
         self.on_start()

@@ -222,7 +222,11 @@ class Scheduler(Poller):
         from pgjobs.operations.retention import clear_finished
 
         try:
-            cleared = clear_finished(self.config.clear_finished_jobs_after, database=self.database)
+            cleared = clear_finished(
+                self.config.clear_finished_jobs_after,
+                database=self.database,
+                connection=lambda: self.link.use(self.lock_timeout_ms),  # one range at a time
+            )
         except (psycopg.Error, DatabaseUnreachable) as exc:
             log.warning("scheduler: clearing finished jobs failed: %s", exc)
             return 0

@@ -2,9 +2,14 @@
 
 Guarantees:
 
-- Each configured worker (``processes: N`` copies) and dispatcher runs as a child process — a
-  fresh interpreter started with ``python -m pgjobs.processes.child``, never a ``fork()`` of this
-  threaded process.
+- Each configured worker (``processes: N`` copies) runs as a child process — a fresh interpreter
+  started with ``python -m pgjobs.processes.child``, never a ``fork()`` of this threaded process.
+- The dispatchers and the scheduler run as threads of the supervisor (*residents*): their work is
+  a few statements a second, and they share the supervisor's one connection (its
+  :class:`~pgjobs.processes.base.Link`), each with its own process row and heartbeat.  One
+  listener per host LISTENs and relays notifications to the workers (a pipe each).  A host with
+  W worker processes holds W + 2 connections (docs/deployment.md).  A resident that fails is
+  started again, like a child.
 - A child that dies (crash, OOM kill, SIGKILL) is replaced, and the jobs it held are recovered
   at once: back to ready with the interrupted attempt counted, or failed with
   ``ProcessExitError`` once interrupted ``max_interruptions`` times.
@@ -29,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,7 +49,10 @@ if TYPE_CHECKING:
     from pgjobs.observability.metrics import HostExporter
 from pgjobs.processes import recovery, systemd
 from pgjobs.processes.base import Process, set_proctitle
+from pgjobs.processes.listener import Listener, Relay
+from pgjobs.processes.poller import Poller
 from pgjobs.store import processes as processes_store
+from pgjobs.store.jobs import notify_channel
 
 log = logging.getLogger("pgjobs")
 GRACE = 1.0  # seconds past shutdown_timeout before stragglers are killed
@@ -51,7 +60,7 @@ GRACE = 1.0  # seconds past shutdown_timeout before stragglers are killed
 READY_TIMEOUT = 30.0
 
 
-@dataclass
+@dataclass(eq=False)  # keyed by identity (the relay's pipes)
 class Child:
     kind: str
     index: int
@@ -60,6 +69,25 @@ class Child:
     quick_deaths: int = 0
     restart_at: float = 0.0
     spec: dict[str, Any] = field(default_factory=dict)
+
+    def died(self, now: float) -> None:
+        """Count a death and set when to start it again (backing off after quick deaths)."""
+        self.quick_deaths = self.quick_deaths + 1 if now - self.started_at < 5 else 0
+        self.restart_at = now + min(30.0, 0.1 * 2**self.quick_deaths) if self.quick_deaths else now
+
+
+@dataclass(eq=False)
+class Resident(Child):
+    """A dispatcher or the scheduler, run as a thread of the supervisor on its link."""
+
+    process: Poller | None = None
+    thread: threading.Thread | None = None
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+RESIDENT_KINDS = ("dispatcher", "scheduler")
 
 
 class Supervisor(Process):
@@ -85,10 +113,19 @@ class Supervisor(Process):
         specs = [("worker", i) for i, w in enumerate(config.workers) for _ in range(w.processes)]
         specs += [("dispatcher", i) for i in range(len(config.dispatchers))]
         specs += extra_children or []
-        self.children = [Child(kind, index) for kind, index in specs]
+        # mode: async (Solid Queue's): the workers run as threads of this process too.
+        threads = RESIDENT_KINDS if config.mode == "fork" else (*RESIDENT_KINDS, "worker")
+        self.children = [Child(k, i) for k, i in specs if k not in threads]
+        self.residents = [Resident(k, i) for k, i in specs if k in threads]
+        # The host's listener relays to the workers; without LISTEN (off, or a pooled URL with
+        # no direct one) each worker polls and says so itself.
+        self.relay = Relay()
+        workers = any(c.kind == "worker" for c in [*self.children, *self.residents])
+        self.listening = bool(config.listen_notify and database.session_url is not None and workers)
         self._last_prune = float("-inf")
         self._ending: dict[int, bool] = {}  # pid of an exited child -> it exited cleanly
         self._last_watchdog = float("-inf")
+        self._left_running: set[int] = set()  # rows of residents whose job threads still run
 
     # -- children -----------------------------------------------------------------------------
 
@@ -109,10 +146,20 @@ class Supervisor(Process):
         }
 
     def spawn(self, child: Child) -> None:
-        env = {**os.environ, "PGJOBS_CHILD": json.dumps(self._spec(child))}
-        child.popen = subprocess.Popen(
-            [sys.executable, "-m", "pgjobs.processes.child"], env=env, close_fds=True
-        )
+        spec = self._spec(child)
+        relay_fd = self.relay.pipe(child) if self.listening and child.kind == "worker" else None
+        spec["relay_fd"] = relay_fd
+        env = {**os.environ, "PGJOBS_CHILD": json.dumps(spec)}
+        try:
+            child.popen = subprocess.Popen(
+                [sys.executable, "-m", "pgjobs.processes.child"],
+                env=env,
+                close_fds=True,
+                pass_fds=() if relay_fd is None else (relay_fd,),
+            )
+        finally:
+            if relay_fd is not None:
+                os.close(relay_fd)  # the child's end
         child.started_at = time.monotonic()
         log.info("supervisor: started %s %s (pid %s)", child.kind, child.index, child.popen.pid)
 
@@ -135,17 +182,105 @@ class Supervisor(Process):
                     "supervisor: %s %s (pid %s) exited with %s", child.kind, child.index, pid, code
                 )
             self._ending[pid] = code == 0
+            self.relay.drop(child)
             if self.exporter is not None:
                 self.exporter.process_exited(pid)
-            child.quick_deaths = child.quick_deaths + 1 if now - child.started_at < 5 else 0
-            child.restart_at = (
-                now + min(30.0, 0.1 * 2**child.quick_deaths) if child.quick_deaths else now
-            )
+            child.died(now)
             child.popen = None
             if now >= child.restart_at:
                 self.spawn(child)
         if self._ending:
             self.end_children()
+        self.reap_residents(now)
+
+    # -- residents ----------------------------------------------------------------------------
+
+    def _build_resident(self, resident: Resident) -> Poller:
+        if resident.kind == "worker":  # mode: async; a connection of its own, as a process's
+            from pgjobs.processes.worker import Worker
+
+            database = Database(
+                self.database.url,
+                schema=self.database.schema,
+                application_name="pgjobs-worker",
+                direct_url=self.database.direct_url,
+                transaction_pooling=self.database.transaction_pooling,
+            )
+            worker = self.config.workers[resident.index]
+            made = Worker(database, self.config, worker, supervisor_id=self.id, resident=True)
+            if self.listening:
+                made.relayed = True
+                self.relay.direct(resident, made._notified)
+            return made
+        options: dict[str, Any] = {"supervisor_id": self.id, "link": self.link}
+        if resident.kind == "dispatcher":
+            from pgjobs.processes.dispatcher import Dispatcher
+
+            dispatcher = self.config.dispatchers[resident.index]
+            return Dispatcher(self.database, self.config, dispatcher, **options)
+        from pgjobs.config.recurring import load_recurring
+        from pgjobs.processes.scheduler import Scheduler
+
+        tasks = load_recurring(self.recurring_schedule, env=self.config.env)
+        return Scheduler(self.database, self.config, tasks, **options)
+
+    def start_resident(self, resident: Resident) -> None:
+        resident.process = process = self._build_resident(resident)
+        resident.thread = threading.Thread(
+            target=self._run_resident,
+            args=(resident, process),
+            name=f"pgjobs-{resident.kind}-{resident.index}",
+            daemon=True,
+        )
+        resident.started_at = time.monotonic()
+        resident.thread.start()
+        log.info("supervisor: started %s %s (a thread)", resident.kind, resident.index)
+
+    def _run_resident(self, resident: Resident, process: Poller) -> None:
+        try:
+            process.run()
+        except Exception as exc:  # reported; the resident starts again
+            if not self.stopping.is_set():
+                events.thread_error(exc, f"{resident.kind} {resident.index}")
+
+    def reap_residents(self, now: float) -> None:
+        """Start residents not running: at first, and again after one ended on its own (an
+        error it could not get past, or its row pruned) — it deregistered on the way out."""
+        if self.stopping.is_set():
+            return
+        for resident in self.residents:
+            if resident.thread is not None and resident.thread.is_alive():
+                continue
+            if resident.thread is not None:
+                self.relay.drop(resident)
+                log.error(
+                    "supervisor: %s %s stopped; starting it again", resident.kind, resident.index
+                )
+                resident.died(now)
+                resident.thread = resident.process = None
+            if now >= resident.restart_at:
+                self.start_resident(resident)
+
+    def stop_residents(self) -> None:
+        for resident in self.residents:
+            if resident.process is not None:
+                resident.process.exit_now = self.exit_now
+                resident.process.stop()
+        deadline = time.monotonic() + self.config.shutdown_timeout + GRACE
+        for resident in self.residents:
+            process, thread = resident.process, resident.thread
+            if thread is None or process is None:
+                continue
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.error("supervisor: %s %s did not stop in time", resident.kind, resident.index)
+            # Jobs still running in our threads (mode: async; past shutdown_timeout, or on
+            # SIGQUIT) may run elsewhere only once those threads are dead: their rows stay, we
+            # exit at once, and recovery gives them back once the heartbeats have expired.
+            if process.id is not None and (
+                thread.is_alive() or getattr(process, "in_flight", None)
+            ):
+                self._left_running.add(process.id)
 
     def _children(self) -> list[tuple[Any, ...]]:
         """Our children's rows: (id, pid, name, heartbeat older than the alive threshold)."""
@@ -235,7 +370,13 @@ class Supervisor(Process):
         children = self._children()
         if not self.in_contact(threshold):  # the query waited out an outage: judge nothing
             return
+        residents = {r.process.id: r for r in self.residents if r.process is not None and r.alive()}
         for process_id, pid, name, stale in children:
+            if int(process_id) in residents:  # a thread of ours: alive while it runs
+                alive.append(int(process_id))
+                if stale:
+                    log.error("supervisor: the heartbeat of %s is older than %ss", name, threshold)
+                continue
             child = running.get(int(pid))
             if child is None:
                 continue
@@ -287,12 +428,14 @@ class Supervisor(Process):
     def _all_registered(self) -> bool:
         rows = self._children()
         live = {c.popen.pid for c in self.children if c.popen is not None}
-        return live <= {int(r[1]) for r in rows}
+        residents = all(r.process is not None and r.process.id for r in self.residents)
+        return residents and live <= {int(r[1]) for r in rows}
 
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        set_proctitle(f"pgjobs-supervisor: {len(self.children)} processes")
+        threads = "".join(f" + {r.kind}" for r in self.residents)
+        set_proctitle(f"pgjobs-supervisor: {len(self.children)} processes{threads}")
         if self.exporter is not None:
             from pgjobs.observability import metrics
 
@@ -301,17 +444,40 @@ class Supervisor(Process):
             recorder = metrics.instrument(directory=self.exporter.directory)
         self.install_signal_handlers()
         try:
-            return self._run()
+            code = self._run()
         finally:
             if self.exporter is not None:
                 recorder.close()
                 self.exporter.close()
+        if self._left_running:  # job threads still run: end them with the process, now
+            log.warning(
+                "supervisor: exiting with jobs still running in %s; they are recovered once "
+                "their heartbeats expire",
+                sorted(self._left_running),
+            )
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
     def _run(self) -> int:
         self.register()
         hooks.run("supervisor_start", self)
+        if self.listening:
+            Listener(
+                self.database,
+                notify_channel(self.database.schema),
+                self.relay.send,
+                self._closed,
+                application_name="pgjobs-listener",
+            ).start()
+        if self.residents:
+            from pgjobs import runtime
+
+            runtime.use(self.database)  # jobs enqueued by a tick's callbacks: the same database
         for child in self.children:
             self.spawn(child)
+        self.reap_residents(time.monotonic())
         ready_deadline = time.monotonic() + READY_TIMEOUT
         announced = False
         try:
@@ -326,6 +492,7 @@ class Supervisor(Process):
                 self.wake.clear()
         finally:
             systemd.notify("STOPPING=1")
+            self.stop_residents()
             self.stop_children()
             hooks.run("supervisor_stop", self)
             self.deregister()
@@ -385,7 +552,7 @@ class Supervisor(Process):
                     functools.partial(
                         recovery.end,
                         database=self.database,
-                        ids=[int(row[0]) for row in rows],
+                        ids=[int(row[0]) for row in rows if int(row[0]) not in self._left_running],
                         recover=False,
                         max_interruptions=self.config.max_interruptions,
                     ),
@@ -397,3 +564,4 @@ class Supervisor(Process):
             self._report(ended, "supervisor stopping")
             break
         self._ending.clear()
+        self.relay.close()

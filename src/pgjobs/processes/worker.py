@@ -461,7 +461,9 @@ class Worker(Poller, Claims, JobThreads, Recording):
             # row stays for it), or, with no supervisor left, by recovery once our heartbeat
             # has expired (counted as an interruption).
             self.leaves_jobs = True
+            # (A thread of the supervisor — mode: async — has no process to exit before them.)
             supervised = self.supervisor_id is not None and not self.orphaned()
+            supervised = supervised and not self.resident
             log.warning(
                 "worker %s: %s jobs still running at shutdown_timeout; %s",
                 self.name,
