@@ -539,3 +539,47 @@ class OrderedReplace(pgjobs.Job):
 
     def perform(self, account: str, name: str) -> None:
         pass
+
+
+class SteppedAsyncSlow(pgjobs.Job):
+    """An async stepped job: "prepare", then "items" over 0..count-1 with a cursor (``pause``
+    seconds per item), then "finish"; each run of a step's body logs "<job id> <what>"."""
+
+    async def perform(self, count: int, pause: float) -> str:
+        await self.step("prepare", self.prepare)
+        await self.step("items", self.items, count, pause)
+        await self.step("finish", self.finish)
+        return "stepped"
+
+    async def prepare(self, step: pgjobs.Step) -> None:
+        _log_line(f"{self.job_id} prepare")
+
+    async def items(self, step: pgjobs.Step, count: int, pause: float) -> None:
+        import asyncio
+
+        start = 0 if step.cursor is None else step.cursor + 1
+        for item in range(start, count):
+            _log_line(f"{self.job_id} item {item}")
+            await asyncio.sleep(pause)
+            step.advance(item)
+
+    async def finish(self, step: pgjobs.Step) -> None:
+        _log_line(f"{self.job_id} finish")
+
+
+class SnoozesAsync(pgjobs.Job):
+    """An async job that snoozes ``times`` times (its runs counted in the log), then finishes."""
+
+    async def perform(self, times: int, log: str) -> str:
+        import asyncio
+        import os
+
+        runs = 0
+        if os.path.exists(log):
+            with open(log) as fh:
+                runs = sum(1 for line in fh if line.startswith(f"{self.job_id} run"))
+        _log_line(f"{self.job_id} run {self.executions}")
+        await asyncio.sleep(0)
+        if runs < times:
+            self.snooze(0.2)
+        return f"ran {runs + 1} times"

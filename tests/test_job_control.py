@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pgjobs
 from pgjobs import events
 from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
+from pgjobs.operations import results
 from pgjobs.operations.results import wait_result
 from pgjobs.processes.jobcontrol import Control
 from pgjobs.processes.worker import Worker
@@ -35,6 +37,7 @@ from tests.control_jobs import (
     Unkept,
 )
 from tests.engine_helpers import drive, scalar
+from tests.sample_jobs import _log_line
 
 pytestmark = pytest.mark.committed
 
@@ -99,21 +102,37 @@ def test_a_result_round_trip_sync_and_async(worker: Worker) -> None:
     assert (info.state, info.attempts, info.result) == ("finished", 1, sync.result())
 
 
-def test_a_waiter_is_woken_by_the_notification(worker: Worker) -> None:
-    job = Compute.perform_later(2)
-    got: list[float] = []
+@pytest.fixture
+def notified_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiters poll only after a minute: within a test, only the notification wakes them."""
+    monkeypatch.setattr(results, "_FIRST_POLL", 60.0)
+    monkeypatch.setattr(results, "POLL", 60.0)
 
-    def wait() -> None:
-        job.result(timeout=10)
-        got.append(time.monotonic())
 
-    waiter = threading.Thread(target=wait)
+def _woken_after_the_finish(worker: Worker, job: pgjobs.EnqueuedJob, wait: Any) -> float:
+    """Start ``wait()`` (which returns the result) in a thread, let it read the job (still
+    ready) and listen, run the job, and return the seconds from its finish to the wake."""
+    woken: list[tuple[Any, float]] = []
+    waiter = threading.Thread(target=lambda: woken.append((wait(), time.monotonic())))
     waiter.start()
-    time.sleep(0.7)  # the waiter is past its first polls: only the notification wakes it now
+    time.sleep(0.3)  # it has read the job, still ready, and waits: the next poll is a minute off
+    assert state(job.job_id) == "ready"
     drive(worker, lambda: state(job.job_id) == "finished")
     finished = time.monotonic()
     waiter.join(10)
-    assert got and got[0] - finished < 0.3
+    assert woken and woken[0][0]["square"] == 4
+    return woken[0][1] - finished
+
+
+def test_a_waiter_is_woken_by_the_notification(worker: Worker, notified_only: None) -> None:
+    job = Compute.perform_later(2)
+    assert _woken_after_the_finish(worker, job, lambda: job.result(timeout=5)) < 0.2
+
+
+def test_an_async_waiter_is_woken_by_the_notification(worker: Worker, notified_only: None) -> None:
+    job = Compute.perform_later(2)
+    took = _woken_after_the_finish(worker, job, lambda: asyncio.run(job.result_async(timeout=5)))
+    assert took < 0.2
 
 
 def test_a_failed_job_raises_job_failed_with_its_error(worker: Worker) -> None:
@@ -204,6 +223,19 @@ def test_result_times_out_and_unknown_jobs_are_not_found(worker: Worker) -> None
         pgjobs.get_job("00000000-0000-0000-0000-000000000000")
 
 
+def test_result_async_times_out_and_raises_job_failed(worker: Worker) -> None:
+    waiting, failing = Compute.perform_later(1), Explodes.perform_later()
+    with pytest.raises(TimeoutError, match="it is ready"):
+        asyncio.run(waiting.result_async(timeout=0.2))
+    drive(worker, lambda: state(failing.job_id) == "failed")
+    with pytest.raises(pgjobs.JobFailed) as raised:
+        asyncio.run(failing.result_async(timeout=10))
+    assert (raised.value.error_class, raised.value.message) == (
+        "builtins.ValueError",
+        "no such report",
+    )
+
+
 def test_a_job_not_committed_yet_is_not_found_rather_than_waited_for(
     worker: Worker, db: Database
 ) -> None:
@@ -250,6 +282,93 @@ class Limited(pgjobs.Job):
 
     def perform(self, tag: str) -> None:
         pass
+
+
+def _started(tmp_path: Any, tag: str) -> None:
+    deadline = time.monotonic() + 10
+    while f"{tag} start" not in log(tmp_path):
+        assert time.monotonic() < deadline, f"{tag} did not start"
+        time.sleep(0.02)
+
+
+def test_cancelling_a_waiting_or_running_unique_job_releases_its_key(
+    worker: Worker, tmp_path: Any
+) -> None:
+    waiting = UniqueCooperative.perform_later("waiting")
+    assert UniqueCooperative.perform_later("dup").duplicate_of == waiting.job_id
+    assert waiting.cancel() == "cancelled"
+    running = UniqueCooperative.perform_later("running")
+    assert running.state == "ready"  # the key was released with the waiting job
+    with Running(worker):
+        _started(tmp_path, "running")
+        assert UniqueCooperative.perform_later("dup").duplicate_of == running.job_id
+        assert running.cancel() == "cancelling"
+        with pytest.raises(pgjobs.JobCancelled):
+            running.result(timeout=10)
+    after = UniqueCooperative.perform_later("after")
+    assert (after.state, after.duplicate_of) == ("ready", None)  # released with the running one
+    assert log(tmp_path) == ["running start", "running after_cancel"]
+
+
+class UniqueCooperative(Cooperative):
+    unique = pgjobs.unique(key=lambda tag: "one")
+
+
+def test_cancelling_a_running_limited_job_gives_its_slot_back(
+    worker: Worker, tmp_path: Any
+) -> None:
+    first = LimitedCooperative.perform_later("first")
+    second = LimitedCooperative.perform_later("second")
+    assert second.state == "blocked"
+    with Running(worker):
+        _started(tmp_path, "first")
+        assert first.cancel() == "cancelling"
+        with pytest.raises(pgjobs.JobCancelled):
+            first.result(timeout=10)
+        _started(tmp_path, "second")  # unblocked by the slot the cancelled job gave back
+        assert second.cancel() == "cancelling"
+        with pytest.raises(pgjobs.JobCancelled):
+            second.result(timeout=10)
+    assert log(tmp_path) == [
+        "first start",
+        "first after_cancel",
+        "second start",
+        "second after_cancel",
+    ]
+
+
+class LimitedCooperative(Cooperative):
+    limits_concurrency = pgjobs.limit(to=1, key=lambda tag: "one")
+
+
+def test_a_running_sync_job_that_polls_cancel_requested_returns_early(
+    worker: Worker, tmp_path: Any
+) -> None:
+    job = PollsCancelRequested.perform_later("polls")
+    with Running(worker):
+        _started(tmp_path, "polls")
+        asked = time.monotonic()
+        assert job.cancel() == "cancelling"
+        stopped_at = job.result(timeout=10)
+        assert time.monotonic() - asked < 2
+    assert isinstance(stopped_at, int) and stopped_at < 600
+    info = pgjobs.get_job(job.job_id)
+    assert (info.state, info.attempts) == ("finished", 1)  # it returned: finished, not cancelled
+    assert info.cancel_requested_at is not None and info.cancelled_at is None
+    assert log(tmp_path) == ["polls start", "polls saw the request"]
+
+
+class PollsCancelRequested(pgjobs.Job):
+    """Polls ``self.cancel_requested`` and returns where it stopped."""
+
+    def perform(self, tag: str) -> int:
+        _log_line(f"{tag} start")
+        for i in range(600):
+            if self.cancel_requested:
+                _log_line(f"{tag} saw the request")
+                return i
+            time.sleep(0.02)
+        return 600
 
 
 def test_a_running_sync_job_is_cancelled_cooperatively(worker: Worker, tmp_path: Any) -> None:
@@ -346,6 +465,45 @@ def test_progress_is_visible_while_the_job_runs_and_the_last_report_is_written(
     assert (progress.done, progress.fraction, progress.message) == (5, 1.0, "all done")
 
 
+def test_progress_writes_are_throttled_to_about_one_a_second(worker: Worker, db: Database) -> None:
+    """300 reports over 2.5 s: a write about every second (the first at once), plus the last."""
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS progress_writes (at timestamptz, done float8)")
+        conn.execute("TRUNCATE progress_writes")
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION log_progress() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN INSERT INTO progress_writes VALUES (clock_timestamp(), "
+            "(NEW.progress ->> 'done')::float8); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE OR REPLACE TRIGGER log_progress AFTER UPDATE OF progress ON pgjobs_jobs "
+            "FOR EACH ROW EXECUTE FUNCTION log_progress()"
+        )
+    try:
+        job = ReportsOften.perform_later(300, 2.5)
+        with Running(worker):
+            job.result(timeout=20)
+        with psycopg.connect(db.url) as conn:
+            writes = conn.execute("SELECT at, done FROM progress_writes ORDER BY at").fetchall()
+    finally:
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS log_progress ON pgjobs_jobs")
+            conn.execute("DROP FUNCTION IF EXISTS log_progress()")
+            conn.execute("DROP TABLE IF EXISTS progress_writes")
+    done = [w[1] for w in writes]
+    assert 3 <= len(writes) <= 5, done  # not 300: at 0 s, ~1 s, ~2 s, and the last at the end
+    assert done[0] == 1 and done[-1] == 300  # the first report at once, the last always
+    throttled = [b[0] - a[0] for a, b in itertools.pairwise(writes[:-1])]
+    assert all(gap.total_seconds() >= 0.8 for gap in throttled), throttled
+
+
+class ReportsOften(pgjobs.Job):
+    def perform(self, times: int, seconds: float) -> None:
+        for done in range(1, times + 1):
+            self.progress(done, times)
+            time.sleep(seconds / times)
+
+
 def test_the_last_progress_report_is_written_when_the_job_fails(worker: Worker) -> None:
     job = ReportsThenFails.perform_later()
     with Running(worker), pytest.raises(pgjobs.JobFailed):
@@ -364,6 +522,17 @@ class ReportsThenFails(pgjobs.Job):
 def test_an_async_job_cannot_use_the_decorator_form() -> None:
     with pytest.raises(TypeError, match=r"await self\.step"):
         ComputeAsync(1).step("x")
+
+
+def test_a_with_block_step_says_which_forms_are_supported() -> None:
+    with (
+        pytest.raises(TypeError, match=r"`with self\.step\('fetch'\)` is not supported") as raised,
+        Nothing().step("fetch") as step,
+    ):
+        pytest.fail(f"the body ran with {step!r}")
+    assert "self.step('fetch', fn, *args)" in str(raised.value)
+    assert "@self.step('fetch')" in str(raised.value)
+    assert Nothing().step("fetch")(lambda step: "fetched") == "fetched"  # the decorator form
 
 
 def test_progress_rejects_what_is_not_a_number() -> None:
@@ -393,6 +562,25 @@ def test_snooze_reaches_perform_now_callers() -> None:
         Nothing().snooze(5)
     with pytest.raises(TypeError, match="delay must be"):
         pgjobs.Snooze(-1)
+
+
+def test_a_snoozing_limited_job_gives_its_slot_back(worker: Worker, tmp_path: Any) -> None:
+    snoozer = LimitedSnoozes.perform_later("snoozer")
+    other = LimitedSnoozes.perform_later("other")
+    assert other.state == "blocked"  # behind the snoozer's slot
+    drive(worker, lambda: state(other.job_id) == "finished")
+    info = pgjobs.get_job(snoozer.job_id)
+    assert (info.state, info.attempts, info.errors) == ("scheduled", 0, ())
+    assert log(tmp_path) == ["snoozer ran", "other ran"]
+
+
+class LimitedSnoozes(pgjobs.Job):
+    limits_concurrency = pgjobs.limit(to=1, key=lambda tag: "one")
+
+    def perform(self, tag: str) -> None:
+        _log_line(f"{tag} ran")
+        if tag == "snoozer":
+            self.snooze(600)
 
 
 def test_a_step_whose_completion_cannot_be_written_interrupts_the_job(

@@ -2,8 +2,9 @@
 
 Results cross processes (sync, async, a failure); running jobs are cancelled from this process
 within 2 s; progress is visible here while the job runs elsewhere; stepped jobs survive SIGKILL
-and SIGTERM without repeating a completed step or a written cursor; snoozes use no attempts;
-cancel and claim race on hundreds of jobs with exactly one winner each.
+and SIGTERM (sync and async) without repeating a completed step or a written cursor; snoozes
+(sync and async) use no attempts; cancel and claim race on hundreds of jobs with exactly one
+winner each.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tests.control_jobs import (
     SteppedAsync,
 )
 from tests.engine_helpers import config_file, log_lines, pgjobs_start, states, wait_for, worker_pids
+from tests.sample_jobs import SnoozesAsync, SteppedAsyncSlow
 
 pytestmark = pytest.mark.committed
 WORKERS = '  - queues: "*"\n    threads: 5\n    processes: 2\n    polling_interval: 0.2'
@@ -120,7 +122,10 @@ def test_a_stepped_job_killed_mid_step_resumes_from_its_last_checkpoint(
     assert all(seen[f"item {n}"] == 1 for n in range(cursor + 1))  # nor written positions
     assert all(seen[f"item {n}"] >= 1 for n in range(40))
     done = info(job)
-    assert (done.state, done.interruptions) == ("finished", 1)
+    # The crashed run counts as an attempt and an interruption (toward max_interruptions and
+    # retry attempts), and records no error: it did not fail.
+    assert (done.state, done.attempts, done.interruptions) == ("finished", 2, 1)
+    assert done.errors == () and done.error_class is None
     assert done.steps_completed == ("prepare", "items", "finish")
 
 
@@ -150,6 +155,34 @@ def test_a_stepped_job_stops_at_its_next_checkpoint_on_sigterm_and_resumes(
     assert (info(job).attempts, info(job).interruptions) == (1, 0)
 
 
+def test_an_async_stepped_job_stops_at_its_next_checkpoint_on_sigterm_and_resumes(
+    db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "jobs.log"
+    job = SteppedAsyncSlow.perform_later(30, 0.1)
+    config = config_file(tmp_path, shutdown_timeout=30)
+    with pgjobs_start(db.url, config, log) as proc:
+        wait_for(lambda: _items(log, job)["item 5"])
+        stopping = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        assert time.monotonic() - stopping < 5  # not shutdown_timeout: it stopped at a checkpoint
+    given_back = info(job)
+    assert (given_back.state, given_back.attempts, given_back.step) == ("ready", 0, "items")
+    last = max(int(k.split()[1]) for k in _items(log, job) if k.startswith("item"))
+    assert given_back.cursor == last  # written on the way out
+    assert given_back.steps_completed == ("prepare",)
+    with pgjobs_start(db.url, config, log) as proc:
+        assert job.result(timeout=60) == "stepped"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    seen = _items(log, job)
+    assert seen["prepare"] == 1 and seen["finish"] == 1
+    assert [seen[f"item {n}"] for n in range(30)] == [1] * 30  # nothing repeated
+    done = info(job)
+    assert (done.attempts, done.interruptions, done.errors) == (1, 0, ())
+
+
 def test_an_async_stepped_job_runs_its_steps(db: Database, tmp_path: Path) -> None:
     job = SteppedAsync.perform_later(5)
     with pgjobs_start(db.url, config_file(tmp_path), tmp_path / "jobs.log") as proc:
@@ -168,6 +201,18 @@ def test_snoozed_jobs_do_not_use_up_attempts(db: Database, tmp_path: Path) -> No
         assert proc.wait(timeout=15) == 0
     done = info(job)
     assert (done.attempts, done.errors) == (1, ())
+    assert [line.split(" ", 1)[1] for line in log_lines(log)] == ["run 1", "run 1", "run 1"]
+
+
+def test_an_async_job_snoozes_without_using_an_attempt(db: Database, tmp_path: Path) -> None:
+    log = tmp_path / "jobs.log"
+    job = SnoozesAsync.perform_later(2, str(log))  # snoozes twice, then finishes
+    with pgjobs_start(db.url, config_file(tmp_path), log) as proc:
+        assert asyncio.run(job.result_async(timeout=30)) == "ran 3 times"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    done = info(job)
+    assert (done.attempts, done.interruptions, done.errors) == (1, 0, ())
     assert [line.split(" ", 1)[1] for line in log_lines(log)] == ["run 1", "run 1", "run 1"]
 
 

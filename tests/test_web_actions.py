@@ -345,6 +345,24 @@ def test_bulk_cancel_of_waiting_jobs_takes_the_filters(conn: psycopg.Connection)
     assert state_of(conn, other) == "ready"
 
 
+def test_bulk_cancel_of_blocked_jobs(conn: psycopg.Connection) -> None:
+    blocked = [add_job(conn, "blocked", queue="imports", concurrency_key="feed")[1]
+               for _ in range(2)]  # fmt: skip
+    other = add_job(conn, "blocked", queue="other", concurrency_key="feed")[1]
+    client = client_on(conn)
+    page = client.get("/jobs/blocked?queue=imports").text
+    assert "Cancel all blocked jobs matching these filters? They are finished as cancelled" in page
+    message = flash(client, submit(client, "/jobs/blocked?queue=imports", "/waiting/cancel-all"))
+    assert message == "success: Cancelled 2 blocked jobs matching queue imports."
+    assert [state_of(conn, j) for j in blocked] == ["cancelled"] * 2
+    assert [_cancel_columns(conn, j) for j in blocked] == [(True, True, None)] * 2
+    assert state_of(conn, other) == "blocked"
+    assert conn.execute("SELECT count(*) FROM pgjobs_blocked_executions").fetchone() == (1,)
+    fields = form_fields(client.get("/jobs/blocked").text, "/waiting/cancel-all")[0]
+    again = flash(client, client.post("/waiting/cancel-all", data={**fields, "queue": "imports"}))
+    assert again == "info: No blocked jobs matching queue imports: nothing to cancel."
+
+
 def test_bulk_cancel_of_running_jobs_asks_them_to_stop(conn: psycopg.Connection) -> None:
     one, two = add_process(conn), add_process(conn)
     reports = [add_job(conn, "in_progress", class_name="app:Report", process_id=one)[1]

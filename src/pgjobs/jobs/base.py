@@ -199,7 +199,7 @@ class Job:
                     f"{type(self).job_name}: an async job awaits its steps: "
                     f"`await self.step({name!r}, fn)`, not the decorator form"
                 )
-            return lambda f: self.step(name, f, *args, **kwargs)
+            return _StepDecorator(self, name, args, kwargs)
         if self.is_async():
             return control.run_step_async(self, name, fn, args, kwargs)
         return control.run_step(self, name, fn, args, kwargs)
@@ -318,6 +318,32 @@ class Job:
         job.executions, job.enqueued_at, job.scheduled_at = executions, enqueued_at, scheduled_at
         job.options = NO_OPTIONS
         return job
+
+
+class _StepDecorator:
+    """What ``self.step(name)`` returns: a decorator that runs the function it decorates as the
+    step.  It is not a context manager — Python cannot skip a ``with`` block's body (PEP 377
+    was rejected), so a completed step could not be skipped — and says so when used as one."""
+
+    __slots__ = ("_args", "_job", "_kwargs", "_name")
+
+    def __init__(self, job: Job, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._job, self._name, self._args, self._kwargs = job, name, args, kwargs
+
+    def __call__(self, fn: Callable[..., Any]) -> Any:
+        return self._job.step(self._name, fn, *self._args, **self._kwargs)
+
+    def __enter__(self) -> None:
+        name = self._name
+        raise TypeError(
+            f"{type(self._job).job_name}: `with self.step({name!r})` is not supported: Python "
+            "cannot skip a with block's body, so a completed step could not be skipped. Pass the "
+            f"step's function, `self.step({name!r}, fn, *args)`, or decorate it with "
+            f"`@self.step({name!r})`"
+        )
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover - __enter__ always raises
+        return None
 
 
 def _inline_outcome(decision: rules.Decision, error: Exception) -> None:
