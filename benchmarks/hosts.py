@@ -83,9 +83,10 @@ if TYPE_CHECKING:
 #: tell PgBouncer's own effect from transaction_pooling's.
 MODES = ("direct", "pgbouncer", "unprepared")
 DEFAULT_MODES = ("direct", "pgbouncer")
-#: Connections per process, today's formula (docs/deployment.md, "Sizing max_connections"; the
-#: scheduler's 3 as issue 21 states it).
-FORMULA = {"supervisor": 2, "worker": 3, "dispatcher": 2, "scheduler": 3}
+#: Connections per host, today's formula (docs/deployment.md, "Sizing max_connections"): W + 2 —
+#: one per worker process (each host here runs one), the host's listener, and the supervisor's,
+#: which its dispatcher and scheduler (threads of the supervisor) share.
+FORMULA = {"supervisor": 1, "listener": 1, "worker": 1}
 SAMPLE_IDLE = 1.0  # seconds between footprint samples while the hosts wait idle
 SAMPLE_DRAIN = 0.25  # ... while they drain
 IDLE_WINDOW = 2.0  # seconds over which the idle hosts' CPU is measured
