@@ -146,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="hosts: PgBouncer's default_pool_size (default 20)",
     )
     run.add_argument(
+        "--history-jobs",
+        type=int,
+        default=10_000_000,
+        help="history: finished jobs of history to fill (default 10000000)",
+    )
+    run.add_argument(
+        "--history-drain-jobs",
+        type=int,
+        default=50_000,
+        help="history: jobs of each drain measured beside the history (default 50000)",
+    )
+    run.add_argument(
+        "--history-page-repeat",
+        type=int,
+        default=5,
+        help="history: timed requests per dashboard page (default 5)",
+    )
+    run.add_argument(
         "--name",
         help="file name of the results, without extension (default: the date, then -2, -3, ...)",
     )
@@ -191,6 +209,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         hosts_threads=args.hosts_threads,
         hosts_scheduler=args.hosts_scheduler,
         hosts_pool_size=args.hosts_pool_size,
+        history_jobs=args.history_jobs,
+        history_drain_jobs=args.history_drain_jobs,
+        history_page_repeat=args.history_page_repeat,
     )
     began = time.monotonic()
     results: dict[str, Any] = {

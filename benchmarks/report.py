@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import hosts, report_long
+from benchmarks import history, hosts, report_long
 
 BASE = "pgjobs"
 DASH = "\u2013"  # en dash: ranges, and empty cells
@@ -208,6 +208,7 @@ def render(results: dict[str, Any]) -> str:
     out += report_long.backlog_render(results)
     out += report_long.soak_render(results)
     out += hosts.render(results)
+    out += history.render(results)
     out += _limits_section(results.get("limits"))
     out += _machine_section(results["machine"])
     out += ["", "## Settings used", ""]

@@ -50,8 +50,8 @@ from benchmarks.footprint import Footprint
 
 #: What ``--only`` runs by default: the short scenarios.
 DEFAULT_SCENARIOS = ("single", "bulk", "drain", "latency")
-#: Every scenario; backlog, soak and hosts take minutes each, so they run only when named.
-SCENARIOS = (*DEFAULT_SCENARIOS, "backlog", "soak", "hosts")
+#: Every scenario; backlog, soak, hosts and history take minutes each, so they run only when named.
+SCENARIOS = (*DEFAULT_SCENARIOS, "backlog", "soak", "hosts", "history")
 DONE_POLL = 0.01  # seconds between "is the queue empty" polls while draining
 SETTLE = 2.0  # seconds after the drain clock starts before the last footprint sample
 LATENCY_SKIP = 10  # first paced jobs not counted (the worker may still be on the warm-up jobs)
@@ -80,6 +80,9 @@ class Options:
     hosts_threads: int = 10
     hosts_scheduler: bool = False
     hosts_pool_size: int = 20
+    history_jobs: int = 10_000_000
+    history_drain_jobs: int = 50_000
+    history_page_repeat: int = 5
 
 
 class Runner:
@@ -102,7 +105,7 @@ class Runner:
         peer, pgjobs, ...), so a change in the machine's background load during the run is
         spread over all of them rather than landing on one.
         """
-        from benchmarks import backlog, hosts, soak  # they use this module's helpers
+        from benchmarks import backlog, history, hosts, soak  # they use this module's helpers
 
         o = self.options
         results: dict[str, dict[str, Any]] = {s.name: {"settings": s.describe()} for s in systems}
@@ -123,6 +126,8 @@ class Runner:
                     found = soak.run(self, systems, templates)
                 elif scenario == "hosts":
                     found = hosts.run(self, systems, templates)
+                elif scenario == "history":
+                    found = history.run(self, systems, templates)
                 else:
                     found = self.rates(systems, templates, scenario)
                 for name, value in found.items():
