@@ -79,7 +79,9 @@ def test_async_mode_runs_everything_in_one_process_with_w_plus_2_connections(
     args = ("--mode", "async", "--recurring-schedule", str(recurring))
     env = {"PGJOBS_ENV": "development"}
     with pgjobs_start(db.url, config_file(tmp_path, WORKERS), log, *args, env=env) as proc:
-        wait_for(lambda: finished(db.url) >= 301, timeout=60)
+        # (the ticks are Records too: wait for the scheduled job by its line, not by a count)
+        wait_for(lambda: any(" scheduled" in line for line in log_lines(log)), timeout=60)
+        wait_for(lambda: finished(db.url) >= 302, timeout=60)
         wait_for(lambda: any(" tick" in line for line in log_lines(log)), timeout=30)
         expected = {"pgjobs-supervisor": 1, "pgjobs-listener": 1, "pgjobs-worker": 2}
         wait_for(lambda: connections(db.url) == expected, timeout=30)

@@ -421,3 +421,22 @@ def test_cli_clear_finished(db: Database, capsys: pytest.CaptureFixture[str]) ->
     assert "cleared 30 finished jobs" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         pgjobs_cli(db, "clear-finished", "--older-than", "soon")
+
+
+class NulInItsError(pgjobs.Job):
+    def perform(self) -> None:
+        raise ValueError("a message with a NUL " + chr(0) + " in it")
+
+
+def test_an_error_with_a_nul_byte_is_recorded_escaped(worker: Worker, db: Database) -> None:
+    """PostgreSQL's text cannot hold NUL: the record used to fail, the worker with it, and the
+    job was claimed again for ever.  The NUL is written as the two characters \\0."""
+    job = NulInItsError.perform_later()
+    run_all(worker)
+    with psycopg.connect(db.url) as conn:
+        row = conn.execute(
+            "SELECT e.message FROM pgjobs_job_errors e JOIN pgjobs_jobs j ON j.id = e.job_id"
+            " WHERE j.job_id = %s",
+            [job.job_id],
+        ).fetchone()
+    assert row is not None and row[0] == "a message with a NUL \\0 in it"

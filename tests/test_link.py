@@ -126,3 +126,37 @@ def test_a_link_used_by_nobody_opens_no_connection(db: Database) -> None:
     link = Link(Database(db.url), lambda conn: None)
     assert link.generation == 0
     link.close()
+
+
+def test_residents_wait_for_a_lock_no_longer_than_the_supervisor(db: Database) -> None:
+    """On the shared link a dispatcher or scheduler stuck behind an application's lock would
+    hold up the supervisor's heartbeat, reaping and pruning: they give up after 2 s like it."""
+    from pgjobs.processes.supervisor import Resident
+
+    config = Config(dispatchers=(DispatcherConfig(),))
+    supervisor = Supervisor(Database(db.url), config, extra_children=[("scheduler", 0)])
+    try:
+        supervisor.register()
+        dispatcher = supervisor._build_resident(Resident("dispatcher", 0))
+        scheduler = supervisor._build_resident(Resident("scheduler", 0))
+        assert dispatcher.execute("SHOW lock_timeout") == [("2s",)]
+        assert scheduler.execute("SHOW lock_timeout") == [("2s",)]
+        assert scheduler.ticks_apart  # type: ignore[attr-defined]
+    finally:
+        supervisor.deregister()
+        supervisor.close()
+
+
+def test_a_process_whose_start_fails_deregisters(db: Database) -> None:
+    """An error after registration (in on_start) still ends in deregistration: no row left
+    beating for a process that is gone."""
+
+    class FailsToStart(Dispatcher):
+        def on_start(self) -> None:
+            raise RuntimeError("no start")
+
+    process = FailsToStart(Database(db.url), Config(heartbeat_interval=0.1), DispatcherConfig())
+    with pytest.raises(RuntimeError, match="no start"):
+        process.run()
+    with psycopg.connect(db.url) as conn:
+        assert conn.execute("SELECT count(*) FROM pgjobs_processes").fetchone() == (0,)

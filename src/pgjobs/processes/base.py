@@ -196,6 +196,7 @@ class Process:
         self._parent_pid = os.getppid()
         self.reconnected = False  # set after a lost connection; subclasses reconcile
         self.pruned = False  # the heartbeat found our row gone: someone recovered our jobs
+        self.crashed = False  # the loop died of an error: deregistration recovers, counted
         self._beat_now = threading.Event()  # wakes the heartbeat thread (after a reconnect)
         # The heartbeat beats until the process closes, not until it is asked to stop: a worker
         # letting its jobs finish at shutdown is alive, and must not be judged dead meanwhile.
@@ -310,7 +311,7 @@ class Process:
                         c,
                         self.database,
                         [process_id],
-                        recover=False,
+                        recover=self.crashed,
                         max_interruptions=self.config.max_interruptions,
                     ),
                 )
@@ -321,6 +322,14 @@ class Process:
                         process=self.name,
                         count=ended.released,
                         reason="claimed but not running at deregistration",
+                    )
+                if ended.requeued or ended.failed:  # after a crash of the loop: counted
+                    events.emit(
+                        "recover",
+                        process_ids=ended.ids,
+                        requeued=ended.requeued,
+                        failed=ended.failed,
+                        interrupted=ended.interrupted,
                     )
             except (
                 psycopg.Error,

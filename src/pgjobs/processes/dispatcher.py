@@ -18,7 +18,7 @@ import psycopg
 
 from pgjobs import clock, events
 from pgjobs.config.queue import Config, DispatcherConfig
-from pgjobs.db.database import Database
+from pgjobs.db.database import GAVE_UP, Database
 from pgjobs.operations import concurrency
 from pgjobs.processes.poller import Poller
 from pgjobs.store import blocked as blocked_store
@@ -45,6 +45,7 @@ class Dispatcher(Poller):
         # said (a line's free_at), so that a dispatcher of jobs without rate limits runs no
         # transaction for them each poll.  True at first: lines may wait from before we started.
         self._lines_waiting = True
+        self._keys_left: list[str] = []  # keys to unblock that a lock timeout left for later
 
     def title(self) -> str:
         return f"pgjobs-dispatcher: every {self.dispatcher.polling_interval}s"
@@ -66,8 +67,16 @@ class Dispatcher(Poller):
             self.reconnected = False
             lost = self.execute(blocked_store.KEYS, {"limit": concurrency.EXPIRED_KEYS_PER_PASS})
             keys = [*(keys or []), *(r[0] for r in lost)]
+        keys = [*self._keys_left, *(keys or [])]
+        self._keys_left = []
         if keys:
-            concurrency.unblock(self.execute, keys, channel=notify_channel(self.database.schema))
+            try:
+                concurrency.unblock(
+                    self.execute, keys, channel=notify_channel(self.database.schema)
+                )
+            except GAVE_UP:  # a lock held elsewhere: these keys come first next pass
+                self._keys_left = keys
+                raise
         if moved and "dispatch_scheduled" in events.active:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
             events.emit(

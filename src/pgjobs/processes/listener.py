@@ -10,13 +10,14 @@ with no direct one) no listener runs and the process says so once in its log.
 
 Under ``pgjobs start`` one listener serves the whole host: the supervisor's.  It hands every
 notification on to its worker processes through a pipe each (:class:`Relay` writes,
-:func:`read_relay` reads) and to the workers and dispatchers that run as its threads directly —
+:func:`read_relay` reads) and to the workers that run as its threads (``mode: async``) directly —
 one LISTEN connection per host instead of one per process.  A pipe that is full (a worker too
 busy to read) drops the notification: the worker polls, as it does whenever the listener is down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -115,15 +116,13 @@ class Relay:
 
     def send(self, payload: str) -> None:
         line = payload.replace("\n", " ").encode() + b"\n"
-        with self._lock:
-            pipes, direct = list(self._pipes.values()), list(self._direct.values())
-        for write_end in pipes:
-            try:
-                os.write(write_end, line)
-            except (BlockingIOError, BrokenPipeError):
-                pass  # full: the worker polls; gone: the supervisor replaces it
-            except OSError:  # closed meanwhile by a respawn
-                pass
+        with self._lock:  # held while writing: a pipe closed meanwhile could be a reused fd
+            for write_end in self._pipes.values():
+                # Non-blocking, under PIPE_BUF: whole or nothing.  Full: the worker polls;
+                # gone: the supervisor replaces it.
+                with contextlib.suppress(OSError):
+                    os.write(write_end, line)
+            direct = list(self._direct.values())
         for on_notify in direct:
             on_notify(payload)
 

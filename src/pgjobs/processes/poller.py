@@ -73,10 +73,10 @@ class Poller(Process):
         if not self.resident:  # a thread of the supervisor leaves it its title
             set_proctitle(self.title())
         self.register()
-        self.start_listener()
-        self.on_start()
-        hooks.run(f"{self.kind}_start", self)
-        try:
+        try:  # from here on, whatever happens, the row is deregistered (or left on purpose)
+            self.start_listener()
+            self.on_start()
+            hooks.run(f"{self.kind}_start", self)
             while not self.stopping.is_set():
                 try:
                     delay = self.poll()
@@ -88,6 +88,11 @@ class Poller(Process):
                 if delay > 0 and not self.stopping.is_set():
                     self.wake.wait(delay)
                 self.wake.clear()
+        except BaseException:
+            # An error the loop could not get past: what we still hold is recovered as after
+            # a crash (counted), so a job that brings us down every time ends up failed.
+            self.crashed = True
+            raise
         finally:
             self.shutdown()
             hooks.run(f"{self.kind}_stop", self)

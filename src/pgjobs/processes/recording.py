@@ -61,9 +61,11 @@ class Recording:
         return {
             "id": outcome.claimed.id,
             "process_id": self.id,
-            "exception_class": error_name(error),
-            "message": str(error),
-            "backtrace": outcome.backtrace,
+            # PostgreSQL's text cannot hold NUL: a message with one would fail the record and
+            # the worker with it, and the job would be claimed again, for ever.
+            "exception_class": error_name(error).replace("\0", "\\0"),
+            "message": str(error).replace("\0", "\\0"),
+            "backtrace": outcome.backtrace.replace("\0", "\\0"),
             "hostname": self.hostname,
             "pid": self.pid,
             "now": clock.now(),

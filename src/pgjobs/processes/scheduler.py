@@ -91,6 +91,10 @@ class Scheduler(Poller):
 
     kind = "scheduler"
     listens = False
+    # Enqueue ticks on a connection of their own, opened for a poll that has ticks due and
+    # closed after it (a thread of the supervisor: its link must not wait for the application's
+    # enqueue callbacks, which run inside a tick's transaction).
+    ticks_apart = False
 
     def __init__(
         self,
@@ -114,6 +118,7 @@ class Scheduler(Poller):
         self._rows: dict[str, tuple[Any, ...]] = {}  # dynamic rows as last parsed
         self._reloaded_at = float("-inf")
         self._pruned_at = float("-inf")
+        self._tick_conn: psycopg.Connection[Any] | None = None
 
     def title(self) -> str:
         return f"pgjobs-scheduler: {len(self.static)} static tasks"
@@ -173,10 +178,15 @@ class Scheduler(Poller):
         tasks, now = self.tasks, clock.now()
         if tasks:
             positions = self.positions(tasks)
-            for task in tasks:
-                for tick in due_ticks(task, positions[task.key], now, self.grace):
-                    if self.enqueue(task, tick) is None:
-                        break  # keep the ticks in order: the failed one comes first next poll
+            try:
+                for task in tasks:
+                    for tick in due_ticks(task, positions[task.key], now, self.grace):
+                        if self.enqueue(task, tick) is None:
+                            break  # keep the ticks in order: the failed one comes first
+            finally:
+                if self._tick_conn is not None:
+                    self._tick_conn.close()
+                    self._tick_conn = None
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL:
             self.prune()
         return self.sleep_time(tasks, clock.now())
@@ -186,7 +196,12 @@ class Scheduler(Poller):
         failed (logged; nothing was recorded, so the next poll tries again)."""
         schema = self.database.schema
         try:
-            result = self.with_retry(self.kind, lambda c: enqueue_run(c, schema, task, tick))
+            if self.ticks_apart:
+                if self._tick_conn is None or self._tick_conn.closed:
+                    self._tick_conn = self.database.connect()
+                result = enqueue_run(self._tick_conn, schema, task, tick)
+            else:
+                result = self.with_retry(self.kind, lambda c: enqueue_run(c, schema, task, tick))
         except Exception as exc:
             log.error(
                 "scheduler: %s at %s not enqueued (tried again next poll): %s: %s",

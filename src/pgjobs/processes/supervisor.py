@@ -126,6 +126,7 @@ class Supervisor(Process):
         self._ending: dict[int, bool] = {}  # pid of an exited child -> it exited cleanly
         self._last_watchdog = float("-inf")
         self._left_running: set[int] = set()  # rows of residents whose job threads still run
+        self._stop_deadline = float("inf")  # set when stopping begins (signal_children)
 
     # -- children -----------------------------------------------------------------------------
 
@@ -207,22 +208,32 @@ class Supervisor(Process):
                 transaction_pooling=self.database.transaction_pooling,
             )
             worker = self.config.workers[resident.index]
-            made = Worker(database, self.config, worker, supervisor_id=self.id, resident=True)
+            thread = Worker(database, self.config, worker, supervisor_id=self.id, resident=True)
             if self.listening:
-                made.relayed = True
-                self.relay.direct(resident, made._notified)
-            return made
+                thread.relayed = True
+                self.relay.direct(resident, thread._notified)
+            return thread
         options: dict[str, Any] = {"supervisor_id": self.id, "link": self.link}
+        made: Poller
         if resident.kind == "dispatcher":
             from pgjobs.processes.dispatcher import Dispatcher
 
             dispatcher = self.config.dispatchers[resident.index]
-            return Dispatcher(self.database, self.config, dispatcher, **options)
-        from pgjobs.config.recurring import load_recurring
-        from pgjobs.processes.scheduler import Scheduler
+            made = Dispatcher(self.database, self.config, dispatcher, **options)
+        else:
+            from pgjobs.config.recurring import load_recurring
+            from pgjobs.processes.scheduler import Scheduler
 
-        tasks = load_recurring(self.recurring_schedule, env=self.config.env)
-        return Scheduler(self.database, self.config, tasks, **options)
+            tasks = load_recurring(self.recurring_schedule, env=self.config.env)
+            scheduler = Scheduler(self.database, self.config, tasks, **options)
+            # A tick runs the application's enqueue callbacks inside its transaction: on a
+            # connection of its own, open only while ticks are enqueued, never on the link.
+            scheduler.ticks_apart = True
+            made = scheduler
+        # On the shared link nobody may wait for a lock longer than the supervisor would: its
+        # heartbeat, reaping and pruning come next.  A pass that gives up is done again.
+        made.lock_timeout_ms = self.lock_timeout_ms
+        return made
 
     def start_resident(self, resident: Resident) -> None:
         resident.process = process = self._build_resident(resident)
@@ -245,12 +256,25 @@ class Supervisor(Process):
 
     def reap_residents(self, now: float) -> None:
         """Start residents not running: at first, and again after one ended on its own (an
-        error it could not get past, or its row pruned) — it deregistered on the way out."""
+        error it could not get past, or its row pruned) — it deregistered on the way out,
+        recovering what it still held.  A worker thread that ended with jobs still running
+        in its threads (``mode: async``) ends the whole process: those threads cannot be
+        killed, and its jobs must not run elsewhere while they live."""
         if self.stopping.is_set():
             return
         for resident in self.residents:
             if resident.thread is not None and resident.thread.is_alive():
                 continue
+            if resident.thread is not None and getattr(resident.process, "in_flight", None):
+                log.critical(
+                    "supervisor: %s %s ended with jobs still running in its threads; exiting "
+                    "so that they end too (they are recovered once its heartbeat expires)",
+                    resident.kind,
+                    resident.index,
+                )
+                logging.shutdown()
+                sys.stderr.flush()
+                os._exit(1)
             if resident.thread is not None:
                 self.relay.drop(resident)
                 log.error(
@@ -266,7 +290,7 @@ class Supervisor(Process):
             if resident.process is not None:
                 resident.process.exit_now = self.exit_now
                 resident.process.stop()
-        deadline = time.monotonic() + self.config.shutdown_timeout + GRACE
+        deadline = self._stop_deadline
         for resident in self.residents:
             process, thread = resident.process, resident.thread
             if thread is None or process is None:
@@ -492,6 +516,7 @@ class Supervisor(Process):
                 self.wake.clear()
         finally:
             systemd.notify("STOPPING=1")
+            self.signal_children()
             self.stop_residents()
             self.stop_children()
             hooks.run("supervisor_stop", self)
@@ -517,15 +542,20 @@ class Supervisor(Process):
             systemd.notify("WATCHDOG=1")
             self._last_watchdog = now
 
-    def stop_children(self) -> None:
+    def signal_children(self) -> None:
+        """The first step of stopping: every child gets SIGTERM (SIGQUIT) at once, and the
+        children and the residents share one deadline."""
         sig = signal.SIGQUIT if self.exit_now else signal.SIGTERM
-        running = [c for c in self.children if c.popen is not None and c.popen.poll() is None]
-        for child in running:
-            assert child.popen is not None
-            child.popen.send_signal(sig)
-        deadline = time.monotonic() + (
+        self._stop_deadline = time.monotonic() + (
             0.5 if self.exit_now else self.config.shutdown_timeout + GRACE
         )
+        for child in self.children:
+            if child.popen is not None and child.popen.poll() is None:
+                child.popen.send_signal(sig)
+
+    def stop_children(self) -> None:
+        running = [c for c in self.children if c.popen is not None and c.popen.poll() is None]
+        deadline = self._stop_deadline
         for child in running:
             assert child.popen is not None
             try:
