@@ -380,6 +380,61 @@ def test_run_scheduled_jobs_now_and_discard_waiting_ones(
     assert states(served.database_url) == {"ready": 2, "finished": 3}
 
 
+def test_run_all_scheduled_jobs_now_and_discard_ready_and_blocked_ones(
+    db: Database, page: Page, served: Served
+) -> None:
+    digests = [Record.set(wait=3600).perform_later(f"digest {i}").job_id for i in range(3)]
+    welcome = Record.set(wait=3600).perform_later("welcome").job_id
+    questions: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    # Every scheduled job matching a filter, run now in bulk, after the confirmation.
+    page.goto("/jobs/scheduled")
+    page.get_by_label("Arguments contain").fill("digest")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("tbody tr")).to_have_count(3)
+    page.once("dialog", accept)
+    page.get_by_role("button", name="Run all scheduled jobs matching these filters now").click()
+    assert questions == ["Run all scheduled jobs matching these filters now?"]
+    expect(flash(page)).to_have_text("Dispatched 3 scheduled jobs matching arguments with digest.")
+    expect(page.locator("p.empty")).to_have_text("No scheduled jobs match these filters.")
+    page.get_by_role("link", name="Clear").click()
+    expect(page.locator("tbody tr")).to_have_count(1)  # the one the filter left out
+    expect(row_of(page, str(welcome))).to_have_count(1)
+
+    # One ready job discarded from its row: it is finished without running.
+    page.goto("/jobs/ready")
+    expect(page.locator("tbody tr")).to_have_count(3)
+    page.once("dialog", accept)
+    row_of(page, str(digests[0])).get_by_role("button", name="Discard").click()
+    assert questions[-1] == "Discard this ready job?"
+    expect(flash(page)).to_contain_text(f"Discarded job {digests[0]}.")
+    expect(page.locator("tbody tr")).to_have_count(2)
+    expect(row_of(page, str(digests[0]))).to_have_count(0)
+
+    # Every blocked job discarded in bulk; the job holding the slot stays ready.
+    holder = OneAtATime.perform_later().job_id
+    blocked = [OneAtATime.perform_later().job_id for _ in range(2)]
+    page.goto("/jobs/blocked")
+    expect(page.locator("tbody tr")).to_have_count(2)
+    page.once("dialog", accept)
+    page.get_by_role("button", name="Discard all blocked jobs").click()
+    assert questions[-1] == "Discard all blocked jobs? They are finished without running."
+    expect(flash(page)).to_have_text("Discarded 2 blocked jobs.")
+    expect(page.locator("p.empty")).to_have_text("No blocked jobs.")
+    with psycopg.connect(served.database_url) as conn:
+        discarded = conn.execute(
+            "SELECT job_id FROM pgjobs_jobs WHERE discarded_at IS NOT NULL ORDER BY id"
+        ).fetchall()
+    assert [row[0] for row in discarded] == [digests[0], *blocked]
+    page.goto("/jobs/ready")
+    expect(row_of(page, str(holder))).to_have_count(1)
+    assert states(served.database_url) == {"ready": 3, "scheduled": 1, "finished": 3}
+
+
 def test_cancel_a_running_job_and_waiting_ones(
     db: Database, page: Page, served: Served, tmp_path: Path
 ) -> None:

@@ -58,6 +58,83 @@ def test_jobs_list_and_show(db: Database, capsys: pytest.CaptureFixture[str]) ->
     assert "is not a job id" in capsys.readouterr().out
 
 
+def test_jobs_list_has_the_dashboards_error_and_process_filters(
+    db: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.web_helpers import add_job, add_process
+
+    with db.connection() as conn:
+        _, gateway = add_job(conn, "failed", error="shop.payments.GatewayError")
+        _, other = add_job(conn, "failed", error="shop.mail.SmtpError")
+        one, two = add_process(conn), add_process(conn)
+        _, mine = add_job(conn, "in_progress", process_id=one)
+        _, theirs = add_job(conn, "in_progress", process_id=two)
+
+    def listed(*argv: str) -> list[str]:
+        assert pgjobs_cli(db, "jobs", "list", *argv, "--json") == 0
+        return [job["job_id"] for job in json.loads(capsys.readouterr().out)]
+
+    # As on the dashboard: the exception's full name, or its last dotted parts.
+    assert listed("--state", "failed") == [str(other), str(gateway)]
+    assert listed("--state", "failed", "--error", "GatewayError") == [str(gateway)]
+    assert listed("--state", "failed", "--error", "payments.GatewayError") == [str(gateway)]
+    assert listed("--state", "failed", "--error", "shop.mail.SmtpError") == [str(other)]
+    assert listed("--state", "failed", "--error", "Gateway") == []
+    assert listed("--state", "in_progress") == [str(theirs), str(mine)]
+    assert listed("--state", "in_progress", "--process", str(one)) == [str(mine)]
+    assert pgjobs_cli(db, "jobs", "list", "--error", "GatewayError") == 1
+    assert "--error goes with --state failed" in capsys.readouterr().out
+    assert pgjobs_cli(db, "jobs", "list", "--state", "failed", "--process", str(one)) == 1
+    assert "--process goes with --state in_progress" in capsys.readouterr().out
+
+
+def test_jobs_list_pages_failed_jobs_too(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    """The failed list is ordered by failure time: its cursor is that time and the id."""
+    from tests.web_helpers import add_job
+
+    with db.connection() as conn:
+        failed = [add_job(conn, "failed")[1] for _ in range(3)]
+    assert pgjobs_cli(db, "jobs", "list", "--state", "failed", "--limit", "2") == 0
+    first = capsys.readouterr().out
+    cursor = first.rsplit("next page: --after ", 1)[1].strip()
+    assert str(failed[2]) in first and str(failed[0]) not in first
+    assert pgjobs_cli(db, "jobs", "list", "--state", "failed", "--after", cursor) == 0
+    second = capsys.readouterr().out
+    assert str(failed[0]) in second and str(failed[2]) not in second
+    assert "next page" not in second
+    assert pgjobs_cli(db, "jobs", "list", "--after", "yesterday") == 1
+    assert "is not a page cursor" in capsys.readouterr().out
+
+
+def test_jobs_list_needs_none_of_the_dashboards_packages(db: Database) -> None:
+    """``pgjobs jobs list`` runs where ``pgjobs[web]`` is not installed: jinja2, starlette and
+    python-multipart cannot be imported in this process."""
+    from tests.web_helpers import add_job
+
+    with db.connection() as conn:
+        _, failed = add_job(conn, "failed", error="shop.GatewayError")
+    code = (
+        "import sys\n"
+        "for name in ('jinja2', 'starlette', 'python_multipart', 'multipart'):\n"
+        "    sys.modules[name] = None  # import raises ImportError\n"
+        "from pgjobs.cli.main import main\n"
+        "code = main(['jobs', 'list', '--state', 'failed', '--error', 'GatewayError',\n"
+        "             '--database-url', sys.argv[1]])\n"
+        "loaded = sorted(n for n in ('jinja2', 'starlette') if sys.modules.get(n))\n"
+        "print('loaded:', loaded)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, db.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert str(failed) in done.stdout and "loaded: []" in done.stdout
+
+
 def test_jobs_discard_and_dispatch(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
     ready = Record.perform_later("r")
     later = [Record.set(wait=3600).perform_later(i) for i in range(3)]

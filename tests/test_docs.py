@@ -1,8 +1,12 @@
 """The documentation stays true to the code.
 
 - Every Python block of README.md and of the docs pages runs, in order, as one session per file
-  (a block right after ``<!-- docs-test: skip ... -->`` is left out); docs/testing.md's blocks
-  are the files of a small project, whose tests run with pytest.
+  (a block right after ``<!-- docs-test: skip (reason) -->`` is left out; a page whose blocks
+  are all left out fails, unless :data:`ALL_SKIPPED` says why); docs/testing.md's blocks are
+  the files of a small project, whose tests run with pytest.  What a page's examples take from
+  the application around them (its models, an engine) is set up by :data:`PAGE_SETUP`.
+- README's transactional enqueue runs as a newcomer runs it: without ``PGJOBS_DATABASE_URL``,
+  on the embedded server.
 - Every ``pgjobs ...`` command in a shell or ini block parses with the real ``pgjobs`` parser.
 - Every relative link in the documentation points at a file that exists.
 - docs/architecture.md names every table, index and constraint of the schema and every statement
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import re
 import shlex
@@ -23,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import Engine
 
@@ -79,10 +85,13 @@ def blocks(path: Path) -> list[Block]:
 
 def run_python_blocks(path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Execute the file's Python blocks in one namespace, as the module ``myapp.jobs``."""
+    from pgjobs.contrib import sqlalchemy as records  # its record kind stays registered
+
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     module = types.ModuleType("myapp.jobs")  # importable while it runs, like a real module
     monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(records, "_factory", records._factory)  # an example's use_session
     # The examples' job names and registered types are forgotten afterwards.
     monkeypatch.setattr(jobs, "_registry", dict(jobs._registry))
     monkeypatch.setattr(serialization, "_BY_CLASS", dict(serialization._BY_CLASS))
@@ -107,15 +116,25 @@ def run_python_blocks(path: Path, env: dict[str, str], monkeypatch: pytest.Monke
 
 def _run_blocks(path: Path, module: types.ModuleType) -> None:
     ran = 0
-    for block in blocks(path):
-        if block.lang != "python" or block.skip:
-            continue
-        where = f"{path.relative_to(ROOT)}, block at line {block.line}"
-        exec(compile(block.code, where, "exec", dont_inherit=True), module.__dict__)
-        ran += 1
-    for value in list(vars(module).values()):
-        if isinstance(value, Engine):  # an example's engine keeps pooled connections open
-            value.dispose()
+    name = str(path.relative_to(ROOT))
+    setup, check, teardown = PAGE_SETUP.get(name, ("", "", ""))
+
+    def run(code: str, where: str) -> None:
+        exec(compile(code, where, "exec", dont_inherit=True), module.__dict__)
+
+    try:
+        run(setup, f"{name}: its PAGE_SETUP")
+        for block in blocks(path):
+            if block.lang != "python" or block.skip:
+                continue
+            run(block.code, f"{name}, block at line {block.line}")
+            ran += 1
+        run(check, f"{name}: its PAGE_SETUP check")
+    finally:
+        run(teardown, f"{name}: its PAGE_SETUP tear-down")
+        for value in list(vars(module).values()):
+            if isinstance(value, Engine):  # an example's engine keeps pooled connections open
+                value.dispose()
     assert ran, f"{path.name} has no Python block to run"
 
 
@@ -136,27 +155,172 @@ PAGE_ENV = {
     "docs/dashboard.md": {"PGJOBS_WEB_USERNAME": "admin", "PGJOBS_WEB_PASSWORD": "a long secret"},
 }
 
+# What a page's examples take from the application around them, as (set-up, check, tear-down)
+# code run in the page's namespace before its blocks, after them, and in any case at the end.
+PAGE_SETUP = {
+    # The models (Order, User), their tables on the test database and an engine on it, an order
+    # to enqueue and two saved ones (`more`), a job and the checks the routes name, and a Django
+    # project's BASE_DIR (this repository: its config/queue.yml exists).  The check: the
+    # SQLAlchemy example enqueued its three jobs, and the Django example's PGJOBS is valid.
+    "docs/integrations.md": (
+        f"""
+import os
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+import pgjobs
+from pgjobs.db.urls import sqlalchemy_url
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "docs_users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str]
+
+
+class Order(Base):
+    __tablename__ = "docs_orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    confirmed: Mapped[bool] = mapped_column(default=False)
+
+
+class SendWelcome(pgjobs.Job):
+    def perform(self, user: User) -> None: ...
+
+
+async def require_admin() -> None: ...
+
+
+def is_admin() -> bool:
+    return True
+
+
+engine = _tables = create_engine(sqlalchemy_url(os.environ["PGJOBS_DATABASE_URL"]))
+Base.metadata.create_all(_tables)
+with Session(_tables, expire_on_commit=False) as saving:
+    more = [Order(), Order()]
+    saving.add_all(more)
+    saving.commit()
+order = Order()
+BASE_DIR = Path({str(ROOT)!r})
+""",
+        """
+from sqlalchemy import text
+
+from pgjobs.contrib.django import conf
+
+with _tables.connect() as connection:  # (the FastAPI example has its own `engine`)
+    enqueued = connection.execute(
+        text("SELECT count(*) FROM pgjobs_jobs WHERE class_name = 'myapp.jobs:SendConfirmation'")
+    ).scalar()
+assert enqueued == 3, enqueued
+assert conf.validate(PGJOBS, {"default": {}}).config == str(BASE_DIR / "config" / "queue.yml")
+""",
+        """
+if "_tables" in globals():
+    Base.metadata.drop_all(_tables)
+""",
+    ),
+}
+
+# Pages whose Python blocks are all left out (`docs-test: skip`), and why none can run here.
+# Any other such page fails test_python_examples_run: each page must run something.
+ALL_SKIPPED: dict[str, str] = {}
+# Pages whose blocks run in tests of their own.
+OWN_TESTS = {
+    "docs/migrations.md": "test_migration_examples_run: it needs an empty database",
+    "docs/testing.md": "test_testing_examples_pass_under_pytest: its blocks are a project's files",
+}
+
+
+def _pages_with_python() -> list[str]:
+    return sorted(
+        str(path.relative_to(ROOT))
+        for path in [ROOT / "README.md", *DOCS.glob("*.md")]
+        if any(b.lang == "python" for b in blocks(path))
+    )
+
 
 @pytest.mark.committed
-@pytest.mark.parametrize(
-    "name",
-    [
-        "README.md",
-        *sorted(
-            str(path.relative_to(ROOT))
-            for path in DOCS.glob("*.md")
-            # their own tests: migrations.md needs an empty database, testing.md's blocks are the
-            # files of a project
-            if path.name not in ("migrations.md", "testing.md")
-            and any(b.lang == "python" and not b.skip for b in blocks(path))
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", [name for name in _pages_with_python() if name not in OWN_TESTS])
 def test_python_examples_run(
     name: str, keep_default_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if name in ALL_SKIPPED:
+        pytest.skip(ALL_SKIPPED[name])
     env = {"PGJOBS_DATABASE_URL": keep_default_database.url, **PAGE_ENV.get(name, {})}
     run_python_blocks(ROOT / name, env, monkeypatch)
+
+
+def test_a_skipped_block_has_one_reason() -> None:
+    """Two skip markers in a row are a leftover: one of the reasons is stale."""
+    stacked = []
+    for path in MARKDOWN:
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        stacked += [
+            f"{path.relative_to(ROOT)}:{number}"
+            for number, (line, after) in enumerate(itertools.pairwise(lines), start=2)
+            if line.startswith(SKIP) and after.startswith(SKIP)
+        ]
+    assert stacked == []
+
+
+def test_pages_left_out_are_listed_with_a_reason() -> None:
+    """Every page with Python blocks runs some of them, or says why it cannot; the lists above
+    name only pages that exist and still need to be on them."""
+    pages = _pages_with_python()
+    assert set(OWN_TESTS) <= set(pages)
+    for name, reason in ALL_SKIPPED.items():
+        assert reason, name
+        assert all(b.skip for b in blocks(ROOT / name) if b.lang == "python"), (
+            f"{name} runs a block now: take it off ALL_SKIPPED"
+        )
+
+
+def test_readme_transactional_enqueue_runs_on_the_embedded_server(tmp_path: Path) -> None:
+    """The README's transactional enqueue, as a newcomer runs it: no PGJOBS_DATABASE_URL, so
+    ``pgjobs.get_database().url`` is the embedded server's.  The suite's embedded server
+    (``.pgjobs/test``) is reused, in a schema of this test's; one this test started is stopped."""
+    pytest.importorskip("pgserver", reason="the embedded server has no wheel for this Python")
+    from pgjobs.db import embedded
+
+    python = [b.code for b in blocks(ROOT / "README.md") if b.lang == "python" and not b.skip]
+    defined = python[0]  # myapp/jobs.py: the jobs
+    snippet = next(code for code in python if "pgjobs.get_database().url" in code)
+    assert 'environ["PGJOBS_DATABASE_URL"]' not in snippet  # it used to: KeyError
+    check = (
+        "database = pgjobs.get_database()\n"
+        "with database.connection() as check:\n"
+        "    found = check.execute(database.sql('SELECT count(*) FROM {jobs}')).fetchone()\n"
+        "print('url:', url)\n"
+        "print('jobs:', found[0])\n"
+    )
+    directory, schema = ROOT / ".pgjobs" / "test", f"pgjobs_readme_{os.getpid()}"
+    # No database named anywhere (PGJOBS_DATABASE_URL, DATABASE_URL, a queue.yml): the embedded.
+    named = [k for k in os.environ if k.endswith("DATABASE_URL") or k == "PGJOBS_CONFIG"]
+    env = {k: v for k, v in os.environ.items() if k not in named}
+    env.update(PGJOBS_EMBEDDED_DIR=str(directory), PGJOBS_SCHEMA=schema)
+    started = embedded.running_pid(directory) is None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", defined + snippet + check], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"host={directory / 'pgdata'}" in done.stdout  # the embedded server's URL
+        assert "jobs: 2" in done.stdout  # committed on the psycopg connection and the Session
+    finally:
+        if embedded.running_pid(directory):
+            with psycopg.connect(embedded.start(directory), autocommit=True) as admin:
+                admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if started:
+            embedded.stop(directory)
 
 
 def test_migration_examples_run(

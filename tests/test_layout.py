@@ -1,5 +1,16 @@
 """The package's layout (docs/architecture.md#layout): a short top level, and no import cycles
-between the modules of the core subpackages — even through imports made inside functions."""
+between the modules of the subpackages — even through imports made inside functions.
+
+Imports under ``if TYPE_CHECKING:`` are left out, on purpose: they never run, so they cannot make
+a module see another half-initialised or make import order matter, and every module that has
+them postpones its annotations (``from __future__ import annotations``, checked below), so no
+annotation evaluates those names at run time either.  They only let mypy check a module against
+the type it is handed — typically :class:`pgjobs.Job`, which ``jobs.limits``, ``jobs.rules``,
+``jobs.control``, ``enqueue.core``, ``operations.*`` and ``observability.*`` take as a parameter
+while ``jobs.base`` uses them.  Counting them would make a cycle of every such module and the
+class it serves; replacing ``Job`` by a structural copy (a Protocol) in each would duplicate its
+attributes in a dozen places, for no run-time difference.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +24,10 @@ TOP_LEVEL = {
     "__init__", "__main__", "clock", "errors", "events", "hooks", "pytest_plugin", "runtime",
     "serialization", "testing",
 }  # fmt: skip
-ACYCLIC = ("jobs", "enqueue", "config", "operations", "cli", "processes", "store", "db")
+ACYCLIC = (
+    "jobs", "enqueue", "config", "operations", "cli", "processes", "store", "db", "web",
+    "observability", "contrib",
+)  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:
@@ -48,7 +62,7 @@ def test_the_top_level_holds_only_the_core() -> None:
     assert {p.stem for p in ROOT.glob("*.py")} == TOP_LEVEL
 
 
-def test_no_import_cycles_between_core_modules() -> None:
+def test_no_import_cycles_between_modules() -> None:
     modules = _modules()
     core = {n: p for n, p in modules.items() if n.split(".")[1:2] and n.split(".")[1] in ACYCLIC}
     graph = {name: _imports(path, modules) & set(core) for name, path in core.items()}
@@ -64,6 +78,18 @@ def test_no_import_cycles_between_core_modules() -> None:
                     seen.add(nxt)
                     stack.append((nxt, [*trail, nxt]))
     assert cycles == []
+
+
+def test_typing_only_imports_are_only_for_annotations() -> None:
+    """Why typing-only imports may be left out of the cycle check (see the module docstring):
+    a module that has them postpones the evaluation of its annotations."""
+    lazy = "from __future__ import annotations"
+    eager = [
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*.py")
+        if "TYPE_CHECKING:" in path.read_text() and lazy not in path.read_text()
+    ]
+    assert eager == []
 
 
 def test_running_jobs_imports_neither_sqlalchemy_nor_alembic_nor_croniter() -> None:
@@ -90,3 +116,23 @@ def test_table_names_and_revisions_written_out_match_the_schema_and_the_migratio
     )
     assert migrate.head_revisions() == revision.HEADS, "update pgjobs.db.revision.HEADS"
     assert migrate._all_revisions() == revision.REVISIONS, "update pgjobs.db.revision.REVISIONS"
+
+
+def test_the_metrics_gauges_and_the_job_lists_need_no_dashboard_packages() -> None:
+    """`pgjobs[metrics]` and `pgjobs jobs list` without `pgjobs[web]`: the queries they share
+    with the dashboard live outside pgjobs.web, which they never import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('jinja2', 'starlette', 'python_multipart'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import pgjobs.operations.counts, pgjobs.operations.lists, pgjobs.cli.waiting\n"
+        "assert 'pgjobs.web' not in sys.modules, sorted(m for m in sys.modules if 'web' in m)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr

@@ -16,7 +16,8 @@ from starlette.testclient import TestClient
 from pgjobs.config.queue import Config
 from pgjobs.db.database import Database
 from pgjobs.db.names import sql
-from pgjobs.web import counts, create_app, lists, throughput
+from pgjobs.operations import counts, lists
+from pgjobs.web import create_app, throughput
 from tests.web_helpers import (
     PASSWORD,
     USER,

@@ -4,7 +4,8 @@ acting on waiting ones (:class:`pgjobs.operations.waiting.WaitingJobs`) or runni
 
 ::
 
-    pgjobs jobs list [--state S] [--queue Q] [--class X] [--text T] [--limit N] [--after ID]
+    pgjobs jobs list [--state S] [--queue Q] [--class X] [--text T] [--error E] [--process ID]
+                     [--limit N] [--after CURSOR]
     pgjobs jobs show JOB_ID [--json]
     pgjobs jobs discard (JOB_ID... | --all --state ready|scheduled|blocked [filters])
     pgjobs jobs dispatch (JOB_ID... | --all [filters])
@@ -56,8 +57,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _database_options(p)
     p.add_argument("--state", choices=LIST_STATES, default="ready", help="default: ready")
     _waiting_filter_options(p)
+    p.add_argument(
+        "--error",
+        help="with --state failed: the exception class, with or without its module "
+        "(GatewayError or shop.payments.GatewayError)",
+    )
+    p.add_argument(
+        "--process", type=_positive, metavar="ID", help="with --state in_progress: the process"
+    )
     p.add_argument("--limit", type=_positive, default=50, help="at most N jobs (default 50)")
-    p.add_argument("--after", type=_positive, default=None, metavar="ID", help="page cursor")
+    p.add_argument(
+        "--after", default=None, metavar="CURSOR", help="the next page (printed after a page)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = actions.add_parser(
@@ -100,10 +111,22 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _jobs_list(database: Database, args: argparse.Namespace) -> int:
-    from pgjobs.web import lists
+    from pgjobs.operations import lists
 
-    filters = lists.Filters(queue=args.queue, class_name=args.job_class, text=args.text)
-    cursor = lists.Cursor(args.after) if args.after else None
+    if args.error is not None and args.state != "failed":
+        raise ConfigurationError("jobs list: --error goes with --state failed")
+    if args.process is not None and args.state != "in_progress":
+        raise ConfigurationError("jobs list: --process goes with --state in_progress")
+    filters = lists.Filters(
+        queue=args.queue,
+        class_name=args.job_class,
+        text=args.text,
+        error=args.error,
+        process=args.process,
+    )
+    cursor = lists.Cursor.decode(args.after) if args.after else None
+    if args.after and (cursor is None or cursor.id < 1):
+        raise ConfigurationError(f"jobs list: --after {args.after!r} is not a page cursor")
     with database.connection() as conn:
         page = lists.page(conn, database.schema, args.state, filters, cursor, limit=args.limit)
     if args.json:
@@ -122,8 +145,8 @@ def _jobs_list(database: Database, args: argparse.Namespace) -> int:
         print(line + ("  stopping" if row.cancel_requested_at else ""))
     if not page.rows:
         print(f"(no {args.state.replace('_', ' ')} jobs)")
-    if page.next is not None and page.next.at is None:
-        print(f"next page: --after {page.next.id}")
+    if page.next is not None:
+        print(f"next page: --after {page.next.encode()}")
     return 0
 
 

@@ -1,13 +1,18 @@
 """Recurring-task schedules: parse what the user wrote and compute when it fires.
 
-Accepted forms (``parse_schedule``), each with an optional IANA time zone (``America/New_York``,
-``UTC``, ``Z``; after ``in``/``on`` too, as fugit allows): last after a cron or macro, anywhere
-in English (``at 7am Asia/Seoul every day``).  Without a zone the schedule runs in UTC.
+Accepted forms (``parse_schedule``), each with an optional time zone -- an IANA name
+(``America/New_York``, ``UTC``, ``Z``) or a fixed offset as fugit writes it (``+09:00``,
+``-0530``); after ``in``/``on`` too, as fugit allows: last after a cron or macro, anywhere in
+English (``at 7am Asia/Seoul every day``).  Without a zone the schedule runs in UTC.
 
 - cron with 5 fields (``*/30 * * * *``) or 6 fields with the seconds **first**, as fugit (Solid
   Queue) reads them: ``*/30 * * * * *`` is every 30 seconds.  croniter's order, seconds last,
   must be asked for: ``seconds-last 0 9 * * * 30`` is 09:00:30.  Macros: ``@hourly @daily
-  @midnight @weekly @monthly @yearly @annually``.
+  @midnight @weekly @monthly @yearly @annually``.  fugit's extensions of the day fields, which
+  croniter lacks, are matched here (:class:`_Days`): days of the month counted from its end
+  (``-1`` the last, ``-2`` the one before, ``-7-L``; ``last``), the n-th last weekday of the
+  month (``fri#-1``, ``1#L``), every n-th week (``tue%2``, ``mon%2+1``: weeks counted from
+  2019-01-01, week 1) and ``&`` (day of the month AND day of the week).
 - English in fugit's grammar (:mod:`pgjobs.config.schedules_nat`): ``every 5m``, ``every hour at
   minute 12``, ``every weekday at five pm``, ``every month on the 1st at 3am``, ``at noon every
   day``, ``every Mon to Thu, 18:20``...  Each becomes one cron with fugit's meaning, so steps
@@ -16,7 +21,8 @@ in English (``at 7am Asia/Seoul every day``).  Without a zone the schedule runs 
   ``0 0 */3 * *`` (the 1st, 4th ... 31st, then the 1st of the next month).  Times of day that one
   cron cannot hold (``every day at 9am and 3:30pm``) are rejected naming the crons they need.
 
-``Schedule.cron`` is always in croniter's order (seconds, when present, last).
+``Schedule.cron`` is always in croniter's order (seconds, when present, last); its day fields
+may hold fugit's extensions.
 
 Time zones and daylight saving
 ------------------------------
@@ -52,7 +58,9 @@ import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import timezone as fixed_offset
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pgjobs.config.schedules_nat import NotUnderstoodError, english_to_cron
@@ -62,6 +70,8 @@ __all__ = ["SECONDS_LAST", "Schedule", "parse_schedule"]
 
 _SECOND = timedelta(seconds=1)
 _DAY = timedelta(days=1)
+# Fixed offsets as fugit writes them (+09:00, -0530), up to +14:00 (fugit: up to 11:45).
+_OFFSET = re.compile(r"([+-])(0\d|1[0-3]|14(?=:?00)):?(00|15|30|45)")
 _TINY = timedelta(microseconds=1)
 _MACROS = {
     "@hourly": "0 * * * *",
@@ -80,8 +90,17 @@ _FORMS = (
     "such as 'every 10 seconds', 'every 5 minutes', 'every 2 hours', "
     "'every day at 3:30pm', 'every monday and friday at 9am', 'every weekday at 9:30', "
     "'every hour at minute 12', 'every month on the 1st at 3am', 'at noon every day'. Any "
-    "of them may end with an IANA time zone: 'every day at 8am America/New_York'."
+    "of them may end with an IANA time zone or an offset: 'every day at 8am America/New_York', "
+    "'0 9 * * * +09:00'."
 )
+
+
+class _Walker(Protocol):
+    """What the schedule walks: croniter, or :class:`_DayFiltered` (its ticks are naive)."""
+
+    def get_next(self, ret_type: type[datetime]) -> datetime: ...
+
+    def get_prev(self, ret_type: type[datetime]) -> datetime: ...
 
 
 @dataclass(frozen=True)
@@ -90,22 +109,39 @@ class Schedule:
 
     source: str
     cron: str
-    timezone: ZoneInfo = field(default=ZoneInfo("UTC"))
+    timezone: tzinfo = field(default=ZoneInfo("UTC"))  # a ZoneInfo, or a fixed offset
     _every_hour: bool = field(init=False, repr=False, compare=False)
+    _base: str = field(init=False, repr=False, compare=False)  # what croniter walks
+    _days: _Days | None = field(init=False, repr=False, compare=False)  # fugit's day fields
 
     def __post_init__(self) -> None:
         from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
 
-        fields = self.cron.split()
-        if len(fields) not in (5, 6) or not croniter.is_valid(self.cron):
-            raise ConfigurationError(f"invalid cron expression {self.cron!r} in {self.source!r}")
         try:
-            croniter(self.cron, datetime(2000, 1, 1)).get_next(datetime)
+            base, days = _split(self.cron)
+        except NotUnderstoodError as exc:
+            raise ConfigurationError(
+                f"invalid cron expression {self.cron!r} in {self.source!r}: {exc}"
+            ) from None
+        if not croniter.is_valid(base):
+            raise ConfigurationError(f"invalid cron expression {self.cron!r} in {self.source!r}")
+        object.__setattr__(self, "_base", base)
+        object.__setattr__(self, "_days", days)
+        try:
+            self._ticks(datetime(2000, 1, 1)).get_next(datetime)
         except CroniterBadDateError:
             raise ConfigurationError(
                 f"cron expression {self.cron!r} in {self.source!r} never matches a date"
             ) from None
-        object.__setattr__(self, "_every_hour", croniter(self.cron).expanded[1] == ["*"])
+        object.__setattr__(self, "_every_hour", croniter(base).expanded[1] == ["*"])
+
+    def _ticks(self, start: datetime) -> _Walker:
+        """croniter over the cron from ``start`` (naive), fugit's day fields applied."""
+        from croniter import croniter  # ~7 MiB: when used
+
+        if self._days is None:
+            return croniter(self._base, start)
+        return _DayFiltered(self._base, start, self._days)
 
     def next_after(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (an aware datetime), in UTC."""
@@ -145,11 +181,11 @@ class Schedule:
     # wall-clock times minus that offset; at a change, continue with the new offset.
 
     def _forward_instant(self, after: datetime) -> Iterator[datetime]:
-        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+        from croniter import CroniterBadDateError  # ~7 MiB: when used
 
         start, offset = after, self._offset(after)
         while True:
-            cron = croniter(self.cron, (start + offset).replace(microsecond=0))
+            cron = self._ticks((start + offset).replace(microsecond=0))
             while True:
                 try:
                     tick = cron.get_next(datetime) - offset
@@ -163,11 +199,11 @@ class Schedule:
                 start = tick
 
     def _previous_instant(self, until: datetime) -> datetime | None:
-        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+        from croniter import CroniterBadDateError  # ~7 MiB: when used
 
         offset = self._offset(until)
         while True:
-            cron = croniter(self.cron, (until + offset).replace(microsecond=0) + _SECOND)
+            cron = self._ticks((until + offset).replace(microsecond=0) + _SECOND)
             try:
                 tick = cron.get_prev(datetime) - offset
             except CroniterBadDateError:
@@ -206,10 +242,10 @@ class Schedule:
     # time can give an earlier instant.
 
     def _forward_wall(self, after: datetime) -> Iterator[datetime]:
-        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+        from croniter import CroniterBadDateError  # ~7 MiB: when used
 
         start = (after + min(self._recent(after))).replace(microsecond=0) - _SECOND
-        cron, pending, last = croniter(self.cron, start), list[datetime](), after
+        cron, pending, last = self._ticks(start), list[datetime](), after
         while True:
             try:
                 local = cron.get_next(datetime)
@@ -226,10 +262,10 @@ class Schedule:
         yield from sorted(tick for tick in set(pending) if tick > last)
 
     def _previous_wall(self, until: datetime) -> datetime | None:
-        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+        from croniter import CroniterBadDateError  # ~7 MiB: when used
 
         start = (until + max(self._recent(until))).replace(microsecond=0) + _SECOND
-        cron, best = croniter(self.cron, start), None
+        cron, best = self._ticks(start), None
         while True:
             try:
                 local = cron.get_prev(datetime)
@@ -272,9 +308,12 @@ def _zone_names() -> dict[str, str]:
     return {name.lower(): name for name in available_timezones()}
 
 
-def _zone(word: str) -> ZoneInfo | None:
+def _zone(word: str) -> tzinfo | None:
     if word in ("Z", "z"):  # fugit's name for UTC
         word = "UTC"
+    if offset := _OFFSET.fullmatch(word):  # fugit's fixed offsets: no daylight saving
+        sign = -1 if offset[1] == "-" else 1
+        return fixed_offset(sign * timedelta(hours=int(offset[2]), minutes=int(offset[3])), word)
     try:
         return ZoneInfo(_zone_names().get(word.lower(), word))
     except (ZoneInfoNotFoundError, ValueError):
@@ -283,8 +322,6 @@ def _zone(word: str) -> ZoneInfo | None:
 
 def parse_schedule(text: str) -> Schedule:
     """Parse a cron expression, macro or English schedule (see the module doc)."""
-    from croniter import croniter  # ~7 MiB: when used
-
     words = text.split()
     english = bool(words) and words[0].lower() in ("every", "at", "from", "on")
     words, zone = _take_zone(words, anywhere=english)
@@ -296,6 +333,11 @@ def parse_schedule(text: str) -> Schedule:
             for word in words if english else words[-1:]:
                 if "/" in word and re.search("[a-z]", word, re.I):
                     raise NotUnderstoodError(f"unknown time zone {word!r}")
+                if re.fullmatch(r"[+-]\d\d?:?\d\d", word):
+                    raise NotUnderstoodError(
+                        f"unknown time zone offset {word!r} (+HH:MM or +HHMM, from -14:00 to "
+                        "+14:00, the minutes 00, 15, 30 or 45)"
+                    )
         if english:
             cron = english_to_cron(body)
         elif words[0].startswith("@"):
@@ -303,7 +345,7 @@ def parse_schedule(text: str) -> Schedule:
                 raise NotUnderstoodError(f"unknown macro {body!r}")
             cron = _MACROS[words[0].lower()]
         elif words[0].lower() == SECONDS_LAST:
-            if len(words) != 7 or not croniter.is_valid(" ".join(words[1:])):
+            if len(words) != 7 or not _valid(" ".join(words[1:])):
                 raise NotUnderstoodError(
                     f"{SECONDS_LAST!r} is followed by a cron of 6 fields whose last is the "
                     f"seconds ('{SECONDS_LAST} 0 9 * * * 30'), got {' '.join(words[1:])!r}"
@@ -313,7 +355,8 @@ def parse_schedule(text: str) -> Schedule:
             if len(words) == 6:  # fugit's (Solid Queue's) order, seconds first: croniter's order
                 words = [*words[1:], words[0]]
             cron = " ".join(words)
-            if not croniter.is_valid(cron):
+            if not _valid(cron):
+                _split(cron)  # says what is wrong in fugit's day fields, if that is it
                 raise NotUnderstoodError(f"{body!r} is not a valid cron expression")
         else:
             raise NotUnderstoodError(
@@ -326,7 +369,7 @@ def parse_schedule(text: str) -> Schedule:
         raise ConfigurationError(f"{exc}. {_FORMS}") from None
 
 
-def _take_zone(words: list[str], *, anywhere: bool) -> tuple[list[str], ZoneInfo | None]:
+def _take_zone(words: list[str], *, anywhere: bool) -> tuple[list[str], tzinfo | None]:
     """The words without the time zone (and an ``in``/``on`` before it), and the zone.
 
     A cron or macro has its zone last; English may have it anywhere, as fugit reads
@@ -341,3 +384,266 @@ def _take_zone(words: list[str], *, anywhere: bool) -> tuple[list[str], ZoneInfo
                 del rest[index - 1]
             return rest, zone
     return words, None
+
+
+# -- fugit's day fields ----------------------------------------------------------------------------
+#
+# croniter matches the standard day fields (and L, 5#2 alone); fugit (Fugit::Cron, 1.11) also
+# reads days counted from the end of the month, the n-th (last) weekday of a month next to other
+# days, every n-th week and '&'.  A cron using any of these (or '#' at all) is walked by croniter
+# with both day fields '*', its days being filtered here with fugit's rules.
+
+_WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_MONTHDAY = r"-?(?:3[01]|[12]\d|0?[1-9])|last|l"
+_MONTHDAY_ITEM = re.compile(rf"(?:\*|({_MONTHDAY})(?:-({_MONTHDAY}))?)?(?:/(\d\d?))?", re.I)
+_WEEKDAY = r"[0-7]|sun|mon|tue|wed|thu|fri|sat"
+_WEEKDAY_ITEM = re.compile(rf"(?:\*|({_WEEKDAY})(?:-({_WEEKDAY}))?)?(?:/(\d\d?))?", re.I)
+_WEEKDAY_HASH = re.compile(rf"({_WEEKDAY})#(-?[1-5]|last|l)", re.I)
+_WEEKDAY_MODULO = re.compile(rf"({_WEEKDAY})%(\d+)(?:\+(\d+))?", re.I)
+_NEGATIVE_DAY = re.compile(r"(?:^|[,-])-\d|last", re.I)
+_STEP_FROM_A_DAY = re.compile(rf"(?:^|,)(?:{_WEEKDAY})/", re.I)
+_REFERENCE = date(2019, 1, 1)  # fugit's week 1 (a Tuesday)
+_HORIZON = 28 * 366  # days searched for the next matching day (a 28-year calendar cycle)
+
+
+def _fugit_days(monthday: str, weekday: str) -> bool:
+    """Whether the day fields use an extension of fugit's that croniter lacks, or a step from a
+    day of the week, which fugit reads differently (``1/2`` is Monday alone, not 1,3,5)."""
+    return (
+        "&" in monthday + weekday
+        or "%" in weekday
+        or "#" in weekday  # croniter lacks #-1 and #L, and mixing mon#2 with other days
+        or _STEP_FROM_A_DAY.search(weekday) is not None
+        or _NEGATIVE_DAY.search(monthday) is not None
+    )
+
+
+def _split(cron: str) -> tuple[str, _Days | None]:
+    """The cron croniter walks, and fugit's day rule when the day fields need one."""
+    fields = cron.split()
+    if len(fields) not in (5, 6):
+        raise NotUnderstoodError(f"a cron expression has 5 or 6 fields, {cron!r} has {len(fields)}")
+    monthday, weekday = fields[2], fields[4]
+    if not _fugit_days(monthday, weekday):
+        return cron, None
+    months = None
+    if fields[3] != "*":
+        from croniter import croniter  # ~7 MiB: when used
+
+        if croniter.is_valid(f"0 0 * {fields[3]} *"):
+            expanded = croniter(f"0 0 * {fields[3]} *").expanded[3]
+            months = None if expanded == ["*"] else frozenset(int(m) for m in expanded)
+    days = _Days(
+        monthdays=_monthdays(monthday.replace("&", "")),
+        weekdays=_weekdays(weekday.replace("&", "")),
+        months=months,
+        both="&" in monthday + weekday,
+    )
+    return " ".join([*fields[:2], "*", fields[3], "*", *fields[5:]]), days
+
+
+def _valid(cron: str) -> bool:
+    from croniter import croniter  # ~7 MiB: when used
+
+    try:
+        base, _ = _split(cron)
+    except NotUnderstoodError:
+        return False
+    return bool(croniter.is_valid(base))
+
+
+def _expand(low: int, high: int, start: int | None, end: int | None, step: int | None) -> list[int]:
+    """fugit's ``expand`` and ``range``: ``start-end/step``, wrapping past ``high`` (``25-5``);
+    a range of negative values counts from the end (``-7--1``)."""
+    if step is not None and end is None:
+        end = high
+    if start is None and end is None and step is None:
+        return []
+    if start is not None and end is None:
+        return [start]
+    step = step or 1
+    start = low if start is None else start
+    end = high if end is None or (end < 0 < start) else end
+    if (start < 0 < end) or (end < 0 < start):
+        raise NotUnderstoodError(
+            f"a range of days counts from the start or from the end, not from {start} to {end}"
+        )
+    first, last = (-high, -1) if start < 0 else (low, high)
+    values, current = [], start
+    while True:
+        values.append(current)
+        if current == end or len(values) > 2 * high:
+            break
+        current += 1
+        if current > last:
+            current = first
+            end = end - last - 1 if end > last else end
+    return list(dict.fromkeys(values[::step]))
+
+
+def _monthdays(field: str) -> frozenset[int] | None:
+    """Days of the month, negative ones from its end (-1: the last); None for any day."""
+    days: list[int] = []
+    for item in field.split(","):
+        match = _MONTHDAY_ITEM.fullmatch(item)
+        if not item or match is None:
+            raise NotUnderstoodError(
+                f"{item!r} is not a day of the month (1 to 31, L or last, -1 to -31 from the end, "
+                "ranges and steps of them)"
+            )
+        start, end = (None if v is None else _monthday(v) for v in match.group(1, 2))
+        step = int(match[3]) if match[3] else None
+        if item.startswith("*") and step in (None, 1):
+            return None
+        days += _expand(1, 31, start, end, step)
+    return frozenset(days) if days and set(days) != set(range(1, 32)) else None
+
+
+def _monthday(text: str) -> int:
+    return -1 if text.lower() in ("l", "last") else int(text)
+
+
+def _weekdays(field: str) -> tuple[_Weekday, ...] | None:
+    """fugit's weekdays: each a day (0 Sunday to 6), alone, with ``#n`` (n-th in the month, from
+    its end when negative) or with ``%n+k`` (weeks whose number modulo n is k)."""
+    found: list[_Weekday] = []
+    for item in field.split(","):
+        if match := _WEEKDAY_HASH.fullmatch(item):
+            nth = -1 if match[2].lower() in ("l", "last") else int(match[2])
+            if nth == 0:
+                raise NotUnderstoodError(f"{item!r}: '#' is followed by 1 to 5, or -1 to -5")
+            found.append((_weekday(match[1]), nth, None))
+        elif match := _WEEKDAY_MODULO.fullmatch(item):
+            modulo = int(match[2])
+            if modulo < 1:
+                raise NotUnderstoodError(
+                    f"{item!r}: '%' is followed by a number of weeks, 1 or more"
+                )
+            found.append((_weekday(match[1]), None, (modulo, int(match[3] or 0))))
+        elif (match := _WEEKDAY_ITEM.fullmatch(item)) and item:
+            start, end = (None if v is None else _weekday(v) for v in match.group(1, 2))
+            step = int(match[3]) if match[3] else None
+            if step is not None:  # as fugit: '1/2' is Monday alone, '*/2' every other day
+                first = start or 0
+                last = end if end is not None else (start if start is not None else 6)
+                found += [(day % 7, None, None) for day in range(first, last + 1, max(step, 1))]
+            elif end is not None:
+                last = end + 7 if start is not None and start > end else end
+                found += [(day % 7, None, None) for day in range(start or 0, last + 1)]
+            elif start is not None:
+                found.append((start % 7, None, None))
+            else:
+                return None  # '*'
+        else:
+            raise NotUnderstoodError(
+                f"{item!r} is not a day of the week (0 to 7 or sun to sat, ranges and steps of "
+                "them, fri#2 or fri#-1 for the second or the last Friday of the month, tue%2 or "
+                "tue%2+1 for every other Tuesday)"
+            )
+    return tuple(dict.fromkeys(found)) or None
+
+
+def _weekday(text: str) -> int:
+    lowered = text.lower()
+    return _WEEKDAY_NAMES.index(lowered) if lowered in _WEEKDAY_NAMES else int(text) % 7
+
+
+# (weekday 0-6, n-th in the month or None, (modulo, offset) or None)
+_Weekday = tuple[int, int | None, tuple[int, int] | None]
+
+
+@dataclass(frozen=True)
+class _Days:
+    """fugit's reading of the day fields (``Fugit::Cron#day_match?``)."""
+
+    monthdays: frozenset[int] | None  # None: any
+    weekdays: tuple[_Weekday, ...] | None  # None: any
+    months: frozenset[int] | None  # the month field, to look for the next day quickly
+    both: bool  # '&': the day of the month AND the day of the week (else OR, when both are set)
+
+    def match(self, day: date) -> bool:
+        if self.months is not None and day.month not in self.months:
+            return False
+        if self.monthdays is not None and self.weekdays is not None:
+            if self.both:
+                return self._monthday(day) and self._weekday(day)
+            return self._monthday(day) or self._weekday(day)
+        return self._monthday(day) and self._weekday(day)
+
+    def _monthday(self, day: date) -> bool:
+        if self.monthdays is None:
+            return True
+        if day.day in self.monthdays:
+            return True
+        after = (day.replace(day=28) + timedelta(days=4)).replace(day=1) - day  # to the 1st next
+        return -after.days in self.monthdays  # the last day is -1
+
+    def _weekday(self, day: date) -> bool:
+        if self.weekdays is None:
+            return True
+        weekday = day.isoweekday() % 7
+        for wanted, nth, modulo in self.weekdays:
+            if wanted != weekday:
+                continue
+            if nth is None and modulo is None:
+                return True
+            if nth is not None:
+                last = (day.replace(day=28) + timedelta(days=4)).replace(day=1) - _DAY
+                if nth == ((day.day - 1) // 7 + 1 if nth > 0 else -((last.day - day.day) // 7 + 1)):
+                    return True
+            elif modulo is not None:
+                # fugit's "reference week": 1 on 2019-01-01's week (Tuesday to Monday).  fugit
+                # (et-orbi) measures it in seconds between noons, which daylight saving moves
+                # across a week's boundary on Tuesdays; pgjobs counts calendar days.
+                week = (day - _REFERENCE).days // 7 + 1
+                if week % modulo[0] == modulo[1] % modulo[0]:
+                    return True
+        return False
+
+    def after(self, day: date) -> date | None:
+        """The first day after ``day`` that matches (None: none in the next 28 years)."""
+        return self._search(day, 1)
+
+    def before(self, day: date) -> date | None:
+        return self._search(day, -1)
+
+    def _search(self, day: date, direction: int) -> date | None:
+        with contextlib.suppress(OverflowError):  # the calendar's ends
+            for offset in range(1, _HORIZON):
+                if self.match(candidate := day + timedelta(days=direction * offset)):
+                    return candidate
+        return None
+
+
+class _DayFiltered:
+    """croniter's ``get_next``/``get_prev`` over the cron with any day, keeping only the days
+    :class:`_Days` accepts (from a day it refuses, croniter restarts at the next day it accepts)."""
+
+    def __init__(self, base: str, start: datetime, days: _Days) -> None:
+        from croniter import croniter  # ~7 MiB: when used
+
+        self.base, self.days, self.cron = base, days, croniter(base, start)
+
+    def get_next(self, ret_type: type[datetime] = datetime) -> datetime:
+        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+
+        while True:
+            tick: datetime = self.cron.get_next(datetime)
+            if self.days.match(tick.date()):
+                return tick
+            day = self.days.after(tick.date())
+            if day is None:
+                raise CroniterBadDateError("no matching day")
+            self.cron = croniter(self.base, datetime.combine(day, time()) - _SECOND)
+
+    def get_prev(self, ret_type: type[datetime] = datetime) -> datetime:
+        from croniter import CroniterBadDateError, croniter  # ~7 MiB: when used
+
+        while True:
+            tick: datetime = self.cron.get_prev(datetime)
+            if self.days.match(tick.date()):
+                return tick
+            day = self.days.before(tick.date())
+            if day is None:
+                raise CroniterBadDateError("no matching day")
+            self.cron = croniter(self.base, datetime.combine(day + _DAY, time()))

@@ -25,7 +25,7 @@ Beyond fugit (which rejects them): ``mondays``, ``weekend``, ``of month``, ``min
 meaning): ``13pm``, steps larger than their unit (``every 90 minutes`` is minute 0 for fugit),
 ``at <time>`` after ``every <n> seconds/minutes/hours``, ``at hour N`` (fugit ignores it).
 Several times of day that one cron cannot hold (``every day at 8:30 and 18:45``: fugit gives two
-crons, Solid Queue refuses it) are refused naming the crons they need.
+crons, Solid Queue runs the first alone) are refused naming the crons they need.
 """
 
 from __future__ import annotations
@@ -429,7 +429,8 @@ def _cron(parts: _Parts) -> str:
         monthday = "1"
     days = f"{monthday or '*'} {month} {weekday or '*'}"
     if parts.times and len(groups) > 1:
-        crons = [f"{m} {h} {days}" + ("" if s == "0" else f" {s}") for m, h, s in groups]
+        # As they are written in recurring.yml: seconds first (fugit's order), when there are.
+        crons = [("" if s == "0" else f"{s} ") + f"{m} {h} {days}" for m, h, s in groups]
         raise NotUnderstoodError(
             "these times of day need more than one cron (fugit would silently keep the first); "
             "configure one recurring task per cron: " + ", ".join(repr(c) for c in crons)

@@ -15,7 +15,7 @@ Two kinds of metric, from two places:
 * **Database gauges** — ready jobs and latency per queue, jobs per state, live processes and
   busy threads — describe the shared database, not a process: :class:`DatabaseCollector`
   queries them at scrape time, at most once per ``refresh`` seconds, with capped counts that
-  never read a whole table (:mod:`pgjobs.web.counts`).  The supervisor's ``/metrics`` and the
+  never read a whole table (:mod:`pgjobs.operations.counts`).  The supervisor's ``/metrics`` and the
   dashboard's ``/metrics`` serve them.
 
 Why not prometheus_client's metric objects in the workers: in its multiprocess mode every
@@ -454,8 +454,8 @@ class Snapshot:
 def snapshot(database: Database, *, alive_threshold: float, timeout: float = 5.0) -> Snapshot:
     """Query every gauge's value in one transaction (``timeout``: its statement timeout, so a
     scrape never hangs on a sick database)."""
+    from pgjobs.operations import counts
     from pgjobs.processes.poller import matches
-    from pgjobs.web import counts
 
     found = Snapshot()
     with database.connection() as conn, conn.transaction():

@@ -67,7 +67,10 @@ WITH bounds AS (
     + """
     RETURNING id
 ), history AS (
-    DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.id
+    -- = ANY(array): one index descent per job; a join over the CTE was planned as a hash join
+    -- over the whole error history in every batch (its row estimate is far off), ~95 ms of a
+    -- 97 ms batch with 100 k errors kept (benchmarks/results/2026-12-06-history.md).
+    DELETE FROM {job_errors} WHERE job_id = ANY (ARRAY(SELECT id FROM gone))
 )
 SELECT (SELECT count(*) FROM gone), (SELECT last FROM bounds), (SELECT oldest FROM bounds)
 """

@@ -36,9 +36,9 @@ from pgjobs.operations.recurring import run_now
 from pgjobs.operations.results import cancel as pgjobs_cancel
 from pgjobs.operations.results import get_job
 from pgjobs.operations.waiting import STATES, WaitingJobs
-from pgjobs.web.app import Dashboard, dashboard
 from pgjobs.web.pinned import PinnedDatabase
 from pgjobs.web.security import CSRF_FIELD, FLASH_COOKIE, cookie_path, csrf_ok
+from pgjobs.web.state import Dashboard, dashboard
 
 Flash = dict[str, Any]  # {"kind": "success" | "info" | "error", "message": str, "job": uuid?}
 Handler = Callable[[Dashboard, FormData], Flash]

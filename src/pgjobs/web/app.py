@@ -1,134 +1,43 @@
-"""``create_app``: the dashboard as an ASGI application, and what its pages share.
+"""``create_app``: the dashboard as an ASGI application.
 
 The app is a Starlette application whose routes are the pages (:mod:`pgjobs.web.pages`) and the
-actions (:mod:`pgjobs.web.actions`), wrapped in :class:`pgjobs.web.security.Guard`.  Every link
-and form is built from the request's ``root_path``, so the app works at ``/`` (``pgjobs web``)
-and mounted under any prefix.  Database work runs in Starlette's thread pool on pgjobs' own
-(synchronous) connection pool.
+actions (:mod:`pgjobs.web.actions`), wrapped in :class:`pgjobs.web.security.Guard`; what their
+handlers share is the :class:`pgjobs.web.state.Dashboard` built here.  Every link and form is
+built from the request's ``root_path``, so the app works at ``/`` (``pgjobs web``) and mounted
+under any prefix.  Database work runs in Starlette's thread pool on pgjobs' own (synchronous)
+connection pool.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 import jinja2
 import psycopg
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from pgjobs import clock
 from pgjobs.config.queue import Config, load_config
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError, DatabaseError
-from pgjobs.web import fmt
-from pgjobs.web.security import (
-    CSRF_COOKIE,
-    FLASH_COOKIE,
-    Authorize,
-    BasicAuth,
-    Guard,
-    Signer,
-    cookie_path,
-    derive_secret,
-    new_nonce,
-    route_path,
-)
+from pgjobs.web import actions, fmt, pages
+from pgjobs.web.security import Authorize, BasicAuth, Guard, Signer, derive_secret
+from pgjobs.web.state import Dashboard, dashboard
+
+__all__ = ["Dashboard", "create_app", "dashboard"]
 
 HERE = Path(__file__).resolve().parent
-T = TypeVar("T")
 CLOSED = (
     "the pgjobs dashboard is closed by default: set PGJOBS_WEB_USERNAME and PGJOBS_WEB_PASSWORD "
     "(or username/password under web: in queue.yml), pass username= and password=, or "
     "authorize=, or no_auth=True to open it to anyone who can reach it"
 )
-
-
-@dataclass
-class Dashboard:
-    """What every handler needs: the database, the options, the templates and the signer."""
-
-    database_source: Callable[[], Database]
-    read_only: bool
-    alive_threshold: float  # seconds without a heartbeat after which a process is dead
-    signer: Signer
-    templates: jinja2.Environment
-    batch_size: int = 1000
-    _database: Database | None = None
-    metrics: Any = None  # the /metrics registry, made at its first request
-
-    @property
-    def database(self) -> Database:
-        if self._database is None:
-            self._database = self.database_source()
-        return self._database
-
-    def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        database = self.database
-        with database.connection() as conn:
-            return fn(conn, database.schema, *args)
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(conn, schema, *args)`` on a pooled connection, in the thread pool."""
-        return await run_in_threadpool(self._read, fn, *args)
-
-    def render(
-        self, request: Request, template: str, context: dict[str, Any], status: int = 200
-    ) -> Response:
-        nonce = request.cookies.get(CSRF_COOKIE) or new_nonce()
-        flash = self.signer.unseal(request.cookies.get(FLASH_COOKIE))
-        root = str(request.scope.get("root_path", "")).rstrip("/")
-        now = clock.now()
-
-        def route(name: str, query: dict[str, Any] | None = None, **params: Any) -> str:
-            """The path of a page inside the dashboard (what forms send back as return_to)."""
-            path = str(request.app.url_path_for(name, **params))
-            given = {k: v for k, v in (query or {}).items() if v not in (None, "")}
-            return path + (f"?{urlencode(given)}" if given else "")
-
-        def url(name: str, query: dict[str, Any] | None = None, **params: Any) -> str:
-            return root + route(name, query, **params)
-
-        html = self.templates.get_template(template).render(
-            {
-                **context,
-                "url": url,
-                "route": route,
-                "static": lambda name: f"{root}/static/{name}",
-                "here": route_path(request.scope)
-                + (f"?{request.url.query}" if request.url.query else ""),
-                "csrf_token": self.signer.csrf_token(nonce),
-                "read_only": self.read_only,
-                "flash": flash,
-                "now": now,
-                "ago": lambda moment: fmt.age(moment, now),
-            }
-        )
-        response = HTMLResponse(html, status)
-        secure = request.url.scheme == "https"
-        path = cookie_path(request)
-        if request.cookies.get(CSRF_COOKIE) != nonce:
-            response.set_cookie(
-                CSRF_COOKIE, nonce, path=path, httponly=True, samesite="strict", secure=secure
-            )
-        if FLASH_COOKIE in request.cookies:
-            response.delete_cookie(FLASH_COOKIE, path=path)
-        return response
-
-
-def dashboard(request: Request) -> Dashboard:
-    found = request.app.state.dashboard
-    assert isinstance(found, Dashboard)
-    return found
 
 
 def _templates() -> jinja2.Environment:
@@ -196,8 +105,6 @@ def create_app(
     the dashboard behind ``authorize``).  ``process_alive_threshold`` (default: queue.yml's)
     is when a process without heartbeat is shown as dead.
     """
-    from pgjobs.web import actions, pages
-
     loaded: list[Config] = [config] if config is not None else []
 
     def settings() -> Config:

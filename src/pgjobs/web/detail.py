@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgjobs.db.names import sql
+from pgjobs.operations import lists
 from pgjobs.operations.failed import JobErrorRecord
 from pgjobs.operations.results import Progress
 from pgjobs.store import failed as failed_store
@@ -111,7 +112,7 @@ class JobDetail:
     @property
     def progress(self) -> Progress | None:
         """The job's last progress report."""
-        return fmt.progress(self.row["progress"])
+        return lists.progress(self.row["progress"])
 
     @property
     def steps(self) -> Steps | None:

@@ -2,7 +2,7 @@
 its chart.
 
 Times are shown in UTC with their age ("3 min ago"); counts with thousands separators, or as
-``≈ 1.2 M`` when they are estimates (:class:`pgjobs.web.counts.Count`); a job's result and a
+``≈ 1.2 M`` when they are estimates (:class:`pgjobs.operations.counts.Count`); a job's result and a
 step's cursor as their Python repr, cut at :data:`VALUE_WIDTH` characters.
 """
 
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pgjobs.operations.results import Progress, parse_progress
+from pgjobs.operations.counts import Count
 from pgjobs.serialization import loads_value
-from pgjobs.web.counts import Count
 from pgjobs.web.throughput import Minute
 
 VALUE_WIDTH = 2000  # characters of a result or a cursor shown
@@ -85,20 +84,6 @@ def amount(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.2f}".rstrip("0").rstrip(".")
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def progress(data: Any) -> Progress | None:
-    """A job's stored progress report, None when there is none or its count is not a finite
-    number (``progress(None)`` or ``progress(float("inf"))`` are accepted by the job); a total
-    that is not one is left out."""
-    found = parse_progress(data)
-    if found is None or not _number(found.done):
-        return None
-    return found if found.total is None or _number(found.total) else replace(found, total=None)
 
 
 def percent(fraction: float | None) -> str:

@@ -1,8 +1,8 @@
 """The dashboard's pages (GET only: no page changes anything).
 
 Each handler reads what its page shows on one pooled connection, in the thread pool, and renders
-its template.  The SQL lives in :mod:`~pgjobs.web.counts`, :mod:`~pgjobs.web.throughput`,
-:mod:`~pgjobs.web.lists` and :mod:`~pgjobs.web.detail`; processes and recurring tasks use the
+its template.  The SQL lives in :mod:`~pgjobs.operations.counts`, :mod:`~pgjobs.web.throughput`,
+:mod:`~pgjobs.operations.lists` and :mod:`~pgjobs.web.detail`; processes and recurring tasks use the
 statements and API of :mod:`pgjobs.store.processes` and :mod:`pgjobs.config.recurring`.
 """
 
@@ -22,14 +22,15 @@ from starlette.routing import Route
 
 from pgjobs import clock
 from pgjobs.db.names import sql
+from pgjobs.operations import counts, lists
 from pgjobs.operations.failed import escape_like
 from pgjobs.operations.recurring import TaskStatus, list_tasks
 from pgjobs.operations.waiting import WaitingJobs
 from pgjobs.store import failed as failed_store
 from pgjobs.store import processes as processes_store
-from pgjobs.web import counts, detail, fmt, lists, throughput
-from pgjobs.web.app import dashboard
+from pgjobs.web import detail, fmt, throughput
 from pgjobs.web.pinned import PinnedDatabase
+from pgjobs.web.state import dashboard
 
 MAX_FILTER = 200  # characters of a filter value
 STATE_TITLES = {

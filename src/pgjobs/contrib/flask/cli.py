@@ -24,6 +24,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from pgjobs.cli import main as cli
+from pgjobs.contrib.flask.config import settings
 
 WORKER_MODULE = "pgjobs.contrib.flask.worker"
 APP_ENV = "PGJOBS_FLASK_APP"  # the import path `flask --app` was given, for the worker module
@@ -36,8 +37,6 @@ pgjobs_group = AppGroup(
 
 def _environment() -> None:
     """Hand the app's settings to pgjobs (and its child processes) in the environment."""
-    from pgjobs.contrib.flask import settings
-
     found = settings(current_app)
     for name, value in (
         ("PGJOBS_DATABASE_URL", found.url),

@@ -34,11 +34,12 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM {ready} LIMIT %(cap)s) t),
        (SELECT count(*) FROM (SELECT 1 FROM {claimed} LIMIT %(cap)s) t),
        (SELECT count(*) FROM (SELECT 1 FROM {blocked} LIMIT %(cap)s) t),
        (SELECT count(*) FROM (SELECT 1 FROM {failed} LIMIT %(cap)s) t)"""
-# ... and pgjobs_jobs the same way.
+# ... and pgjobs_jobs the same way, from its newest end: retention deletes the oldest ids, whose
+# dead index entries (until VACUUM) an unordered scan would walk first.
 STATE_COUNTS = (
     EXECUTION_COUNTS
     + """,
-       (SELECT count(*) FROM (SELECT 1 FROM {jobs} LIMIT %(cap)s) t)
+       (SELECT count(*) FROM (SELECT 1 FROM {jobs} ORDER BY id DESC LIMIT %(cap)s) t)
 """
 )
 EXECUTION_TABLES = ("ready", "scheduled", "claimed", "blocked", "failed")

@@ -1,4 +1,6 @@
-"""The job lists of the dashboard, one per state, newest first, a keyset page at a time.
+"""The job lists, one per state, newest first, a keyset page at a time: the dashboard's lists
+(:mod:`pgjobs.web.pages`) and ``pgjobs jobs list`` (:mod:`pgjobs.cli.waiting`).  Plain SQL on
+psycopg: listing jobs needs none of the dashboard's packages.
 
 Every list walks one index backwards from a cursor and reads at most :data:`SEARCH_WINDOW` rows
 per page: the primary key of the state's execution table (the failed table by its
@@ -15,6 +17,7 @@ row each page row already probes; the finished list marks discarded and cancelle
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,8 +26,7 @@ import psycopg
 
 from pgjobs.db.names import sql
 from pgjobs.operations.failed import escape_like
-from pgjobs.operations.results import Progress
-from pgjobs.web import fmt
+from pgjobs.operations.results import Progress, parse_progress
 
 PAGE_SIZE = 50
 SEARCH_WINDOW = 10_000
@@ -241,12 +243,26 @@ class Page:
     exhausted: bool = True  # False when a short page's window was full: look further
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def progress(data: Any) -> Progress | None:
+    """A job's stored progress report, None when there is none or its count is not a finite
+    number (``progress(None)`` or ``progress(float("inf"))`` are accepted by the job); a total
+    that is not one is left out."""
+    found = parse_progress(data)
+    if found is None or not _number(found.done):
+        return None
+    return found if found.total is None or _number(found.total) else replace(found, total=None)
+
+
 def _row(*values: Any) -> JobRow:
     """A page row; a running job's (two more columns) with its progress report decoded."""
     if len(values) == 11:
         return JobRow(*values)
     row = JobRow(*values[:11])
-    return replace(row, progress=fmt.progress(values[11]), cancel_requested_at=values[12])
+    return replace(row, progress=progress(values[11]), cancel_requested_at=values[12])
 
 
 def _key(state: str, filters: Filters) -> str:
