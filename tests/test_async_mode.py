@@ -195,3 +195,25 @@ def test_a_bad_mode_names_the_key_and_the_choices(tmp_path: Path) -> None:
         text=True,
     )
     assert cli.returncode == 2 and "fork" in cli.stderr and "async" in cli.stderr
+
+
+@pytest.mark.parametrize("mode", ["fork", "async"])
+def test_sigterm_while_starting_is_a_clean_exit(tmp_path: Path, mode: str) -> None:
+    """A stop that comes before the supervisor has registered anything (here: while it waits
+    for a server that accepts the connection and never answers) exits 0, not killed by it."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/none?connect_timeout=30"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pgjobs", "start", "--mode", mode, "--skip-recurring",
+             "--database-url", url, "--config", str(config_file(tmp_path))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(2.0)  # connecting
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0

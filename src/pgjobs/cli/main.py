@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -49,8 +50,16 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stopped_while_starting(signum: int, frame: object) -> None:
+    # Nothing is registered before the supervisor's own handlers replace this one (its first
+    # step): a stop that comes while we connect, migrate or import the application (systemd
+    # stopping a unit that is still starting, a restart racing a shutdown) is a clean exit.
+    os._exit(0)
+
+
 @command("start")
 def _start(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
     from pgjobs.config.queue import load_config
     from pgjobs.processes.supervisor import Supervisor
 
