@@ -339,22 +339,8 @@ class Process:
                         max_interruptions=self.config.max_interruptions,
                     ),
                 )
-                if ended.released:
-                    events.emit(
-                        "release_claimed",
-                        process_id=process_id,
-                        process=self.name,
-                        count=ended.released,
-                        reason="claimed but not running at deregistration",
-                    )
-                if ended.requeued or ended.failed:  # after a crash of the loop: counted
-                    events.emit(
-                        "recover",
-                        process_ids=ended.ids,
-                        requeued=ended.requeued,
-                        failed=ended.failed,
-                        interrupted=ended.interrupted,
-                    )
+                # released (uncounted), or recovered (counted) after a crash of the loop
+                ended.emit("claimed but not running at deregistration")
             except (
                 psycopg.Error,
                 DatabaseUnreachable,

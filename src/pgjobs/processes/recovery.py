@@ -52,6 +52,25 @@ class Recovered:
     def ids(self) -> list[int]:
         return [int(row[0]) for row in self.processes]
 
+    def emit(self, why: str) -> None:
+        """The events of what was done: ``release_claimed`` (uncounted) and ``recover``."""
+        if self.released:
+            events.emit(
+                "release_claimed",
+                process_id=self.ids[0] if len(self.ids) == 1 else self.ids,
+                process=", ".join(str(row[2]) for row in self.processes),
+                count=self.released,
+                reason=why,
+            )
+        if self.requeued or self.failed:
+            events.emit(
+                "recover",
+                process_ids=self.ids,
+                requeued=self.requeued,
+                failed=self.failed,
+                interrupted=self.interrupted,
+            )
+
 
 def _rows(conn: psycopg.Connection[Any], database: Database, template: str, params: Any) -> Any:
     cur = conn.execute(database.sql(template), params)

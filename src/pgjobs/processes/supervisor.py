@@ -354,22 +354,8 @@ class Supervisor(Process):
         return ended
 
     def _report(self, ended: recovery.Recovered, why: str) -> None:
-        if ended.released:
-            events.emit(
-                "release_claimed",
-                process_id=ended.ids[0] if len(ended.ids) == 1 else ended.ids,
-                process=", ".join(str(row[2]) for row in ended.processes),
-                count=ended.released,
-                reason=why,
-            )
+        ended.emit(why)
         if ended.requeued or ended.failed:
-            events.emit(
-                "recover",
-                process_ids=ended.ids,
-                requeued=ended.requeued,
-                failed=ended.failed,
-                interrupted=ended.interrupted,
-            )
             log.warning(
                 "supervisor: recovered jobs of dead processes %s (%s): %s re-queued, %s failed",
                 ended.ids,
