@@ -133,6 +133,18 @@ class Database:
         if self._idle_too_long(conn):
             await AsyncConnectionPool.check_connection(conn)
 
+    def renamed(self, application_name: str, *, pool_size: int | None = None) -> Database:
+        """The same database (URLs, schema, pooling) for another user, named in
+        ``pg_stat_activity`` as ``application_name``, with pools of its own."""
+        return Database(
+            self.url,
+            schema=self.schema,
+            pool_size=self.pool_size if pool_size is None else pool_size,
+            application_name=application_name,
+            direct_url=self.direct_url,
+            transaction_pooling=self.transaction_pooling,
+        )
+
     def __repr__(self) -> str:
         return f"Database({redact(self.url)!r}, schema={self.schema!r})"
 

@@ -606,14 +606,7 @@ class HostExporter:
 
     def start(self, database: Database) -> None:
         """Serve ``/metrics`` (raises ConfigurationError naming the address if it is taken)."""
-        self._database = Database(
-            database.url,
-            schema=database.schema,
-            pool_size=1,
-            application_name="pgjobs-metrics",
-            direct_url=database.direct_url,
-            transaction_pooling=database.transaction_pooling,
-        )
+        self._database = database.renamed("pgjobs-metrics", pool_size=1)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.processes)
         # the application's own prometheus_client metrics, recorded inside jobs

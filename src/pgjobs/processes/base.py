@@ -117,26 +117,18 @@ class Link:
         self._lock_timeout: int | None = None
 
     def run(self, lock_timeout_ms: int | None, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """``fn(conn)`` with the link held (the hot path: a worker's every statement; written
-        out rather than through :meth:`use`, whose generator costs ~3 µs a call)."""
-        lock = self._lock
-        lock.acquire()
+        """``fn(conn)`` with the link held (the hot path: a worker's every statement; a plain
+        call rather than :meth:`use`, whose generator costs ~3 µs a call)."""
+        self._lock.acquire()
         try:
-            conn = self._conn
-            if (
-                conn is None
-                or conn.closed
-                or (lock_timeout_ms != self._lock_timeout and not self.database.transaction_pooling)
-            ):
-                conn = self._connection(lock_timeout_ms)
+            conn = self._connection(lock_timeout_ms)
             try:
                 return fn(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if not isinstance(exc, GAVE_UP) or conn.closed or conn.broken:
-                    conn.close()  # whoever comes next opens another
+                self._lost(conn, exc)
                 raise
         finally:
-            lock.release()
+            self._lock.release()
 
     @contextlib.contextmanager
     def use(self, lock_timeout_ms: int | None = None) -> Iterator[psycopg.Connection[Any]]:
@@ -147,11 +139,17 @@ class Link:
             try:
                 yield conn
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if not isinstance(exc, GAVE_UP) or conn.closed or conn.broken:
-                    conn.close()  # whoever comes next opens another
+                self._lost(conn, exc)
                 raise
         finally:
             self._lock.release()
+
+    @staticmethod
+    def _lost(conn: psycopg.Connection[Any], exc: Exception) -> None:
+        """After an error in a user's hands: a lost connection is closed, so that whoever comes
+        next opens another; a lock or statement timeout leaves a working one as it is."""
+        if not isinstance(exc, GAVE_UP) or conn.closed or conn.broken:
+            conn.close()
 
     def _connection(self, lock_timeout_ms: int | None) -> psycopg.Connection[Any]:
         conn = self._conn
@@ -259,8 +257,7 @@ class Process:
         while True:
             try:
                 result = self.link.run(self.lock_timeout_ms, fn)
-                if self.link.generation != self._generation:
-                    self._saw(self.link.generation)
+                self._saw(self.link.generation)
                 return result
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnreachable) as exc:
                 if isinstance(exc, GAVE_UP):

@@ -100,6 +100,10 @@ class Poller(Process):
                 self.deregister()
             self.close()
 
+    def runs_jobs(self) -> bool:
+        """Whether jobs of ours still run in our threads (a worker's ``in_flight``)."""
+        return False
+
     def on_start(self) -> None:
         """Hook for subclasses: runs once registered."""
 

@@ -60,6 +60,13 @@ GRACE = 1.0  # seconds past shutdown_timeout before stragglers are killed
 READY_TIMEOUT = 30.0
 
 
+def _exit_at_once(code: int) -> None:
+    """End the process now, job threads and all (they cannot be stopped): the logs first."""
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @dataclass(eq=False)  # keyed by identity (the relay's pipes)
 class Child:
     kind: str
@@ -200,13 +207,7 @@ class Supervisor(Process):
         if resident.kind == "worker":  # mode: async; a connection of its own, as a process's
             from pgjobs.processes.worker import Worker
 
-            database = Database(
-                self.database.url,
-                schema=self.database.schema,
-                application_name="pgjobs-worker",
-                direct_url=self.database.direct_url,
-                transaction_pooling=self.database.transaction_pooling,
-            )
+            database = self.database.renamed("pgjobs-worker")
             worker = self.config.workers[resident.index]
             thread = Worker(database, self.config, worker, supervisor_id=self.id, resident=True)
             if self.listening:
@@ -263,18 +264,16 @@ class Supervisor(Process):
         if self.stopping.is_set():
             return
         for resident in self.residents:
-            if resident.thread is not None and resident.thread.is_alive():
+            if resident.alive():
                 continue
-            if resident.thread is not None and getattr(resident.process, "in_flight", None):
+            if resident.process is not None and resident.process.runs_jobs():
                 log.critical(
                     "supervisor: %s %s ended with jobs still running in its threads; exiting "
                     "so that they end too (they are recovered once its heartbeat expires)",
                     resident.kind,
                     resident.index,
                 )
-                logging.shutdown()
-                sys.stderr.flush()
-                os._exit(1)
+                _exit_at_once(1)
             if resident.thread is not None:
                 self.relay.drop(resident)
                 log.error(
@@ -301,9 +300,7 @@ class Supervisor(Process):
             # Jobs still running in our threads (mode: async; past shutdown_timeout, or on
             # SIGQUIT) may run elsewhere only once those threads are dead: their rows stay, we
             # exit at once, and recovery gives them back once the heartbeats have expired.
-            if process.id is not None and (
-                thread.is_alive() or getattr(process, "in_flight", None)
-            ):
+            if process.id is not None and (thread.is_alive() or process.runs_jobs()):
                 self._left_running.add(process.id)
 
     def _children(self) -> list[tuple[Any, ...]]:
@@ -465,9 +462,7 @@ class Supervisor(Process):
                 "their heartbeats expire",
                 sorted(self._left_running),
             )
-            logging.shutdown()
-            sys.stderr.flush()
-            os._exit(code)
+            _exit_at_once(code)
         return code
 
     def _run(self) -> int:

@@ -159,6 +159,9 @@ class Worker(Poller, Claims, JobThreads, Recording):
     def title(self) -> str:
         return f"pgjobs-worker: {','.join(self.patterns)} ({self.threads} threads)"
 
+    def runs_jobs(self) -> bool:
+        return bool(self.in_flight)
+
     def wanted(self, payload: str) -> bool:
         if payload == control_store.CANCEL_PAYLOAD:  # someone asked a running job to stop
             self._cancels_at = float("-inf")
