@@ -583,3 +583,6 @@ class SnoozesAsync(pgjobs.Job):
         if runs < times:
             self.snooze(0.2)
         return f"ran {runs + 1} times"
+
+
+from tests import workflow_jobs as _workflow_jobs  # noqa: E402, F401  (known to worker subprocesses)

@@ -46,8 +46,8 @@ SHELLS = {"bash", "sh", "shell", "console", "ini"}
 # Store modules whose every statement docs/architecture.md must name.  A module not listed here
 # (work in progress) must at least be mentioned by its path.
 DOCUMENTED_STORES = (
-    "blocked", "claimed", "failed", "finished", "jobs", "pauses", "processes", "rates", "ready",
-    "scheduled", "semaphores",
+    "batches", "blocked", "claimed", "failed", "finished", "jobs", "pauses", "processes", "rates",
+    "ready", "scheduled", "semaphores",
 )  # fmt: skip
 
 

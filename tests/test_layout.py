@@ -26,7 +26,7 @@ TOP_LEVEL = {
 }  # fmt: skip
 ACYCLIC = (
     "jobs", "enqueue", "config", "operations", "cli", "processes", "store", "db", "web",
-    "observability", "contrib",
+    "observability", "contrib", "workflows",
 )  # fmt: skip
 
 

@@ -261,8 +261,8 @@ def test_migrate_reports_each_revision_as_it_starts(make_database: Callable[[], 
     steps: list[str] = []
     migrate(url, step=steps.append)
     assert steps[0].startswith("waiting for the migration lock")
-    assert [s.split(":")[0] for s in steps[1:-1]] == ["0004", "0005", "0006"]
-    assert steps[1].endswith("(1/3)") and steps[3].endswith("(3/3)") and steps[-1] == ""
+    assert [s.split(":")[0] for s in steps[1:-1]] == ["0004", "0005", "0006", "0007"]
+    assert steps[1].endswith("(1/4)") and steps[4].endswith("(4/4)") and steps[-1] == ""
     steps.clear()
     migrate(url, step=steps.append)  # nothing to apply
     assert steps == ["waiting for the migration lock (another host may be migrating)", ""]

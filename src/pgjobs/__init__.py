@@ -11,6 +11,8 @@ from pgjobs.db.database import Database
 from pgjobs.enqueue.core import perform_all_later, perform_all_later_async
 from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import (
+    BatchFinished,
+    BatchNotFound,
     ConfigurationError,
     DatabaseError,
     DatabaseNotMigrated,
@@ -71,10 +73,16 @@ from pgjobs.operations.retention import clear_finished
 from pgjobs.operations.waiting import WaitingJobs
 from pgjobs.runtime import configure, get_database
 from pgjobs.serialization import register_records, register_type
+from pgjobs.workflows.builders import Batch, Workflow, batch, chain, workflow
+from pgjobs.workflows.info import BatchInfo, Dependency, get_batch, wait_batch
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Batch",
+    "BatchFinished",
+    "BatchInfo",
+    "BatchNotFound",
     "ConcurrencyLimit",
     "ConfigurationError",
     "ConfiguredJob",
@@ -82,6 +90,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseNotMigrated",
     "DatabaseUnreachable",
+    "Dependency",
     "DeserializationError",
     "DiscardRule",
     "DuplicateJobError",
@@ -114,18 +123,22 @@ __all__ = [
     "Uniqueness",
     "UnknownJobError",
     "WaitingJobs",
+    "Workflow",
     "__version__",
     "after_enqueue",
     "after_perform",
     "around_enqueue",
     "around_perform",
+    "batch",
     "before_enqueue",
     "before_perform",
     "cancel",
+    "chain",
     "clear_finished",
     "configure",
     "current_job",
     "discard_on",
+    "get_batch",
     "get_database",
     "get_job",
     "get_job_async",
@@ -155,6 +168,8 @@ __all__ = [
     "unschedule_recurring",
     "unsubscribe",
     "unwrap_jobs",
+    "wait_batch",
+    "workflow",
     "wrap_jobs",
 ]
 

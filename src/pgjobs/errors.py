@@ -12,6 +12,8 @@ Every error pgjobs raises derives from :class:`PgJobsError`; a docstring is the 
     ├── UnknownJobError             no job class is registered under a stored name
     ├── DuplicateJobError           a unique job's key is held (``on_conflict="raise"``)
     ├── JobNotFound                 no job has this id (``get_job``, ``cancel``, ``result``)
+    ├── BatchNotFound               no batch or workflow has this id (``get_batch``)
+    ├── BatchFinished               jobs added to a batch whose jobs have all ended
     ├── JobFailed                   ``result()``: the job failed for good (error class, message,
     │                               traceback)
     ├── JobCancelled                the job was cancelled: ``result()`` raises it to a waiter, and
@@ -82,6 +84,15 @@ class DuplicateJobError(PgJobsError):
 
 class JobNotFound(PgJobsError):
     """No job has this id (it never existed, or finished jobs were cleared)."""
+
+
+class BatchNotFound(PgJobsError):
+    """No batch or workflow has this id (it never existed, or it was cleared)."""
+
+
+class BatchFinished(PgJobsError):
+    """Jobs cannot be added to a batch whose jobs have all ended (its on_finish callback has
+    been written): add them from one of its jobs while it runs, or before the batch is written."""
 
 
 class JobFailed(PgJobsError):

@@ -17,6 +17,10 @@ Two modes:
   finishes, in enqueue order, before the outermost ``perform_later`` returns.  The jobs' scheduled
   times are ignored; their exceptions propagate to the caller of ``perform_later``.
 
+Batches and workflows are the database's work (their callbacks and dependencies are kept by
+triggers), so they are always written to the database, adapter or not; :func:`work_off` runs
+pgjobs' own worker and dispatcher in the test's process until nothing is left to do.
+
 Async jobs are run with ``asyncio.run``; when an event loop is already running in the thread (an
 async test), they run on a fresh loop in a helper thread.  To run captured jobs on the caller's
 loop, ``await adapter.perform_enqueued_jobs_async()``.
@@ -50,6 +54,7 @@ __all__ = [
     "TooManyJobsError",
     "capture_jobs",
     "inline_jobs",
+    "work_off",
 ]
 
 JobLike: TypeAlias = "type[Job] | JobFunction[..., Any] | str"
@@ -344,3 +349,75 @@ def inline_jobs(*, max_jobs: int = MAX_JOBS) -> Iterator[TestAdapter]:
     """Perform jobs as they are enqueued for the ``with`` block; yields the adapter."""
     with TestAdapter("inline", max_jobs=max_jobs).installed() as adapter:
         yield adapter
+
+
+# -- the real engine, in this process -----------------------------------------------------------
+
+# Nothing for work_off to do now (its own worker holding nothing: checked first).
+_IDLE = """
+SELECT NOT EXISTS (SELECT 1 FROM {ready})
+   AND NOT EXISTS (SELECT 1 FROM {scheduled} WHERE scheduled_at <= %(now)s)
+"""
+
+
+def work_off(
+    *,
+    timeout: float = 30.0,
+    queues: Iterable[str] = ("*",),
+    threads: int = 4,
+    database: Any = None,
+) -> None:
+    """Run pgjobs' worker and dispatcher in this process, on the database (pgjobs' default, or
+    ``database``), until nothing is left to do now: no job ready, none running, none due.  Jobs
+    scheduled for later stay scheduled, and a workflow's job held by a dependency that cannot
+    end (failed, with ``on_failure="wait"``) stays held.  Jobs run as a worker runs them: with
+    their retry rules, results, batch callbacks and dependents.  ``TimeoutError`` if work is
+    still left after ``timeout`` seconds (a job that keeps failing and retrying, say).
+
+    For tests of code that writes batches and workflows (``Batch``, ``pgjobs.chain``, ...) and
+    of jobs that need the database: it commits, so use it on a database the test may write to.
+    """
+    import time
+
+    from pgjobs.config.queue import Config, DispatcherConfig, WorkerConfig
+    from pgjobs.processes.dispatcher import Dispatcher
+    from pgjobs.processes.worker import Worker
+    from pgjobs.runtime import get_database
+
+    db = database if database is not None else get_database()
+    config = Config(heartbeat_interval=30)
+    worker = Worker(
+        db.renamed("pgjobs-worker"),
+        config,
+        WorkerConfig(queues=tuple(queues), threads=threads, polling_interval=0.05),
+    )
+    dispatcher = Dispatcher(
+        db.renamed("pgjobs-dispatcher"),
+        config,
+        DispatcherConfig(polling_interval=0.05, concurrency_maintenance=False),
+    )
+    idle = db.sql(_IDLE)
+    deadline = time.monotonic() + timeout
+    worker.register()
+    dispatcher.register()
+    for _ in range(threads):
+        worker._start_thread()
+    try:
+        while True:
+            dispatcher.poll()
+            delay = worker.poll()
+            if not worker.in_flight and not worker.holding():
+                with db.connection() as conn:
+                    row = conn.execute(idle, {"now": clock.now()}).fetchone()
+                if row is not None and row[0]:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"work_off: jobs still to run after {timeout}s")
+            worker.wake.wait(min(delay, 0.02))
+            worker.wake.clear()
+    finally:
+        for process in (worker, dispatcher):
+            process.stop()
+            process.shutdown()
+            process.deregister()
+            process.close()

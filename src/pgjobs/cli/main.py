@@ -369,13 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="its directory (default: $PGJOBS_EMBEDDED_DIR, else .pgjobs in the project directory)",
     )
 
-    # Failed jobs and retention; cancelling jobs; the dashboard.  Each imports this module.
+    # Failed jobs and retention; cancelling jobs; batches; the dashboard.  Each imports this module.
+    from pgjobs.cli import batches as cli_batches
     from pgjobs.cli import control as cli_control
     from pgjobs.cli import jobs as cli_jobs
     from pgjobs.cli import web as cli_web
 
     cli_jobs.add_parsers(sub)
     cli_control.add_parser(sub)
+    cli_batches.add_parser(sub)
     cli_web.add_parser(sub)
     return parser
 

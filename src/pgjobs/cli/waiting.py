@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pgjobs.operations.waiting import Filters as WaitingFilters
     from pgjobs.operations.waiting import State, WaitingJobs
 
-LIST_STATES = ("ready", "scheduled", "in_progress", "blocked", "failed", "finished")
+LIST_STATES = ("ready", "scheduled", "in_progress", "blocked", "held", "failed", "finished")
 # The states a bulk action (--all) takes, which it requires.
 _BULK_STATES = {
     "discard": ("ready", "scheduled", "blocked"),

@@ -33,10 +33,15 @@ from pgjobs.db.urls import psycopg_url, redact
 from pgjobs.errors import DatabaseUnreachable
 
 DEFAULT_POOL_SIZE = 4
-# A statement that gave up waiting for a lock (lock_timeout) or was cancelled (statement_timeout,
-# an operator's pg_cancel_backend): it rolled back whole, the connection is fine, and the work can
-# simply be done again later.  Not a lost connection.
-GAVE_UP = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+# A statement that gave up waiting for a lock (lock_timeout), was cancelled (statement_timeout,
+# an operator's pg_cancel_backend) or was chosen to end a deadlock (two finishes whose triggers
+# lock the rows of the same batches in opposite orders, pgjobs.workflows): it rolled back whole,
+# the connection is fine, and the work can simply be done again later.  Not a lost connection.
+GAVE_UP = (
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.DeadlockDetected,
+)
 # A pooled connection idle longer than this is checked (one round trip) before it is handed out,
 # so a database restart costs no failed call; busy connections skip the check on the hot path.
 CHECK_AFTER_IDLE = 1.0

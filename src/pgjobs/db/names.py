@@ -25,7 +25,14 @@ TABLES: dict[str, str] = {
     "rates": "pgjobs_rate_limits",
     "recurring_tasks": "pgjobs_recurring_tasks",
     "recurring_executions": "pgjobs_recurring_executions",
+    "batches": "pgjobs_batches",
+    "held": "pgjobs_held_executions",
+    "dependencies": "pgjobs_job_dependencies",
 }
+
+
+# The functions statements call (migration 0007: the batches' and workflows' triggers use them).
+FUNCTIONS: dict[str, str] = {"batch_note": "pgjobs_batch_note"}
 
 
 def quote_ident(name: str) -> str:
@@ -35,7 +42,7 @@ def quote_ident(name: str) -> str:
 @cache
 def names(schema: str | None) -> dict[str, str]:
     prefix = f"{quote_ident(schema)}." if schema else ""
-    return {key: prefix + table for key, table in TABLES.items()}
+    return {key: prefix + name for key, name in (TABLES | FUNCTIONS).items()}
 
 
 @cache

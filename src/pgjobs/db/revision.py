@@ -20,8 +20,8 @@ from pgjobs.db.urls import psycopg_url, redact
 from pgjobs.errors import DatabaseNotMigrated, DatabaseUnreachable
 
 VERSION_TABLE = "pgjobs_alembic_version"  # where pgjobs' own migrations record their revision
-REVISIONS = frozenset({"0001", "0002", "0003", "0004", "0005", "0006"})
-HEADS = frozenset({"0006"})
+REVISIONS = frozenset({"0001", "0002", "0003", "0004", "0005", "0006", "0007"})
+HEADS = frozenset({"0007"})
 
 
 def current_revisions(url: str, *, schema: str | None = None) -> set[str]:

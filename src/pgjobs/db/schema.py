@@ -31,6 +31,7 @@ from sqlalchemy import (
     Integer,
     Interval,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     Table,
     Text,
@@ -103,6 +104,9 @@ jobs = Table(
     Column("rate_key", Text),
     Column("rate_limit", Integer),
     Column("rate_period", Interval),
+    # Batches and workflows (pgjobs.workflows): the batch or workflow the job belongs to (its
+    # pgjobs_batches.id), NULL for every other job.
+    Column("batch_id", BigInteger),
     # job_id is the public id: looked up by the API, the CLI and the dashboard.
     Index(None, "job_id", unique=True),
     # Unique jobs: at most one job holds a key; INSERT ... ON CONFLICT arbitrates races.  Partial:
@@ -116,6 +120,10 @@ jobs = Table(
     # Dashboard and clear-finished filter by class; finished_at is deliberately NOT indexed
     # (it is written on the hot path; clear-finished scans in id order instead).
     Index(None, "class_name", "id"),
+    # A batch's or workflow's jobs (its dashboard page, pgjobs batches show).  Partial: jobs in
+    # no batch (almost all) add nothing to it; batch_id never changes, so finishing a job stays
+    # a HOT update.
+    Index(None, "batch_id", "id", postgresql_where=text("batch_id IS NOT NULL")),
     # fillfactor 50: room on each page for every row's finished version, so that finishing a
     # job is a heap-only (HOT) update (at 70 only ~half were; see migration 0003).
     postgresql_with={"fillfactor": 50, "autovacuum_vacuum_scale_factor": 0.05},
@@ -188,6 +196,10 @@ failed_executions = Table(
     Column("process_id", BigInteger),
     Column("hostname", Text),
     Column("pid", Integer),
+    # The job's batch (pgjobs_jobs.batch_id), filled in by the trigger that counts the failure
+    # in it; kept so that the failure's end (a retry, a discard) is counted even when the job's
+    # row goes in the same statement (migration 0007).
+    Column("batch_id", BigInteger),
     _now(),
     # The failed-jobs page and retry_all/discard_all walk failures newest first.
     Index(None, "created_at", "job_id"),
@@ -209,6 +221,63 @@ job_errors = Table(
     _now(),
     # A job's history on its detail page: WHERE job_id = $1 ORDER BY id.
     Index(None, "job_id", "id"),
+)
+
+# -- batches and workflows (pgjobs.workflows; the triggers that keep them: migration 0007) ------
+
+batches = Table(
+    "pgjobs_batches",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("batch_id", UUID(as_uuid=True), nullable=False),  # the public id
+    Column("kind", Text, nullable=False, server_default=text("'batch'")),  # batch | workflow
+    Column("parent_id", BigInteger),  # a nested batch's parent (it counts as one of its jobs)
+    Column("description", Text),
+    Column("properties", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # A workflow's policy when a dependency fails for good: cancel | run | wait.
+    Column("on_failure", Text),
+    # The callback jobs, written when their moment comes: {"finish"|"success"|"discard": job}.
+    Column("callbacks", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Exact counts, kept by the triggers in the statement that ends each job.
+    Column("total", Integer, nullable=False, server_default=text("0")),
+    Column("pending", Integer, nullable=False, server_default=text("0")),
+    Column("succeeded", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("discarded", Integer, nullable=False, server_default=text("0")),
+    Column("cancelled", Integer, nullable=False, server_default=text("0")),
+    # When each callback's moment came (at most once each).
+    Column("finished_at", DateTime(timezone=True)),
+    Column("succeeded_at", DateTime(timezone=True)),
+    Column("discarded_at", DateTime(timezone=True)),
+    _now(),
+    Index(None, "batch_id", unique=True),
+    Index(None, "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+)
+
+held_executions = Table(
+    "pgjobs_held_executions",
+    metadata,
+    # A workflow's job waiting for its dependencies; released (to ready, or to scheduled when it
+    # is due later or takes a concurrency slot) by the statement that ends the last of them.
+    Column("job_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("queue_name", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("pending", Integer, nullable=False),  # dependencies not yet resolved
+    _now(),
+)
+
+job_dependencies = Table(
+    "pgjobs_job_dependencies",
+    metadata,
+    Column("job_id", BigInteger, nullable=False),  # the dependent
+    Column("depends_on", BigInteger, nullable=False),
+    Column("position", SmallInteger, nullable=False),  # its place in after=[...]
+    # Set once the dependency's end has been passed on to the dependent.
+    Column("resolved", Boolean, nullable=False, server_default=text("false")),
+    # A job's end finds its dependents: WHERE depends_on = $1 (the primary key's prefix).
+    PrimaryKeyConstraint("depends_on", "job_id"),
+    # A job's dependencies and their results, in order.
+    Index(None, "job_id", "position"),
 )
 
 processes = Table(

@@ -95,6 +95,7 @@ class Job:
     # Set by the worker running the job (pgjobs.processes.jobcontrol): None under perform_now.
     _runtime: control.Runtime | None = None
     _internal_id: int = 0
+    _batch: int | None = None  # set by the worker for a job of a batch or workflow (its row id)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -204,6 +205,31 @@ class Job:
             return control.run_step_async(self, name, fn, args, kwargs)
         return control.run_step(self, name, fn, args, kwargs)
 
+    def add_to_batch(self, *jobs: Job, connection: Any = None) -> list[EnqueuedJob]:
+        """Add jobs to the batch (or workflow) this job belongs to, while it runs: fan-out from
+        inside (docs/workflows.md).  They count before this job ends, so the batch cannot
+        finish in between; written in one transaction (``connection``'s, if given)."""
+        if self._batch is None:
+            raise ConfigurationError(
+                f"{type(self).job_name}: add_to_batch() needs a job of a batch or workflow, "
+                "run by a worker"
+            )
+        from pgjobs.workflows.write import add_to_batch
+
+        return add_to_batch(self._batch, jobs, connection)
+
+    def dependencies(self) -> list[Any]:
+        """This workflow job's dependencies, in ``after=`` order: each one's ``job_id``,
+        ``state`` and ``result`` (:class:`pgjobs.Dependency`)."""
+        from pgjobs.workflows.info import dependencies
+
+        return list(dependencies(self.job_id))
+
+    def dependency_results(self) -> list[Any]:
+        """What this workflow job's dependencies returned, in ``after=`` order (``None`` for
+        one that stored nothing, or did not succeed: see ``on_failure="run"``)."""
+        return [dependency.result for dependency in self.dependencies()]
+
     def snooze(self, delay: float | timedelta) -> None:
         """Put the job back as scheduled ``delay`` from now, without counting an attempt
         (raises :class:`pgjobs.Snooze`; code after it does not run)."""
@@ -217,6 +243,12 @@ class Job:
         return f"<{type(self).job_name} {self.job_id} args={self.args!r} kwargs={self.kwargs!r}>"
 
     # -- enqueueing -------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, *args: Any, **kwargs: Any) -> Job:
+        """The job with these arguments, not enqueued: for ``perform_all_later``, batches and
+        workflows (the same as ``cls(*args, **kwargs)``)."""
+        return cls(*args, **kwargs)
 
     @classmethod
     def set(

@@ -107,6 +107,15 @@ BLOCKED = _by_job_id(
     "e.created_at, e.concurrency_key, NULL::bigint",
 )
 
+# Held jobs (a workflow's, waiting for their dependencies): held's primary key, backwards.
+# at = held since, detail = how many of its dependencies have not ended yet.
+HELD = _by_job_id(
+    "SELECT job_id, pending, created_at FROM {held} WHERE job_id < %(before)s "
+    "ORDER BY job_id DESC LIMIT %(window)s",
+    "e.created_at, 'waiting for ' || e.pending || CASE WHEN e.pending = 1 THEN ' job' "
+    "ELSE ' jobs' END, NULL::bigint",
+)
+
 # Failed jobs, newest failure first: failed (created_at, job_id), backwards from the cursor.
 # The error filter matches like pgjobs.FailedJobs: the full name or its last dotted parts.
 FAILED = (
@@ -150,6 +159,7 @@ _EDGE_WINDOWS = {
         "SELECT job_id FROM {claimed} WHERE process_id = %(process)s AND job_id < %(before)s"
     ),
     "blocked": "SELECT job_id FROM {blocked} WHERE job_id < %(before)s",
+    "held": "SELECT job_id FROM {held} WHERE job_id < %(before)s",
     "finished": "SELECT id AS job_id FROM {jobs} WHERE id < %(before)s",
     "finished_by_class": (
         "SELECT id AS job_id FROM {jobs} WHERE class_name = %(class_name)s AND id < %(before)s"
@@ -173,6 +183,7 @@ STATEMENTS = {
     "in_progress": IN_PROGRESS,
     "in_progress_by_process": IN_PROGRESS_BY_PROCESS,
     "blocked": BLOCKED,
+    "held": HELD,
     "failed": FAILED,
     "finished": FINISHED,
     "finished_by_class": FINISHED_BY_CLASS,

@@ -39,6 +39,7 @@ from pgjobs.db.database import Database
 from pgjobs.errors import JobCancelled, JobFailed, JobNotFound, ResultError
 from pgjobs.operations.failed import JobErrorRecord, _uuid
 from pgjobs.serialization import loads_value
+from pgjobs.store import batches as batches_store
 from pgjobs.store import control as control_store
 from pgjobs.store import failed as failed_store
 from pgjobs.store import jobs as jobs_store
@@ -52,6 +53,7 @@ _NOT_FOUND = (
 _FIRST_POLL = 0.05
 
 State = Literal[
+    "held",
     "ready",
     "scheduled",
     "blocked",
@@ -374,6 +376,14 @@ def cancel(job_id: uuid.UUID | str, *, database: Database | None = None) -> Canc
         _emit(public, "cancelled")
         return "cancelled"
     with database.connection() as conn:
+        # A workflow's job held for its dependencies: cancelled at once (a trigger counts it
+        # and cancels what waits on it, by the workflow's on_failure).
+        held = conn.execute(
+            database.sql(batches_store.CANCEL_HELD), {"job_id": public, "now": clock.now()}
+        ).fetchone()
+        if held is not None:
+            _emit(public, "cancelled")
+            return "cancelled"
         asked = conn.execute(
             database.sql(control_store.REQUEST_CANCEL),
             {

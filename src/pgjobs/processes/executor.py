@@ -73,14 +73,17 @@ class Claimed:
     interruptions: int = 0  # > 0: a process running it died; it runs alone (see the worker)
     cancel_requested: bool = False  # asked to stop before it was claimed: not run, cancelled
     rate_key: str | None = None  # rate-limited: runs only with a start token (store/rates.py)
+    batch_id: int | None = None  # its batch or workflow (pgjobs.workflows): finished keyed
 
     @property
     def keyed(self) -> bool:
         """Finishing it gives back a concurrency slot or a unique key, or must keep a period's
         key: it is finished by the statements of :mod:`pgjobs.store.finished` that do that, not
         by the claim statement.  (An until-executing key was released at claim.)"""
-        return self.concurrency_key is not None or (
-            self.unique_key is not None and not self.unique_key.startswith("x|")
+        return (
+            self.concurrency_key is not None
+            or (self.unique_key is not None and not self.unique_key.startswith("x|"))
+            or self.batch_id is not None  # kept when finished (its end is counted by a trigger)
         )
 
 
@@ -241,6 +244,8 @@ def _perform(
         job = _restore(job_class, claimed, args, kwargs)
         if runtime is not None:
             job._runtime, job._internal_id = runtime, claimed.id
+            if claimed.batch_id is not None:
+                job._batch = claimed.batch_id
         logging_context.enter(claimed, job)  # log records carry its identity until leave()
         timeout = job_class._timeout_seconds or default_timeout
         if "perform_start" in _active:
@@ -257,7 +262,9 @@ def _perform(
                 value = job.perform_with_callbacks()
             if "_control_state" in job.__dict__:
                 control.flush_progress(job)  # the last report, written before the ending
-            keep = value is not None and (runtime is None or runtime.keeps_results)
+            keep = value is not None and (
+                runtime is None or runtime.keeps_results or claimed.batch_id is not None
+            )
             stored = _stored(claimed, job_class, value) if keep else None
         except TimeoutInterrupt:
             error: BaseException = timed_out(claimed, timeout)

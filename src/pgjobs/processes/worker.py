@@ -341,7 +341,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
             if cancelled:
                 cancelled.discard(claimed.id)
             if outcome.kind == FINISHED:
-                result = outcome.result if keeps_results else None
+                # A batch's job is kept when it ends, and its result with it (dependents read it).
+                result = outcome.result if keeps_results or claimed.batch_id is not None else None
                 if claimed.keyed:
                     self.to_finish_keyed.append(claimed.id)
                     if result is not None:

@@ -218,6 +218,7 @@ SELECT j.id, j.job_id, j.class_name, j.queue_name, j.priority, j.executions, j.i
            WHEN EXISTS (SELECT 1 FROM {claimed} WHERE job_id = j.id) THEN 'running'
            WHEN EXISTS (SELECT 1 FROM {scheduled} WHERE job_id = j.id) THEN 'scheduled'
            WHEN EXISTS (SELECT 1 FROM {blocked} WHERE job_id = j.id) THEN 'blocked'
+           WHEN EXISTS (SELECT 1 FROM {held} WHERE job_id = j.id) THEN 'held'
            WHEN f.job_id IS NOT NULL THEN 'failed'
            WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
            WHEN j.discarded_at IS NOT NULL THEN 'discarded'

@@ -144,17 +144,21 @@ SELECT id, concurrency_key, pg_notify(%(done_channel)s, job_id::text) FROM bumpe
 
 # discard_on with preserve_finished_jobs: false: a discarded job is deleted like a finished one
 # (its history with it; after_discard is the place to keep what matters) — except the holder of
-# a period's unique key whose window is still open: deleting it would release the key, so it is
-# discarded as with DISCARD and kept until clear_finished (the window's record).
+# a period's unique key whose window is still open (deleting it would release the key) and a job
+# of a batch or workflow (store/jobs.py KEPT_AT_END): those are discarded as with DISCARD and
+# kept until clear_finished.
 DISCARD_DELETE = (
     """
 WITH done AS (
     DELETE FROM {claimed} WHERE job_id = %(id)s AND process_id = %(process_id)s
     RETURNING job_id
 ), kept AS (
-    UPDATE {jobs} SET executions = executions + 1, finished_at = %(now)s, discarded_at = %(now)s
+    UPDATE {jobs} SET executions = executions + 1, finished_at = %(now)s, discarded_at = %(now)s,
+                      unique_key = """
+    + _jobs.RELEASE_UNIQUE
+    + """
     WHERE id IN (SELECT job_id FROM done) AND """
-    + _jobs.PERIOD_OPEN
+    + _jobs.KEPT_AT_END
     + """
     RETURNING id, executions, concurrency_key
 ), kept_history AS (
@@ -164,7 +168,7 @@ WITH done AS (
            %(hostname)s, %(pid)s FROM kept
 ), deleted AS (
     DELETE FROM {jobs} WHERE id IN (SELECT job_id FROM done) AND NOT """
-    + _jobs.PERIOD_OPEN
+    + _jobs.KEPT_AT_END
     + """
     RETURNING id, concurrency_key
 ), history AS (

@@ -106,21 +106,25 @@ FINISH_KEYED = (
 )
 
 # The same with preserve_finished_jobs: false: jobs are deleted, except those holding a
-# period's unique key whose window is still open, which are stamped and kept until
-# clear_finished (the window's record: deleting it would release the key).
+# period's unique key whose window is still open (the window's record: deleting it would release
+# the key) and jobs of batches and workflows (store/jobs.py KEPT_AT_END), which are stamped and
+# kept until clear_finished.
 FINISH_KEYED_DELETE = (
     "WITH"
     + ready.DONE
     + """, kept AS (
-    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1
+    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
+                      unique_key = """
+    + _jobs.RELEASE_UNIQUE
+    + """
     WHERE id IN (SELECT job_id FROM done) AND """
-    + _jobs.PERIOD_OPEN
+    + _jobs.KEPT_AT_END
     + """
     RETURNING concurrency_key
 ), deleted AS (
     DELETE FROM {jobs}
     WHERE id IN (SELECT job_id FROM done) AND NOT """
-    + _jobs.PERIOD_OPEN
+    + _jobs.KEPT_AT_END
     + """
     RETURNING id, concurrency_key
 ), finish_history AS (

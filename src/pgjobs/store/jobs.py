@@ -69,6 +69,7 @@ SELECT CASE
     WHEN EXISTS (SELECT 1 FROM {claimed} WHERE job_id = %(id)s) THEN 'claimed'
     WHEN EXISTS (SELECT 1 FROM {scheduled} WHERE job_id = %(id)s) THEN 'scheduled'
     WHEN EXISTS (SELECT 1 FROM {blocked} WHERE job_id = %(id)s) THEN 'blocked'
+    WHEN EXISTS (SELECT 1 FROM {held} WHERE job_id = %(id)s) THEN 'held'
     WHEN EXISTS (SELECT 1 FROM {failed} WHERE job_id = %(id)s) THEN 'failed'
     WHEN (SELECT cancelled_at FROM {jobs} WHERE id = %(id)s) IS NOT NULL THEN 'cancelled'
     WHEN (SELECT finished_at FROM {jobs} WHERE id = %(id)s) IS NOT NULL THEN 'finished'
@@ -99,6 +100,12 @@ RELEASE_UNIQUE = "CASE WHEN left(unique_key, 2) = 'p|' THEN unique_key END"
 # that delete finished jobs: retention and preserve_finished_jobs: false.
 PERIOD_OPEN = """(unique_key IS NOT NULL AND left(unique_key, 2) = 'p|' AND coalesce(
     substring(unique_key from '@[^@/]*/([^@/]*)$')::timestamptz, '-infinity') > %(now)s)"""
+
+# True for a job that preserve_finished_jobs: false must keep when it ends (stamped, deleted
+# later by clear_finished): a period's key holder (PERIOD_OPEN), and a job of a batch or workflow,
+# whose end is counted by a trigger on the stamp (a deletion counts as discarded) and whose
+# result its dependents may read.
+KEPT_AT_END = "(batch_id IS NOT NULL OR " + PERIOD_OPEN + ")"
 
 _KEYED_COLUMNS = """job_id, queue_name, class_name, arguments, priority, concurrency_key,
                         concurrency_limit, concurrency_duration, concurrency_on_conflict,

@@ -55,7 +55,8 @@ moved AS (
 SELECT j.id, j.job_id, j.class_name, j.arguments::text, j.queue_name, j.priority, j.executions,
        j.created_at, j.scheduled_at, j.concurrency_key, j.unique_key, j.interruptions,
        j.cancel_requested_at IS NOT NULL,  -- asked to stop while it waited: cancelled, not run
-       j.rate_key  -- a rate-limited job takes a start token before it runs (store/rates.py)
+       j.rate_key,  -- a rate-limited job takes a start token before it runs (store/rates.py)
+       j.batch_id  -- a job of a batch or workflow is finished by finished.FINISH_KEYED
 FROM claimed c JOIN {jobs} j ON j.id = c.job_id
 ORDER BY j.priority, j.id  -- run in the order they were picked
 """

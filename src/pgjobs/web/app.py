@@ -1,11 +1,11 @@
 """``create_app``: the dashboard as an ASGI application.
 
-The app is a Starlette application whose routes are the pages (:mod:`pgjobs.web.pages`) and the
-actions (:mod:`pgjobs.web.actions`), wrapped in :class:`pgjobs.web.security.Guard`; what their
-handlers share is the :class:`pgjobs.web.state.Dashboard` built here.  Every link and form is
-built from the request's ``root_path``, so the app works at ``/`` (``pgjobs web``) and mounted
-under any prefix.  Database work runs in Starlette's thread pool on pgjobs' own (synchronous)
-connection pool.
+The app is a Starlette application whose routes are the pages (:mod:`pgjobs.web.pages`, and the
+batch pages in :mod:`pgjobs.web.batches`) and the actions (:mod:`pgjobs.web.actions`), wrapped in
+:class:`pgjobs.web.security.Guard`; what their handlers share is the
+:class:`pgjobs.web.state.Dashboard` built here.  Every link and form is built from the request's
+``root_path``, so the app works at ``/`` (``pgjobs web``) and mounted under any prefix.  Database
+work runs in Starlette's thread pool on pgjobs' own (synchronous) connection pool.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from starlette.staticfiles import StaticFiles
 from pgjobs.config.queue import Config, load_config
 from pgjobs.db.database import Database
 from pgjobs.errors import ConfigurationError, DatabaseError
-from pgjobs.web import actions, fmt, pages
+from pgjobs.operations.batches import progress_line
+from pgjobs.web import actions, batches, fmt, pages
 from pgjobs.web.security import Authorize, BasicAuth, Guard, Signer, derive_secret
 from pgjobs.web.state import Dashboard, dashboard
 
@@ -55,6 +56,11 @@ def _templates() -> jinja2.Environment:
         timestamp=fmt.timestamp,
         amount=fmt.amount,
         percent=fmt.percent,
+        short_id=fmt.short_id,
+        pretty_json=fmt.pretty_json,
+        batch_segments=fmt.batch_segments,
+        batch_summary=fmt.batch_summary,
+        batch_progress=progress_line,
     )
     return env
 
@@ -148,7 +154,12 @@ def create_app(
     )
     static = StaticFiles(directory=HERE / "static")
     app = Starlette(
-        routes=[*pages.ROUTES, *actions.ROUTES, Mount("/static", app=static, name="static")],
+        routes=[
+            *pages.ROUTES,
+            *batches.ROUTES,
+            *actions.ROUTES,
+            Mount("/static", app=static, name="static"),
+        ],
         middleware=[Middleware(Guard, basic=basic, authorize=authorize)],
         exception_handlers={
             DatabaseError: _unavailable,

@@ -2,9 +2,11 @@
 its job control state (result, progress, resumable steps, cancellation: :mod:`pgjobs.jobs.control`).
 
 One statement reads the job by its public id (``ix_pgjobs_jobs_job_id``) with each execution
-table's row by primary key — the state is whichever of them exists — the process running it, and
-the recurring task that enqueued it (``ix_pgjobs_recurring_executions_job_id``).  A second
-statement reads its error history (``failed.ERRORS``, by ``ix_pgjobs_job_errors_job_id_id``).
+table's row by primary key — the state is whichever of them exists — the process running it, the
+recurring task that enqueued it (``ix_pgjobs_recurring_executions_job_id``) and the batch or
+workflow it belongs to (``pk_pgjobs_batches``).  A second statement reads its error history
+(``failed.ERRORS``, by ``ix_pgjobs_job_errors_job_id_id``), and for a job of a batch a third its
+dependencies (``batches.DEPENDENCIES``, by ``ix_pgjobs_job_dependencies_job_id_position``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pgjobs.db.names import sql
 from pgjobs.operations import lists
 from pgjobs.operations.failed import JobErrorRecord
 from pgjobs.operations.results import Progress
+from pgjobs.store import batches as batches_store
 from pgjobs.store import failed as failed_store
 from pgjobs.web import fmt
 
@@ -40,7 +43,9 @@ SELECT j.id, j.job_id, j.class_name, j.queue_name, j.priority, j.arguments, j.ex
        b.created_at AS blocked_at,
        f.exception_class, f.message, f.backtrace, f.attempt, f.process_id AS failed_process_id,
        f.hostname AS failed_hostname, f.pid AS failed_pid, f.created_at AS failed_at,
-       re.task_key, re.run_at AS task_run_at, re.manual AS task_manual
+       re.task_key, re.run_at AS task_run_at, re.manual AS task_manual,
+       h.created_at AS held_at, h.pending AS held_pending,
+       bt.batch_id AS batch_public_id, bt.kind AS batch_kind, bt.description AS batch_description
 FROM {jobs} j
 LEFT JOIN {ready} r ON r.job_id = j.id
 LEFT JOIN {scheduled} s ON s.job_id = j.id
@@ -48,6 +53,8 @@ LEFT JOIN {claimed} c ON c.job_id = j.id
 LEFT JOIN {processes} p ON p.id = c.process_id
 LEFT JOIN {blocked} b ON b.job_id = j.id
 LEFT JOIN {failed} f ON f.job_id = j.id
+LEFT JOIN {held} h ON h.job_id = j.id
+LEFT JOIN {batches} bt ON bt.id = j.batch_id
 LEFT JOIN LATERAL (
     SELECT task_key, run_at, manual FROM {recurring_executions} e
     WHERE e.job_id = j.id ORDER BY e.id LIMIT 1
@@ -67,16 +74,26 @@ class Steps:
 
 
 @dataclass(frozen=True)
+class Dependency:
+    """A job a workflow's job runs after, and how it ended (``pending``: it has not)."""
+
+    job_id: uuid.UUID
+    state: str  # finished | failed | discarded | cancelled | pending
+
+
+@dataclass(frozen=True)
 class JobDetail:
     row: dict[str, Any]  # the columns of JOB by name
     errors: tuple[JobErrorRecord, ...]
+    dependencies: tuple[Dependency, ...] = ()  # a workflow's job: what it runs after, in order
 
     @property
     def state(self) -> str:
-        """ready, scheduled, in_progress, blocked, failed, finished, discarded, cancelled (or
-        unknown)."""
+        """held, ready, scheduled, in_progress, blocked, failed, finished, discarded, cancelled
+        (or unknown)."""
         r = self.row
         for state, column in (
+            ("held", "held_at"),
             ("ready", "ready_at"),
             ("scheduled", "due_at"),
             ("in_progress", "claimed_at"),
@@ -100,8 +117,8 @@ class JobDetail:
 
     @property
     def cancellable(self) -> bool:
-        """Waiting (cancelled at once) or running (asked to stop)."""
-        return self.state in ("ready", "scheduled", "blocked", "in_progress")
+        """Waiting (cancelled at once; a held job too) or running (asked to stop)."""
+        return self.state in ("held", "ready", "scheduled", "blocked", "in_progress")
 
     @property
     def result(self) -> str | None:
@@ -145,4 +162,8 @@ def find(conn: psycopg.Connection[Any], schema: str | None, job_id: uuid.UUID) -
     if row is None:
         return None
     history = conn.execute(sql(failed_store.ERRORS, schema), {"id": row["id"]}).fetchall()
-    return JobDetail(row, tuple(JobErrorRecord(*r) for r in history))
+    dependencies: tuple[Dependency, ...] = ()
+    if row["batch_public_id"] is not None:
+        found = conn.execute(sql(batches_store.DEPENDENCIES, schema), {"job_id": job_id})
+        dependencies = tuple(Dependency(public, str(state)) for public, state, _ in found)
+    return JobDetail(row, tuple(JobErrorRecord(*r) for r in history), dependencies)

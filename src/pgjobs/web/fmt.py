@@ -12,11 +12,14 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgjobs.operations.counts import Count
 from pgjobs.serialization import loads_value
 from pgjobs.web.throughput import Minute
+
+if TYPE_CHECKING:
+    from pgjobs.workflows.info import BatchInfo
 
 VALUE_WIDTH = 2000  # characters of a result or a cursor shown
 
@@ -137,3 +140,50 @@ def chart(minutes: list[Minute], width: int = 720, height: int = 150) -> Chart:
         if m.start.minute % 10 == 0:
             ticks.append((i * step, at))
     return Chart(width, height, top, bars, ticks)
+
+
+def pretty_json(value: Any) -> str:
+    """JSON data (a batch's properties) indented, as the job page shows arguments (the template
+    escapes it)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def short_id(value: object) -> str:
+    """An id's first eight characters (a UUID's first group), for a link that holds it whole in
+    its title."""
+    return str(value)[:8]
+
+
+@dataclass(frozen=True)
+class Segment:
+    outcome: str  # succeeded | failed | discarded | cancelled
+    x: float  # where it starts, in percent of the bar
+    width: float  # in percent
+    count: int
+
+
+OUTCOMES = ("succeeded", "failed", "discarded", "cancelled")
+
+
+def batch_segments(info: BatchInfo) -> list[Segment]:
+    """A batch's progress bar: its ended jobs by outcome, side by side, over its total (the rest,
+    pending, is the bar's background)."""
+    if not info.total:
+        return []
+    found, x = [], 0.0
+    for outcome in OUTCOMES:
+        count = int(getattr(info, outcome))
+        if count > 0:
+            width = 100 * min(count, info.total) / info.total
+            found.append(Segment(outcome, round(x, 2), round(min(width, 100 - x), 2), count))
+            x += width
+    return found
+
+
+def batch_summary(info: BatchInfo) -> str:
+    """``7/10 ended · 6 succeeded · 1 failed · 3 pending``: the outcomes that have jobs."""
+    parts = [f"{info.done:,}/{info.total:,} ended"]
+    parts += [f"{getattr(info, o):,} {o}" for o in OUTCOMES if getattr(info, o)]
+    if info.pending:
+        parts.append(f"{info.pending:,} pending")
+    return " · ".join(parts)

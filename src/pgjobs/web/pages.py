@@ -38,9 +38,12 @@ STATE_TITLES = {
     "scheduled": "Scheduled",
     "in_progress": "In progress",
     "blocked": "Blocked",
+    "held": "Held",
     "failed": "Failed",
     "finished": "Finished",
 }
+# Held jobs (a workflow's, waiting for their dependencies), counted up to %(cap)s like each state.
+HELD_COUNT = "SELECT count(*) FROM (SELECT 1 FROM {held} LIMIT %(cap)s) t"
 # The public ids of jobs known by internal id (recurring tasks' last runs); primary key.
 JOB_IDS = "SELECT id, job_id FROM {jobs} WHERE id = ANY(%(ids)s::bigint[])"
 # The operators' filter on failed jobs, exactly as pgjobs.FailedJobs applies it.
@@ -143,6 +146,7 @@ def _jobs(
     cursor: lists.Cursor | None,
 ) -> dict[str, Any]:
     found = counts.state_counts(conn, schema)
+    found["held"] = _held(conn, schema)
     data: dict[str, Any] = {
         "counts": found,
         "result": lists.page(conn, schema, state, filters, cursor),
@@ -150,6 +154,14 @@ def _jobs(
     if state == "failed":
         data["matching"] = _failed_matching(conn, schema, filters, found["failed"])
     return data
+
+
+def _held(conn: psycopg.Connection[Any], schema: str | None) -> counts.Count:
+    """Held jobs, exact up to the count cap (past it, a lower bound: the table holds only the
+    jobs of workflows waiting for others)."""
+    row = conn.execute(sql(HELD_COUNT, schema), {"cap": counts.COUNT_CAP}).fetchone()
+    held = int(row[0]) if row else 0
+    return counts.Count(held) if held < counts.COUNT_CAP else counts.Count(held, "at_least")
 
 
 async def jobs(request: Request) -> Response:

@@ -1,0 +1,398 @@
+"""Batches and workflows (pgjobs.workflows; the triggers of migration 0007), in a rolled-back
+transaction: jobs are ended here with the row changes a worker's statements make (the end to
+end tests with real workers are in test_workflows_e2e.py)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgjobs
+from pgjobs.workflows.info import read
+from tests.workflow_jobs import Callback, Part
+
+SUCCEEDED = "UPDATE pgjobs_jobs SET finished_at = now(), executions = executions + 1 WHERE id = %s"
+
+
+def _id(conn: psycopg.Connection, job: pgjobs.Job | uuid.UUID) -> int:
+    job_id = job if isinstance(job, uuid.UUID) else job.job_id
+    row = conn.execute("SELECT id FROM pgjobs_jobs WHERE job_id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _leave(conn: psycopg.Connection, id_: int) -> None:
+    for table in ("ready", "scheduled", "claimed"):
+        conn.execute(f"DELETE FROM pgjobs_{table}_executions WHERE job_id = %s", (id_,))
+
+
+def succeed(conn: psycopg.Connection, job: pgjobs.Job | uuid.UUID) -> None:
+    id_ = _id(conn, job)
+    _leave(conn, id_)
+    conn.execute(SUCCEEDED, (id_,))
+
+
+def fail(conn: psycopg.Connection, job: pgjobs.Job) -> None:
+    id_ = _id(conn, job)
+    _leave(conn, id_)
+    conn.execute(
+        "INSERT INTO pgjobs_failed_executions (job_id, exception_class, message, backtrace,"
+        " attempt) VALUES (%s, 'RuntimeError', 'boom', '', 1)",
+        (id_,),
+    )
+
+
+def retry(conn: psycopg.Connection, job: pgjobs.Job) -> None:
+    id_ = _id(conn, job)
+    conn.execute("DELETE FROM pgjobs_failed_executions WHERE job_id = %s", (id_,))
+    conn.execute(
+        "INSERT INTO pgjobs_ready_executions (job_id, queue_name, priority)"
+        " SELECT id, queue_name, priority FROM pgjobs_jobs WHERE id = %s",
+        (id_,),
+    )
+
+
+def state(conn: psycopg.Connection, job: pgjobs.Job) -> str:
+    id_ = _id(conn, job)
+    row = conn.execute(
+        """SELECT CASE
+             WHEN EXISTS (SELECT 1 FROM pgjobs_held_executions WHERE job_id = %(id)s) THEN 'held'
+             WHEN EXISTS (SELECT 1 FROM pgjobs_ready_executions WHERE job_id = %(id)s) THEN 'ready'
+             WHEN EXISTS (SELECT 1 FROM pgjobs_scheduled_executions WHERE job_id = %(id)s)
+                 THEN 'scheduled'
+             WHEN EXISTS (SELECT 1 FROM pgjobs_failed_executions WHERE job_id = %(id)s)
+                 THEN 'failed'
+             WHEN cancelled_at IS NOT NULL THEN 'cancelled'
+             WHEN finished_at IS NOT NULL THEN 'finished' ELSE 'lost' END
+           FROM pgjobs_jobs WHERE id = %(id)s""",
+        {"id": id_},
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def info(conn: psycopg.Connection, batch: pgjobs.Batch) -> pgjobs.BatchInfo:
+    return read(conn, None, batch.batch_id)
+
+
+def callbacks_written(conn: psycopg.Connection) -> list[tuple[str, Any]]:
+    """The callback jobs written so far: (tag, their arguments), oldest first."""
+    rows = conn.execute(
+        "SELECT arguments FROM pgjobs_jobs WHERE class_name = %s ORDER BY id",
+        (Callback.job_name,),
+    ).fetchall()
+    return [(row[0]["args"][1] if len(row[0]["args"]) > 1 else None, row[0]) for row in rows]
+
+
+def test_a_batch_and_its_jobs_are_written_together_with_exact_counts(
+    conn: psycopg.Connection,
+) -> None:
+    with pgjobs.batch(
+        on_finish=Callback.build("finish"),
+        on_success=Callback.build("success"),
+        description="import",
+        properties={"file": "a.csv"},
+        connection=conn,
+    ) as batch:
+        batch.add(Part.build("a"), [Part.build("b"), Part.build("c")])
+    assert [r.enqueued for r in batch.enqueued] == [True, True, True]
+    found = info(conn, batch)
+    assert (found.kind, found.description, found.properties) == (
+        "batch",
+        "import",
+        {"file": "a.csv"},
+    )
+    assert (found.total, found.pending, found.state, found.fraction) == (3, 3, "running", 0.0)
+    assert set(found.callbacks) == {"finish", "success"}
+    a, b, c = batch._jobs
+    succeed(conn, a)
+    succeed(conn, b)
+    assert callbacks_written(conn) == []
+    succeed(conn, c)
+    found = info(conn, batch)
+    assert (found.pending, found.succeeded, found.state, found.fraction) == (0, 3, "succeeded", 1.0)
+    written = callbacks_written(conn)
+    assert [tag for tag, _ in written] == ["finish", "success"]
+    # The callback's first argument is the batch, read afresh when it runs.
+    first = written[0][1]["args"][0]
+    assert first == {"__pgjobs__": "record", "kind": "pgjobs_batch", "v": str(batch.batch_id)}
+    ids = conn.execute(
+        "SELECT j.job_id FROM pgjobs_jobs j JOIN pgjobs_ready_executions r ON r.job_id = j.id"
+        " WHERE class_name = %s ORDER BY j.id",
+        (Callback.job_name,),
+    ).fetchall()
+    assert [row[0] for row in ids] == [found.callbacks["finish"], found.callbacks["success"]]
+
+
+def test_a_failure_runs_on_discard_then_on_finish_and_a_successful_retry_on_success(
+    conn: psycopg.Connection,
+) -> None:
+    with pgjobs.batch(
+        on_finish=Callback.build("finish"),
+        on_success=Callback.build("success"),
+        on_discard=Callback.build("discard"),
+        connection=conn,
+    ) as batch:
+        batch.add(Part.build("a"), Part.build("b"))
+    a, b = batch._jobs
+    fail(conn, a)
+    assert [tag for tag, _ in callbacks_written(conn)] == ["discard"]
+    succeed(conn, b)
+    found = info(conn, batch)
+    assert (found.pending, found.succeeded, found.failed, found.state) == (0, 1, 1, "failed")
+    assert [tag for tag, _ in callbacks_written(conn)] == ["discard", "finish"]
+    retry(conn, a)  # an operator retries it: pending again, on_finish is not written again
+    assert (info(conn, batch).pending, info(conn, batch).failed) == (1, 0)
+    succeed(conn, a)
+    found = info(conn, batch)
+    assert (found.pending, found.succeeded, found.failed, found.state) == (0, 2, 0, "succeeded")
+    assert [tag for tag, _ in callbacks_written(conn)] == ["discard", "finish", "success"]
+
+
+def test_discarding_or_deleting_a_failed_job_counts_it_discarded(conn: psycopg.Connection) -> None:
+    with pgjobs.batch(on_finish=Callback.build("finish"), connection=conn) as batch:
+        batch.add(Part.build("a"), Part.build("b"), Part.build("c"))
+    a, b, c = batch._jobs
+    fail(conn, a)
+    fail(conn, b)
+    # pgjobs' discard of failed jobs deletes the job and its failed row in one statement.
+    conn.execute(
+        "WITH gone AS (DELETE FROM pgjobs_failed_executions WHERE job_id = %(id)s"
+        " RETURNING job_id) DELETE FROM pgjobs_jobs WHERE id IN (SELECT job_id FROM gone)",
+        {"id": _id(conn, a)},
+    )
+    id_b = _id(conn, b)  # or stamps it discarded
+    conn.execute("DELETE FROM pgjobs_failed_executions WHERE job_id = %s", (id_b,))
+    conn.execute(
+        "UPDATE pgjobs_jobs SET finished_at = now(), discarded_at = now() WHERE id = %s", (id_b,)
+    )
+    found = info(conn, batch)
+    assert (found.pending, found.failed, found.discarded) == (1, 0, 2)
+    conn.execute(
+        "UPDATE pgjobs_jobs SET finished_at = now(), cancelled_at = now() WHERE id = %s",
+        (_id(conn, c),),
+    )
+    found = info(conn, batch)
+    assert (found.pending, found.discarded, found.cancelled, found.state) == (0, 2, 1, "failed")
+    assert [tag for tag, _ in callbacks_written(conn)] == ["finish"]
+
+
+def test_an_empty_batch_runs_its_callbacks_at_once(conn: psycopg.Connection) -> None:
+    batch = pgjobs.Batch.of(
+        [], on_finish=Callback.build("finish"), on_success=Callback, connection=conn
+    )
+    assert info(conn, batch).state == "succeeded"
+    assert [tag for tag, _ in callbacks_written(conn)] == ["finish", None]
+
+
+def test_rolling_back_the_enqueuing_transaction_leaves_no_trace(conn: psycopg.Connection) -> None:
+    before = conn.execute("SELECT count(*) FROM pgjobs_jobs").fetchone()
+    with pytest.raises(RuntimeError), conn.transaction():
+        with pgjobs.workflow(on_finish=Callback, connection=conn) as wf:
+            first = wf.add(Part.build("a"))
+            wf.add(Part.build("b"), after=[first])
+        assert conn.execute("SELECT count(*) FROM pgjobs_batches").fetchone() == (1,)
+        raise RuntimeError("the application's transaction fails")
+    for table in ("batches", "held_executions", "job_dependencies"):
+        assert conn.execute(f"SELECT count(*) FROM pgjobs_{table}").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM pgjobs_jobs").fetchone() == before
+    # An error inside the with block writes nothing at all.
+    with pytest.raises(ValueError), pgjobs.batch(connection=conn) as batch:
+        batch.add(Part.build("a"))
+        raise ValueError("oops")
+    assert conn.execute("SELECT count(*) FROM pgjobs_batches").fetchone() == (0,)
+
+
+def test_a_workflow_releases_each_job_when_all_it_runs_after_have_succeeded(
+    conn: psycopg.Connection,
+) -> None:
+    with pgjobs.workflow(on_success=Callback.build("done"), connection=conn) as wf:
+        fetch_a = wf.add(Part.build("a"))
+        fetch_b = wf.add(Part.build("b"))
+        merge = wf.add(Part.build("merge"), after=[fetch_a, fetch_b])
+        report = wf.add(Part.build("report"), after=[merge])
+    assert [state(conn, j) for j in (fetch_a, fetch_b, merge, report)] == [
+        "ready", "ready", "held", "held"
+    ]  # fmt: skip
+    succeed(conn, fetch_a)
+    assert state(conn, merge) == "held"
+    succeed(conn, fetch_b)
+    assert (state(conn, merge), state(conn, report)) == ("ready", "held")
+    succeed(conn, merge)
+    assert state(conn, report) == "ready"
+    succeed(conn, report)
+    assert info(conn, wf).state == "succeeded"
+    assert [tag for tag, _ in callbacks_written(conn)] == ["done"]
+
+
+def test_a_chain_runs_one_after_the_other(conn: psycopg.Connection) -> None:
+    a, b, c = Part.build("a"), Part.build("b"), Part.build("c")
+    wf = pgjobs.chain(a, b, c, connection=conn)
+    assert info(conn, wf).kind == "workflow"
+    assert [state(conn, j) for j in (a, b, c)] == ["ready", "held", "held"]
+    succeed(conn, a)
+    assert [state(conn, j) for j in (b, c)] == ["ready", "held"]
+    succeed(conn, b)
+    assert state(conn, c) == "ready"
+
+
+def test_on_failure_cancel_cancels_everything_downstream(conn: psycopg.Connection) -> None:
+    with pgjobs.workflow(on_finish=Callback.build("finish"), connection=conn) as wf:
+        a = wf.add(Part.build("a"))
+        side = wf.add(Part.build("side"))
+        b = wf.add(Part.build("b"), after=[a])
+        c = wf.add(Part.build("c"), after=[b, side])
+        d = wf.add(Part.build("d"), after=[c])
+    fail(conn, a)
+    assert [state(conn, j) for j in (b, c, d)] == ["cancelled"] * 3
+    assert state(conn, side) == "ready"
+    found = info(conn, wf)
+    assert (found.pending, found.failed, found.cancelled) == (1, 1, 3)
+    succeed(conn, side)  # c was cancelled already: nothing released
+    assert [state(conn, j) for j in (b, c, d)] == ["cancelled"] * 3
+    assert info(conn, wf).state == "failed"
+    assert [tag for tag, _ in callbacks_written(conn)] == ["finish"]
+
+
+def test_on_failure_run_runs_dependents_anyway(conn: psycopg.Connection) -> None:
+    with pgjobs.workflow(on_failure="run", connection=conn) as wf:
+        a = wf.add(Part.build("a"))
+        b = wf.add(Part.build("b"), after=[a])
+    fail(conn, a)
+    assert state(conn, b) == "ready"
+    retry(conn, a)  # its dependency was resolved once: a later success changes nothing
+    succeed(conn, a)
+    assert state(conn, b) == "ready"
+
+
+def test_on_failure_wait_holds_dependents_until_the_failed_job_is_retried_or_discarded(
+    conn: psycopg.Connection,
+) -> None:
+    with pgjobs.workflow(on_failure="wait", connection=conn) as wf:
+        a = wf.add(Part.build("a"))
+        b = wf.add(Part.build("b"), after=[a])
+        x = wf.add(Part.build("x"))
+        y = wf.add(Part.build("y"), after=[x])
+    fail(conn, a)
+    fail(conn, x)
+    assert (state(conn, b), state(conn, y)) == ("held", "held")
+    retry(conn, a)
+    succeed(conn, a)
+    assert state(conn, b) == "ready"
+    id_x = _id(conn, x)
+    conn.execute("DELETE FROM pgjobs_failed_executions WHERE job_id = %s", (id_x,))
+    conn.execute(
+        "UPDATE pgjobs_jobs SET finished_at = now(), discarded_at = now() WHERE id = %s", (id_x,)
+    )
+    assert state(conn, y) == "cancelled"
+
+
+def test_a_released_job_with_a_concurrency_limit_takes_its_slot_through_the_dispatcher(
+    conn: psycopg.Connection,
+) -> None:
+    class Limited(pgjobs.Job):
+        job_name = "tests.workflows.Limited"
+        limits_concurrency = pgjobs.limit(to=1, key=lambda: "one")
+
+        def perform(self) -> None:
+            pass
+
+    with pgjobs.workflow(connection=conn) as wf:
+        a = wf.add(Part.build("a"))
+        limited = wf.add(Limited.build(), after=[a])
+        free = wf.add(Limited.build())
+    # Not held: due now, in scheduled with its key (the dispatcher gives it its slot).
+    row = conn.execute(
+        "SELECT concurrency_key, scheduled_at <= now() FROM pgjobs_scheduled_executions"
+        " WHERE job_id = %s",
+        (_id(conn, free),),
+    ).fetchone()
+    assert row is not None and row[1] is True and row[0].endswith("one")
+    succeed(conn, a)
+    assert state(conn, limited) == "scheduled"
+
+
+def test_a_nested_batch_counts_as_one_job_of_its_parent(conn: psycopg.Connection) -> None:
+    with pgjobs.batch(on_finish=Callback.build("parent"), connection=conn) as parent:
+        parent.add(Part.build("p"))
+        with parent.batch(on_finish=Callback.build("child")) as child:
+            child.add(Part.build("c1"), Part.build("c2"))
+    assert (info(conn, parent).total, info(conn, child).total) == (2, 2)
+    assert info(conn, child).parent_id == parent.batch_id
+    p = parent._jobs[0]
+    c1, c2 = child._jobs
+    succeed(conn, p)
+    succeed(conn, c1)
+    fail(conn, c2)
+    assert [tag for tag, _ in callbacks_written(conn)] == ["child", "parent"]
+    found = info(conn, parent)
+    assert (found.succeeded, found.failed, found.state) == (1, 1, "failed")
+    retry(conn, c2)
+    succeed(conn, c2)  # the child succeeds after all: so does the parent
+    found = info(conn, parent)
+    assert (found.succeeded, found.failed, found.state) == (2, 0, "succeeded")
+
+
+def test_jobs_can_be_added_only_to_a_batch_that_has_not_finished(
+    conn: psycopg.Connection,
+) -> None:
+    with pgjobs.batch(on_finish=Callback.build("finish"), connection=conn) as batch:
+        batch.add(Part.build("a"))
+    from pgjobs.workflows.write import add_to_batch
+
+    added = add_to_batch(batch.batch_id, [Part.build("b")], connection=conn)
+    assert added[0].enqueued and info(conn, batch).total == 2
+    succeed(conn, batch._jobs[0])
+    succeed(conn, added[0].job_id)
+    with pytest.raises(pgjobs.BatchFinished, match="has finished"):
+        add_to_batch(batch.batch_id, [Part.build("c")], connection=conn)
+    assert [tag for tag, _ in callbacks_written(conn)] == ["finish"]
+
+
+def test_a_unique_job_joins_its_batch_unless_it_was_a_duplicate(conn: psycopg.Connection) -> None:
+    class Once(pgjobs.Job):
+        job_name = "tests.workflows.Once"
+        unique = pgjobs.unique(key=lambda: "k")
+
+        def perform(self) -> None:
+            pass
+
+    with pgjobs.batch(connection=conn) as batch:
+        batch.add(Once.build(), Once.build(), Part.build("a"))
+    assert [r.state for r in batch.enqueued] == ["ready", "duplicate", "ready"]
+    assert info(conn, batch).total == 2
+
+
+def test_bad_input_is_refused_with_a_clear_error(conn: psycopg.Connection) -> None:
+    with pytest.raises(pgjobs.ConfigurationError, match="on_failure='skip': choose one of"):
+        pgjobs.workflow(on_failure="skip")  # type: ignore[arg-type]
+    with pytest.raises(pgjobs.ConfigurationError, match="on_finish: give a job class"):
+        pgjobs.batch(on_finish=print)  # type: ignore[arg-type]
+    with pytest.raises(pgjobs.ConfigurationError, match="properties must be JSON"):
+        pgjobs.batch(properties={"when": object()})
+    with pytest.raises(pgjobs.ConfigurationError, match="add\\(\\) takes built jobs"):
+        pgjobs.batch().add(Part)  # type: ignore[arg-type]
+    stranger = Part.build("x")
+    not_added = "after= names a job that was not added"
+    with pytest.raises(pgjobs.ConfigurationError, match=not_added), pgjobs.workflow() as wf:
+        wf.add(Part.build("a"), after=[stranger])
+    with pytest.raises(pgjobs.SerializationError, match="on_finish of a batch"):
+        pgjobs.batch(on_finish=Callback.build(object()))
+    with pytest.raises(pgjobs.BatchNotFound):
+        pgjobs.get_batch(uuid.uuid4())
+    with pytest.raises(pgjobs.BatchNotFound, match="not a batch id"):
+        pgjobs.get_batch("nope")
+
+
+def test_a_job_in_no_batch_fires_nothing(conn: psycopg.Connection) -> None:
+    row = conn.execute(
+        "INSERT INTO pgjobs_jobs (job_id, queue_name, class_name) VALUES (%s, 'default', 'x')"
+        " RETURNING id",
+        (uuid.uuid4(),),
+    ).fetchone()
+    assert row is not None
+    conn.execute(SUCCEEDED, (row[0],))
+    assert conn.execute("SELECT count(*) FROM pgjobs_batches").fetchone() == (0,)
