@@ -4,6 +4,7 @@ end tests with real workers are in test_workflows_e2e.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -11,8 +12,10 @@ import psycopg
 import pytest
 
 import pgjobs
+from pgjobs.db.database import Database
+from pgjobs.testing import work_off
 from pgjobs.workflows.info import read
-from tests.workflow_jobs import Callback, Part
+from tests.workflow_jobs import Callback, Part, ReadsDependencies
 
 SUCCEEDED = "UPDATE pgjobs_jobs SET finished_at = now(), executions = executions + 1 WHERE id = %s"
 
@@ -396,3 +399,59 @@ def test_a_job_in_no_batch_fires_nothing(conn: psycopg.Connection) -> None:
     assert row is not None
     conn.execute(SUCCEEDED, (row[0],))
     assert conn.execute("SELECT count(*) FROM pgjobs_batches").fetchone() == (0,)
+
+
+# -- committed: pgjobs' own connections, work_off ---------------------------------------------
+
+
+@pytest.mark.committed
+def test_cancelling_a_held_job_cancels_it_and_what_waits_on_it(db: Database) -> None:
+    with pgjobs.workflow(on_finish=Callback.build("finish")) as wf:
+        a = wf.add(Part.build("a"))
+        b = wf.add(Part.build("b"), after=[a])
+        c = wf.add(Part.build("c"), after=[b])
+    assert pgjobs.get_job(b.job_id).state == "held"
+    assert pgjobs.cancel(b.job_id) == "cancelled"
+    assert [pgjobs.get_job(j.job_id).state for j in (a, b, c)] == [
+        "ready",
+        "cancelled",
+        "cancelled",
+    ]
+    work_off()
+    found = wf.wait(timeout=5)
+    assert (found.succeeded, found.cancelled, found.state) == (1, 2, "failed")
+    assert pgjobs.get_job(found.callbacks["finish"]).state == "finished"
+
+
+@pytest.mark.committed
+def test_work_off_runs_workflows_to_their_end_and_wait_batch_times_out_while_pending(
+    db: Database,
+) -> None:
+    with pgjobs.workflow() as wf:
+        first = wf.add(Part.build("a"))
+        reader = wf.add(ReadsDependencies.build("r"), after=[first])
+    with pytest.raises(TimeoutError, match="2 of 2 jobs pending"):
+        pgjobs.wait_batch(wf.batch_id, timeout=0.1)
+    work_off()
+    assert pgjobs.wait_batch(wf.batch_id, timeout=1).state == "succeeded"
+    assert pgjobs.get_job(reader.job_id).result == ["a"]
+
+
+@pytest.mark.committed
+def test_a_batch_is_written_on_an_async_connection_in_its_transaction(db: Database) -> None:
+    async def write(rollback: bool) -> pgjobs.Batch:
+        async with await psycopg.AsyncConnection.connect(db.url) as aconn:
+            async with pgjobs.batch(on_finish=Callback, connection=aconn) as batch:
+                batch.add(Part.build("async"))
+            if rollback:
+                await aconn.rollback()
+            else:
+                await aconn.commit()
+        return batch
+
+    gone = asyncio.run(write(rollback=True))
+    with pytest.raises(pgjobs.BatchNotFound):
+        pgjobs.get_batch(gone.batch_id)
+    kept = asyncio.run(write(rollback=False))
+    work_off()
+    assert kept.wait(timeout=5).state == "succeeded"
