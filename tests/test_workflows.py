@@ -455,3 +455,34 @@ def test_a_batch_is_written_on_an_async_connection_in_its_transaction(db: Databa
     kept = asyncio.run(write(rollback=False))
     work_off()
     assert kept.wait(timeout=5).state == "succeeded"
+
+
+@pytest.mark.committed
+def test_a_worker_finishes_the_jobs_of_each_batch_in_a_statement_of_its_own(
+    db: Database, make_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.engine_helpers import run_once
+
+    first, second = pgjobs.batch(), pgjobs.batch()
+    for n in range(3):  # interleaved, so one claim takes jobs of both
+        first.add(Part.build(f"a{n}"))
+        second.add(Part.build(f"b{n}"))
+    first.enqueue()
+    second.enqueue()
+    pgjobs.perform_all_later([Part.build("plain")])
+    worker = make_worker()
+    statements: list[list[int]] = []
+    execute = worker.execute
+
+    def spy(template: str, params: Any = None) -> Any:
+        if template is worker._finish_keyed_sql:
+            statements.append(sorted(params["finished"]))
+        return execute(template, params)
+
+    monkeypatch.setattr(worker, "execute", spy)
+    assert len(run_once(worker, limit=10)) == 7
+    worker._finish_keyed()
+    assert len(statements) == 2  # the plain job was finished by the claim statement's kind
+    assert worker.to_finish_keyed == [] and worker._batch_of == {}
+    for batch in (first, second):
+        assert (batch.info().succeeded, batch.info().state) == (3, "succeeded")

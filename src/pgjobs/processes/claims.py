@@ -62,6 +62,7 @@ class Claims:
     in_flight: dict[int, Claimed]
     to_finish: list[int]
     to_finish_keyed: list[int]
+    _batch_of: dict[int, int]  # the batch of each job of a batch in to_finish_keyed
     to_finish_results: list[tuple[int, str]]
     _keyed_results: list[tuple[int, str]]
     _finished_keys: list[str]
@@ -178,12 +179,33 @@ class Claims:
                     {"ids": _ids(list(ids)), "results": list(results), "process_id": self.id},
                 )
                 self._keyed_results = []
-            self.execute(self._finish_keyed_sql, params)
+            if not self._batch_of:
+                self.execute(self._finish_keyed_sql, params)
+            else:
+                self._finish_by_batch(params)
         except GAVE_UP:
             self._locked()  # the jobs stay claimed by us, finished later
             return
         keys, self._finished_keys, self.to_finish_keyed = self._finished_keys, [], []
         self._unblock(keys)
+
+    def _finish_by_batch(self, params: dict[str, Any]) -> None:
+        """Jobs of batches: one statement per batch (first the jobs in none), in batch order.
+        Each job's end locks its batch's row (a trigger counts it there), held until the commit:
+        a statement ending jobs of two batches could lock them in the opposite order to another
+        worker's and deadlock.  One batch per statement, each committed before the next, never
+        waits for a second batch's row while holding one (a nested batch's parent is locked
+        after it, always in that order)."""
+        groups: dict[int, list[int]] = {}
+        for id_ in self.to_finish_keyed:
+            groups.setdefault(self._batch_of.get(id_, 0), []).append(id_)
+        for batch in sorted(groups):
+            ids = groups[batch]
+            self.execute(self._finish_keyed_sql, {**params, "finished": _ids(ids)})
+            done = set(ids)
+            self.to_finish_keyed = [id_ for id_ in self.to_finish_keyed if id_ not in done]
+            for id_ in ids:
+                self._batch_of.pop(id_, None)
 
     # -- claiming -----------------------------------------------------------------------------
 

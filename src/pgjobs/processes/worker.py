@@ -102,6 +102,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
         self.to_finish_results: list[tuple[int, str]] = []
         self._keyed_results: list[tuple[int, str]] = []  # the same, of jobs in to_finish_keyed
         self._finished_keys: list[str] = []  # their concurrency keys, to unblock after
+        self._batch_of: dict[int, int] = {}  # the batch of each job of a batch among them
         self.loop = EventLoopThread()
         self._paused: frozenset[str] = frozenset()
         self._paused_at = float("-inf")
@@ -345,6 +346,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
                 result = outcome.result if keeps_results or claimed.batch_id is not None else None
                 if claimed.keyed:
                     self.to_finish_keyed.append(claimed.id)
+                    if claimed.batch_id is not None:
+                        self._batch_of[claimed.id] = claimed.batch_id
                     if result is not None:
                         self._keyed_results.append((claimed.id, result))
                     if claimed.concurrency_key is not None:
