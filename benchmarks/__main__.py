@@ -1,8 +1,10 @@
-"""``python -m benchmarks run --against procrastinate,pgqueuer [--jobs N] [--repeat 3] ...``
+"""``python -m benchmarks run --against procrastinate,pgqueuer,celery,dramatiq,rq [--jobs N] ...``
 
 Measures pgjobs and the named peers in turn, in the same run, on the PostgreSQL server at
-``--database-url`` (each measurement on a fresh database it creates and drops), then writes
-``benchmarks/results/<date>.json`` and ``<date>.md``.  See ``benchmarks/README.md``.
+``--database-url`` (each measurement on a fresh database it creates and drops; the Redis peers
+on a redis-server the command starts, flushed per measurement, and stops), then writes
+``benchmarks/results/<date>.json`` and ``<date>.md``.  ``python -m benchmarks chart
+<results.json> <out.png>`` draws a run's jobs/s.  See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import hosts, limits, machine, report
+from benchmarks import chart, hosts, limits, machine, redis_server, report
 from benchmarks.common import DEFAULT_URL, ROOT, Databases
 from benchmarks.runner import DEFAULT_SCENARIOS, SCENARIOS, Options, Runner
 from benchmarks.systems import SYSTEMS, load
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--against",
         type=lambda v: _names(v, peers, "system"),
         default=(),
-        help=f"peers to measure beside pgjobs, comma-separated ({', '.join(peers)})",
+        help=f"peers to measure beside pgjobs, comma-separated ({', '.join(peers)}; celery, "
+        "dramatiq and rq need a redis-server binary: the command starts its own)",
     )
     run.add_argument("--no-pgjobs", action="store_true", help="measure only the peers")
     run.add_argument(
@@ -173,8 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=ROOT / "benchmarks" / "results",
         help="where to write <date>.json and <date>.md (default benchmarks/results)",
     )
+    run.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PNG",
+        help="also draw the run's jobs/s to this PNG (as the chart command does)",
+    )
     render = sub.add_parser("render", help="rewrite a results .md from its .json")
     render.add_argument("json", type=Path, help="benchmarks/results/<date>.json")
+    draw = sub.add_parser(
+        "chart", help="draw a run's jobs/s per system and scenario (log scale) to a PNG"
+    )
+    draw.add_argument("json", type=Path, help="benchmarks/results/<date>.json")
+    draw.add_argument("png", type=Path, help="the image to write, e.g. docs/images/benchmarks.png")
     return parser
 
 
@@ -238,10 +252,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             versions = {p: _version(p) for p in system.packages}
             results["systems"][system.name] = {
                 "version": ", ".join(f"{p} {v}" for p, v in versions.items() if v),
+                "store": system.store,
                 **found[system.name],
             }
+        redis = redis_server.describe()
+        if redis:
+            results["machine"]["redis"] = redis
     finally:
         dbs.drop_all()
+        redis_server.shutdown()
     results["duration_s"] = time.monotonic() - began
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["machine"]["load_average_after_each_measurement"] = runner.loads
@@ -249,6 +268,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     say("")
     say(md_path.read_text())
     say(f"wrote {json_path} and {md_path}")
+    if args.chart:
+        chart.draw(results, args.chart)
+        say(f"wrote {args.chart}")
     return 0
 
 
@@ -266,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = json.loads(args.json.read_text())
         args.json.with_suffix(".md").write_text(report.render(results))
         say(f"wrote {args.json.with_suffix('.md')}")
+        return 0
+    if args.command == "chart":
+        chart.draw(json.loads(args.json.read_text()), args.png)
+        say(f"wrote {args.png}")
         return 0
     return run(args, argv)
 

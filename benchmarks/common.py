@@ -5,6 +5,10 @@ empty database, enqueues jobs one by one or in batches, starts its worker proces
 given :class:`WorkerSetup`, and names the SQL that tells the drain monitor whether work has
 started and whether the queue is empty.  Everything else — fresh databases, timing, process
 supervision, footprint sampling — lives here and in :mod:`benchmarks.runner`, identical for all.
+
+A system that keeps its jobs elsewhere (the Redis peers, :mod:`benchmarks.redis_server`)
+overrides where a measurement's fresh state comes from (:meth:`System.prepare`,
+:meth:`System.fresh`) and what the drain monitor asks (:meth:`System.monitor`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -81,10 +85,75 @@ class Stopwatch:
 # -- the interface --------------------------------------------------------------------------
 
 
+class Monitor(abc.ABC):
+    """What the drain scenario polls while a system's workers run (one connection per run)."""
+
+    @abc.abstractmethod
+    def started(self) -> bool:
+        """True once a worker has claimed (taken) a job."""
+
+    @abc.abstractmethod
+    def done(self) -> bool:
+        """True when no job is waiting or running."""
+
+    @abc.abstractmethod
+    def finished(self) -> int:
+        """How many jobs finished successfully."""
+
+    @abc.abstractmethod
+    def connections(self) -> Sequence[tuple[str, int]]:
+        """The system's connections to its store, ``(client name, count)``, the monitor's own
+        excluded."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the monitor's connection."""
+
+
+def pg_connections(conn: psycopg.Connection[Any]) -> Sequence[tuple[str, int]]:
+    """Connections to ``conn``'s database by ``application_name``, ``conn``'s own excluded."""
+    rows = conn.execute(
+        "SELECT coalesce(nullif(application_name, ''), '(unnamed)'), count(*)"
+        " FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() GROUP BY 1"
+    ).fetchall()
+    return [(str(name), int(n)) for name, n in rows]
+
+
+class SqlMonitor(Monitor):
+    """The PostgreSQL systems' monitor: their ``started_sql``, ``done_sql``, ``finished_sql``."""
+
+    def __init__(self, system: System, url: str) -> None:
+        self.system = system
+        self.conn = psycopg.connect(url, autocommit=True, application_name="bench-monitor")
+
+    def _value(self, query: str) -> Any:
+        row = self.conn.execute(query).fetchone()
+        return row[0] if row else None
+
+    def started(self) -> bool:
+        return bool(self._value(self.system.started_sql))
+
+    def done(self) -> bool:
+        return bool(self._value(self.system.done_sql))
+
+    def finished(self) -> int:
+        return int(self._value(self.system.finished_sql) or 0)
+
+    def connections(self) -> Sequence[tuple[str, int]]:
+        return pg_connections(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class System(abc.ABC):
     """One job queue under test."""
 
     name: ClassVar[str]
+    #: Where the jobs live: ``postgresql`` (a fresh database per measurement) or ``redis`` (the
+    #: benchmark's own redis-server, flushed before each measurement).
+    store: ClassVar[str] = "postgresql"
     #: Distributions whose versions the report lists.
     packages: ClassVar[tuple[str, ...]]
     #: True once a worker has claimed something (checked every few ms before the drain clock).
@@ -138,6 +207,32 @@ class System(abc.ABC):
     def soak_setup(self) -> WorkerSetup:
         """The worker configuration of the soak (default: the latency scenario's)."""
         return self.latency_setup()
+
+    def quick_drain_setups(self) -> list[WorkerSetup]:
+        """The drain configurations run with ``--no-sweep`` (default: the last one)."""
+        return self.drain_setups()[-1:]
+
+    def prepare(self, dbs: Databases) -> str:
+        """Make what every measurement starts from, once per run; what :meth:`fresh` is given.
+
+        Default: a template database holding the system's schema (:meth:`install`).
+        """
+        template = dbs.create(f"{self.name}_tpl")
+        self.install(with_database(dbs.url, template))
+        return template
+
+    def discard(self, dbs: Databases, template: str) -> None:
+        """Undo :meth:`prepare` at the end of the run (default: drop the template database)."""
+        dbs.drop(template)
+
+    def fresh(self, dbs: Databases, template: str) -> AbstractContextManager[str]:
+        """Fresh state for one measurement; its URL (default: a copy of the template database,
+        dropped afterwards)."""
+        return dbs.fresh(self.name, template)
+
+    def monitor(self, url: str, total: int) -> Monitor:
+        """The drain's monitor of ``total`` enqueued jobs (default: the system's SQL probes)."""
+        return SqlMonitor(self, url)
 
     def load_backlog(self, url: str, ready: int, finished: int) -> int:
         """Write ``finished`` finished jobs, then ``ready`` ready jobs, straight into the tables.

@@ -17,7 +17,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import psycopg
 
-from benchmarks.common import System
+from benchmarks.common import Monitor, System, pg_connections
 
 
 def _task_seconds(pid: int) -> float:
@@ -64,10 +64,17 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 
 
 class Footprint:
-    """Samples the RSS of the system's processes and its connections while it works."""
+    """Samples the RSS of the system's processes and its connections while it works.
+
+    ``mon`` is a connection to the run's PostgreSQL database, or the drain's :class:`Monitor`
+    (whose store may be Redis: then the connections are Redis clients).
+    """
 
     def __init__(
-        self, system: System, procs: Sequence[subprocess.Popen[bytes]], mon: psycopg.Connection[Any]
+        self,
+        system: System,
+        procs: Sequence[subprocess.Popen[bytes]],
+        mon: psycopg.Connection[Any] | Monitor,
     ) -> None:
         self.system = system
         self.procs = procs
@@ -91,11 +98,7 @@ class Footprint:
                         self.rss[kind] = max(self.rss[kind], proc.memory_info().rss)
         for kind, n in counts.items():
             self.count[kind] = max(self.count[kind], n)
-        rows = self.mon.execute(
-            "SELECT coalesce(nullif(application_name, ''), '(unnamed)'), count(*)"
-            " FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() GROUP BY 1"
-        ).fetchall()
+        rows = self.mon.connections() if isinstance(self.mon, Monitor) else pg_connections(self.mon)
         for name, n in rows:
             self.conns[str(name)] = max(self.conns[str(name)], int(n))
         self.total_conns = max(self.total_conns, sum(int(n) for _, n in rows))

@@ -38,6 +38,11 @@ PACKAGES = (
     "asyncpg",
     "uvloop",
     "psutil",
+    "celery",
+    "kombu",
+    "dramatiq",
+    "rq",
+    "redis",
 )
 
 

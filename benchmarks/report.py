@@ -25,6 +25,8 @@ ROWS: tuple[tuple[str, str | None, str, bool], ...] = (
 
 
 SCENARIOS_TIMED = ("single", "bulk", "drain")
+#: Beyond this many systems the results table lists systems as rows (it would be too wide).
+WIDE = 3
 
 
 def write(results: dict[str, Any], out_dir: Path, name: str | None = None) -> tuple[Path, Path]:
@@ -143,7 +145,6 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
 def render(results: dict[str, Any]) -> str:
     systems: dict[str, Any] = results["systems"]
     names = list(systems)
-    peers = [n for n in names if n != BASE]
     o = results["options"]
     out: list[str] = [f"# Benchmark results, {results['date'][:16].replace('T', ' ')} UTC", ""]
     out += [f"Command: `{results['command']}`", ""]
@@ -156,7 +157,13 @@ def render(results: dict[str, Any]) -> str:
             else f"Scenarios: {', '.join(o['only'])}. "
         )
         + f"Whole run: {results['duration_s'] / 60:.1f} min. Each measurement ran on a fresh "
-        "database created from a template holding only the system's schema, dropped afterwards.",
+        "database created from a template holding only the system's schema, dropped afterwards"
+        + (
+            f" (the Redis peers, {', '.join(_redis_systems(systems))}: on the benchmark's own "
+            "redis-server, flushed before each measurement)."
+            if _redis_systems(systems)
+            else "."
+        ),
     ]
     if short:
         out += [
@@ -167,26 +174,12 @@ def render(results: dict[str, Any]) -> str:
             "above 1 pgjobs is faster for throughput; for latency below 1 is better.",
             "",
         ]
-    header = [
-        "",
-        *names,
-        *[f"pgjobs/{p}" for p in peers if BASE in systems],
-        "physical-limit proxy",
-    ]
-    rows = []
-    for scenario, key, label, _ in ROWS:
-        unit = "ms" if scenario == "latency" else "jobs/s"
-        cells = [_cell(_summary(systems[n], scenario, key), unit) for n in names]
-        if all(c == DASH for c in cells):
-            continue
-        ratios = []
-        if BASE in systems:
-            base = _summary(systems[BASE], scenario, key)
-            ratios = [_ratio(base, _summary(systems[p], scenario, key)) for p in peers]
-        proxy = _proxy(results, scenario) if key in (None, "p50") else ""
-        rows.append([label, *cells, *ratios, proxy])
-    if rows:
-        out += _table(header, rows)
+    if short and len(names) > WIDE:
+        out += _by_system(results)
+    else:
+        out += _by_scenario(results)
+    if _redis_systems(systems):
+        out += ["", _redis_note(results)]
     best = [f"{n}: {systems[n]['drain']['best']}" for n in names if systems[n].get("drain")]
     if best:
         out += ["", "Best drain configuration: " + "; ".join(best) + "."]
@@ -221,6 +214,112 @@ def render(results: dict[str, Any]) -> str:
                 out += [f"- {key}: {value}"]
         out += [""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _redis_systems(systems: dict[str, Any]) -> list[str]:
+    return [n for n, s in systems.items() if s.get("store") == "redis"]
+
+
+def _redis_note(results: dict[str, Any]) -> str:
+    redis = results["machine"].get("redis") or {}
+    settings = redis.get("settings", {})
+    persistence = (
+        f"redis-server {redis.get('version', '?')}, save `{settings.get('save', '?')}`, "
+        f"appendonly {settings.get('appendonly', '?')}"
+        if redis
+        else "redis-server"
+    )
+    return (
+        f"Stores: {', '.join(_redis_systems(results['systems']))} keep their jobs in Redis "
+        f"({persistence}: Debian's configuration as shipped, RDB snapshots only). Their enqueue "
+        "returns once Redis holds the job in memory; a crash loses what came after the last "
+        "snapshot. The PostgreSQL systems' enqueue returns after the commit's WAL flush. Their "
+        "drains are counted from each library's own Redis keys (waiting list, unacked or "
+        "finished sets), not from a counter in the job."
+    )
+
+
+def _by_scenario(results: dict[str, Any]) -> list[str]:
+    """The results table with one column per system (and per ratio): up to WIDE systems."""
+    systems: dict[str, Any] = results["systems"]
+    names = list(systems)
+    peers = [n for n in names if n != BASE]
+    header = [
+        "",
+        *names,
+        *[f"pgjobs/{p}" for p in peers if BASE in systems],
+        "physical-limit proxy",
+    ]
+    rows = []
+    for scenario, key, label, _ in ROWS:
+        unit = "ms" if scenario == "latency" else "jobs/s"
+        cells = [_cell(_summary(systems[n], scenario, key), unit) for n in names]
+        if all(c == DASH for c in cells):
+            continue
+        ratios = []
+        if BASE in systems:
+            base = _summary(systems[BASE], scenario, key)
+            ratios = [_ratio(base, _summary(systems[p], scenario, key)) for p in peers]
+        proxy = _proxy(results, scenario) if key in (None, "p50") else ""
+        rows.append([label, *cells, *ratios, proxy])
+    return _table(header, rows) if rows else []
+
+
+def _by_system(results: dict[str, Any]) -> list[str]:
+    """The results with one row per system, then the ratios pgjobs/peer, then the proxies."""
+    systems: dict[str, Any] = results["systems"]
+    names = list(systems)
+    shown = [
+        (scenario, key, label)
+        for scenario, key, label, _ in ROWS
+        if any(_summary(systems[n], scenario, key) for n in names)
+    ]
+    out = _table(
+        ["system", "store", *[label for _, _, label in shown]],
+        [
+            [
+                f"**{n}**" if n == BASE else n,
+                "Redis" if systems[n].get("store") == "redis" else "PostgreSQL",
+                *[
+                    _cell(_summary(systems[n], scenario, key), "ms" if key else "jobs/s")
+                    for scenario, key, _ in shown
+                ],
+            ]
+            for n in names
+        ],
+    )
+    peers = [n for n in names if n != BASE]
+    if BASE in systems and peers:
+        out += [
+            "",
+            f"pgjobs/peer, medians (throughput: above 1{TIMES} pgjobs is faster; latency: "
+            f"below 1{TIMES} pgjobs is faster):",
+            "",
+        ]
+        out += _table(
+            ["peer", *[label.split(" (")[0] for _, _, label in shown]],
+            [
+                [
+                    p,
+                    *[
+                        _ratio(
+                            _summary(systems[BASE], scenario, key),
+                            _summary(systems[p], scenario, key),
+                        )
+                        for scenario, key, _ in shown
+                    ],
+                ]
+                for p in peers
+            ],
+        )
+    proxies = [
+        f"- {label.split(' (')[0]}: {proxy}"
+        for scenario, key, label in shown
+        if key in (None, "p50") and (proxy := _proxy(results, scenario))
+    ]
+    if proxies:
+        out += ["", "Physical-limit proxy (PostgreSQL, no queue in the way):", "", *proxies]
+    return out
 
 
 def _drain_sections(systems: dict[str, Any]) -> list[str]:
@@ -293,10 +392,17 @@ def _drain_sections(systems: dict[str, Any]) -> list[str]:
             per = fp["total_connections"] / v["processes"] if v["processes"] else 0
             peer_rows.append([name, kind, str(v["processes"]), f"{per:g}", f"{v['rss_mb']:.1f}"])
     if peer_rows:
+        redis = _redis_systems(systems)
         out += [
             "",
             "Peers under the same load (their connections carry no application_name; "
-            "connections each = all connections to the database / processes):",
+            "connections each = all connections to the database / processes"
+            + (
+                f"; for {', '.join(redis)}: clients of the redis-server, from `CLIENT LIST`"
+                if redis
+                else ""
+            )
+            + "):",
             "",
         ]
         out += _table(
@@ -405,4 +511,11 @@ def _machine_section(machine: dict[str, Any]) -> list[str]:
         "- PostgreSQL settings: "
         + ", ".join(f"{k}={v}" for k, v in machine["postgresql_settings"].items()),
     ]
+    redis = machine.get("redis")
+    if redis:
+        out += [
+            f"- Redis {redis['version']} (same machine, over TCP on 127.0.0.1; `{redis['binary']}` "
+            f"started by the benchmark, configuration file: {redis['config_file']}): "
+            + ", ".join(f"{k}={v}" for k, v in redis["settings"].items())
+        ]
     return out

@@ -3,14 +3,16 @@ hosts, are in :mod:`benchmarks.backlog`, :mod:`benchmarks.soak` and :mod:`benchm
 
 Every measurement gets a fresh database: a copy of a per-system template into which the system
 installed its schema (``CREATE DATABASE ... TEMPLATE``), dropped right after.  So no run sees
-another's rows, dead tuples or statistics.
+another's rows, dead tuples or statistics.  The Redis peers get the benchmark's redis-server,
+flushed before and after each measurement (:meth:`System.fresh`).
 
 - **single**: ``n`` jobs enqueued one per transaction from one client; jobs/s = n / loop time.
 - **bulk**: ``n`` jobs enqueued in batches of ``batch`` (one transaction each); jobs/s likewise.
 - **drain**: ``n`` jobs are enqueued (bulk), then the workers start.  The clock starts when a
   worker has claimed its first job (the system's ``started_sql`` turns true; polled every 2 ms,
   so interpreter start-up is not counted) and stops when no job is waiting or running
-  (``done_sql``, polled every 10 ms).  jobs/s = jobs / (stop - start).  Each configuration of the
+  (``done_sql``, polled every 10 ms; a Redis peer's monitor reads its keys instead).
+  jobs/s = jobs / (stop - start).  Each configuration of the
   system's sweep runs once; the best runs ``repeat - 1`` more times.  The footprint (RSS of every
   process, connections in ``pg_stat_activity``) is sampled every 250 ms meanwhile.
 - **latency**: the workers start idle; jobs are enqueued at a fixed ``rate`` for ``seconds``,
@@ -25,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -44,7 +47,6 @@ from benchmarks.common import (
     stop,
     subprocess_env,
     tail,
-    with_database,
 )
 from benchmarks.footprint import Footprint
 
@@ -112,8 +114,7 @@ class Runner:
         templates: dict[str, str] = {}
         try:
             for system in systems:
-                templates[system.name] = self.dbs.create(f"{system.name}_tpl")
-                system.install(with_database(o.url, templates[system.name]))
+                templates[system.name] = system.prepare(self.dbs)
             for scenario in (s for s in SCENARIOS if s in o.only):
                 self.say(scenario)
                 if scenario == "drain":
@@ -133,8 +134,9 @@ class Runner:
                 for name, value in found.items():
                     results[name][scenario] = value
         finally:
-            for template in templates.values():
-                self.dbs.drop(template)
+            for system in systems:
+                if system.name in templates:
+                    system.discard(self.dbs, templates[system.name])
         return results
 
     # -- single and bulk enqueue --------------------------------------------------------------
@@ -146,7 +148,7 @@ class Runner:
         timed: dict[str, list[Timed]] = {s.name: [] for s in systems}
         for r in range(o.repeat):
             for system in systems:
-                with self.dbs.fresh(system.name, templates[system.name]) as url:
+                with system.fresh(self.dbs, templates[system.name]) as url:
                     if scenario == "single":
                         result = system.enqueue_single(url, o.jobs, o.time_limit)
                     else:
@@ -170,7 +172,7 @@ class Runner:
 
     def drain(self, systems: Sequence[System], templates: dict[str, str]) -> dict[str, Any]:
         setups = {
-            s.name: s.drain_setups() if self.options.sweep else s.drain_setups()[-1:]
+            s.name: s.drain_setups() if self.options.sweep else s.quick_drain_setups()
             for s in systems
         }
         sweep: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
@@ -211,20 +213,20 @@ class Runner:
     def drain_once(self, system: System, template: str, setup: WorkerSetup) -> dict[str, Any]:
         total = self.options.jobs + WARMUP
         with (
-            self.dbs.fresh(system.name, template) as url,
+            system.fresh(self.dbs, template) as url,
             tempfile.TemporaryDirectory(prefix="bench-") as tmp,
-            psycopg.connect(url, autocommit=True, application_name="bench-monitor") as mon,
+            closing(system.monitor(url, total)) as mon,
         ):
             system.enqueue_bulk(url, self.options.jobs, self.options.batch)
             workdir = Path(tmp)
             procs = system.start(url, setup, workdir, subprocess_env(url))
             sampler = Footprint(system, procs, mon)
             try:
-                started = wait_for(mon, system.started_sql, procs, workdir, 0.002, 120.0)
+                started = wait_until(mon.started, "started", procs, workdir, 0.002, 120.0)
                 limit = self.options.time_limit
-                stopped = wait_for(
-                    mon,
-                    system.done_sql,
+                stopped = wait_until(
+                    mon.done,
+                    "done",
                     procs,
                     workdir,
                     DONE_POLL,
@@ -234,7 +236,7 @@ class Runner:
                 )
                 if stopped is None:  # the time limit: count what was done by now
                     stopped = time.perf_counter()
-                    done = _count(mon, system.finished_sql)
+                    done = mon.finished()
                 else:
                     done = total
                 # One more footprint sample with the workers still up, at least SETTLE seconds
@@ -243,7 +245,7 @@ class Runner:
                 sampler.sample()
             finally:
                 stop(procs)
-            finished = _count(mon, system.finished_sql)
+            finished = mon.finished()
         self.note_load()
         if done == total and finished < total:
             self.say(f"  warning: {system.name} finished {finished} of {total} jobs")
@@ -287,7 +289,7 @@ class Runner:
         setup = system.latency_setup()
         count = int(o.latency_rate * o.latency_seconds) + LATENCY_SKIP
         with (
-            self.dbs.fresh(system.name, template) as url,
+            system.fresh(self.dbs, template) as url,
             tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         ):
             workdir = Path(tmp)
@@ -375,17 +377,75 @@ def wait_for(
 
     After ``timeout`` seconds: ``None`` if ``give_up``, else :class:`TimeoutError`.
     """
+
+    def check() -> bool:
+        row = mon.execute(query).fetchone()
+        return bool(row and row[0])
+
+    return wait_until(check, repr(query), procs, workdir, interval, timeout, every, give_up)
+
+
+@overload
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    procs: Sequence[subprocess.Popen[bytes]],
+    workdir: Path,
+    interval: float,
+    timeout: float,
+    every: tuple[float, Footprint] | None = None,
+    give_up: Literal[False] = False,
+) -> float: ...
+
+
+@overload
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    procs: Sequence[subprocess.Popen[bytes]],
+    workdir: Path,
+    interval: float,
+    timeout: float,
+    every: tuple[float, Footprint] | None = None,
+    *,
+    give_up: Literal[True],
+) -> float | None: ...
+
+
+@overload
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    procs: Sequence[subprocess.Popen[bytes]],
+    workdir: Path,
+    interval: float,
+    timeout: float,
+    every: tuple[float, Footprint] | None,
+    give_up: bool,
+) -> float | None: ...
+
+
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    procs: Sequence[subprocess.Popen[bytes]],
+    workdir: Path,
+    interval: float,
+    timeout: float,
+    every: tuple[float, Footprint] | None = None,
+    give_up: bool = False,
+) -> float | None:
+    """:func:`wait_for` with any ``check``: the ``perf_counter`` time it first returned true."""
     deadline = time.perf_counter() + timeout
     next_sample = 0.0
     while True:
         now = time.perf_counter()
-        row = mon.execute(query).fetchone()
-        if row and row[0]:
+        if check():
             return now
         if now > deadline:
             if give_up:
                 return None
-            raise TimeoutError(f"{query!r} not true after {timeout:.0f}s\n{tail(workdir)}")
+            raise TimeoutError(f"{what} not true after {timeout:.0f}s\n{tail(workdir)}")
         check_alive(procs, workdir)
         if every is not None and now >= next_sample:
             every[1].sample()

@@ -10,6 +10,10 @@ SYSTEMS = {
     "pgjobs": ("benchmarks.systems.pgjobs_", "PgJobs"),
     "procrastinate": ("benchmarks.systems.procrastinate_", "Procrastinate"),
     "pgqueuer": ("benchmarks.systems.pgqueuer_", "PgQueuerSystem"),
+    # Redis-backed: they need a redis-server binary (benchmarks/redis_server.py).
+    "celery": ("benchmarks.systems.celery_", "CelerySystem"),
+    "dramatiq": ("benchmarks.systems.dramatiq_", "DramatiqSystem"),
+    "rq": ("benchmarks.systems.rq_", "RQSystem"),
 }
 
 
