@@ -46,7 +46,8 @@ def fail(db: Database, job: pgjobs.Job) -> None:
         "WITH r AS (DELETE FROM pgjobs_ready_executions WHERE job_id = "
         "(SELECT id FROM pgjobs_jobs WHERE job_id = %(job_id)s) RETURNING job_id) "
         "INSERT INTO pgjobs_failed_executions (job_id, exception_class, message, backtrace, "
-        "attempt) SELECT job_id, 'RuntimeError', 'boom', '', 1 FROM r",
+        "attempt, batch_id) SELECT r.job_id, 'RuntimeError', 'boom', '', 1, j.batch_id "
+        "FROM r JOIN pgjobs_jobs j ON j.id = r.job_id",
         job,
     )
 

@@ -47,7 +47,8 @@ def fail(conn: psycopg.Connection, job: pgjobs.Job) -> None:
     conn.execute("DELETE FROM pgjobs_ready_executions WHERE job_id = %s", (id_,))
     conn.execute(
         "INSERT INTO pgjobs_failed_executions (job_id, exception_class, message, backtrace,"
-        " attempt) VALUES (%s, 'RuntimeError', 'boom', '', 1)",
+        " attempt, batch_id) SELECT id, 'RuntimeError', 'boom', '', 1, batch_id"
+        " FROM pgjobs_jobs WHERE id = %s",
         (id_,),
     )
 

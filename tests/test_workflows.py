@@ -41,9 +41,10 @@ def succeed(conn: psycopg.Connection, job: pgjobs.Job | uuid.UUID) -> None:
 def fail(conn: psycopg.Connection, job: pgjobs.Job) -> None:
     id_ = _id(conn, job)
     _leave(conn, id_)
-    conn.execute(
+    conn.execute(  # with the job's batch, as pgjobs' statements that record a failure do
         "INSERT INTO pgjobs_failed_executions (job_id, exception_class, message, backtrace,"
-        " attempt) VALUES (%s, 'RuntimeError', 'boom', '', 1)",
+        " attempt, batch_id) SELECT id, 'RuntimeError', 'boom', '', 1, batch_id"
+        " FROM pgjobs_jobs WHERE id = %s",
         (id_,),
     )
 
@@ -309,7 +310,7 @@ def test_a_released_job_with_a_concurrency_limit_takes_its_slot_through_the_disp
         free = wf.add(Limited.build())
     # Not held: due now, in scheduled with its key (the dispatcher gives it its slot).
     row = conn.execute(
-        "SELECT concurrency_key, scheduled_at <= now() FROM pgjobs_scheduled_executions"
+        "SELECT concurrency_key, scheduled_at <= clock_timestamp() FROM pgjobs_scheduled_executions"
         " WHERE job_id = %s",
         (_id(conn, free),),
     ).fetchone()
@@ -486,3 +487,127 @@ def test_a_worker_finishes_the_jobs_of_each_batch_in_a_statement_of_its_own(
     assert worker.to_finish_keyed == [] and worker._batch_of == {}
     for batch in (first, second):
         assert (batch.info().succeeded, batch.info().state) == (3, "succeeded")
+
+
+# -- what a hostile review found (each failed before its fix) ----------------------------------
+
+
+class UniqueRaise(pgjobs.Job):
+    job_name = "tests.workflows.UniqueRaise"
+    unique = pgjobs.unique(key=lambda: "one", on_conflict="raise")
+
+    def perform(self) -> None:
+        pass
+
+
+class UniqueReplace(pgjobs.Job):
+    job_name = "tests.workflows.UniqueReplace"
+    unique = pgjobs.unique(key=lambda: "same", on_conflict="replace")
+
+    def perform(self) -> None:
+        pass
+
+
+def test_a_batch_that_fails_half_way_leaves_nothing_in_the_callers_transaction(
+    conn: psycopg.Connection,
+) -> None:
+    with pytest.raises(pgjobs.DuplicateJobError), pgjobs.batch(connection=conn) as batch:
+        batch.add(Part.build("a"), UniqueRaise.build(), UniqueRaise.build())
+    # The application goes on with its transaction (and commits it): no trace of the batch.
+    assert conn.execute("SELECT count(*) FROM pgjobs_batches").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM pgjobs_jobs").fetchone() == (0,)
+
+
+def test_a_unique_job_replaced_by_another_of_the_batch_is_not_counted(
+    conn: psycopg.Connection,
+) -> None:
+    with pgjobs.batch(on_finish=Callback.build("finish"), connection=conn) as batch:
+        batch.add(UniqueReplace.build(), UniqueReplace.build())
+    found = info(conn, batch)
+    assert (found.total, found.pending, found.state) == (1, 1, "running")
+    assert callbacks_written(conn) == []
+
+
+def test_dependencies_keep_their_places_when_one_is_gone(conn: psycopg.Connection) -> None:
+    with pgjobs.workflow(connection=conn) as wf:
+        a, b = wf.add(Part.build("a")), wf.add(Part.build("b"))
+        c = wf.add(Part.build("c"), after=[a, b])
+    succeed(conn, a)
+    conn.execute("DELETE FROM pgjobs_jobs WHERE id = %s", (_id(conn, a),))  # cleared somehow
+    from pgjobs.db.names import sql
+    from pgjobs.store import batches as batches_store
+
+    rows = conn.execute(sql(batches_store.DEPENDENCIES, None), {"job_id": c.job_id}).fetchall()
+    assert [(row[0], row[1]) for row in rows] == [(None, "cleared"), (b.job_id, "pending")]
+
+
+def test_one_built_callback_serves_several_batches(conn: psycopg.Connection) -> None:
+    notify = Callback.build("shared")
+    batches = [
+        pgjobs.Batch.of([Part.build(str(n))], on_finish=notify, connection=conn) for n in (1, 2)
+    ]
+    for batch in batches:
+        succeed(conn, batch._jobs[0])
+    assert [tag for tag, _ in callbacks_written(conn)] == ["shared", "shared"]
+
+
+def test_a_job_retried_after_its_batch_finished_can_still_add_to_it(
+    conn: psycopg.Connection,
+) -> None:
+    from pgjobs.workflows.write import add_to_batch
+
+    with pgjobs.batch(connection=conn) as batch:
+        batch.add(Part.build("fans out"))
+    (job,) = batch._jobs
+    fail(conn, job)
+    assert info(conn, batch).state == "failed"
+    retry(conn, job)  # pending again: it runs again and adds its jobs
+    assert add_to_batch(batch.batch_id, [Part.build("child")], connection=conn)[0].enqueued
+    assert info(conn, batch).total == 2
+
+
+def test_more_bad_input_is_refused(conn: psycopg.Connection) -> None:
+    a = Part.build("a")
+    with pytest.raises(pgjobs.ConfigurationError, match="added twice"), pgjobs.batch() as twice:
+        twice.add(a, a)
+    same_twice = "names the same job twice"
+    with pytest.raises(pgjobs.ConfigurationError, match=same_twice), pgjobs.workflow() as wf:
+        first = wf.add(Part.build("x"))
+        wf.add(Part.build("y"), after=[first, first])
+    batch = pgjobs.Batch.of([Part.build("b")], connection=conn)
+    with pytest.raises(pgjobs.ConfigurationError, match="written already"):
+        batch.enqueue()
+    with pytest.raises(pgjobs.ConfigurationError, match="written already"):
+        batch.add(Part.build("late"))
+    with pytest.raises(pgjobs.ConfigurationError, match="enqueued already"):
+        pgjobs.Batch.of(batch._jobs, connection=conn)
+
+
+def test_a_chain_step_may_be_several_jobs(conn: psycopg.Connection) -> None:
+    fetch, small, large, publish = (Part.build(t) for t in ("f", "s", "l", "p"))
+    pgjobs.chain(fetch, [small, large], publish, connection=conn)
+    assert [state(conn, j) for j in (fetch, small, large, publish)] == [
+        "ready", "held", "held", "held"
+    ]  # fmt: skip
+    succeed(conn, fetch)
+    assert [state(conn, j) for j in (small, large, publish)] == ["ready", "ready", "held"]
+    succeed(conn, small)
+    succeed(conn, large)
+    assert state(conn, publish) == "ready"
+
+
+@pytest.mark.committed
+def test_clear_finished_keeps_what_dependents_read_then_clears_jobs_dependencies_and_batches(
+    db: Database,
+) -> None:
+    with pgjobs.workflow() as wf:
+        a = wf.add(Part.build("a"))
+        wf.add(Part.build("b", 5.0), after=[a])  # held: runs later
+    with psycopg.connect(db.url, autocommit=True) as c:
+        succeed(c, a)
+    assert pgjobs.clear_finished(older_than=0) == 0  # b has not finished: a stays
+    work_off()
+    assert pgjobs.clear_finished(older_than=0) == 2
+    with psycopg.connect(db.url) as c:
+        for table in ("pgjobs_job_dependencies", "pgjobs_batches"):
+            assert c.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)

@@ -8,8 +8,9 @@ Create Date: 2026-12-06 10:00:00
 A batch's counts and a workflow's dependencies change in the statement that ends each of their
 jobs, whichever statement that is (a worker's finish, a failure, a retry or discard by an
 operator, a cancellation, a recovery): row triggers on ``pgjobs_jobs`` and
-``pgjobs_failed_executions`` do it, so no way of ending a job can forget it, and the change
-commits or rolls back with the job's own (a SIGKILLed worker's finish never counts).  Each
+``pgjobs_failed_executions`` (whose rows carry the job's ``batch_id``) do it, so no way of
+ending a job can forget it, and the change commits or rolls back with the job's own (a
+SIGKILLed worker's finish never counts).  Each
 trigger has a ``WHEN`` on ``batch_id``: a job in no batch fires nothing (the condition is
 evaluated per finished row, no function is called).
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007"
@@ -224,17 +225,14 @@ BEGIN
 END
 $fn$;
 
--- pgjobs_failed_executions, before a failure is written: note its job's batch on it, and count
--- the failure.
+-- pgjobs_failed_executions: a job of a batch failed for good (the statements that write a
+-- failure copy the job's batch_id onto it).
 CREATE FUNCTION {p}pgjobs_job_failed() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    SELECT batch_id INTO NEW.batch_id FROM {p}pgjobs_jobs WHERE id = NEW.job_id;
-    IF NEW.batch_id IS NOT NULL THEN
-        PERFORM {p}pgjobs_batch_note(NEW.batch_id, 'failed', 1);
-        PERFORM {p}pgjobs_dependency_ended(NEW.job_id, NEW.batch_id, 'failed');
-    END IF;
-    RETURN NEW;
+    PERFORM {p}pgjobs_batch_note(NEW.batch_id, 'failed', 1);
+    PERFORM {p}pgjobs_dependency_ended(NEW.job_id, NEW.batch_id, 'failed');
+    RETURN NULL;
 END
 $fn$;
 
@@ -257,8 +255,9 @@ CREATE TRIGGER pgjobs_job_deleted AFTER DELETE ON {p}pgjobs_jobs
 FOR EACH ROW WHEN (OLD.batch_id IS NOT NULL AND OLD.finished_at IS NULL)
 EXECUTE FUNCTION {p}pgjobs_job_ended();
 
-CREATE TRIGGER pgjobs_job_failed BEFORE INSERT ON {p}pgjobs_failed_executions
-FOR EACH ROW EXECUTE FUNCTION {p}pgjobs_job_failed();
+CREATE TRIGGER pgjobs_job_failed AFTER INSERT ON {p}pgjobs_failed_executions
+FOR EACH ROW WHEN (NEW.batch_id IS NOT NULL)
+EXECUTE FUNCTION {p}pgjobs_job_failed();
 
 CREATE TRIGGER pgjobs_failure_ended AFTER DELETE ON {p}pgjobs_failed_executions
 FOR EACH ROW WHEN (OLD.batch_id IS NOT NULL)
@@ -280,8 +279,23 @@ DROP FUNCTION {p}pgjobs_batch_fire({p}pgjobs_batches, text);
 """
 
 
+def _schema() -> str | None:
+    """pgjobs' schema as migrations/env.py reads it (``pgjobs migrate --schema``,
+    ``pgjobs.migrate(schema=...)``, ``-x schema=``); none when pgjobs' migrations run in an
+    application's own alembic (its tables are in the search_path, whatever schema that alembic
+    keeps its version table in)."""
+    config = op.get_context().config
+    schema = config.attributes.get("schema") if config is not None else None
+    if not schema:
+        try:
+            schema = context.get_x_argument(as_dictionary=True).get("schema")
+        except Exception:  # no environment context: not run by alembic's command
+            schema = None
+    return str(schema) if schema else None
+
+
 def _names() -> dict[str, str]:
-    schema = op.get_context().opts.get("version_table_schema")
+    schema = _schema()
     if not schema:
         return {"p": "", "channel": "pgjobs_ready"}
     return {"p": '"' + schema.replace('"', '""') + '".', "channel": f"pgjobs_ready_{schema}"}
@@ -360,7 +374,7 @@ def upgrade() -> None:
         "pgjobs_job_dependencies",
         sa.Column("job_id", sa.BigInteger(), nullable=False),
         sa.Column("depends_on", sa.BigInteger(), nullable=False),
-        sa.Column("position", sa.SmallInteger(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("resolved", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.PrimaryKeyConstraint("depends_on", "job_id", name=op.f("pk_pgjobs_job_dependencies")),
     )

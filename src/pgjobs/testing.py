@@ -353,10 +353,12 @@ def inline_jobs(*, max_jobs: int = MAX_JOBS) -> Iterator[TestAdapter]:
 
 # -- the real engine, in this process -----------------------------------------------------------
 
-# Nothing for work_off to do now (its own worker holding nothing: checked first).
+# Nothing for work_off to do now (its own worker holding nothing: checked first): no job ready,
+# due, or waiting for a concurrency slot or a rate limit's turn.
 _IDLE = """
 SELECT NOT EXISTS (SELECT 1 FROM {ready})
    AND NOT EXISTS (SELECT 1 FROM {scheduled} WHERE scheduled_at <= %(now)s)
+   AND NOT EXISTS (SELECT 1 FROM {blocked})
 """
 
 
@@ -370,7 +372,8 @@ def work_off(
     """Run pgjobs' worker and dispatcher in this process, on the database (pgjobs' default, or
     ``database``), until nothing is left to do now: no job ready, none running, none due.  Jobs
     scheduled for later stay scheduled, and a workflow's job held by a dependency that cannot
-    end (failed, with ``on_failure="wait"``) stays held.  Jobs run as a worker runs them: with
+    end (failed, with ``on_failure="wait"``) stays held; jobs waiting for a concurrency slot or
+    a rate limit's turn are waited for.  Jobs run as a worker runs them: with
     their retry rules, results, batch callbacks and dependents.  ``TimeoutError`` if work is
     still left after ``timeout`` seconds (a job that keeps failing and retrying, say).
 
@@ -379,12 +382,12 @@ def work_off(
     """
     import time
 
+    from pgjobs import runtime
     from pgjobs.config.queue import Config, DispatcherConfig, WorkerConfig
     from pgjobs.processes.dispatcher import Dispatcher
     from pgjobs.processes.worker import Worker
-    from pgjobs.runtime import get_database
 
-    db = database if database is not None else get_database()
+    db = database if database is not None else runtime.get_database()
     config = Config(heartbeat_interval=30)
     worker = Worker(
         db.renamed("pgjobs-worker"),
@@ -398,6 +401,7 @@ def work_off(
     )
     idle = db.sql(_IDLE)
     deadline = time.monotonic() + timeout
+    previous = runtime.use(db)  # what its jobs use (add_to_batch, dependency_results, ...)
     worker.register()
     dispatcher.register()
     for _ in range(threads):
@@ -421,3 +425,4 @@ def work_off(
             process.shutdown()
             process.deregister()
             process.close()
+        runtime.use(previous)

@@ -196,9 +196,9 @@ failed_executions = Table(
     Column("process_id", BigInteger),
     Column("hostname", Text),
     Column("pid", Integer),
-    # The job's batch (pgjobs_jobs.batch_id), filled in by the trigger that counts the failure
-    # in it; kept so that the failure's end (a retry, a discard) is counted even when the job's
-    # row goes in the same statement (migration 0007).
+    # The job's batch (pgjobs_jobs.batch_id), copied by the statements that write a failure: a
+    # trigger counts the failure in it, and its end (a retry, a discard) even when the job's row
+    # goes in the same statement (migration 0007).
     Column("batch_id", BigInteger),
     _now(),
     # The failed-jobs page and retry_all/discard_all walk failures newest first.
@@ -271,7 +271,7 @@ job_dependencies = Table(
     metadata,
     Column("job_id", BigInteger, nullable=False),  # the dependent
     Column("depends_on", BigInteger, nullable=False),
-    Column("position", SmallInteger, nullable=False),  # its place in after=[...]
+    Column("position", Integer, nullable=False),  # its place in after=[...]
     # Set once the dependency's end has been passed on to the dependent.
     Column("resolved", Boolean, nullable=False, server_default=text("false")),
     # A job's end finds its dependents: WHERE depends_on = $1 (the primary key's prefix).

@@ -378,9 +378,11 @@ def cancel(job_id: uuid.UUID | str, *, database: Database | None = None) -> Canc
     with database.connection() as conn:
         # A workflow's job held for its dependencies: cancelled at once (a trigger counts it
         # and cancels what waits on it, by the workflow's on_failure).
-        held = conn.execute(
-            database.sql(batches_store.CANCEL_HELD), {"job_id": public, "now": clock.now()}
-        ).fetchone()
+        with conn.transaction():  # its batch's row first, as a finishing worker's trigger does
+            conn.execute(database.sql(batches_store.LOCK_HELD_BATCH), {"job_id": public})
+            held = conn.execute(
+                database.sql(batches_store.CANCEL_HELD), {"job_id": public, "now": clock.now()}
+            ).fetchone()
         if held is not None:
             _emit(public, "cancelled")
             return "cancelled"

@@ -112,6 +112,13 @@ def clear_finished(
             # before it: stop, instead of walking the whole retained history every hour.  (Ids
             # follow creation but for transactions open longer than the slack.)
             break
+    if class_name is None:  # batches whose jobs are all gone (pgjobs.workflows)
+        from pgjobs.store import batches as batches_store
+
+        cleared = database.sql(batches_store.CLEAR)
+        with connection() as conn:
+            while conn.execute(cleared, {"cutoff": cutoff}).rowcount:
+                pass  # again for their parents, whose last nested batch just went
     if "clear_finished" in events.active:
         events.emit(
             "clear_finished",

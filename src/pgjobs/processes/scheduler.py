@@ -231,9 +231,9 @@ class Scheduler(Poller):
         self.clear_finished()
 
     def clear_finished(self) -> int:
-        """Delete finished jobs older than ``clear_finished_jobs_after`` (failed ones stay)."""
-        if not self.config.preserve_finished_jobs:
-            return 0  # workers delete jobs as they finish
+        """Delete finished jobs older than ``clear_finished_jobs_after`` (failed ones stay).  With
+        ``preserve_finished_jobs: false`` the workers delete jobs as they finish, but for those
+        they keep: a period's unique key holders and the jobs of batches and workflows."""
         from pgjobs.operations.retention import clear_finished
 
         try:

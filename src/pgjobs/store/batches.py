@@ -18,12 +18,13 @@ VALUES (%(batch_id)s, %(kind)s, %(parent_id)s, %(description)s, %(properties)s::
 RETURNING id
 """
 
-# Lock a batch that jobs are added to, if it has not finished: its row lock orders the adding
-# against the end of its last job (which would otherwise write on_finish before the new jobs
-# are counted).  By the public id, or by the row id (from one of its running jobs).
+# Lock a batch that jobs are added to, if a job of it is pending (not ended: the running job
+# that adds them, say — also one retried after the batch finished): its row lock orders the
+# adding against the end of its last job (which would otherwise write on_finish before the new
+# jobs are counted).  By the public id, or by the row id (from one of its running jobs).
 OPEN = """
 SELECT id, kind FROM {batches}
-WHERE (batch_id = %(batch_id)s OR id = %(id)s) AND finished_at IS NULL
+WHERE (batch_id = %(batch_id)s OR id = %(id)s) AND pending > 0
 FOR UPDATE
 """
 
@@ -35,8 +36,13 @@ UPDATE {batches} SET total = total + %(n)s, pending = pending + %(n)s WHERE id =
 # A batch written with nothing in it: its callbacks are due at once (what a job's end would do).
 SETTLE = "SELECT {batch_note}(%(id)s, 'succeeded', 0)"
 
-# A job of a batch written one by one (a concurrency limit or a unique key): joins its batch.
-JOIN = "UPDATE {jobs} SET batch_id = %(batch)s WHERE id = %(id)s"
+# Jobs of a batch written one by one (a unique key) join it once all are written, those still
+# waiting (not replaced by a later one of the same key); returns those that joined.
+JOIN = """
+UPDATE {jobs} SET batch_id = %(batch)s
+WHERE id = ANY(%(ids)s::bigint[]) AND finished_at IS NULL
+RETURNING id
+"""
 
 # The jobs of a batch or workflow, with every column a held job needs when it is released
 # (its keys take their slot or start token then).
@@ -115,18 +121,29 @@ LIMIT %(limit)s
 # The nested batches of a batch.
 CHILDREN = "SELECT batch_id FROM {batches} WHERE parent_id = %(id)s ORDER BY id"
 
-# A running job's dependencies, in after=[...] order: public id, state, and result (JSON text).
+# A running job's dependencies, in after=[...] order: public id, state, and result (JSON text);
+# one whose row is gone (cleared, or a failed one discarded before this change) reads "cleared".
 DEPENDENCIES = """
 SELECT j.job_id,
-       CASE WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
+       CASE WHEN j.id IS NULL THEN 'cleared'
+            WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
             WHEN j.discarded_at IS NOT NULL THEN 'discarded'
             WHEN j.finished_at IS NOT NULL THEN 'finished'
             WHEN EXISTS (SELECT 1 FROM {failed} WHERE job_id = j.id) THEN 'failed'
             ELSE 'pending' END,
        j.result::text
-FROM {dependencies} x JOIN {jobs} j ON j.id = x.depends_on
+FROM {dependencies} x LEFT JOIN {jobs} j ON j.id = x.depends_on
 WHERE x.job_id = (SELECT id FROM {jobs} WHERE job_id = %(job_id)s)
 ORDER BY x.position
+"""
+
+# Before CANCEL_HELD, in its transaction: lock the held job's batch row, which a finishing
+# worker's trigger locks before the held rows (the other order could deadlock).
+LOCK_HELD_BATCH = """
+SELECT b.id FROM {batches} b
+WHERE b.id = (SELECT j.batch_id FROM {jobs} j JOIN {held} h ON h.job_id = j.id
+              WHERE j.job_id = %(job_id)s)
+FOR UPDATE OF b
 """
 
 # Cancel a held job (pgjobs.cancel): its held row deleted and the job finished as cancelled (the
@@ -140,4 +157,13 @@ UPDATE {jobs} j SET finished_at = %(now)s, cancelled_at = %(now)s,
                     cancel_requested_at = coalesce(j.cancel_requested_at, %(now)s)
 FROM gone g WHERE j.id = g.job_id
 RETURNING j.id
+"""
+
+# Retention (clear_finished, after the jobs): batches that finished before the cutoff and have
+# neither a job nor a nested batch left (failed jobs stay, and keep their batch).
+CLEAR = """
+DELETE FROM {batches} b
+WHERE b.finished_at < %(cutoff)s
+  AND NOT EXISTS (SELECT 1 FROM {jobs} j WHERE j.batch_id = b.id)
+  AND NOT EXISTS (SELECT 1 FROM {batches} c WHERE c.parent_id = b.id)
 """

@@ -53,7 +53,7 @@ WITH released AS (RELEASED
     + """ ELSE j.unique_key END
     FROM released r WHERE j.id = r.job_id
     RETURNING j.id, j.queue_name, j.priority, j.executions, j.interruptions, r.process_id,
-              j.class_name, """
+              j.class_name, j.batch_id, """
     + _failed.held_on_failure("j")
     + """
 ), requeued AS (
@@ -61,10 +61,11 @@ WITH released AS (RELEASED
     SELECT id, queue_name, priority FROM bumped WHERE interruptions < %(max_interruptions)s
     RETURNING job_id
 ), failed AS (
-    INSERT INTO {failed} (job_id, exception_class, message, backtrace, attempt, process_id)
+    INSERT INTO {failed} (job_id, exception_class, message, backtrace, attempt, process_id,
+                          batch_id)
     SELECT id, 'pgjobs.errors.ProcessExitError',
            'the process running this job exited ' || interruptions || ' times before it finished',
-           '', executions, process_id
+           '', executions, process_id, batch_id
     FROM bumped WHERE interruptions >= %(max_interruptions)s
     RETURNING job_id, exception_class, message, attempt, process_id
 ), history AS (

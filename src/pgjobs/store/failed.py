@@ -53,7 +53,7 @@ WITH done AS (
     + _jobs.RELEASE_UNIQUE
     + """
     WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, job_id, executions, """
+    RETURNING id, job_id, executions, batch_id, """
     + HELD_ON_FAILURE
     + """
 ), history AS (
@@ -62,10 +62,11 @@ WITH done AS (
     SELECT id, executions, %(exception_class)s, %(message)s, %(backtrace)s, %(process_id)s,
            %(hostname)s, %(pid)s FROM bumped
 ), failed AS (
+    -- batch_id: a trigger counts the failure in the job's batch (pgjobs.workflows)
     INSERT INTO {failed} (job_id, exception_class, message, backtrace, attempt, process_id,
-                          hostname, pid)
+                          hostname, pid, batch_id)
     SELECT id, %(exception_class)s, %(message)s, %(backtrace)s, executions, %(process_id)s,
-           %(hostname)s, %(pid)s FROM bumped
+           %(hostname)s, %(pid)s, batch_id FROM bumped
 )"""
     + _RELEASE_SLOT
     + """
@@ -287,18 +288,27 @@ SELECT (SELECT count(*) FROM reset), (SELECT max(job_id) FROM picked),
 """
 )
 
-# Discard a batch of failed jobs: delete the job, its failed row and its error history.  A job of
-# an ordered key that held its slot gives it back (the caller unblocks the keys returned).
+# Discard a batch of failed jobs: delete the job, its failed row and its error history (a job of a
+# batch or workflow is stamped discarded and kept instead, with its history).  A job of an
+# ordered key that held its slot gives it back (the caller unblocks the keys returned).
 # Returns (discarded, cursor, keys to unblock).
 DISCARD_FAILED = (
     _PICK
     + """, history AS (
-    DELETE FROM {job_errors} e USING gone g WHERE e.job_id = g.job_id
+    DELETE FROM {job_errors} e USING gone g, {jobs} j
+    WHERE e.job_id = g.job_id AND j.id = g.job_id AND j.batch_id IS NULL
 ), deleted AS (
-    DELETE FROM {jobs} j USING gone g WHERE j.id = g.job_id
+    DELETE FROM {jobs} j USING gone g WHERE j.id = g.job_id AND j.batch_id IS NULL
+    RETURNING j.id, j.concurrency_key, j.concurrency_on_conflict
+), kept AS (
+    -- A job of a batch or workflow is kept, discarded (its dependents may read its state; the
+    -- trigger counts it), until clear_finished.
+    UPDATE {jobs} j SET finished_at = %(now)s, discarded_at = %(now)s
+    FROM gone g WHERE j.id = g.job_id AND j.batch_id IS NOT NULL
     RETURNING j.id, j.concurrency_key, j.concurrency_on_conflict
 ), held AS (
-    SELECT concurrency_key AS k, count(*) AS n FROM deleted
+    SELECT concurrency_key AS k, count(*) AS n
+    FROM (SELECT * FROM deleted UNION ALL SELECT * FROM kept) ended
     WHERE concurrency_on_conflict = 'ordered' GROUP BY concurrency_key
 ), released AS (
     UPDATE {semaphores} s SET value = greatest(s.value - h.n, 0), updated_at = %(now)s

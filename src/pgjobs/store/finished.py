@@ -49,8 +49,9 @@ MAX_ID = "SELECT max(id) FROM {jobs}"
 # in it the jobs that finished before the cutoff (of one class) deleted with their error
 # histories.  Failed jobs (finished_at NULL) are never touched, nor are holders of a period key
 # whose window is still open at %(now)s (they are the window's record; a later walk, which
-# starts again from the first id, deletes them).  Returns (deleted, range end, the range's
-# oldest created_at: the walk stops at a range created after the cutoff).
+# starts again from the first id, deletes them), nor a workflow's job whose dependents have not
+# all finished; the deleted jobs' dependency rows go with them.  Returns (deleted, range end, the
+# range's oldest created_at: the walk stops at a range created after the cutoff).
 CLEAR_RANGE = (
     """
 WITH bounds AS (
@@ -58,14 +59,22 @@ WITH bounds AS (
         SELECT id, created_at FROM {jobs} WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
     ) ids
 ), gone AS (
-    DELETE FROM {jobs}
+    DELETE FROM {jobs} j
     WHERE id > %(after)s AND id <= (SELECT last FROM bounds)
       AND finished_at < %(cutoff)s
       AND (%(class_name)s::text IS NULL OR class_name = %(class_name)s)
       AND NOT """
     + _jobs.PERIOD_OPEN
     + """
+      -- a workflow's job stays while a job that runs after it has not finished: that one reads
+      -- its result (pgjobs.workflows)
+      AND NOT (batch_id IS NOT NULL AND EXISTS (
+          SELECT 1 FROM {dependencies} d JOIN {jobs} x ON x.id = d.job_id
+          WHERE d.depends_on = j.id AND x.finished_at IS NULL))
     RETURNING id
+), dependencies AS (
+    DELETE FROM {dependencies}
+    WHERE job_id = ANY (ARRAY(SELECT id FROM gone)) OR depends_on = ANY (ARRAY(SELECT id FROM gone))
 ), history AS (
     -- = ANY(array): one index descent per job; a join over the CTE was planned as a hash join
     -- over the whole error history in every batch (its row estimate is far off), ~95 ms of a

@@ -69,7 +69,9 @@ def _callback(value: Callback, batch_id: uuid.UUID, what: str) -> dict[str, Any]
         (BatchRef(batch_id), *job.args), job.kwargs, context=f"{name} (on_{what} of a batch)"
     )
     return {
-        "job_id": str(job.job_id),
+        # Its own id: the same built job may be the callback of several batches (or of two
+        # moments of one), and each written callback is a job of its own.
+        "job_id": str(uuid.uuid4()),
         "class_name": name,
         "queue_name": job.queue_name,
         "priority": job.priority,
@@ -126,6 +128,8 @@ class Batch:
         self._connection = connection
         self._parent = _parent
         self._jobs: list[Job] = []
+        self._written = False
+        self._children: list[Batch] = []
         self.enqueued: list[EnqueuedJob] = []  # set when written, one per job added, in order
 
     def __repr__(self) -> str:
@@ -137,6 +141,11 @@ class Batch:
             self._node(job)
 
     def _node(self, job: Any, after: Sequence[Job] = ()) -> Job:
+        if self._written:
+            raise ConfigurationError(
+                f"{self!r} was written already: add jobs before its with block ends (or before "
+                "enqueue()); from one of its running jobs, use self.add_to_batch(...)"
+            )
         if not isinstance(job, Job):
             raise ConfigurationError(
                 f"add() takes built jobs (X.build(...), or X(...) for a Job class), not {job!r}"
@@ -150,20 +159,28 @@ class Batch:
         (succeeded if all its jobs succeeded, else failed)."""
         child = Batch(**options, _parent=self)
         self._group.children.append(child._group)
+        self._children.append(child)
         return child
 
     # -- writing ------------------------------------------------------------------------------
 
     def enqueue(self) -> list[EnqueuedJob]:
         """Write the batch and its jobs (once); returns one result per job added."""
-        if self._parent is not None:
-            raise ConfigurationError("a nested batch is written with its parent's enqueue()")
+        self._writing()
         self.enqueued = write.write_group(self._group, self._connection)
         return self.enqueued
 
-    async def enqueue_async(self) -> list[EnqueuedJob]:
+    def _writing(self) -> None:
         if self._parent is not None:
             raise ConfigurationError("a nested batch is written with its parent's enqueue()")
+        if self._written:
+            raise ConfigurationError(f"{self!r} was written already")
+        self._written = True
+        for child in self._children:
+            child._written = True
+
+    async def enqueue_async(self) -> list[EnqueuedJob]:
+        self._writing()
         self.enqueued = await write.write_group_async(self._group, self._connection)
         return self.enqueued
 
@@ -235,12 +252,17 @@ def workflow(**options: Any) -> Workflow:
     return Workflow(**options)
 
 
-def chain(*jobs: Job, **options: Any) -> Workflow:
+def chain(*steps: Job | Iterable[Job], **options: Any) -> Workflow:
     """Write jobs that run one after the other, each once the previous one succeeded (a
-    workflow; ``options`` as for :func:`workflow`)."""
+    workflow; ``options`` as for :func:`workflow`).  A step may be several jobs (a list): they
+    run side by side, after all of the previous step, and the next step runs after all of them
+    (``chain(fetch, [resize_small, resize_large], publish)``)."""
     wf = Workflow(**options)
     previous: list[Job] = []
-    for job in jobs:
-        previous = [wf.add(job, after=previous)]
+    for step in steps:
+        jobs = [step] if isinstance(step, Job) else list(_each([step]))
+        if not jobs:
+            raise ConfigurationError("chain(): a step with no job")
+        previous = [wf._node(job, previous) for job in jobs]
     wf.enqueue()
     return wf

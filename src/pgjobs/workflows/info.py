@@ -169,9 +169,9 @@ register_records(
 class Dependency:
     """One dependency of a workflow's job, as the job sees it when it runs."""
 
-    job_id: uuid.UUID
-    state: str  # finished | failed | discarded | cancelled | pending
-    result: Any  # its return value (None if it stored none, or did not succeed)
+    job_id: uuid.UUID | None  # None once its row is gone (state "cleared")
+    state: str  # finished | failed | discarded | cancelled | pending | cleared
+    result: Any  # its return value (None if it stored none, did not succeed, or was cleared)
 
 
 def dependencies(job_id: uuid.UUID, database: Database | None = None) -> list[Dependency]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from pgjobs import clock
 from pgjobs.db.names import sql
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from pgjobs.jobs.base import Job
 
 Op = tuple[str, str, Any]
+IDLE = TransactionStatus.IDLE
 Rows = list[tuple[Any, ...]]
 
 
@@ -103,11 +105,18 @@ def steps(top: Group, schema: str | None) -> Generator[Op, Rows, list[EnqueuedJo
             )
     added: set[int] = set()
     for _group, node in members:
+        name = type(node.job).job_name
+        if id(node.job) in added:
+            raise ConfigurationError(f"{name} {node.job.job_id} was added twice")
+        if node.job.enqueued_at is not None:
+            raise ConfigurationError(f"{name} {node.job.job_id} was enqueued already")
+        if len(node.after) != len({id(d) for d in node.after}):
+            raise ConfigurationError(f"{name}: after= names the same job twice")
         for dependency in node.after:
             if id(dependency) not in added:
                 raise ConfigurationError(
-                    f"{type(node.job).job_name}: after= names a job that was not added to this "
-                    f"workflow before it ({type(dependency).job_name} {dependency.job_id})"
+                    f"{name}: after= names a job that was not added to this workflow before it "
+                    f"({type(dependency).job_name} {dependency.job_id})"
                 )
         added.add(id(node.job))
 
@@ -176,12 +185,19 @@ def steps(top: Group, schema: str | None) -> Generator[Op, Rows, list[EnqueuedJo
     for (group, node, row), row_id in zip(copied, reserved, strict=True):
         results[id(node)] = core._result(row, row_id, None)
         counts[id(group)] += 1
+    # Jobs with a unique key: written one by one, then — all of them written — those still
+    # waiting join their batch.  Not before: a later one may replace (discard) an earlier one of
+    # the same key, which must not end as a job of a batch whose counts are not written yet.
+    joining: dict[int, list[int]] = {}
     for group, node, row in keyed:
         written = yield from _keyed(row)
         results[id(node)] = core._result(row, written.id, written.created_at, written)
-        if written.state in ("ready", "scheduled", "blocked"):
-            yield ("run", store.JOIN, {"batch": ids[id(group)], "id": written.id})
-            counts[id(group)] += 1
+        if written.id is not None and written.state in ("ready", "scheduled", "blocked"):
+            joining.setdefault(id(group), []).append(written.id)
+    for group in groups:
+        if joining.get(id(group)):
+            rows = yield ("run", store.JOIN, {"batch": ids[id(group)], "ids": joining[id(group)]})
+            counts[id(group)] += len(rows)
 
     # -- counts, then the empty ones settled, innermost first -------------------------------------
     for group in groups:
@@ -194,6 +210,9 @@ def steps(top: Group, schema: str | None) -> Generator[Op, Rows, list[EnqueuedJo
     if first:
         payloads = [f"{q}\t{priority}\t{i}" for q, (priority, i) in sorted(first.items())]
         yield ("run", jobs_store.NOTIFY_QUEUES, {"channel": channel, "payloads": payloads})
+    for _group, node in members:  # written (COPYed jobs get no created_at back): not again
+        if node.job.enqueued_at is None:
+            node.job.enqueued_at = now
     return [results[id(node)] for _group, node in members]
 
 
@@ -268,10 +287,12 @@ def write_group(group: Group, connection: Any) -> list[EnqueuedJob]:
     if connection is not None:
         schema = core.current_schema()
         driver = core.sync_driver(connection)
-        if driver.autocommit:
-            with driver.transaction():
-                return run(driver, schema, group)
-        return run(driver, schema, group)
+        if not driver.autocommit and driver.info.transaction_status == IDLE:
+            driver.execute("SELECT 1")  # begin the caller's transaction: ours is a savepoint
+        # Inside the caller's transaction, a savepoint: an error half-way (a unique job's
+        # DuplicateJobError, say) takes back every row of the batch, whatever the caller does.
+        with driver.transaction():
+            return run(driver, schema, group)
     database = core._database()
     with database.connection() as conn, conn.transaction():
         return run(conn, database.schema, group)
@@ -281,10 +302,10 @@ async def write_group_async(group: Group, connection: Any) -> list[EnqueuedJob]:
     if connection is not None:
         schema = core.current_schema()
         driver = await core.async_driver(connection)
-        if driver.autocommit:
-            async with driver.transaction():
-                return await run_async(driver, schema, group)
-        return await run_async(driver, schema, group)
+        if not driver.autocommit and driver.info.transaction_status == IDLE:
+            await driver.execute("SELECT 1")
+        async with driver.transaction():
+            return await run_async(driver, schema, group)
     database = core._database()
     async with database.async_connection() as conn, conn.transaction():
         return await run_async(conn, database.schema, group)
