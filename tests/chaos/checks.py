@@ -19,6 +19,11 @@ started while the call was on its way may have ended before the cancel took effe
 job records a step's completion ("committed") and a cursor ("checkpoint") only once pgjobs said
 it was written, so a run that started after such a proof must not run that step again, nor
 resume it from an earlier cursor.
+
+Batches and workflows are judged in :mod:`tests.chaos.batch_checks`; here, a job ``held`` at the
+end is stranded unless it waits behind a failed job (``waiting``), the kinds that fail for good
+(FAILS_FOR_GOOD) may end failed with their error (or discarded by the operator), and a job its
+workflow cancelled (a dependency did not succeed) is not a ``spontaneous_cancel``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +45,9 @@ STALE_AFTER_CUT = timedelta(seconds=5)  # a pruned process notices within a hear
 PROCESS_EXIT = "pgjobs.errors.ProcessExitError"
 KILLS = ("kill_worker", "kill_host")
 CUTS = ("freeze_worker", "partition")
-TERMINAL = ("finished", "failed", "cancelled")
+TERMINAL = ("finished", "failed", "cancelled", "discarded")
+FAILS_FOR_GOOD = ("Doomed", "Stumbles")  # tests.chaos.workload kinds with no retry rule
+DOOMED = "DoomedError"  # what they raise
 STEPS = ("prepare", "iterate", "finalize")  # tests.chaos.workload.STEPS (no import: no pgjobs jobs)
 HEEDING = ("Cooperative", "Stepped")  # kinds that check for a cancel request at least every 0.2 s
 HEED_GRACE = timedelta(seconds=5)  # a running job asked to stop stops within about a second
@@ -52,7 +59,8 @@ UNCOUNTED = ("snoozed", "interrupted")  # run outcomes that are not attempts
 class JobState:
     job_id: str
     class_name: str
-    state: str  # ready, scheduled, claimed, blocked, failed, finished, lost
+    state: str  # held, ready, scheduled, claimed, blocked, failed, cancelled, discarded, finished,
+    # lost
     failure: str | None = None  # the failed execution's exception class
     message: str | None = None
     process_id: int | None = None  # the claiming process, when claimed
@@ -61,6 +69,7 @@ class JobState:
     result: str | None = None  # the stored result (pgjobs' encoding), if any
     checkpoint: str | None = None  # a stepped job's checkpoint (pgjobs' encoding), if any
     progress: str | None = None  # the last progress report (JSON), if any
+    batch: int | None = None  # the row id of its batch or workflow, if any
 
     @property
     def kind(self) -> str:
@@ -288,12 +297,20 @@ def check_final_states(
     threshold: float,
     max_interruptions: int,
     horizon: datetime,
+    waiting: Mapping[str, str] | None = None,
+    why_held: Mapping[str, str] | None = None,
 ) -> list[Violation]:
+    """Every job ended as its runs say.  A workflow job may be ``held`` at the end only while it
+    waits (``waiting``: on_failure "wait", behind a failed dependency); ``why_held`` explains the
+    others.  The kinds that fail for good (FAILS_FOR_GOOD) may end failed with DOOMED, or
+    discarded (by the operator)."""
     grouped = by_job(runs)
     died = _deaths(runs, faults, {})  # the driver's kills and the poison pills only
     violations = []
     for job in jobs:
         job_runs = grouped.get(job.job_id, [])
+        if job.state == "held" and job.job_id in (waiting or {}):
+            continue
         poison = job.class_name.endswith("PoisonPill")
         # The outcome that must stand: the newest run's, leaving out runs of a process that was
         # cut off past the threshold (pruned: its jobs were decided elsewhere), unless all were.
@@ -308,6 +325,8 @@ def check_final_states(
             if job.state == "claimed":
                 exists = "exists" if job.process_exists else "has no pgjobs_processes row"
                 where = f" by process {job.process_id}, which {exists}"
+            if job.state == "held":
+                where = f" ({(why_held or {}).get(job.job_id, 'no dependency known')})"
             violations.append(
                 Violation(
                     "stranded",
@@ -319,6 +338,11 @@ def check_final_states(
             continue
         if job.state == "cancelled" and not poison:
             continue  # judged by check_cancels
+        if job.kind in FAILS_FOR_GOOD and (
+            (job.state == "failed" and (job.failure or "").endswith(DOOMED))
+            or job.state == "discarded"  # by the operator: judged by batch_checks (job_discarded)
+        ):
+            continue
         if poison:
             if job.state != "failed" or job.failure != PROCESS_EXIT:
                 violations.append(
@@ -421,6 +445,7 @@ def check_cancels(
     threshold: float,
     cancels: list[Cancel],
     horizon: datetime,
+    by_policy: Iterable[str] = (),
 ) -> list[Violation]:
     """- "cancelled": the job never starts after that (a run that started after the answer is a
       violation, unless it is an excused stale run), and it is cancelled at the end;
@@ -429,7 +454,9 @@ def check_cancels(
       for a claim made just before), and a kind that checks for requests (HEEDING) does not run
       on past HEED_GRACE after the answer to finish normally — unless a fault of its host or of
       the database hit the run meanwhile;
-    - no job is cancelled that nobody cancelled."""
+    - no job is cancelled that nobody cancelled (but a workflow cancelled it: ``by_policy``, see
+      :func:`tests.chaos.batch_checks.check_workflows`)."""
+    policy = set(by_policy)
     grouped = by_job(runs)
     calls: dict[str, list[Cancel]] = defaultdict(list)
     for call in cancels:
@@ -440,7 +467,7 @@ def check_cancels(
         history = f"cancels: {[_call(c) for c in calls.get(job.job_id, [])]}; runs: " + str(
             [describe(r, ends) for r in job_runs]
         )
-        if job.state == "cancelled" and job.job_id not in calls:
+        if job.state == "cancelled" and job.job_id not in calls and job.job_id not in policy:
             violations.append(
                 Violation(
                     "spontaneous_cancel",

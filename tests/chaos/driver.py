@@ -6,10 +6,17 @@
   it hit.  Between faults it restarts any supervisor that exited without being killed, and
   records that exit (a violation).
 - :class:`Enqueuer` enqueues a mixed workload on a direct connection (the application is never
-  partitioned), and a poison pill every 15-25 seconds.
+  partitioned), and a poison pill every 15-25 seconds (half of them in a batch).  Among the
+  workload: batches (plain, of jobs that end together, nested, with a job adding jobs to its own
+  batch; a third with a job that fails for good) and workflows (chains, diamonds, fan-out/fan-in,
+  random DAGs, each with an ``on_failure`` policy drawn; some with a job that fails for good),
+  each with callbacks, written in the enqueuer's transaction; what was committed is kept
+  (:class:`~tests.chaos.batch_checks.Planned`) for the checks.
 - :class:`Canceller` calls ``pgjobs.cancel`` on a random sample of the enqueued jobs (a few
   seconds after their enqueue: some still wait, some run), most of the cooperative ones, and
-  records each call and its answer in the ledger.
+  records each call and its answer in the ledger.  As the operator, it also retries or discards
+  (:class:`pgjobs.FailedJobs`) some of the batches' and workflows' jobs that fail for good, once
+  they have failed, recording each call in the ledger.
 - :class:`Watcher` records when a process with an open run dies (a run's end when the process
   was not killed by the driver), and samples the live database for claimed rows without a
   process row and blocked jobs with a free slot, reporting those that persist past a grace.
@@ -34,6 +41,7 @@ import psycopg
 
 import pgjobs
 from tests.chaos import ledger, workload
+from tests.chaos.batch_checks import Planned
 from tests.chaos.cluster import ALIVE_THRESHOLD, Host, Server, alive
 from tests.chaos.proxy import Proxy
 
@@ -60,7 +68,14 @@ WORKLOAD = {  # job kind: weight (and a poison pill every 15-25 s)
     "cooperative": 5,
     "sequenced": 6,
     "rated": 5,
+    "batch": 4,  # a batch of 2-6 jobs (and its callbacks)
+    "workflow": 4,  # a workflow of 3-7 jobs (and its callbacks)
 }
+POLICIES = ("cancel", "run", "wait")  # a workflow's on_failure, drawn evenly
+FAILING = 0.35  # the share of batches and workflows with a job that fails for good
+OPERATED = 0.5  # the share of those jobs the operator retries or discards once failed
+OPERATOR_DELAY = (3.0, 8.0)  # seconds after the enqueue of its first try
+OPERATOR_TRIES = 12  # tries, 2 s apart, while the job has not failed yet
 # The share of each kind the canceller cancels, and the delay after its enqueue (seconds).
 CANCEL_PLAN: dict[str, tuple[float, float, float]] = {
     "cooperative": (0.7, 0.5, 4.0),  # mostly while it runs
@@ -70,6 +85,9 @@ CANCEL_PLAN: dict[str, tuple[float, float, float]] = {
     "limited": (0.15, 0.0, 2.0),  # blocked, or running
     "fast": (0.1, 0.0, 0.3),  # racing its claim
     "poison": (0.0, 0.0, 0.0),  # it must end failed
+    "member": (0.05, 0.0, 3.0),  # a job of a batch
+    "node": (0.06, 0.0, 6.0),  # a job of a workflow: often held (cancelled at once)
+    "doomed": (0.0, 0.0, 0.0),  # fails for good: the operator's (a retry drops a cancel)
 }
 CANCEL_OTHERS = (0.05, 0.0, 3.0)
 CANCEL_POOL_TIMEOUT = 10.0  # seconds a cancel waits for a connection (the server may be down)
@@ -256,6 +274,11 @@ class Enqueuer:
         self._next_seq: Counter[str] = Counter()
         self.stop = threading.Event()
         self._next_poison = 0.0
+        # Batches and workflows committed, and those of the transaction in progress (with the
+        # cancels and operations to plan once it commits).
+        self.groups: list[Planned] = []
+        self._uncommitted: list[tuple[Any, list[Planned], list[tuple[str, str]],
+                                      list[tuple[str, str]]]] = []  # fmt: skip
 
     def run(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -265,11 +288,14 @@ class Enqueuer:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.url, connect_timeout=3)
+                self._uncommitted.clear()
                 kind, handle = self.enqueue_one(conn)
                 conn.commit()
                 if self.canceller is not None and handle is not None and handle.enqueued:
                     self.canceller.consider(str(handle.job_id), kind)
+                self._committed()
             except Exception as exc:  # psycopg's errors, or pgjobs' wrapping of them
+                self._uncommitted.clear()
                 self.errors += 1
                 self.error_kinds[type(exc).__name__] += 1
                 if conn is not None:
@@ -286,6 +312,9 @@ class Enqueuer:
         if time.monotonic() >= self._next_poison:
             self._next_poison = time.monotonic() + rng.uniform(15, 25)
             self.counts["poison"] += 1
+            if rng.random() < 0.5:
+                self.batch(conn, shape="poison")
+                return "poison", None
             return "poison", workload.PoisonPill.set(connection=conn).perform_later()
         kind = rng.choices(list(WORKLOAD), weights=list(WORKLOAD.values()))[0]
         self.counts[kind] += 1
@@ -329,12 +358,182 @@ class Enqueuer:
             handle = workload.Rated.set(connection=conn).perform_later(
                 f"acct-{rng.randrange(2)}", rng.randrange(10**6)
             )
+        elif kind == "batch":
+            self.batch(conn)
+            handle = None
+        elif kind == "workflow":
+            self.workflow(conn)
+            handle = None
         else:
             wait = round(rng.uniform(1, 8), 2)
             job = workload.Slow.set(connection=conn, wait=timedelta(seconds=wait))
             handle = job.perform_later(round(rng.uniform(0.1, 1), 2))
             self.not_before[str(handle.job_id)] = datetime.now(UTC) + timedelta(seconds=wait)
         return kind, handle
+
+    # -- batches and workflows ------------------------------------------------------------------
+
+    def _committed(self) -> None:
+        """The transaction committed: keep its batches, plan its cancels and operations."""
+        for written, groups, cancels, operations in self._uncommitted:
+            done = {str(h.job_id) for h in written if h.enqueued}
+            for group in groups:
+                group.members = [j for j in group.members if j in done]
+                self.groups.append(group)
+            if self.canceller is not None:
+                for job_id, kind in cancels:
+                    if job_id in done:
+                        self.canceller.consider(job_id, kind)
+                for job_id, action in operations:
+                    if job_id in done:
+                        self.canceller.operate(job_id, action)
+        self._uncommitted.clear()
+
+    def _callbacks(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """Callback options (on_finish always, on_success and on_discard mostly) and their jobs'
+        ids by kind."""
+        rng = self.rng
+        options: dict[str, Any] = {"on_finish": workload.BatchCallback.build("finish")}
+        if rng.random() < 0.85:
+            options["on_success"] = workload.BatchCallback.build("success")
+        if rng.random() < 0.75:
+            options["on_discard"] = workload.BatchCallback.build("discard")
+        return options, {k[3:]: str(job.job_id) for k, job in options.items()}
+
+    def _failing(self, stumbles: bool) -> pgjobs.Job:
+        tag = f"f{self.rng.randrange(10**6)}"
+        return workload.Stumbles.build(tag) if stumbles else workload.Doomed.build(tag)
+
+    def _member(self) -> tuple[pgjobs.Job, str]:
+        """A job of a plain batch, and its kind for the canceller."""
+        rng = self.rng
+        pick = rng.choices(
+            ["node", "fails_once", "limited", "unique", "slow"], [55, 12, 12, 11, 10]
+        )[0]
+        if pick == "fails_once":
+            return workload.FailsOnce.build(round(rng.uniform(0, 0.5), 2)), "member"
+        if pick == "limited":
+            seconds = round(rng.uniform(0.3, 1.5), 2)
+            return workload.Limited.build(f"store-{rng.randrange(4)}", seconds), "member"
+        if pick == "unique":
+            return workload.Unique.build(f"index-{rng.randrange(5)}", 0.3), "member"
+        if pick == "slow":
+            return workload.Slow.build(round(rng.uniform(0.5, 2), 2)), "member"
+        return workload.Node.build(
+            f"m{rng.randrange(10**6)}", round(rng.uniform(0.02, 1), 2)
+        ), "member"
+
+    def batch(self, conn: psycopg.Connection[Any], shape: str | None = None) -> None:
+        """A batch (not committed): plain, a pair of jobs that end together, nested, with a
+        fan-out job, or with a poison pill."""
+        rng = self.rng
+        shape = shape or rng.choices(["plain", "pair", "nested", "fan_out"], [45, 25, 15, 15])[0]
+        self.counts[f"batch: {shape}"] += 1
+        options, callbacks = self._callbacks()
+        cancels: list[tuple[str, str]] = []
+        operations: list[tuple[str, str]] = []
+        top = pgjobs.batch(connection=conn, description=f"chaos {shape}", **options)
+        planned = [Planned(str(top.batch_id), "batch", shape, callbacks=callbacks)]
+
+        def add(batch: pgjobs.Batch, plan: Planned, job: pgjobs.Job, kind: str) -> None:
+            batch.add(job)
+            plan.members.append(str(job.job_id))
+            cancels.append((str(job.job_id), kind))
+
+        if shape == "pair":  # same length, claimed together: they end within a few ms
+            seconds = round(rng.uniform(0.2, 0.6), 2)
+            for i in range(rng.randint(2, 3)):
+                add(top, planned[0], workload.Node.build(f"pair-{i}", seconds), "member")
+        elif shape == "poison":
+            add(top, planned[0], workload.PoisonPill.build(), "poison")
+            for _ in range(rng.randint(1, 3)):
+                add(top, planned[0], *self._member())
+        else:
+            for _ in range(rng.randint(2, 5)):
+                add(top, planned[0], *self._member())
+            if shape == "fan_out":
+                add(top, planned[0], workload.FanOut.build(rng.randint(2, 4)), "member")
+        if shape == "nested":
+            child_options, child_callbacks = self._callbacks()
+            child = top.batch(description="chaos nested", **child_options)
+            planned.append(
+                Planned(str(child.batch_id), "batch", "child", parent=planned[0].batch_id,
+                        callbacks=child_callbacks)
+            )  # fmt: skip
+            for _ in range(rng.randint(1, 3)):
+                add(child, planned[1], *self._member())
+        if shape != "poison" and rng.random() < FAILING:
+            plan = rng.choice(planned)
+            failing = self._failing(stumbles=rng.random() < 0.5)
+            add(top if plan is planned[0] else child, plan, failing, "doomed")
+            if rng.random() < OPERATED:
+                operations.append((str(failing.job_id), rng.choice(["retry", "discard"])))
+        written = top.enqueue()
+        self._uncommitted.append((written, planned, cancels, operations))
+
+    def workflow(self, conn: psycopg.Connection[Any]) -> None:
+        """A workflow (not committed): a chain, a diamond, a fan-out/fan-in or a random DAG,
+        with an on_failure policy drawn, and maybe a job that fails for good."""
+        rng = self.rng
+        shape = rng.choice(["chain", "diamond", "fan", "dag"])
+        policy = rng.choice(POLICIES)
+        self.counts[f"workflow: {shape} {policy}"] += 1
+        options, callbacks = self._callbacks()
+        # The graph: for each node, the earlier nodes it runs after.
+        if shape == "chain":
+            after: list[list[int]] = [[]] + [[i] for i in range(rng.randint(2, 4))]
+        elif shape == "diamond":
+            after = [[], [0], [0], [1, 2]]
+        elif shape == "fan":
+            width = rng.randint(2, 4)
+            after = [[]] + [[0]] * width + [list(range(1, width + 1))]
+        else:
+            after = [[]]
+            for i in range(1, rng.randint(4, 7)):
+                after.append(sorted(rng.sample(range(i), rng.randint(0, min(i, 2)))))
+        # The job that fails for good: mostly one that others wait for (the policy then acts).
+        upstream = sorted({d for deps in after for d in deps})
+        failing = None
+        if rng.random() < FAILING:
+            pool = upstream if upstream and rng.random() < 0.8 else range(len(after))
+            failing = rng.choice(list(pool))
+        jobs: list[pgjobs.Job] = []
+        kinds: list[str] = []
+        for i in range(len(after)):
+            if i == failing:
+                jobs.append(self._failing(stumbles=policy == "wait"))
+                kinds.append("doomed")
+                continue
+            pick = rng.choices(["node", "fails_once", "limited", "scheduled"], [75, 10, 8, 7])[0]
+            if pick == "fails_once":
+                jobs.append(workload.FailsOnce.build(round(rng.uniform(0, 0.3), 2)))
+            elif pick == "limited":
+                jobs.append(workload.Limited.build(f"store-{rng.randrange(4)}", 0.5))
+            elif pick == "scheduled":
+                wait = round(rng.uniform(1, 4), 2)
+                jobs.append(workload.Node.set(wait=timedelta(seconds=wait)).build(f"s{i}", 0.1))
+                self.not_before[str(jobs[-1].job_id)] = datetime.now(UTC) + timedelta(seconds=wait)
+            else:
+                jobs.append(workload.Node.build(f"n{i}", round(rng.uniform(0.02, 0.8), 2)))
+            kinds.append("node")
+        config = {"on_failure": policy, "description": f"chaos {shape}", **options}
+        if shape == "chain":  # each after the one before
+            wf = pgjobs.chain(*jobs, connection=conn, **config)
+            written = wf.enqueued
+        else:
+            wf = pgjobs.workflow(connection=conn, **config)
+            for job, deps in zip(jobs, after, strict=True):
+                wf.add(job, after=[jobs[d] for d in deps])
+            written = wf.enqueue()
+        ids = [str(j.job_id) for j in jobs]
+        plan = Planned(str(wf.batch_id), "workflow", shape, policy=policy, members=list(ids),
+                       edges=[(ids[i], ids[d]) for i, deps in enumerate(after) for d in deps],
+                       callbacks=callbacks)  # fmt: skip
+        operations = []
+        if failing is not None and policy != "run" and rng.random() < OPERATED:
+            action = rng.choice(["retry", "retry", "discard"] if policy == "wait" else ["discard"])
+            operations.append((ids[failing], action))
+        self._uncommitted.append((written, [plan], list(zip(ids, kinds, strict=True)), operations))
 
 
 class Canceller:
@@ -350,6 +549,8 @@ class Canceller:
         self.stop = threading.Event()
         self.answers: Counter[str] = Counter()  # "kind: answer"
         self._planned: list[tuple[float, str, str]] = []  # (due, job id, kind)
+        self._operations: list[tuple[float, str, str, int]] = []  # (due, job id, action, tries)
+        self.operated: Counter[str] = Counter()  # "action: answer"
         self._lock = threading.Lock()
 
     def consider(self, job_id: str, kind: str) -> None:
@@ -359,6 +560,19 @@ class Canceller:
             due = time.monotonic() + self.rng.uniform(low, high)
             with self._lock:
                 self._planned.append((due, job_id, kind))
+
+    def operate(self, job_id: str, action: str) -> None:
+        """Retry or discard the job once it has failed (tried from a few seconds on)."""
+        due = time.monotonic() + self.rng.uniform(*OPERATOR_DELAY)
+        with self._lock:
+            self._operations.append((due, job_id, action, OPERATOR_TRIES))
+
+    def _due_operations(self) -> list[tuple[float, str, str, int]]:
+        now = time.monotonic()
+        with self._lock:
+            due = [p for p in self._operations if p[0] <= now]
+            self._operations = [p for p in self._operations if p[0] > now]
+        return sorted(due)
 
     def _due(self) -> list[tuple[float, str, str]]:
         now = time.monotonic()
@@ -377,6 +591,10 @@ class Canceller:
                         if self.stop.is_set():
                             break
                         self.cancel(conn, database, job_id, kind)
+                    for _, job_id, action, tries in self._due_operations():
+                        if self.stop.is_set():
+                            break
+                        self.operation(conn, database, job_id, action, tries)
                     self.stop.wait(0.05)
         finally:
             database.close()
@@ -393,6 +611,26 @@ class Canceller:
             answer = f"error:{type(exc).__name__}"
         ledger.end_cancel(conn, call, answer)
         self.answers[f"{kind}: {answer}"] += 1
+
+    def operation(self, conn: psycopg.Connection[Any], database: pgjobs.Database, job_id: str,
+                  action: str, tries: int) -> None:  # fmt: skip
+        """The operator's retry or discard; tried again 2 s later while the job has not failed
+        (``not_failed`` calls are recorded too: they change nothing)."""
+        call = ledger.start_operation(conn, job_id, action)
+        try:
+            if database._pool is None:
+                database.pool.timeout = CANCEL_POOL_TIMEOUT
+            failed = pgjobs.FailedJobs(database)
+            done = failed.retry(job_id) if action == "retry" else failed.discard(job_id)
+            answer = "done" if done else "not_failed"
+        except Exception as exc:  # it may or may not have taken
+            answer = f"error:{type(exc).__name__}"
+        ledger.end_operation(conn, call, answer)
+        if answer != "done" and tries > 1:
+            with self._lock:
+                self._operations.append((time.monotonic() + 2.0, job_id, action, tries - 1))
+        else:
+            self.operated[f"{action}: {answer}"] += 1
 
 
 ORPHANS = """

@@ -14,6 +14,13 @@ in it is ``clock_timestamp()`` of that one server: all hosts share one clock.
   written (``self.step`` returned: pgjobs waited for the checkpoint).
 - ``chaos_cancels``: every ``pgjobs.cancel`` the canceller made: when it was asked, when it was
   answered and the answer (``error:<class>`` when it raised: it may or may not have taken).
+- ``chaos_callbacks``: what each run of a batch callback
+  (:class:`tests.chaos.workload.BatchCallback`) received: the batch (:class:`pgjobs.BatchInfo`,
+  read when the run started) and its counts.
+- ``chaos_dependencies``: what each run of a workflow job (:class:`tests.chaos.workload.Node`)
+  read of its dependencies (``job.dependencies()``): their state as the database had it then.
+- ``chaos_operations``: every retry or discard of a failed job the operator made
+  (:class:`pgjobs.FailedJobs`), with its answer (``done``, ``not_failed``, ``error:<class>``).
 """
 
 from __future__ import annotations
@@ -72,6 +79,37 @@ CREATE TABLE IF NOT EXISTS chaos_cancels (
     answered_at timestamptz,
     answer text
 );
+CREATE TABLE IF NOT EXISTS chaos_callbacks (
+    id bigserial PRIMARY KEY,
+    run_id bigint NOT NULL,
+    job_id uuid NOT NULL,
+    what text NOT NULL,
+    batch_id uuid NOT NULL,
+    state text NOT NULL,
+    total integer NOT NULL,
+    pending integer NOT NULL,
+    succeeded integer NOT NULL,
+    failed integer NOT NULL,
+    discarded integer NOT NULL,
+    cancelled integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS chaos_dependencies (
+    id bigserial PRIMARY KEY,
+    run_id bigint NOT NULL,
+    job_id uuid NOT NULL,
+    depends_on uuid,
+    state text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS chaos_operations (
+    id bigserial PRIMARY KEY,
+    job_id uuid NOT NULL,
+    action text NOT NULL,
+    asked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    answered_at timestamptz,
+    answer text
+);
 """
 
 
@@ -126,6 +164,50 @@ class Cancel:
     answer: str | None
 
 
+@dataclass(frozen=True)
+class CallbackSeen:
+    """A callback run's view of its batch (``what``: finish, success, discard)."""
+
+    id: int
+    run_id: int
+    job_id: str
+    what: str
+    batch_id: str
+    state: str
+    total: int
+    pending: int
+    succeeded: int
+    failed: int
+    discarded: int
+    cancelled: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DependencySeen:
+    """A workflow job's run read one of its dependencies in ``state`` (``depends_on`` None and
+    ``state`` ``error:<class>``: the read failed)."""
+
+    id: int
+    run_id: int
+    job_id: str
+    depends_on: str | None
+    state: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An operator's retry or discard of a failed job (``action``: retry, discard)."""
+
+    id: int
+    job_id: str
+    action: str
+    asked_at: datetime
+    answered_at: datetime | None
+    answer: str | None
+
+
 def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True, connect_timeout=5)
 
@@ -172,6 +254,35 @@ def snoozes(conn: psycopg.Connection[Any], job_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+def callback_seen(conn: psycopg.Connection[Any], run_id: int, job_id: str, what: str,
+                  batch: Any) -> None:  # fmt: skip
+    """``batch``: the :class:`pgjobs.BatchInfo` the callback received."""
+    conn.execute(
+        "INSERT INTO chaos_callbacks (run_id, job_id, what, batch_id, state, total, pending,"
+        " succeeded, failed, discarded, cancelled) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s)",
+        [run_id, job_id, what, batch.batch_id, batch.state, batch.total, batch.pending,
+         batch.succeeded, batch.failed, batch.discarded, batch.cancelled],
+    )  # fmt: skip
+
+
+def dependency_seen(conn: psycopg.Connection[Any], run_id: int, job_id: str,
+                    depends_on: str | None, state: str) -> None:  # fmt: skip
+    conn.execute(
+        "INSERT INTO chaos_dependencies (run_id, job_id, depends_on, state)"
+        " VALUES (%s, %s, %s, %s)",
+        [run_id, job_id, depends_on, state],
+    )
+
+
+def failed_runs(conn: psycopg.Connection[Any], job_id: str) -> int:
+    """How many runs of the job raised (ended with the outcome "raised")."""
+    row = conn.execute(
+        "SELECT count(*) FROM chaos_runs WHERE job_id = %s AND outcome = 'raised'", [job_id]
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 # -- written by the driver ----------------------------------------------------------------------
 
 
@@ -202,6 +313,22 @@ def end_cancel(conn: psycopg.Connection[Any], cancel_id: int, answer: str) -> No
     conn.execute(
         "UPDATE chaos_cancels SET answered_at = clock_timestamp(), answer = %s WHERE id = %s",
         [answer, cancel_id],
+    )
+
+
+def start_operation(conn: psycopg.Connection[Any], job_id: str, action: str) -> int:
+    row = conn.execute(
+        "INSERT INTO chaos_operations (job_id, action) VALUES (%s, %s) RETURNING id",
+        [job_id, action],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def end_operation(conn: psycopg.Connection[Any], operation_id: int, answer: str) -> None:
+    conn.execute(
+        "UPDATE chaos_operations SET answered_at = clock_timestamp(), answer = %s WHERE id = %s",
+        [answer, operation_id],
     )
 
 
@@ -258,3 +385,27 @@ def cancels(conn: psycopg.Connection[Any]) -> list[Cancel]:
         " ORDER BY asked_at, id"
     ).fetchall()
     return [Cancel(*row) for row in rows]
+
+
+def callbacks_seen(conn: psycopg.Connection[Any]) -> list[CallbackSeen]:
+    rows = conn.execute(
+        "SELECT id, run_id, job_id::text, what, batch_id::text, state, total, pending, succeeded,"
+        " failed, discarded, cancelled, at FROM chaos_callbacks ORDER BY at, id"
+    ).fetchall()
+    return [CallbackSeen(*row) for row in rows]
+
+
+def dependencies_seen(conn: psycopg.Connection[Any]) -> list[DependencySeen]:
+    rows = conn.execute(
+        "SELECT id, run_id, job_id::text, depends_on::text, state, at FROM chaos_dependencies"
+        " ORDER BY at, id"
+    ).fetchall()
+    return [DependencySeen(*row) for row in rows]
+
+
+def operations(conn: psycopg.Connection[Any]) -> list[Operation]:
+    rows = conn.execute(
+        "SELECT id, job_id::text, action, asked_at, answered_at, answer FROM chaos_operations"
+        " ORDER BY asked_at, id"
+    ).fetchall()
+    return [Operation(*row) for row in rows]

@@ -6,7 +6,9 @@
 3. Stop enqueuing and injecting, heal everything, let the queue drain.
 4. Check the live database (claims without a process, blocked jobs with a free slot) and that
    every supervisor the driver did not kill still runs; SIGTERM them: each must exit 0.
-5. Check the ledger against the jobs' final states (:mod:`tests.chaos.checks`).
+5. Check the ledger against the jobs' final states (:mod:`tests.chaos.checks`), and the batches
+   and workflows against their jobs, their callbacks and the ledger
+   (:mod:`tests.chaos.batch_checks`).
 
 Everything started is stopped in ``finally``, whatever happened.
 """
@@ -29,7 +31,7 @@ from typing import Any
 import psycopg
 
 import pgjobs
-from tests.chaos import checks, cluster, ledger, workload
+from tests.chaos import batch_checks, checks, cluster, ledger, workload
 from tests.chaos.checks import JobState, Violation
 from tests.chaos.cluster import Host, Server
 from tests.chaos.driver import (
@@ -52,17 +54,20 @@ RATE_SLACK = 0.25  # seconds: a run's ledger row comes after its start token (a 
 
 JOBS = """
 SELECT j.job_id::text, j.class_name,
-       CASE WHEN r.job_id IS NOT NULL THEN 'ready'
+       CASE WHEN h.job_id IS NOT NULL THEN 'held'
+            WHEN r.job_id IS NOT NULL THEN 'ready'
             WHEN c.job_id IS NOT NULL THEN 'claimed'
             WHEN s.job_id IS NOT NULL THEN 'scheduled'
             WHEN b.job_id IS NOT NULL THEN 'blocked'
             WHEN f.job_id IS NOT NULL THEN 'failed'
             WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
+            WHEN j.discarded_at IS NOT NULL THEN 'discarded'
             WHEN j.finished_at IS NOT NULL THEN 'finished'
             ELSE 'lost' END,
        f.exception_class, f.message, c.process_id, p.id IS NOT NULL,
-       j.executions, j.result::text, j.checkpoint::text, j.progress::text
+       j.executions, j.result::text, j.checkpoint::text, j.progress::text, j.batch_id
 FROM pgjobs_jobs j
+LEFT JOIN pgjobs_held_executions h ON h.job_id = j.id
 LEFT JOIN pgjobs_ready_executions r ON r.job_id = j.id
 LEFT JOIN pgjobs_claimed_executions c ON c.job_id = j.id
 LEFT JOIN pgjobs_processes p ON p.id = c.process_id
@@ -71,11 +76,40 @@ LEFT JOIN pgjobs_blocked_executions b ON b.job_id = j.id
 LEFT JOIN pgjobs_failed_executions f ON f.job_id = j.id
 """
 
+# Done: finished, failed, or held behind a failed job (on_failure "wait": until an operator
+# retries or discards it), directly or through other held jobs.
 PROGRESS = """
+WITH RECURSIVE waiting(id) AS (
+    SELECT d.job_id FROM pgjobs_job_dependencies d
+    JOIN pgjobs_failed_executions f ON f.job_id = d.depends_on
+    WHERE NOT d.resolved
+    UNION
+    SELECT d.job_id FROM pgjobs_job_dependencies d JOIN waiting w ON d.depends_on = w.id
+    WHERE NOT d.resolved
+)
 SELECT (SELECT count(*) FROM pgjobs_jobs WHERE finished_at IS NOT NULL)
-     + (SELECT count(*) FROM pgjobs_failed_executions),
+     + (SELECT count(*) FROM pgjobs_failed_executions)
+     + (SELECT count(*) FROM pgjobs_held_executions WHERE job_id IN (SELECT id FROM waiting)),
        (SELECT count(*) FROM pgjobs_jobs),
        (SELECT count(*) FROM pgjobs_scheduled_executions)
+"""
+
+BATCHES = """
+SELECT id, batch_id::text, kind, parent_id, on_failure, total, pending, succeeded, failed,
+       discarded, cancelled, finished_at, succeeded_at, discarded_at, callbacks
+FROM pgjobs_batches ORDER BY id
+"""
+
+DEPENDENCIES = """
+SELECT j.job_id::text, d.job_id::text, x.resolved
+FROM pgjobs_job_dependencies x
+JOIN pgjobs_jobs j ON j.id = x.job_id
+JOIN pgjobs_jobs d ON d.id = x.depends_on
+"""
+
+CALLBACK_JOBS = f"""
+SELECT job_id::text, arguments FROM pgjobs_jobs
+WHERE class_name = '{workload.BatchCallback.job_name}'
 """
 
 
@@ -224,8 +258,8 @@ def run_chaos(
                 if not late:
                     violations.append(Violation("supervisor_exit", f"{host.name} is not running"))
                     continue
-                started = time.monotonic()  # SIGTERM only once it handles it: its children run
-                while not host.workers() and time.monotonic() - started < 20:
+                since = time.monotonic()  # SIGTERM only once it handles it: its children run
+                while not host.workers() and time.monotonic() - since < 20:
                     time.sleep(0.1)
             code = host.terminate(cluster.SHUTDOWN_TIMEOUT + 10)
             if code != 0:
@@ -240,9 +274,14 @@ def run_chaos(
         watcher.close()
 
         jobs = [JobState(*row) for row in _query(url, JOBS)]
+        batches = [batch_checks.batch_row(row) for row in _query(url, BATCHES)]
+        edges = [batch_checks.Edge(*row) for row in _query(url, DEPENDENCIES)]
+        callback_jobs = [batch_checks.callback_job(*row) for row in _query(url, CALLBACK_JOBS)]
         with ledger.connect(ledger_url) as conn:
             runs, faults, deaths = ledger.runs(conn), ledger.faults(conn), ledger.deaths(conn)
             steps, cancels = ledger.steps(conn), ledger.cancels(conn)
+            views, reads = ledger.callbacks_seen(conn), ledger.dependencies_seen(conn)
+            operations = ledger.operations(conn)
             horizon = ledger.now(conn)
         ends = checks.run_ends(runs, faults, deaths)
         threshold = cluster.ALIVE_THRESHOLD
@@ -251,16 +290,30 @@ def run_chaos(
         violations += checks.check_limits(runs, ends, excused, LIMITS, horizon)
         violations += checks.check_order(runs, enqueuer.sequence, excused)
         violations += checks.check_rates(runs, RATES, RATE_SLACK)
-        violations += checks.check_final_states(
-            jobs, runs, ends, faults, threshold, cluster.MAX_INTERRUPTIONS, horizon
+        world = batch_checks.World(batches, jobs, enqueuer.groups, operations)
+        in_workflows, waiting, why_held, by_policy = batch_checks.check_workflows(
+            world, edges, runs, ends, faults, threshold, reads, horizon
         )
+        violations += in_workflows
+        violations += checks.check_final_states(
+            jobs, runs, ends, faults, threshold, cluster.MAX_INTERRUPTIONS, horizon,
+            waiting, why_held,
+        )  # fmt: skip
         violations += checks.check_schedule(enqueuer.not_before, runs)
-        violations += checks.check_cancels(jobs, runs, ends, faults, threshold, cancels, horizon)
+        violations += checks.check_cancels(
+            jobs, runs, ends, faults, threshold, cancels, horizon, by_policy
+        )
+        violations += batch_checks.check_batch_counts(world, waiting)
+        violations += batch_checks.check_callbacks(
+            world, callback_jobs, runs, ends, faults, threshold, deaths, views, horizon
+        )
         violations += checks.check_steps(jobs, runs, steps)
         violations += checks.check_attempts(jobs, runs, ends, faults, threshold, deaths, horizon)
         durations["total"] = time.monotonic() - began
         if violations:  # the evidence, kept with the hosts' logs
-            _dump(work / "ledger.json", runs, faults, deaths, steps, cancels)
+            _dump(work / "ledger.json", runs, faults, deaths, steps, cancels,
+                  {"callbacks": views, "dependencies": reads, "operations": operations,
+                   "batches": batches, "edges": edges})  # fmt: skip
         summary = _summary(
             seed,
             minutes,
@@ -280,6 +333,9 @@ def run_chaos(
             horizon,
             violations,
             work,
+        )
+        summary["batches_and_workflows"] = batch_checks.batch_stats(
+            world, callback_jobs, runs, ends, faults, waiting, by_policy, reads
         )
         keep = bool(violations)
         return summary, violations
@@ -312,6 +368,7 @@ def _dump(
     deaths: dict[int, datetime],
     steps: list[ledger.StepEvent],
     cancels: list[ledger.Cancel],
+    more: dict[str, list[Any]] | None = None,
 ) -> None:
     rows = {
         "runs": [dataclasses.asdict(r) for r in runs],
@@ -320,6 +377,8 @@ def _dump(
         "steps": [dataclasses.asdict(e) for e in steps],
         "cancels": [dataclasses.asdict(c) for c in cancels],
     }
+    for name, items in (more or {}).items():
+        rows[name] = [dataclasses.asdict(item) for item in items]
     path.write_text(json.dumps(rows, default=str, indent=1))
 
 

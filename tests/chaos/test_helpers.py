@@ -10,9 +10,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.chaos import checks
+from tests.chaos import batch_checks, checks
+from tests.chaos.batch_checks import BatchRow, CallbackJob, Edge, Planned, World
 from tests.chaos.checks import JobState
-from tests.chaos.ledger import Cancel, Fault, Run, StepEvent
+from tests.chaos.ledger import (
+    CallbackSeen,
+    Cancel,
+    DependencySeen,
+    Fault,
+    Operation,
+    Run,
+    StepEvent,
+)
 from tests.chaos.proxy import Proxy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -336,3 +345,207 @@ def test_a_poison_neighbour_and_a_kill_after_a_run_ended_count_as_interruptions(
     ends = checks.run_ends(runs, [kill], {})
     found = checks.check_final_states(jobs, runs, ends, [kill], 4.0, 3, at(20))
     assert {v.job_id for v in found} == {"j", "k"}  # without the cut: two interruptions of j
+
+
+# -- batches and workflows ---------------------------------------------------------------------
+
+
+def batch(
+    id: int, *, total: int, pending: int = 0, succeeded: int = 0, failed: int = 0,
+    discarded: int = 0, cancelled: int = 0, finished: float | None = None,
+    success: float | None = None, discard: float | None = None, kind: str = "batch",
+    policy: str | None = None, parent: int | None = None, callbacks: dict[str, str] | None = None,
+) -> BatchRow:  # fmt: skip
+    def t(x: float | None) -> datetime | None:
+        return None if x is None else at(x)
+
+    return BatchRow(id, f"b{id}", kind, parent, policy, total, pending, succeeded, failed,
+                    discarded, cancelled, t(finished), t(success), t(discard),
+                    callbacks if callbacks is not None else {"finish": f"fin{id}",
+                                                             "success": f"ok{id}"})  # fmt: skip
+
+
+def member(job_id: str, state: str, batch: int = 1, kind: str = "Node", **kw: object) -> JobState:
+    return JobState(job_id, W + kind, state, batch=batch, **kw)  # type: ignore[arg-type]
+
+
+def cb_run(id: int, job: str, start: float, end: float | None, *, pid: int = 3) -> Run:
+    return kind_run(id, job, "callback", start, end, "ok" if end is not None else None, pid=pid)
+
+
+def test_callbacks_are_written_once_and_run_once_unless_a_fault_cut_the_first_run_short() -> None:
+    batches = [batch(1, total=2, succeeded=2, finished=2, success=2)]
+    jobs = [member("a", "finished"), member("b", "finished"),
+            JobState("fin1", W + "BatchCallback", "finished"),
+            JobState("ok1", W + "BatchCallback", "finished")]  # fmt: skip
+    written = [CallbackJob("fin1", "b1", "finish"), CallbackJob("ok1", "b1", "success")]
+    runs = [
+        kind_run(1, "a", "node", 0, 1.9, "ok", pid=1),
+        kind_run(2, "b", "node", 0, 1.95, "ok", pid=2),  # the last two end together
+        cb_run(3, "fin1", 2.1, 2.2),
+        cb_run(4, "ok1", 2.1, 2.2),
+    ]
+    world = World(batches, jobs, [], [])
+    ends = checks.run_ends(runs, [], {})
+
+    def found(runs: list[Run] = runs, written: list[CallbackJob] = written,
+              faults: tuple[Fault, ...] = (),
+              views: tuple[CallbackSeen, ...] = ()) -> list[str]:  # fmt: skip
+        ends = checks.run_ends(runs, list(faults), {})
+        return sorted(v.check for v in batch_checks.check_callbacks(
+            world, written, runs, ends, list(faults), 4.0, {}, list(views), at(20)))  # fmt: skip
+
+    assert found() == []
+    assert batch_checks.check_batch_counts(world, {}) == []
+    # A second on_finish job row (another id), or the prepared one missing.
+    assert found(written=[*written, CallbackJob("x", "b1", "finish")]) == [
+        "callback_stray",
+        "callback_twice",
+    ]
+    assert found(written=written[1:]) == []  # (the job rows are read from the jobs: still there)
+    gone = World(batches, jobs[:3], [], [])
+    missing = batch_checks.check_callbacks(gone, written[:1], runs, ends, [], 4.0, {}, [], at(20))
+    assert [v.check for v in missing] == ["callback_missing"]
+    # A second run: a violation, unless a fault cut the first short.
+    again = [*runs, cb_run(5, "fin1", 3, 3.1, pid=4)]
+    assert found(again) == ["callback_rerun"]
+    assert found(again, faults=(fault("kill_worker", 2.3, 2.3, pids=(3,)),)) == []
+    assert found(again, faults=(fault("pg_restart", 2.5, 2.8),)) == []
+    assert found(again, faults=(fault("freeze_worker", 0, 1, pids=(3,)),)) == ["callback_rerun"]
+    # on_finish started while a job of its batch still ran.
+    early = [*runs[:1], kind_run(2, "b", "node", 0, 2.15, "ok", pid=2), *runs[2:]]
+    assert found(early) == ["callback_early", "callback_early"]
+    # A stale copy (its host cut off past the threshold) may still run.
+    cut = [fault("partition", 0.5, 6, host="host-b")]
+    stale = [*runs[:1], kind_run(2, "b", "node", 0, 2.15, "ok", pid=2, host="host-b"), *runs[2:]]
+    assert found(stale, faults=tuple(cut)) == []
+    # A callback job that failed (say, reading its batch) never ran.
+    lost = World(batches, [*jobs[:3], JobState("ok1", W + "BatchCallback", "failed", "X")], [], [])
+    found_lost = batch_checks.check_callbacks(lost, written, runs[:3], ends, [], 4.0, {}, [], at(9))
+    assert [v.check for v in found_lost] == ["callback_lost"]
+    # What the callbacks received.
+    view = CallbackSeen(1, 3, "fin1", "finish", "b1", "succeeded", 2, 0, 2, 0, 0, 0, at(2.1))
+    bad = CallbackSeen(2, 4, "ok1", "success", "b1", "failed", 2, 0, 1, 1, 0, 0, at(2.1))
+    assert found(views=(view,)) == []
+    assert found(views=(view, bad)) == ["callback_view"]
+
+
+def test_batch_counts_are_the_jobs_final_states() -> None:
+    batches = [
+        batch(1, total=5, succeeded=2, failed=1, discarded=1, cancelled=0, pending=1,
+              finished=None, discard=1,
+              callbacks={"finish": "fin1", "discard": "dis1"}),
+        batch(2, total=1, succeeded=1, finished=2, success=2, parent=1, callbacks={}),
+    ]  # fmt: skip
+    jobs = [
+        member("a", "finished"),
+        member("b", "failed", kind="Doomed"),
+        member("c", "ready"),
+        member("d", "finished", batch=2),
+        JobState("dis1", W + "BatchCallback", "finished"),
+    ]
+    plans = [Planned("b1", "batch", "nested", members=["a", "b", "c", "gone"])]
+    discard = Operation(1, "gone", "discard", at(1), at(1.1), "done")
+    world = World(batches, jobs, plans, [discard])
+    assert batch_checks.check_batch_counts(world, {}) == []
+    # Kept, stamped discarded (a job of a batch is kept until clear_finished): the same.
+    kept = [*jobs, member("gone", "discarded", kind="Doomed")]
+    assert batch_checks.check_batch_counts(World(batches, kept, plans, [discard]), {}) == []
+    found = batch_checks.check_batch_counts(World(batches, kept, plans, []), {})
+    assert [v.check for v in found] == ["job_discarded"]
+    assert checks.check_final_states(kept[-1:], [], checks.run_ends([], [], {}), [], 4.0, 3,
+                                     at(9)) == []  # fmt: skip
+    # Gone though nobody discarded it.
+    world = World(batches, jobs, plans, [])
+    assert {v.check for v in batch_checks.check_batch_counts(world, {})} == {
+        "job_lost",
+        "batch_counts",
+    }
+    # Every job ended: finished_at must be set (and on_finish written), discarded_at too.
+    ended = [member("c", "cancelled") if j.job_id == "c" else j for j in jobs]
+    counted = [batch(1, total=5, succeeded=2, failed=1, discarded=1, cancelled=1, discard=1,
+                     callbacks={"finish": "fin1", "discard": "dis1"}), batches[1]]  # fmt: skip
+    world = World(counted, ended, plans, [discard])
+    assert [v.check for v in batch_checks.check_batch_counts(world, {})] == ["batch_unfinished"]
+    assert [v.check for v in batch_checks.check_callbacks(
+        world, [], [], checks.run_ends([], [], {}), [], 4.0, {}, [], at(20))] == []  # fmt: skip
+
+
+def test_a_dependent_starts_only_after_its_dependencies_succeeded() -> None:
+    jobs = [member("a", "finished"), member("b", "finished"), member("c", "finished"),
+            member("d", "finished")]  # fmt: skip
+    edges = [Edge("b", "a", True), Edge("c", "a", True), Edge("d", "b", True),
+             Edge("d", "c", True)]  # fmt: skip
+    plan = Planned("b1", "workflow", "diamond", policy="cancel", members=["a", "b", "c", "d"],
+                   edges=[(e.job_id, e.depends_on) for e in edges])  # fmt: skip
+    runs = [
+        kind_run(1, "a", "node", 0, None, None, pid=5),  # killed, then run again
+        kind_run(2, "a", "node", 1, 2, "ok", pid=6),
+        kind_run(3, "b", "node", 2.1, 3, "ok"),
+        kind_run(4, "c", "node", 2.1, 4, "ok"),
+        kind_run(5, "d", "node", 4.2, 5, "ok"),
+    ]
+    kill = [fault("kill_worker", 0.5, 0.5, pids=(5,))]
+
+    def found(runs: list[Run] = runs, edges: list[Edge] = edges, jobs: list[JobState] = jobs,
+              reads: tuple[DependencySeen, ...] = (),
+              policy: str = "cancel") -> list[str]:  # fmt: skip
+        rows = [batch(1, total=4, kind="workflow", policy=policy, callbacks={})]
+        world = World(rows, jobs, [plan], [])
+        ends = checks.run_ends(runs, kill, {})
+        return sorted(v.check for v in batch_checks.check_workflows(
+            world, edges, runs, ends, kill, 4.0, list(reads), at(20))[0])  # fmt: skip
+
+    assert found() == []
+    assert found(edges=edges[:3]) == ["dependency_lost"]
+    # d started before c's run ended.
+    early = [*runs[:4], kind_run(5, "d", "node", 3.5, 5, "ok")]
+    assert found(early) == ["early_start"]
+    # b started while a's first run was dead and its second not started.
+    assert found([*runs[:2], kind_run(3, "b", "node", 0.8, 3, "ok"), *runs[3:]]) == ["early_start"]
+    # on_failure "run": a dependency that failed for good counts once its runs are over.
+    failed = [member("a", "failed", kind="Doomed"), *jobs[1:]]
+    ran = [kind_run(1, "a", "doomed", 0, 1, "raised"), *runs[2:]]
+    assert found(ran, jobs=failed, policy="run") == []
+    assert found(ran, jobs=failed, policy="cancel") == ["early_start", "early_start"]
+    # What a running dependent read of its dependencies.
+    ok = DependencySeen(1, 5, "d", "b", "finished", at(4.3))
+    pending = DependencySeen(2, 5, "d", "c", "pending", at(4.3))
+    error = DependencySeen(3, 5, "d", None, "error:OperationalError", at(4.3))
+    assert found(reads=(ok, error)) == []
+    assert found(reads=(ok, pending)) == ["dependency_state"]
+
+
+def test_held_jobs_wait_only_behind_a_failed_job_and_policy_cancels_are_not_spontaneous() -> None:
+    def world(policy: str, a: str) -> tuple[World, list[Edge]]:
+        rows = [batch(1, total=3, kind="workflow", policy=policy, callbacks={})]
+        jobs = [member("a", a, kind="Stumbles"), member("b", "held"), member("c", "held")]
+        return World(rows, jobs, [], []), [Edge("b", "a", False), Edge("c", "b", False)]
+
+    ends = checks.run_ends([], [], {})
+    w, edges = world("wait", "failed")
+    _, waiting, why_held, _ = batch_checks.check_workflows(w, edges, [], ends, [], 4.0, [], at(9))
+    assert set(waiting) == {"b", "c"} and why_held == {}
+    assert checks.check_final_states(w.jobs, [], ends, [], 4.0, 3, at(9), waiting) == [
+        checks.Violation("failed", v.message, "a")
+        for v in checks.check_final_states(w.jobs[:1], [], ends, [], 4.0, 3, at(9))
+    ]  # only a (no DoomedError recorded here): b and c may wait
+    w, edges = world("cancel", "failed")  # should have been cancelled
+    _, waiting, why_held, _ = batch_checks.check_workflows(w, edges, [], ends, [], 4.0, [], at(9))
+    assert waiting == {} and set(why_held) == {"b", "c"}
+    found = checks.check_final_states(w.jobs[1:], [], ends, [], 4.0, 3, at(9), waiting, why_held)
+    assert [v.check for v in found] == ["stranded", "stranded"]
+    # Cancelled by the policy: not spontaneous.
+    rows = [batch(1, total=3, kind="workflow", policy="cancel", callbacks={})]
+    jobs = [member("a", "failed", kind="Doomed", failure="tests.chaos.workload.DoomedError"),
+            member("b", "cancelled"), member("c", "cancelled")]  # fmt: skip
+    w = World(rows, jobs, [], [])
+    *_, by_policy = batch_checks.check_workflows(w, edges, [], ends, [], 4.0, [], at(9))
+    assert by_policy == {"b", "c"}
+    assert checks.check_cancels(jobs, [], ends, [], 4.0, [], at(9), by_policy) == []
+    assert checks.check_final_states(jobs, [], ends, [], 4.0, 3, at(9)) == []
+    *_, by_policy = batch_checks.check_workflows(
+        World([batch(1, total=3, kind="workflow", policy="run", callbacks={})], jobs, [], []),
+        edges, [], ends, [], 4.0, [], at(9),
+    )  # fmt: skip
+    assert by_policy == set()  # "run" never cancels

@@ -12,6 +12,15 @@ The job-control kinds: :class:`Stepped` (resumable steps, each event in ``chaos_
 :class:`Snoozer` (snoozes once or twice, then finishes) and :class:`Cooperative` (long, checks
 for a cancel request between short sleeps).  The canceller (:mod:`tests.chaos.driver`) cancels
 a sample of every kind but the poison pill.
+
+Batches and workflows (``pgjobs.batch``, ``pgjobs.workflow``, ``pgjobs.chain``; the enqueuer
+builds them): their jobs are :class:`Node` (a workflow job: it records the state of each of its
+dependencies as ``job.dependencies()`` reads them, in ``chaos_dependencies``), the kinds above,
+:class:`FanOut` (adds jobs to its own batch while it runs), the poison pill, and the kinds that
+fail for good: :class:`Doomed` (every attempt raises :class:`DoomedError`, no retry rule) and
+:class:`Stumbles` (raises on its first run only: an operator's retry succeeds).  Their callbacks
+(on_finish, on_success, on_discard) are :class:`BatchCallback`: each run records the batch it
+received in ``chaos_callbacks``.
 """
 
 from __future__ import annotations
@@ -221,3 +230,81 @@ class Rated(ChaosJob):
 
     def perform(self, account: str, n: int) -> None:
         self.ledgered("rated", f"rate:{account}", lambda: time.sleep(0.05))
+
+
+# -- batches and workflows ---------------------------------------------------------------------
+
+
+class DoomedError(Exception):
+    """What :class:`Doomed` and :class:`Stumbles` raise: no rule retries it."""
+
+
+class Node(ChaosJob):
+    """A job of a batch or workflow: reads its dependencies (recording the state of each), sleeps
+    ``seconds``, returns ``tag``.  A failed read is recorded too, and does not fail the run."""
+
+    def perform(self, tag: str, seconds: float) -> str:
+        def body() -> None:
+            conn, run_id = self._ledger
+            try:
+                found = [(str(d.job_id), d.state) for d in self.dependencies()]
+            except Exception as exc:  # the database is down or restarting
+                found = [(None, f"error:{type(exc).__name__}")]  # type: ignore[list-item]
+            for depends_on, state in found:
+                ledger.dependency_seen(conn, run_id, str(self.job_id), depends_on, state)
+            time.sleep(seconds)
+
+        self.ledgered("node", None, body)
+        return tag
+
+
+class Doomed(ChaosJob):
+    """Fails for good on every attempt (no retry rule): its batch's on_discard fires."""
+
+    def perform(self, tag: str) -> None:
+        def body() -> None:
+            time.sleep(0.05)
+            raise DoomedError(f"doomed {tag}")
+
+        self.ledgered("doomed", None, body)
+
+
+class Stumbles(ChaosJob):
+    """Fails for good on its first run that gets to the end (no retry rule); once retried (by the
+    operator, or recovered after its failure was lost) it succeeds."""
+
+    def perform(self, tag: str) -> str:
+        def body() -> None:
+            conn, _ = self._ledger
+            time.sleep(0.05)
+            if ledger.failed_runs(conn, str(self.job_id)) == 0:
+                raise DoomedError(f"stumbles {tag}")
+
+        self.ledgered("stumbles", None, body)
+        return tag
+
+
+class FanOut(ChaosJob):
+    """Adds ``n`` Nodes to its own batch while it runs (``add_to_batch``); the batch's on_finish
+    waits for them.  Retried when the database is unreachable (it may then add them twice: at
+    least once, like any job's effects)."""
+
+    retry_on = [pgjobs.retry_on(Exception, wait=1.0, attempts=10, jitter=0)]
+
+    def perform(self, n: int) -> None:
+        def body() -> None:
+            self.add_to_batch(*(Node.build(f"fan-{i}", 0.05) for i in range(n)))
+
+        self.ledgered("fan_out", None, body)
+
+
+class BatchCallback(ChaosJob):
+    """A batch's on_finish / on_success / on_discard (``what``): records the batch it received."""
+
+    def perform(self, batch: pgjobs.BatchInfo, what: str) -> None:
+        def body() -> None:
+            conn, run_id = self._ledger
+            ledger.callback_seen(conn, run_id, str(self.job_id), what, batch)
+            time.sleep(0.05)
+
+        self.ledgered("callback", None, body)

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, TypeVar
+
+import psycopg
 
 from pgjobs.db.database import Database
 from pgjobs.errors import BatchNotFound, DeserializationError
 from pgjobs.serialization import loads_value, register_records
 from pgjobs.store import batches as store
 
-if TYPE_CHECKING:
-    import psycopg
-
 BatchState = Literal["running", "succeeded", "failed"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,32 @@ def read(conn: psycopg.Connection[Any], schema: str | None, batch_id: uuid.UUID)
     return info_from_row(row)
 
 
+# Reading again after a lost connection: a pooled connection used in the last second is handed
+# out untested, and may have died with a PostgreSQL restart or a terminated backend since.  A
+# callback reads its batch while its arguments are decoded, where such an error would fail it
+# for good without running it (found by the chaos suite).  Reads only: safe to repeat.
+RETRY_LOST = (0.05, 0.2, 0.5, 1.0, 2.0)
+
+
+def _read_again(read_once: Callable[[], _T]) -> _T:
+    for pause in RETRY_LOST:
+        try:
+            return read_once()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            time.sleep(pause)  # the pool discards the broken connection: the next is another
+    return read_once()
+
+
 def get_batch(batch_id: uuid.UUID | str, *, database: Database | None = None) -> BatchInfo:
     """The batch or workflow ``batch_id`` as it is now; :class:`~pgjobs.BatchNotFound` if none."""
     db = _database(database)
     found = _uuid(batch_id)
-    with db.connection() as conn:
-        return read(conn, db.schema, found)
+
+    def read_once() -> BatchInfo:
+        with db.connection() as conn:
+            return read(conn, db.schema, found)
+
+    return _read_again(read_once)
 
 
 def wait_batch(
@@ -178,8 +199,11 @@ def dependencies(job_id: uuid.UUID, database: Database | None = None) -> list[De
     db = _database(database)
     from pgjobs.db.names import sql
 
-    with db.connection() as conn:
-        rows = conn.execute(sql(store.DEPENDENCIES, db.schema), {"job_id": job_id}).fetchall()
+    def read_once() -> list[tuple[Any, ...]]:
+        with db.connection() as conn:
+            return conn.execute(sql(store.DEPENDENCIES, db.schema), {"job_id": job_id}).fetchall()
+
+    rows = _read_again(read_once)
     return [
         Dependency(job, state, loads_value(text) if text is not None else None)
         for job, state, text in rows
