@@ -294,6 +294,22 @@ def soak_render(results: dict[str, Any]) -> list[str]:
                 )
             rows.append([table, *cells])
         out += _table(["table", *(label for label, _ in points)], rows)
+        with_rss = [x for x in data["samples"] if x.get("rss_mib")]
+        if with_rss:
+            first, last = with_rss[0], with_rss[-1]
+            out += [
+                "",
+                f"Resident memory of each process (MiB) at t = {first['t']:.0f} s and at the end "
+                f"(t = {last['t']:.0f} s):",
+                "",
+            ]
+            out += _table(
+                ["process", "start", "end", "end / start"],
+                [
+                    _rss_row(name, mib, last["rss_mib"].get(name, 0.0))
+                    for name, mib in first["rss_mib"].items()
+                ],
+            )
         out += ["", "Over time (latency of the jobs enqueued in the window ending at t):", ""]
         width = data["sample_s"]
         step = max(1, round(60 / width))
@@ -332,3 +348,7 @@ def soak_render(results: dict[str, Any]) -> list[str]:
                     "```",
                 ]
     return out
+
+
+def _rss_row(name: str, start: float, end: float) -> list[str]:
+    return [name, f"{start:.1f}", f"{end:.1f}", f"{end / start:.2f}" if start else DASH]

@@ -200,11 +200,33 @@ def _sample(
     }
     if procs:  # CPU seconds so far of the system's processes and their backends, by kind
         sample["cpu_s"] = {k: round(v, 4) for k, v in cpu_seconds(system, procs, mon).items()}
+        sample["rss_mib"] = _rss(system, procs)
     if holder is not None:
         held = mon.execute(HOLDER, (holder,)).fetchone()
         if held:
             sample["hold_seconds"], sample["hold_xmin_age"] = float(held[0]), held[1]
     return sample
+
+
+def _rss(system: System, procs: Sequence[Any]) -> dict[str, float]:
+    """Resident memory (MiB) of the system's processes and their descendants, by pid and kind
+    ("worker 1234"): issue 22 asks that every process's stay flat over the soak."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for popen in procs:
+        try:
+            root = psutil.Process(popen.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in family:
+            try:
+                kind = system.process_kind(proc.cmdline()) or "other"
+                out[f"{kind} {proc.pid}"] = round(proc.memory_info().rss / 2**20, 1)
+            except psutil.Error:
+                continue
+    return out
 
 
 def _progress(system: System, sample: dict[str, Any]) -> str:
