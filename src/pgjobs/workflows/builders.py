@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.errors import ConfigurationError
@@ -193,14 +193,14 @@ class Batch:
         """The batch as the database has it now (:func:`pgjobs.get_batch`)."""
         return get_batch(self.batch_id)
 
-    def __enter__(self) -> Batch:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is None and self._parent is None:
             self.enqueue()
 
-    async def __aenter__(self) -> Batch:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: object, *_: object) -> None:
@@ -208,7 +208,7 @@ class Batch:
             await self.enqueue_async()
 
     @classmethod
-    def of(cls, jobs: Iterable[Job], **options: Any) -> Batch:
+    def of(cls, jobs: Iterable[Job], **options: Any) -> Self:
         """Write a batch of ``jobs`` at once: ``pgjobs.Batch.of([...], on_finish=...)``."""
         batch = cls(**options)
         batch.add(jobs)
