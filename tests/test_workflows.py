@@ -463,6 +463,7 @@ def test_a_batch_is_written_on_an_async_connection_in_its_transaction(db: Databa
 def test_a_worker_finishes_the_jobs_of_each_batch_in_a_statement_of_its_own(
     db: Database, make_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pgjobs.store.finished import FINISH_BATCH
     from tests.engine_helpers import run_once
 
     first, second = pgjobs.batch(), pgjobs.batch()
@@ -477,7 +478,7 @@ def test_a_worker_finishes_the_jobs_of_each_batch_in_a_statement_of_its_own(
     execute = worker.execute
 
     def spy(template: str, params: Any = None) -> Any:
-        if template is worker._finish_keyed_sql:
+        if template in (worker._finish_keyed_sql, FINISH_BATCH):
             statements.append(sorted(params["finished"]))
         return execute(template, params)
 

@@ -205,6 +205,42 @@ BEGIN
 END
 $fn$;
 
+-- A worker's finish of jobs of batches that it counts itself, once per statement (store
+-- finished.FINISH_BATCH, which sets pgjobs.counted so that the row trigger leaves them alone):
+-- the jobs ``ids`` of ``batches`` succeeded.  Each batch's row is updated once with the count
+-- (batches in id order), then each dependent's held row once with the number of its
+-- dependencies among them.  Returns how many jobs were counted.
+CREATE FUNCTION {p}pgjobs_jobs_succeeded(ids bigint[], batches bigint[]) RETURNS integer
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    b record;
+    released bigint[];
+BEGIN
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    FOR b IN SELECT x.batch, count(*)::integer AS n FROM unnest(batches) AS x(batch)
+             WHERE x.batch IS NOT NULL GROUP BY x.batch ORDER BY x.batch LOOP
+        PERFORM {p}pgjobs_batch_note(b.batch, 'succeeded', b.n);
+    END LOOP;
+    WITH resolved AS (
+        UPDATE {p}pgjobs_job_dependencies SET resolved = true
+        WHERE depends_on = ANY (ids) AND NOT resolved
+        RETURNING job_id
+    ), counted AS (
+        UPDATE {p}pgjobs_held_executions h SET pending = h.pending - r.n
+        FROM (SELECT job_id, count(*)::integer AS n FROM resolved GROUP BY job_id) r
+        WHERE h.job_id = r.job_id
+        RETURNING h.job_id, h.pending
+    )
+    SELECT array_agg(job_id) INTO released FROM counted WHERE pending <= 0;
+    IF released IS NOT NULL THEN
+        PERFORM {p}pgjobs_release_held(released);
+    END IF;
+    RETURN array_length(ids, 1);
+END
+$fn$;
+
 -- pgjobs_jobs: a job of a batch ended (finished_at set), or was deleted before it ended.
 CREATE FUNCTION {p}pgjobs_job_ended() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -246,9 +282,12 @@ BEGIN
 END
 $fn$;
 
+-- (pgjobs.counted 'on': the statement counts its jobs itself, pgjobs_jobs_succeeded; the WHEN is
+-- evaluated as each row is updated, after that statement set it.)
 CREATE TRIGGER pgjobs_job_ended AFTER UPDATE OF finished_at ON {p}pgjobs_jobs
 FOR EACH ROW
-WHEN (NEW.batch_id IS NOT NULL AND OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL)
+WHEN (NEW.batch_id IS NOT NULL AND OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL
+      AND current_setting('pgjobs.counted', true) IS DISTINCT FROM 'on')
 EXECUTE FUNCTION {p}pgjobs_job_ended();
 
 CREATE TRIGGER pgjobs_job_deleted AFTER DELETE ON {p}pgjobs_jobs
@@ -272,6 +311,7 @@ DROP TRIGGER pgjobs_job_ended ON {p}pgjobs_jobs;
 DROP FUNCTION {p}pgjobs_failure_ended();
 DROP FUNCTION {p}pgjobs_job_failed();
 DROP FUNCTION {p}pgjobs_job_ended();
+DROP FUNCTION {p}pgjobs_jobs_succeeded(bigint[], bigint[]);
 DROP FUNCTION {p}pgjobs_dependency_ended(bigint, bigint, text);
 DROP FUNCTION {p}pgjobs_release_held(bigint[]);
 DROP FUNCTION {p}pgjobs_batch_note(bigint, text, integer);

@@ -32,7 +32,10 @@ TABLES: dict[str, str] = {
 
 
 # The functions statements call (migration 0007: the batches' and workflows' triggers use them).
-FUNCTIONS: dict[str, str] = {"batch_note": "pgjobs_batch_note"}
+FUNCTIONS: dict[str, str] = {
+    "batch_note": "pgjobs_batch_note",
+    "jobs_succeeded": "pgjobs_jobs_succeeded",
+}
 
 
 def quote_ident(name: str) -> str:

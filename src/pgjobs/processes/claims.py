@@ -201,7 +201,9 @@ class Claims:
             groups.setdefault(self._batch_of.get(id_, 0), []).append(id_)
         for batch in sorted(groups):
             ids = groups[batch]
-            self.execute(self._finish_keyed_sql, {**params, "finished": _ids(ids)})
+            # A batch's jobs: counted once per statement (finished.FINISH_BATCH), not per row.
+            statement = finished_store.FINISH_BATCH if batch else self._finish_keyed_sql
+            self.execute(statement, {**params, "finished": _ids(ids)})
             done = set(ids)
             self.to_finish_keyed = [id_ for id_ in self.to_finish_keyed if id_ not in done]
             for id_ in ids:

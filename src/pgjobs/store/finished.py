@@ -144,6 +144,44 @@ FINISH_KEYED_DELETE = (
     + _RELEASE_SLOTS
 )
 
+# Finish jobs of one batch (both preserve_finished_jobs modes: they are kept, see
+# jobs.KEPT_AT_END), counting them once per statement rather than once per row: the statement
+# first sets pgjobs.counted (transaction-local: this autocommit statement), so that the row
+# trigger of migration 0007 leaves the rows it stamps alone (its WHEN reads it as each row is
+# updated: the flag is set by the one-time filter of ``done``, before any row is), then hands
+# the finished ids to pgjobs_jobs_succeeded, which updates the batch's row once and each
+# dependent's held row once.  Unique keys and slots as FINISH_KEYED.  Returns one row: (jobs
+# counted, keys whose slots came back).
+FINISH_BATCH = (
+    """WITH counting AS MATERIALIZED (
+    SELECT set_config('pgjobs.counted', 'on', true)
+),"""
+    + ready.DONE.replace(
+        "WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id + 0 = %(process_id)s",
+        "WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id + 0 = %(process_id)s\n"
+        "      AND EXISTS (SELECT 1 FROM counting)",
+    )
+    + """, finish AS (
+    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
+                      unique_key = """
+    + _jobs.RELEASE_UNIQUE
+    + """
+    WHERE id IN (SELECT job_id FROM done)
+    RETURNING id, batch_id, concurrency_key
+), counted AS (
+    SELECT {jobs_succeeded}(array_agg(id), array_agg(batch_id)) AS n FROM finish
+), released AS (
+    UPDATE {semaphores} s SET value = greatest(s.value - r.n, 0), updated_at = %(now)s
+    FROM (SELECT concurrency_key AS k, count(*) AS n FROM finish
+          WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) r
+    WHERE s.key = r.k
+)
+SELECT (SELECT n FROM counted),
+       ARRAY(SELECT concurrency_key FROM finish WHERE concurrency_key IS NOT NULL)
+"""
+)
+assert "EXISTS (SELECT 1 FROM counting)" in FINISH_BATCH  # guards an edit of ready.DONE
+
 # until="executing": a claimed job's unique key is released before it starts.
 RELEASE_UNIQUE_AT_CLAIM = """
 UPDATE {jobs} SET unique_key = NULL
