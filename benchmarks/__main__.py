@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_setup,
         default=[],
         metavar="SETUP",
-        help='drain: run pgjobs with this worker configuration instead of its sweep, e.g. '
+        help="drain: run pgjobs with this worker configuration instead of its sweep, e.g. "
         '"threads=10 processes=2" (any worker key of queue.yml; repeat the option to sweep '
         "several); the peers sweep as usual",
     )

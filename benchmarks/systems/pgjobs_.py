@@ -221,9 +221,7 @@ class PgJobs(System):
         config = workdir / "queue.yml"
         extra = "".join(f"    {k}: {v}\n" for k, v in settings.items() if k not in PLACED)
         placed = {k: v for k, v in settings.items() if k in PLACED}
-        text = textwrap.dedent(QUEUE_YML).format(
-            processes=setup.processes, extra=extra, **placed
-        )
+        text = textwrap.dedent(QUEUE_YML).format(processes=setup.processes, extra=extra, **placed)
         if str(settings["durable_claims"]) == "true":  # the default: pgjobs before 893b74b
             text = text.replace("durable_claims: true\n", "")  # does not know the key
         config.write_text(text)
