@@ -2,16 +2,19 @@
 
 Guarantees:
 
-- It claims only as many jobs as it has idle threads, with one statement per queue, and the same
-  statement finishes the jobs completed since its last trip (one round trip per batch; no
-  transaction stays open while a job runs).
+- It claims as many jobs as it has idle threads, plus up to ``prefetch`` more that wait in its
+  inbox for a thread — no more than the threads are expected to start within 50 ms, given back to
+  ready if one waits half a second (:mod:`pgjobs.processes.prefetch`) — with one statement per
+  queue, and the same statement finishes the jobs completed since its last trip (one round trip
+  per batch; no transaction stays open while a job runs).
 - Queue selection is Solid Queue's: a list of queues is strict order (nothing from a later queue
   while an earlier one has ready jobs), priority orders within a queue, ``*`` alone means every
   queue in global priority order, ``prefix*`` expands to the matching queues in alphabetical
   order, and paused queues are skipped (pauses are re-read at most every second, and at once when
   a queue is resumed).
-- On SIGTERM/SIGINT it stops claiming, lets running jobs finish for up to ``shutdown_timeout``,
-  gives back the jobs still running (to ready, not counted as attempts) and deregisters.  On
+- On SIGTERM/SIGINT it stops claiming, gives back the jobs that wait for a thread, lets running
+  jobs finish for up to ``shutdown_timeout``, gives back the jobs still running (to ready, not
+  counted as attempts) and deregisters.  On
   SIGQUIT it leaves at once; its supervisor recovers the jobs.
 - An execution that ends with an error is recorded in ONE statement, as the job's rules decided
   in the job's thread (:mod:`pgjobs.jobs.rules`): retried (same job, to ready or scheduled),
@@ -26,7 +29,8 @@ Guarantees:
   key released before it starts.
 
 Its parts: the job threads and the deadlines of their jobs (:mod:`pgjobs.processes.threads`),
-claiming and finishing (:mod:`pgjobs.processes.claims`), recording errors
+claiming and finishing (:mod:`pgjobs.processes.claims`), the jobs claimed ahead
+(:mod:`pgjobs.processes.prefetch`), recording errors
 (:mod:`pgjobs.processes.recording`) and job control (:mod:`pgjobs.processes.jobcontrol`); this
 module holds the pass that ties them together, and stopping.
 """
@@ -57,6 +61,7 @@ from pgjobs.processes.executor import (
 )
 from pgjobs.processes.jobcontrol import CHECK_CANCELS, Control
 from pgjobs.processes.poller import Poller, matches
+from pgjobs.processes.prefetch import GIVE_BACK_AFTER, WEIGHT, Buffer
 from pgjobs.processes.recording import Recording
 from pgjobs.processes.threads import TIMEOUT_GRACE, JobThreads, _Deadline, _seconds, _Slot
 from pgjobs.store import claimed as claimed_store
@@ -84,6 +89,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
             "queues": list(worker.queues),
             **({"weights": list(worker.weights)} if worker.weights else {}),
             "threads": worker.threads,
+            "prefetch": worker.prefetch,
             "polling_interval": worker.polling_interval,
         }
         super().__init__(database, config, metadata=metadata, **kwargs)
@@ -95,6 +101,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
         self.threads = worker.threads
         self.inbox: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
         self.outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        # The jobs put in the inbox, some of them waiting for a thread (claimed ahead).
+        self.buffer = Buffer(self.inbox, worker.prefetch)
         self.in_flight: dict[int, Claimed] = {}
         self.to_finish: list[int] = []
         self.to_finish_keyed: list[int] = []  # finished jobs with a slot or unique key to release
@@ -122,7 +130,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
         # still waits in ready (an idle worker will take it), so that it can run alone somewhere.
         self._draining: list[int] = []
         self._pending_unique: list[int] = []  # until-executing keys still to release
-        self._unstarted: list[int] = []  # claimed, not started: to give back (_take_starts)
+        self._unstarted: list[int] = []  # claimed, not started: to give back (_give_back)
         # Work that waited too long on a lock held elsewhere (an application transaction holding
         # a semaphore row): retried from later passes, so the claim loop never stalls behind it.
         self._unrecorded: list[Outcome] = []
@@ -197,6 +205,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
         upcoming = self.check_deadlines() if self._timed else INF
         if self.in_flight:
             upcoming = min(upcoming, self._check_cancels())
+            if self.buffer.size:
+                upcoming = min(upcoming, self._check_buffer())
         delay = self._claim_pass()
         if upcoming < INF:
             delay = min(delay, max(0.0, upcoming - time.monotonic()))
@@ -217,13 +227,45 @@ class Worker(Poller, Claims, JobThreads, Recording):
                 rows = self.execute(control_store.CANCEL_REQUESTED, {"ids": _ids(asked)})
             except GAVE_UP:
                 return self._cancels_at
+            if rows and self.buffer.waiting():
+                self._cancel_buffered({job_id for (job_id,) in rows})
             loop = self.loop.running_loop()
             for (job_id,) in rows:
+                if job_id not in self.in_flight:
+                    continue  # cancelled while it waited for a thread
                 self.control.cancel(job_id, loop)
                 if "cancel" in _active:
                     claimed = self.in_flight[job_id]
                     events.emit("cancel", **self._fields(claimed), running=True, requested=True)
         return self._cancels_at
+
+    def _cancel_buffered(self, asked: set[int]) -> None:
+        """Jobs asked to stop while they wait for a thread are cancelled without running."""
+        entries = self.buffer.withdraw()
+        self.buffer.put_back([(at, job) for at, job in entries if job.id not in asked])
+        for _, job in entries:
+            if job.id in asked:
+                del self.in_flight[job.id]
+                self._record(Outcome(job, None, "", 0.0, "cancel"))
+
+    def _check_buffer(self) -> float:
+        """Give the buffer back if its oldest job has waited too long; returns when to look
+        again (monotonic, or inf)."""
+        oldest = self.buffer.oldest()
+        if oldest is None:
+            return INF
+        now = time.monotonic()
+        if now < oldest + GIVE_BACK_AFTER:
+            return oldest + GIVE_BACK_AFTER
+        entries = self.buffer.withdraw()
+        if not entries:
+            return INF
+        if now < entries[0][0] + GIVE_BACK_AFTER:  # the oldest started meanwhile
+            self.buffer.put_back(entries)
+            return entries[0][0] + GIVE_BACK_AFTER
+        self.buffer.waited(now - entries[0][0])
+        self._give_back([job for _, job in entries], "jobs claimed ahead that waited for a thread")
+        return INF
 
     def _claim_pass(self) -> float:
         if self.to_finish_results and time.monotonic() >= self._retry_locked_at:
@@ -238,14 +280,22 @@ class Worker(Poller, Claims, JobThreads, Recording):
             self._release_unique([])
         if self._unstarted:
             self._give_back_unstarted()
-        idle = self.threads - len(self.in_flight)
-        if idle <= 0 or self._alone is not None or self._draining:
-            if self.to_finish:
+        buffer = self.buffer
+        idle = self.threads - len(self.in_flight)  # threads with nothing to run, buffer included
+        now = time.monotonic()
+        limit = idle + buffer.room(self.threads, now) if buffer.size else idle
+        waiting = buffer.waiting()
+        if limit <= 0 or self._alone is not None or self._draining or waiting >= self.threads:
+            # (Jobs wait for every thread: the claim that refills the buffer, once the threads
+            # have taken them, finishes the completed ones.)
+            if self.to_finish and not waiting:
                 self._finish_only()
             return self.worker.polling_interval
-        claimed = self.isolate(self.claim(idle))
+        claimed = self.isolate(self.claim(limit))
         if any(c.cancel_requested for c in claimed):
             claimed = self._cancel_unstarted(claimed)
+        if len(claimed) > idle:  # some will wait for a thread
+            claimed = self._start_now(claimed, max(idle, 0), now)
         if any(c.rate_key is not None for c in claimed):
             got = len(claimed)
             claimed = self._take_starts(claimed)
@@ -254,12 +304,33 @@ class Worker(Poller, Claims, JobThreads, Recording):
         executing = [c.id for c in claimed if c.unique_key and c.unique_key.startswith("x|")]
         if executing:  # until="executing": a new job with the key may be enqueued from now on
             self._release_unique(executing)
+        in_flight = self.in_flight
         for job in claimed:
-            self.in_flight[job.id] = job
-            self.inbox.put(job)
-        if claimed and len(claimed) == idle:
+            in_flight[job.id] = job
+        buffer.put(claimed, now)
+        if claimed and len(claimed) == limit:
             return self.worker.polling_interval  # busy: a finishing job wakes us
         return 0.0 if claimed else self.worker.polling_interval
+
+    def _start_now(self, claimed: list[Claimed], room: int, now: float) -> list[Claimed]:
+        """Jobs that must start as soon as they are claimed are never buffered: a rate-limited
+        job takes its start token now (a start later would let more starts into a window than
+        its limit), a job unique until executing has its key released now.  The first ``room``
+        of them go first in the batch, to the idle threads; the rest go back to ready, and for a
+        while this worker claims for its idle threads only."""
+        eager = [
+            c
+            for c in claimed
+            if c.rate_key is not None or (c.unique_key is not None and c.unique_key[:2] == "x|")
+        ]
+        if not eager:
+            return claimed
+        self.buffer.plain(now)
+        if len(eager) > room:
+            self._give_back(eager[room:], "jobs that must start at once, claimed ahead")
+        first = eager[:room]
+        eager_ids = {c.id for c in eager}
+        return first + [c for c in claimed if c.id not in eager_ids]
 
     def _take_starts(self, claimed: list[Claimed]) -> list[Claimed]:
         """Rate-limited jobs run only with a start token, taken key by key in claim order; the
@@ -288,7 +359,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
                     held, found, granted = self.execute(rates_store.TAKE, params)[0][:3]
             except GAVE_UP:
                 self._unstarted += ids
-                self._give_back_unstarted()
+                self._give_back_unstarted("jobs whose rate limit could not be checked")
                 granted = []
             started = set(granted)
             refused.update(i for i in ids if i not in started)
@@ -298,11 +369,19 @@ class Worker(Poller, Claims, JobThreads, Recording):
                 )
         return [job for job in claimed if job.id not in refused]
 
-    def _give_back_unstarted(self) -> None:
-        """Jobs claimed but not started (a rate check that gave up on a lock) go back to ready,
-        not counted; retried from each pass until it works."""
+    def _give_back(self, jobs: list[Claimed], why: str) -> None:
+        """Claimed jobs that never started go back to ready, not counted."""
+        for job in jobs:
+            self.in_flight.pop(job.id, None)
+            self.floors.notified(job.queue_name, None)  # back in ready with their old ids
+        self._unstarted += [job.id for job in jobs]
+        self._give_back_unstarted(why)
+
+    def _give_back_unstarted(self, why: str = "claimed jobs that had not started") -> None:
+        """Jobs claimed but not started (claimed ahead, or a rate check that gave up on a lock)
+        go back to ready, not counted; retried from each pass until it works."""
         try:
-            self._release(self._unstarted, "jobs whose rate limit could not be checked")
+            self._release(self._unstarted, why)
         except GAVE_UP:
             self._locked()
             return
@@ -323,17 +402,23 @@ class Worker(Poller, Claims, JobThreads, Recording):
         )
         observe = outcomes.observe  # metrics (pgjobs.observability.metrics), or None
         done: list[Outcome] = []
+        mean, ended = self.buffer.mean, False  # the moving mean of job durations
         while True:
             try:
                 outcome = self.outbox.get_nowait()
             except queue.Empty:
                 if observe is not None and done:
                     observe(done)
+                if ended:
+                    self.buffer.ended(mean)
                 return
             claimed = outcome.claimed
             if in_flight.get(claimed.id) is not claimed:
                 continue  # no longer ours to record (failed on timeout, released)
             del in_flight[claimed.id]
+            duration = outcome.duration
+            mean = duration if mean is None else mean + (duration - mean) * WEIGHT
+            ended = True
             if observe is not None:
                 done.append(outcome)
             if self._timed:
@@ -430,6 +515,10 @@ class Worker(Poller, Claims, JobThreads, Recording):
     # -- stopping -----------------------------------------------------------------------------
 
     def shutdown(self) -> None:
+        # Jobs still waiting for a thread never start now.
+        buffered = [job for _, job in self.buffer.withdraw()]
+        for job in buffered:
+            self.in_flight.pop(job.id, None)
         if self.pruned:
             # Our jobs were recovered elsewhere; nothing can be claimed under our old row any
             # more, but give back whatever still is (the orphan sweep would, later and counted).
@@ -437,6 +526,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
             return
         if self.exit_now:
             return  # SIGQUIT: the supervisor gives our jobs back once we have exited
+        if buffered:  # (if this gives up on a lock, deregistering gives them back)
+            self._give_back(buffered, "jobs claimed ahead that had not started")
         self.control.stopping = True  # stepped jobs stop at their next checkpoint
         deadline = time.monotonic() + self.config.shutdown_timeout
         while self.in_flight and time.monotonic() < deadline:
