@@ -110,7 +110,7 @@ def claims_of(worker: Worker) -> list[tuple[int, int]]:
 
 def knows_short_jobs(worker: Worker) -> None:
     """As if the worker had run jobs of a millisecond each."""
-    worker.buffer.ended(0.001)
+    worker.buffer.ended(0.001, time.monotonic())
 
 
 def held_then_quick(n: int) -> tuple[pgjobs.EnqueuedJob, list[pgjobs.EnqueuedJob]]:
@@ -154,13 +154,13 @@ def test_what_the_threads_cannot_start_soon_is_not_claimed_ahead(
 ) -> None:
     worker = make(threads=4, prefetch=1000, start=False)
     now = time.monotonic()
-    assert worker.buffer.room(4, now) == 0  # no job ended yet
-    worker.buffer.ended(0.001)
-    assert worker.buffer.room(4, now) == 200  # 4 threads x 50 ms / 1 ms
-    worker.buffer.ended(0.1)
-    assert worker.buffer.room(4, now) == 2
-    worker.buffer.ended(1.0)
-    assert worker.buffer.room(4, now) == 0  # second-long jobs: none ahead
+    assert worker.buffer.room(now) == 0  # no job ended yet
+    worker.buffer.ended(0.001, now)
+    assert worker.buffer.room(now) == 200  # 4 threads x 50 ms / 1 ms
+    worker.buffer.ended(0.1, now)
+    assert worker.buffer.room(now) == 2
+    worker.buffer.ended(1.0, now)
+    assert worker.buffer.room(now) == 0  # second-long jobs: none ahead
 
 
 def test_jobs_waiting_for_a_thread_are_claimed_and_given_back_uncounted_on_stop(
@@ -197,13 +197,14 @@ def test_a_long_job_does_not_hold_the_jobs_waiting_behind_it_beyond_the_bound(
         assert states(db.url) == {"claimed": 6}
         wait_for(lambda: states(db.url).get("ready") == 5, interval=0.01)
         waited = time.monotonic() - claimed_at
-        assert prefetch.GIVE_BACK_AFTER - 0.1 <= waited <= prefetch.GIVE_BACK_AFTER + 0.4
+        # No job ended since their claim: every thread is held, they go back after STALL.
+        assert waited <= prefetch.STALL + 0.4
         # An idle worker runs them while the long job still holds the first one's thread...
         idle = make(threads=2, prefetch=10)
         drive(idle, lambda: states(db.url) == {"claimed": 1, "finished": 5})
         assert STARTED[0] == "held" and sorted(STARTED[1:]) == [f"quick {i}" for i in range(5)]
         # ...and the busy worker claims nothing ahead again until one of its jobs ends.
-        assert busy.buffer.room(1, time.monotonic()) == 0
+        assert busy.buffer.room(time.monotonic()) == 0
         for i in range(3):
             Quick.perform_later(f"later {i}")
         time.sleep(0.3)
@@ -211,6 +212,32 @@ def test_a_long_job_does_not_hold_the_jobs_waiting_behind_it_beyond_the_bound(
         GATE.set()
         wait_for(lambda: states(db.url) == {"finished": 9})
     assert counts(db.url) == (9, 0)
+
+
+class Slowish(pgjobs.Job):
+    def perform(self, tag: str) -> None:
+        STARTED.append(tag)
+        time.sleep(0.05)
+
+
+def test_jobs_that_wait_long_go_back_even_while_other_jobs_end(
+    make: Callable[..., Worker], db: Database
+) -> None:
+    Held.perform_later("held")
+    for i in range(20):
+        Slowish.perform_later(f"slowish {i}")
+    worker = make(threads=2, prefetch=20)
+    knows_short_jobs(worker)  # 20 claimed ahead: a second's work for the one thread left
+    claimed_at = time.monotonic()
+    with Loop(worker):
+        wait_for(lambda: states(db.url).get("ready", 0) > 0, timeout=3, interval=0.01)
+        waited = time.monotonic() - claimed_at
+        assert prefetch.GIVE_BACK_AFTER - 0.1 <= waited <= prefetch.GIVE_BACK_AFTER + 0.4
+        back = states(db.url)["ready"]
+        assert 0 < back < 20  # some ran meanwhile on the free thread; those left went back
+        assert len(STARTED) <= 1 + 20 - back
+        GATE.set()
+    assert counts(db.url)[1] == 0
 
 
 def test_a_job_asked_to_stop_while_it_waits_for_a_thread_is_cancelled_without_running(
@@ -241,7 +268,7 @@ def test_rate_limited_jobs_are_never_claimed_ahead(
     # One start token for the idle thread; the other four went back to ready, no token taken.
     assert states(db.url) == {"claimed": 1, "ready": 4}
     assert scalar(db.url, "SELECT cardinality(starts) FROM pgjobs_rate_limits") == 1
-    assert worker.buffer.room(1, time.monotonic()) == 0  # for a while: idle threads only
+    assert worker.buffer.room(time.monotonic()) == 0  # for a while: idle threads only
     assert counts(db.url) == (0, 0)
 
 

@@ -61,7 +61,7 @@ from pgjobs.processes.executor import (
 )
 from pgjobs.processes.jobcontrol import CHECK_CANCELS, Control
 from pgjobs.processes.poller import Poller, matches
-from pgjobs.processes.prefetch import GIVE_BACK_AFTER, WEIGHT, Buffer
+from pgjobs.processes.prefetch import WEIGHT, Buffer
 from pgjobs.processes.recording import Recording
 from pgjobs.processes.threads import TIMEOUT_GRACE, JobThreads, _Deadline, _seconds, _Slot
 from pgjobs.store import claimed as claimed_store
@@ -102,7 +102,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
         self.inbox: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
         self.outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         # The jobs put in the inbox, some of them waiting for a thread (claimed ahead).
-        self.buffer = Buffer(self.inbox, worker.prefetch)
+        self.buffer = Buffer(self.inbox, worker.prefetch, worker.threads)
         self.in_flight: dict[int, Claimed] = {}
         self.to_finish: list[int] = []
         self.to_finish_keyed: list[int] = []  # finished jobs with a slot or unique key to release
@@ -249,23 +249,19 @@ class Worker(Poller, Claims, JobThreads, Recording):
                 self._record(Outcome(job, None, "", 0.0, "cancel"))
 
     def _check_buffer(self) -> float:
-        """Give the buffer back if its oldest job has waited too long; returns when to look
-        again (monotonic, or inf)."""
-        oldest = self.buffer.oldest()
-        if oldest is None:
+        """Give the jobs waiting for a thread back to ready when they have waited too long
+        (:meth:`Buffer.due`); returns when to look again (monotonic, or inf)."""
+        due = self.buffer.due()
+        if due is None:
             return INF
         now = time.monotonic()
-        if now < oldest + GIVE_BACK_AFTER:
-            return oldest + GIVE_BACK_AFTER
-        entries = self.buffer.withdraw()
-        if not entries:
-            return INF
-        if now < entries[0][0] + GIVE_BACK_AFTER:  # the oldest started meanwhile
-            self.buffer.put_back(entries)
-            return entries[0][0] + GIVE_BACK_AFTER
-        self.buffer.waited(now - entries[0][0])
-        self._give_back([job for _, job in entries], "jobs claimed ahead that waited for a thread")
-        return INF
+        if now < due:
+            return due
+        jobs = self.buffer.overdue(now)
+        if jobs:
+            self._give_back(jobs, "jobs claimed ahead that waited for a thread")
+        due = self.buffer.due()
+        return INF if due is None else due
 
     def _claim_pass(self) -> float:
         if self.to_finish_results and time.monotonic() >= self._retry_locked_at:
@@ -283,7 +279,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
         buffer = self.buffer
         idle = self.threads - len(self.in_flight)  # threads with nothing to run, buffer included
         now = time.monotonic()
-        limit = idle + buffer.room(self.threads, now) if buffer.size else idle
+        limit = idle + buffer.room(now) if buffer.size else idle
         waiting = buffer.waiting()
         if limit <= 0 or self._alone is not None or self._draining or waiting >= self.threads:
             # (Jobs wait for every thread: the claim that refills the buffer, once the threads
@@ -410,7 +406,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
                 if observe is not None and done:
                     observe(done)
                 if ended:
-                    self.buffer.ended(mean)
+                    self.buffer.ended(mean, time.monotonic())
                 return
             claimed = outcome.claimed
             if in_flight.get(claimed.id) is not claimed:
