@@ -4,9 +4,9 @@ Guarantees:
 
 - It claims as many jobs as it has idle threads, plus up to ``prefetch`` more that wait in its
   inbox for a thread — no more than the threads are expected to start within 50 ms, given back to
-  ready if one waits half a second (:mod:`pgjobs.processes.prefetch`) — with one statement per
-  queue, and the same statement finishes the jobs completed since its last trip (one round trip
-  per batch; no transaction stays open while a job runs).
+  ready, uncounted, when they wait too long (:mod:`pgjobs.processes.prefetch`) — with one
+  statement per queue, and the same statement finishes the jobs completed since its last trip
+  (one round trip per batch; no transaction stays open while a job runs).
 - Queue selection is Solid Queue's: a list of queues is strict order (nothing from a later queue
   while an earlier one has ready jobs), priority orders within a queue, ``*`` alone means every
   queue in global priority order, ``prefix*`` expands to the matching queues in alphabetical
@@ -369,7 +369,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
         """Claimed jobs that never started go back to ready, not counted."""
         for job in jobs:
             self.in_flight.pop(job.id, None)
-            self.floors.notified(job.queue_name, None)  # back in ready with their old ids
+        for name in {job.queue_name for job in jobs}:
+            self.floors.notified(name, None)  # back in ready with their old ids
         self._unstarted += [job.id for job in jobs]
         self._give_back_unstarted(why)
 
