@@ -230,12 +230,13 @@ def test_jobs_that_wait_long_go_back_even_while_other_jobs_end(
     knows_short_jobs(worker)  # 20 claimed ahead: a second's work for the one thread left
     claimed_at = time.monotonic()
     with Loop(worker):
+        wait_for(lambda: "held" in STARTED, interval=0.01)
+        assert states(db.url) == {"claimed": 21}
         wait_for(lambda: states(db.url).get("ready", 0) > 0, timeout=3, interval=0.01)
         waited = time.monotonic() - claimed_at
         assert prefetch.GIVE_BACK_AFTER - 0.1 <= waited <= prefetch.GIVE_BACK_AFTER + 0.4
         back = states(db.url)["ready"]
         assert 0 < back < 20  # some ran meanwhile on the free thread; those left went back
-        assert len(STARTED) <= 1 + 20 - back
         GATE.set()
     assert counts(db.url)[1] == 0
 
@@ -255,6 +256,39 @@ def test_a_job_asked_to_stop_while_it_waits_for_a_thread_is_cancelled_without_ru
         GATE.set()
         wait_for(lambda: states(db.url) == {"finished": 3})
     assert STARTED == ["held", "quick 1"]
+
+
+class LimitedHeld(pgjobs.Job):
+    limits_concurrency = pgjobs.limit(to=2, key=lambda tag: "k", duration=60)
+
+    def perform(self, tag: str) -> None:
+        STARTED.append(tag)
+        GATE.wait(20)
+
+
+def test_a_limited_job_given_back_from_the_buffer_keeps_its_slot_and_the_limit_holds(
+    make: Callable[..., Worker], db: Database
+) -> None:
+    for tag in ("a", "b", "c"):
+        LimitedHeld.perform_later(tag)  # a and b take the two slots; c waits, blocked
+    slots = "SELECT value FROM pgjobs_semaphores"
+    busy = make(threads=1, prefetch=10)
+    knows_short_jobs(busy)
+    with Loop(busy):
+        wait_for(lambda: STARTED == ["a"])
+        # b waited behind a, which holds the only thread: back to ready, still holding its slot.
+        wait_for(lambda: states(db.url) == {"claimed": 1, "ready": 1, "blocked": 1}, timeout=3)
+        assert scalar(db.url, slots) == 2
+        idle = make(threads=2, prefetch=10)
+        drive(idle, lambda: STARTED == ["a", "b"])
+        time.sleep(0.2)
+        assert states(db.url) == {"claimed": 2, "blocked": 1}  # never a third at once
+        GATE.set()
+        with Loop(idle):
+            wait_for(lambda: states(db.url) == {"finished": 3}, timeout=10)
+    assert sorted(STARTED) == ["a", "b", "c"]
+    assert scalar(db.url, slots) == 0
+    assert counts(db.url) == (3, 0)
 
 
 def test_rate_limited_jobs_are_never_claimed_ahead(
