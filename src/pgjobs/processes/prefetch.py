@@ -9,7 +9,8 @@ planning and a commit — for every ``threads`` jobs: with no-op jobs ~0.9 ms fo
 What it guarantees:
 
 - A buffered job is claimed: its row is in ``pgjobs_claimed_executions`` under the worker's
-  process, so every way a worker's jobs are given back or recovered covers it.  It has not
+  process, so every way a worker's jobs are given back or recovered covers it (a crash counts
+  its interruption as a running job's: recovery cannot tell them apart).  It has not
   started, and it never starts twice: a job thread and the main loop both take jobs out of the
   inbox with ``get``, and each job comes out once — a job the main loop took back
   (:meth:`Buffer.withdraw`) is one no thread has, and ever will.
