@@ -25,16 +25,23 @@ What it guarantees:
 - Stopping takes the buffer back before anything else and gives it back to ready, uncounted; a
   cancel request for a buffered job cancels it without running it.  Jobs that must start as soon
   as they are claimed (a rate-limited job takes its start token at claim, a job unique until
-  executing has its key released at claim) are never buffered (the worker's business: see
-  :meth:`pgjobs.processes.worker.Worker._start_now`).
+  executing has its key released at claim) are never buffered (:meth:`ClaimingAhead._start_now`).
+
+:class:`Buffer` is the inbox's bookkeeping; :class:`ClaimingAhead`, a mixin of
+:class:`pgjobs.processes.worker.Worker`, what the worker does with it.
 """
 
 from __future__ import annotations
 
 import queue
+import time
 from collections import deque
+from typing import TYPE_CHECKING
 
-from pgjobs.processes.executor import Claimed
+from pgjobs.processes.executor import Claimed, Outcome
+
+if TYPE_CHECKING:
+    from pgjobs.processes.floors import Floors
 
 #: Seconds: claim ahead no more jobs than the threads are expected to start in this time.
 AHEAD = 0.05
@@ -47,6 +54,7 @@ GIVE_BACK_AFTER = 0.5
 PLAIN_FOR = 1.0
 #: The weight of each ended job in the moving mean of job durations.
 WEIGHT = 0.05
+INF = float("inf")
 
 
 class Buffer:
@@ -162,3 +170,72 @@ class Buffer:
     def plain(self, now: float) -> None:
         """Claim for idle threads only for a while (jobs that must start at once are about)."""
         self.plain_until = now + PLAIN_FOR
+
+
+class ClaimingAhead:
+    """The worker's side of the buffer (a mixin of :class:`pgjobs.processes.worker.Worker`): the
+    jobs that wait for a thread go back to ready, are cancelled, or are never buffered."""
+
+    buffer: Buffer
+    in_flight: dict[int, Claimed]
+    floors: Floors
+    _unstarted: list[int]
+
+    if TYPE_CHECKING:  # provided by the other parts of Worker
+
+        def _record(self, outcome: Outcome) -> None: ...  # Worker._record
+
+        def _give_back_unstarted(self, why: str = ...) -> None: ...  # Worker
+
+    def _cancel_buffered(self, asked: set[int]) -> None:
+        """Jobs asked to stop while they wait for a thread are cancelled without running."""
+        entries = self.buffer.withdraw()
+        self.buffer.put_back([(at, job) for at, job in entries if job.id not in asked])
+        for _, job in entries:
+            if job.id in asked:
+                del self.in_flight[job.id]
+                self._record(Outcome(job, None, "", 0.0, "cancel"))
+
+    def _check_buffer(self) -> float:
+        """Give the jobs waiting for a thread back to ready when they have waited too long
+        (:meth:`Buffer.due`); returns when to look again (monotonic, or inf)."""
+        due = self.buffer.due()
+        if due is None:
+            return INF
+        now = time.monotonic()
+        if now < due:
+            return due
+        jobs = self.buffer.overdue(now)
+        if jobs:
+            self._give_back(jobs, "jobs claimed ahead that waited for a thread")
+        due = self.buffer.due()
+        return INF if due is None else due
+
+    def _give_back(self, jobs: list[Claimed], why: str) -> None:
+        """Claimed jobs that never started go back to ready, not counted."""
+        for job in jobs:
+            self.in_flight.pop(job.id, None)
+        for name in {job.queue_name for job in jobs}:
+            self.floors.notified(name, None)  # back in ready with their old ids
+        self._unstarted += [job.id for job in jobs]
+        self._give_back_unstarted(why)
+
+    def _start_now(self, claimed: list[Claimed], room: int, now: float) -> list[Claimed]:
+        """Jobs that must start as soon as they are claimed are never buffered: a rate-limited
+        job takes its start token now (a start later would let more starts into a window than
+        its limit), a job unique until executing has its key released now.  The first ``room``
+        of them go first in the batch, to the idle threads; the rest go back to ready, and for a
+        while this worker claims for its idle threads only."""
+        eager = [
+            c
+            for c in claimed
+            if c.rate_key is not None or (c.unique_key is not None and c.unique_key[:2] == "x|")
+        ]
+        if not eager:
+            return claimed
+        self.buffer.plain(now)
+        if len(eager) > room:
+            self._give_back(eager[room:], "jobs that must start at once, claimed ahead")
+        first = eager[:room]
+        eager_ids = {c.id for c in eager}
+        return first + [c for c in claimed if c.id not in eager_ids]

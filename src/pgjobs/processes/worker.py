@@ -61,7 +61,7 @@ from pgjobs.processes.executor import (
 )
 from pgjobs.processes.jobcontrol import CHECK_CANCELS, Control
 from pgjobs.processes.poller import Poller, matches
-from pgjobs.processes.prefetch import WEIGHT, Buffer
+from pgjobs.processes.prefetch import WEIGHT, Buffer, ClaimingAhead
 from pgjobs.processes.recording import Recording
 from pgjobs.processes.threads import TIMEOUT_GRACE, JobThreads, _Deadline, _seconds, _Slot
 from pgjobs.store import claimed as claimed_store
@@ -78,7 +78,7 @@ INF = float("inf")
 _active = events.active
 
 
-class Worker(Poller, Claims, JobThreads, Recording):
+class Worker(Poller, Claims, ClaimingAhead, JobThreads, Recording):
     kind = "worker"
     lock_timeout_ms = 200  # work that hits it is retried from a later pass (see _locked)
 
@@ -239,30 +239,6 @@ class Worker(Poller, Claims, JobThreads, Recording):
                     events.emit("cancel", **self._fields(claimed), running=True, requested=True)
         return self._cancels_at
 
-    def _cancel_buffered(self, asked: set[int]) -> None:
-        """Jobs asked to stop while they wait for a thread are cancelled without running."""
-        entries = self.buffer.withdraw()
-        self.buffer.put_back([(at, job) for at, job in entries if job.id not in asked])
-        for _, job in entries:
-            if job.id in asked:
-                del self.in_flight[job.id]
-                self._record(Outcome(job, None, "", 0.0, "cancel"))
-
-    def _check_buffer(self) -> float:
-        """Give the jobs waiting for a thread back to ready when they have waited too long
-        (:meth:`Buffer.due`); returns when to look again (monotonic, or inf)."""
-        due = self.buffer.due()
-        if due is None:
-            return INF
-        now = time.monotonic()
-        if now < due:
-            return due
-        jobs = self.buffer.overdue(now)
-        if jobs:
-            self._give_back(jobs, "jobs claimed ahead that waited for a thread")
-        due = self.buffer.due()
-        return INF if due is None else due
-
     def _claim_pass(self) -> float:
         if self.to_finish_results and time.monotonic() >= self._retry_locked_at:
             self._finish_results()
@@ -308,26 +284,6 @@ class Worker(Poller, Claims, JobThreads, Recording):
             return self.worker.polling_interval  # busy: a finishing job wakes us
         return 0.0 if claimed else self.worker.polling_interval
 
-    def _start_now(self, claimed: list[Claimed], room: int, now: float) -> list[Claimed]:
-        """Jobs that must start as soon as they are claimed are never buffered: a rate-limited
-        job takes its start token now (a start later would let more starts into a window than
-        its limit), a job unique until executing has its key released now.  The first ``room``
-        of them go first in the batch, to the idle threads; the rest go back to ready, and for a
-        while this worker claims for its idle threads only."""
-        eager = [
-            c
-            for c in claimed
-            if c.rate_key is not None or (c.unique_key is not None and c.unique_key[:2] == "x|")
-        ]
-        if not eager:
-            return claimed
-        self.buffer.plain(now)
-        if len(eager) > room:
-            self._give_back(eager[room:], "jobs that must start at once, claimed ahead")
-        first = eager[:room]
-        eager_ids = {c.id for c in eager}
-        return first + [c for c in claimed if c.id not in eager_ids]
-
     def _take_starts(self, claimed: list[Claimed]) -> list[Claimed]:
         """Rate-limited jobs run only with a start token, taken key by key in claim order; the
         rest were moved to their key's line by the same statement (pgjobs.store.rates), and the
@@ -364,15 +320,6 @@ class Worker(Poller, Claims, JobThreads, Recording):
                     "rate_limited", process_id=self.id, key=key, waiting=len(ids) - len(started)
                 )
         return [job for job in claimed if job.id not in refused]
-
-    def _give_back(self, jobs: list[Claimed], why: str) -> None:
-        """Claimed jobs that never started go back to ready, not counted."""
-        for job in jobs:
-            self.in_flight.pop(job.id, None)
-        for name in {job.queue_name for job in jobs}:
-            self.floors.notified(name, None)  # back in ready with their old ids
-        self._unstarted += [job.id for job in jobs]
-        self._give_back_unstarted(why)
 
     def _give_back_unstarted(self, why: str = "claimed jobs that had not started") -> None:
         """Jobs claimed but not started (claimed ahead, or a rate check that gave up on a lock)
