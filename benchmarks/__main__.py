@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import chart, hosts, limits, machine, redis_server, report
-from benchmarks.common import DEFAULT_URL, ROOT, Databases
+from benchmarks.common import DEFAULT_URL, ROOT, Databases, WorkerSetup
 from benchmarks.runner import DEFAULT_SCENARIOS, SCENARIOS, Options, Runner
 from benchmarks.systems import SYSTEMS, load
+from benchmarks.systems.pgjobs_ import PgJobs
 
 
 def _names(value: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -35,6 +36,13 @@ def _names(value: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
             f"unknown {what} {', '.join(unknown)}: choose from {', '.join(allowed)}"
         )
     return names
+
+
+def _setup(value: str) -> WorkerSetup:
+    try:
+        return WorkerSetup.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-sweep",
         action="store_true",
         help="drain: skip the sweep, run only each system's last (largest) configuration",
+    )
+    run.add_argument(
+        "--pgjobs-drain",
+        action="append",
+        type=_setup,
+        default=[],
+        metavar="SETUP",
+        help="drain: run pgjobs with this worker configuration instead of its sweep, e.g. "
+        '"threads=10 processes=2" (any worker key of queue.yml; repeat the option to sweep '
+        "several); the peers sweep as usual",
+    )
+    run.add_argument(
+        "--pgjobs-latency",
+        type=_setup,
+        metavar="SETUP",
+        help='latency: pgjobs\' worker configuration, e.g. "threads=10" (default: threads=3 '
+        "processes=1)",
     )
     run.add_argument(
         "--time-limit",
@@ -201,6 +226,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not names:
         raise SystemExit("benchmarks: nothing to measure")
     systems = [load(name) for name in names]  # fail early when a peer is not installed
+    for system in systems:
+        if isinstance(system, PgJobs):  # configurations given on the command line
+            system.drain_override = tuple(args.pgjobs_drain)
+            system.latency_override = args.pgjobs_latency
     options = Options(
         url=args.database_url,
         jobs=args.jobs,

@@ -54,6 +54,22 @@ class WorkerSetup:
         parts = [f"{k}={v}" for k, v in self.settings.items()]
         return " ".join([*parts, f"processes={self.processes}"])
 
+    @classmethod
+    def parse(cls, spec: str) -> WorkerSetup:
+        """A setup from its label's form, ``"threads=10 processes=2"`` (spaces or commas between
+        the settings; ``processes`` defaults to 1; values stay text, as a queue.yml takes them)."""
+        settings: dict[str, Any] = {}
+        processes = 1
+        for part in spec.replace(",", " ").split():
+            key, sep, value = part.partition("=")
+            if not sep or not key or not value:
+                raise ValueError(f"expected key=value, got {part!r} in {spec!r}")
+            if key == "processes":
+                processes = int(value)
+            else:
+                settings[key] = value
+        return cls(processes, settings)
+
 
 # -- timed loops ----------------------------------------------------------------------------
 

@@ -171,6 +171,7 @@ def test_empty_values_take_the_default() -> None:
 def test_empty_file_gives_defaults() -> None:
     assert load_config(write(""), environ={}) == Config(path=Path("queue.yml"))
     assert load_config(write("# only a comment\n"), environ={}).workers == (WorkerConfig(),)
+    assert WorkerConfig().prefetch == 200  # claimed jobs that may wait for a thread
 
 
 def test_workers_and_dispatchers_lists() -> None:
@@ -196,6 +197,7 @@ def test_full_file() -> None:
               threads: 5
               processes: 3
               polling_interval: 0.5
+              prefetch: 0
           database_url: postgresql://localhost/app
           schema: pgjobs
           app: shop
@@ -208,7 +210,7 @@ def test_full_file() -> None:
           max_interruptions: 5
     """)
     assert load_config(path, env="production", environ={}) == Config(
-        workers=(WorkerConfig(("critical", "default", "reports*"), 5, 3, 0.5),),
+        workers=(WorkerConfig(("critical", "default", "reports*"), 5, 3, 0.5, prefetch=0),),
         dispatchers=(DispatcherConfig(2.0, 100, False, 300.0),),
         database_url="postgresql://localhost/app",
         schema="pgjobs",
@@ -383,7 +385,7 @@ INVALID = [
     (
         "workers:\n  - colour: blue\n",
         "queue.yml:2: workers[0].colour: unknown key; "
-        "expected one of: polling_interval, processes, queues, threads",
+        "expected one of: polling_interval, prefetch, processes, queues, threads",
     ),
     # numbers
     (
@@ -405,6 +407,21 @@ INVALID = [
     (
         "workers:\n  - processes: -1\n",
         "queue.yml:2: workers[0].processes: must be a positive integer, got -1",
+    ),
+    (
+        "workers:\n  - prefetch: -1\n",
+        "queue.yml:2: workers[0].prefetch: must be a non-negative integer: how many claimed jobs "
+        "may wait for a thread (0: claim only for idle threads), got -1",
+    ),
+    (
+        "workers:\n  - prefetch: lots\n",
+        "queue.yml:2: workers[0].prefetch: must be a non-negative integer: how many claimed jobs "
+        "may wait for a thread (0: claim only for idle threads), got 'lots'",
+    ),
+    (
+        "workers:\n  - prefetch: 1.5\n",
+        "queue.yml:2: workers[0].prefetch: must be a non-negative integer: how many claimed jobs "
+        "may wait for a thread (0: claim only for idle threads), got 1.5",
     ),
     (
         "workers:\n  - polling_interval: 0\n",

@@ -153,10 +153,12 @@ def test_the_gauges_describe_queues_states_and_processes(conn: psycopg.Connectio
     add_job(conn, "failed")
     conn.execute("INSERT INTO pgjobs_pauses (queue_name) VALUES ('reports')")
     worker_id = add_process(conn, metadata={"queues": ["mail*"], "threads": 4})
-    add_process(conn, metadata={"queues": ["*"], "threads": 2})
+    small_id = add_process(conn, metadata={"queues": ["*"], "threads": 2})
     add_process(conn, "dispatcher", metadata={})
     add_process(conn, metadata={"queues": ["*"], "threads": 9}, heartbeat=old)  # dead
     add_job(conn, "in_progress", process_id=worker_id)
+    for _ in range(5):  # 2 running, 3 claimed ahead, waiting for a thread
+        add_job(conn, "in_progress", process_id=small_id)
     found = gauges(PinnedDatabase(conn), alive_threshold=60)
 
     def g(name: str, **labels: str) -> float | None:
@@ -165,7 +167,7 @@ def test_the_gauges_describe_queues_states_and_processes(conn: psycopg.Connectio
     assert g("pgjobs_database_up") == 1
     assert g("pgjobs_jobs", state="ready") == 4
     assert (g("pgjobs_jobs", state="scheduled"), g("pgjobs_jobs", state="failed")) == (1, 1)
-    assert (g("pgjobs_jobs", state="claimed"), g("pgjobs_jobs", state="blocked")) == (1, 0)
+    assert (g("pgjobs_jobs", state="claimed"), g("pgjobs_jobs", state="blocked")) == (6, 0)
     assert g("pgjobs_queue_ready_jobs", queue="mail") == 3
     latency = g("pgjobs_queue_latency_seconds", queue="mail")
     assert latency is not None and 290 < latency < 400
@@ -178,7 +180,7 @@ def test_the_gauges_describe_queues_states_and_processes(conn: psycopg.Connectio
     assert g("pgjobs_processes", kind="worker", hostname="host-1") == 2
     assert g("pgjobs_processes", kind="dispatcher", hostname="host-1") == 1
     assert g("pgjobs_worker_threads", hostname="host-1") == 6
-    assert g("pgjobs_worker_busy_threads", hostname="host-1") == 1
+    assert g("pgjobs_worker_busy_threads", hostname="host-1") == 3  # 1 + 2 (not 5: its threads)
 
 
 def test_gauges_are_queried_at_most_once_per_refresh(conn: psycopg.Connection[Any]) -> None:

@@ -49,7 +49,10 @@ workers:
     threads: {threads}
     processes: {processes}
     polling_interval: {polling_interval}
-"""
+{extra}"""
+# The settings QUEUE_YML places itself; any other setting of a WorkerSetup (e.g. prefetch) is
+# written as a key of the worker entry.
+PLACED = frozenset(("threads", "polling_interval", "listen_notify", "durable_claims"))
 
 # BENCH_PGJOBS_DURABLE_CLAIMS=false measures every scenario with workers that commit claims and
 # finishes without waiting for the WAL flush (docs/configuration.md, durable_claims).
@@ -79,6 +82,10 @@ SELECT g, 'default' FROM generate_series(%(first)s::bigint, %(last)s::bigint) g
 
 class PgJobs(System):
     name = "pgjobs"
+    #: ``--pgjobs-drain`` / ``--pgjobs-latency``: configurations given on the command line, used
+    #: instead of the sweep below and of the latency scenario's default (set by __main__).
+    drain_override: tuple[WorkerSetup, ...] = ()
+    latency_override: WorkerSetup | None = None
     packages = ("pgjobs", "psycopg", "psycopg-pool", "psycopg-binary")
     started_sql = "SELECT EXISTS (SELECT 1 FROM pgjobs_claimed_executions)"
     done_sql = (
@@ -152,6 +159,8 @@ class PgJobs(System):
             self._close(database)
 
     def drain_setups(self) -> list[WorkerSetup]:
+        if self.drain_override:
+            return list(self.drain_override)
         # A worker claims as many jobs as it has idle threads: threads is the claim batch.  One
         # more commits its claims without waiting for the disk (durable_claims: false).  The
         # last (the one --no-sweep and the backlog scenario run) is 200 threads x 2, durable.
@@ -167,6 +176,8 @@ class PgJobs(System):
         ]
 
     def latency_setup(self) -> WorkerSetup:
+        if self.latency_override is not None:
+            return self.latency_override
         return WorkerSetup(1, {"threads": DEFAULTS["threads"]})
 
     def soak_setup(self) -> WorkerSetup:
@@ -208,7 +219,9 @@ class PgJobs(System):
     ) -> list[subprocess.Popen[bytes]]:
         settings = {**DEFAULTS, **setup.settings}
         config = workdir / "queue.yml"
-        text = textwrap.dedent(QUEUE_YML).format(processes=setup.processes, **settings)
+        extra = "".join(f"    {k}: {v}\n" for k, v in settings.items() if k not in PLACED)
+        placed = {k: v for k, v in settings.items() if k in PLACED}
+        text = textwrap.dedent(QUEUE_YML).format(processes=setup.processes, extra=extra, **placed)
         if str(settings["durable_claims"]) == "true":  # the default: pgjobs before 893b74b
             text = text.replace("durable_claims: true\n", "")  # does not know the key
         config.write_text(text)
@@ -247,7 +260,7 @@ class PgJobs(System):
             if os.environ.get("BENCH_PGJOBS_METRICS_PORT")
             else "off",
             "queue.yml": QUEUE_YML.split("\n", 1)[1].format(
-                processes="P", **{**DEFAULTS, "threads": "T"}
+                processes="P", extra="", **{**DEFAULTS, "threads": "T"}
             ),
         }
 

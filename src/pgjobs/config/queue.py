@@ -28,6 +28,7 @@ from pgjobs.errors import ConfigurationError
 
 DEFAULT_PATH = Path("config/queue.yml")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]+\*?")
+DEFAULT_PREFETCH = 200  # a worker's claimed jobs that may wait for a thread (see WorkerConfig)
 _QUEUE_RULE = 'use letters, digits, "_", ".", ":", "-" and an optional trailing "*"'
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[\s.]*[a-z]+\s*)+")
@@ -47,13 +48,18 @@ class WorkerConfig:
 
     ``weights``: with ``queues`` given as a mapping (``{critical: 6, default: 3, low: 1}``), each
     queue's weight, in the order of ``queues``: queues are picked in proportion to their weights
-    instead of in strict order (``None``: strict order)."""
+    instead of in strict order (``None``: strict order).
+
+    ``prefetch``: how many claimed jobs may wait in a process for a thread, beyond one per idle
+    thread (bounded further by time: :mod:`pgjobs.processes.prefetch`); 0 claims for idle threads
+    only."""
 
     queues: tuple[str, ...] = ("*",)
     threads: int = 3
     processes: int = 1
     polling_interval: float = 0.1
     weights: tuple[int, ...] | None = None
+    prefetch: int = DEFAULT_PREFETCH
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,15 @@ def positive_int(value: Any) -> int:
     return value
 
 
+def prefetch_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            "must be a non-negative integer: how many claimed jobs may wait for a thread "
+            f"(0: claim only for idle threads), got {describe(value)}"
+        )
+    return value
+
+
 def positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"must be a positive number, got {describe(value)}")
@@ -209,7 +224,12 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"must be a positive number of {example}, got {describe(value)}") from None
 
 
-_WORKER = {"threads": positive_int, "processes": positive_int, "polling_interval": positive_number}
+_WORKER = {
+    "threads": positive_int,
+    "processes": positive_int,
+    "polling_interval": positive_number,
+    "prefetch": prefetch_size,
+}
 _DISPATCHER = {
     "polling_interval": positive_number,
     "batch_size": positive_int,

@@ -473,8 +473,11 @@ def snapshot(database: Database, *, alive_threshold: float, timeout: float = 5.0
         found.processes[key] = found.processes.get(key, 0) + 1
         if kind == "worker":
             meta = metadata or {}
-            found.threads[hostname] = found.threads.get(hostname, 0) + int(meta.get("threads", 0))
-            found.busy[hostname] = found.busy.get(hostname, 0) + int(running)
+            threads = int(meta.get("threads", 0))
+            found.threads[hostname] = found.threads.get(hostname, 0) + threads
+            # Its claimed jobs, of which those beyond its threads wait for one (claimed ahead).
+            busy = min(int(running), threads) if threads else int(running)
+            found.busy[hostname] = found.busy.get(hostname, 0) + busy
             workers.append(tuple(meta.get("queues", ("*",))))
     for stat in stats:
         serving = sum(1 for patterns in workers if matches(stat.name, patterns))

@@ -2,16 +2,19 @@
 
 Guarantees:
 
-- It claims only as many jobs as it has idle threads, with one statement per queue, and the same
-  statement finishes the jobs completed since its last trip (one round trip per batch; no
-  transaction stays open while a job runs).
+- It claims as many jobs as it has idle threads, plus up to ``prefetch`` more that wait in its
+  inbox for a thread — no more than the threads are expected to start within 50 ms, given back to
+  ready, uncounted, when they wait too long (:mod:`pgjobs.processes.prefetch`) — with one
+  statement per queue, and the same statement finishes the jobs completed since its last trip
+  (one round trip per batch; no transaction stays open while a job runs).
 - Queue selection is Solid Queue's: a list of queues is strict order (nothing from a later queue
   while an earlier one has ready jobs), priority orders within a queue, ``*`` alone means every
   queue in global priority order, ``prefix*`` expands to the matching queues in alphabetical
   order, and paused queues are skipped (pauses are re-read at most every second, and at once when
   a queue is resumed).
-- On SIGTERM/SIGINT it stops claiming, lets running jobs finish for up to ``shutdown_timeout``,
-  gives back the jobs still running (to ready, not counted as attempts) and deregisters.  On
+- On SIGTERM/SIGINT it stops claiming, gives back the jobs that wait for a thread, lets running
+  jobs finish for up to ``shutdown_timeout``, gives back the jobs still running (to ready, not
+  counted as attempts) and deregisters.  On
   SIGQUIT it leaves at once; its supervisor recovers the jobs.
 - An execution that ends with an error is recorded in ONE statement, as the job's rules decided
   in the job's thread (:mod:`pgjobs.jobs.rules`): retried (same job, to ready or scheduled),
@@ -26,7 +29,8 @@ Guarantees:
   key released before it starts.
 
 Its parts: the job threads and the deadlines of their jobs (:mod:`pgjobs.processes.threads`),
-claiming and finishing (:mod:`pgjobs.processes.claims`), recording errors
+claiming and finishing (:mod:`pgjobs.processes.claims`), the jobs claimed ahead
+(:mod:`pgjobs.processes.prefetch`), recording errors
 (:mod:`pgjobs.processes.recording`) and job control (:mod:`pgjobs.processes.jobcontrol`); this
 module holds the pass that ties them together, and stopping.
 """
@@ -57,6 +61,7 @@ from pgjobs.processes.executor import (
 )
 from pgjobs.processes.jobcontrol import CHECK_CANCELS, Control
 from pgjobs.processes.poller import Poller, matches
+from pgjobs.processes.prefetch import WEIGHT, Buffer, ClaimingAhead
 from pgjobs.processes.recording import Recording
 from pgjobs.processes.threads import TIMEOUT_GRACE, JobThreads, _Deadline, _seconds, _Slot
 from pgjobs.store import claimed as claimed_store
@@ -73,7 +78,7 @@ INF = float("inf")
 _active = events.active
 
 
-class Worker(Poller, Claims, JobThreads, Recording):
+class Worker(Poller, Claims, ClaimingAhead, JobThreads, Recording):
     kind = "worker"
     lock_timeout_ms = 200  # work that hits it is retried from a later pass (see _locked)
 
@@ -84,6 +89,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
             "queues": list(worker.queues),
             **({"weights": list(worker.weights)} if worker.weights else {}),
             "threads": worker.threads,
+            "prefetch": worker.prefetch,
             "polling_interval": worker.polling_interval,
         }
         super().__init__(database, config, metadata=metadata, **kwargs)
@@ -95,6 +101,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
         self.threads = worker.threads
         self.inbox: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
         self.outbox: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        # The jobs put in the inbox, some of them waiting for a thread (claimed ahead).
+        self.buffer = Buffer(self.inbox, worker.prefetch, worker.threads)
         self.in_flight: dict[int, Claimed] = {}
         self.to_finish: list[int] = []
         self.to_finish_keyed: list[int] = []  # finished jobs with a slot or unique key to release
@@ -123,7 +131,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
         # still waits in ready (an idle worker will take it), so that it can run alone somewhere.
         self._draining: list[int] = []
         self._pending_unique: list[int] = []  # until-executing keys still to release
-        self._unstarted: list[int] = []  # claimed, not started: to give back (_take_starts)
+        self._unstarted: list[int] = []  # claimed, not started: to give back (_give_back)
         # Work that waited too long on a lock held elsewhere (an application transaction holding
         # a semaphore row): retried from later passes, so the claim loop never stalls behind it.
         self._unrecorded: list[Outcome] = []
@@ -198,6 +206,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
         upcoming = self.check_deadlines() if self._timed else INF
         if self.in_flight:
             upcoming = min(upcoming, self._check_cancels())
+            if self.buffer.size:
+                upcoming = min(upcoming, self._check_buffer())
         delay = self._claim_pass()
         if upcoming < INF:
             delay = min(delay, max(0.0, upcoming - time.monotonic()))
@@ -218,8 +228,12 @@ class Worker(Poller, Claims, JobThreads, Recording):
                 rows = self.execute(control_store.CANCEL_REQUESTED, {"ids": _ids(asked)})
             except GAVE_UP:
                 return self._cancels_at
+            if rows and self.buffer.waiting():
+                self._cancel_buffered({job_id for (job_id,) in rows})
             loop = self.loop.running_loop()
             for (job_id,) in rows:
+                if job_id not in self.in_flight:
+                    continue  # cancelled while it waited for a thread
                 self.control.cancel(job_id, loop)
                 if "cancel" in _active:
                     claimed = self.in_flight[job_id]
@@ -239,14 +253,22 @@ class Worker(Poller, Claims, JobThreads, Recording):
             self._release_unique([])
         if self._unstarted:
             self._give_back_unstarted()
-        idle = self.threads - len(self.in_flight)
-        if idle <= 0 or self._alone is not None or self._draining:
-            if self.to_finish:
+        buffer = self.buffer
+        idle = self.threads - len(self.in_flight)  # threads with nothing to run, buffer included
+        now = time.monotonic()
+        limit = idle + buffer.room(now) if buffer.size else idle
+        waiting = buffer.waiting()
+        if limit <= 0 or self._alone is not None or self._draining or waiting >= self.threads:
+            # (Jobs wait for every thread: the claim that refills the buffer, once the threads
+            # have taken them, finishes the completed ones.)
+            if self.to_finish and not waiting:
                 self._finish_only()
             return self.worker.polling_interval
-        claimed = self.isolate(self.claim(idle))
+        claimed = self.isolate(self.claim(limit))
         if any(c.cancel_requested for c in claimed):
             claimed = self._cancel_unstarted(claimed)
+        if len(claimed) > idle:  # some will wait for a thread
+            claimed = self._start_now(claimed, max(idle, 0), now)
         if any(c.rate_key is not None for c in claimed):
             got = len(claimed)
             claimed = self._take_starts(claimed)
@@ -255,10 +277,11 @@ class Worker(Poller, Claims, JobThreads, Recording):
         executing = [c.id for c in claimed if c.unique_key and c.unique_key.startswith("x|")]
         if executing:  # until="executing": a new job with the key may be enqueued from now on
             self._release_unique(executing)
+        in_flight = self.in_flight
         for job in claimed:
-            self.in_flight[job.id] = job
-            self.inbox.put(job)
-        if claimed and len(claimed) == idle:
+            in_flight[job.id] = job
+        buffer.put(claimed, now)
+        if claimed and len(claimed) == limit:
             return self.worker.polling_interval  # busy: a finishing job wakes us
         return 0.0 if claimed else self.worker.polling_interval
 
@@ -289,7 +312,7 @@ class Worker(Poller, Claims, JobThreads, Recording):
                     held, found, granted = self.execute(rates_store.TAKE, params)[0][:3]
             except GAVE_UP:
                 self._unstarted += ids
-                self._give_back_unstarted()
+                self._give_back_unstarted("jobs whose rate limit could not be checked")
                 granted = []
             started = set(granted)
             refused.update(i for i in ids if i not in started)
@@ -299,11 +322,11 @@ class Worker(Poller, Claims, JobThreads, Recording):
                 )
         return [job for job in claimed if job.id not in refused]
 
-    def _give_back_unstarted(self) -> None:
-        """Jobs claimed but not started (a rate check that gave up on a lock) go back to ready,
-        not counted; retried from each pass until it works."""
+    def _give_back_unstarted(self, why: str = "claimed jobs that had not started") -> None:
+        """Jobs claimed but not started (claimed ahead, or a rate check that gave up on a lock)
+        go back to ready, not counted; retried from each pass until it works."""
         try:
-            self._release(self._unstarted, "jobs whose rate limit could not be checked")
+            self._release(self._unstarted, why)
         except GAVE_UP:
             self._locked()
             return
@@ -324,17 +347,23 @@ class Worker(Poller, Claims, JobThreads, Recording):
         )
         observe = outcomes.observe  # metrics (pgjobs.observability.metrics), or None
         done: list[Outcome] = []
+        mean, ended = self.buffer.mean, False  # the moving mean of job durations
         while True:
             try:
                 outcome = self.outbox.get_nowait()
             except queue.Empty:
                 if observe is not None and done:
                     observe(done)
+                if ended:
+                    self.buffer.ended(mean, time.monotonic())
                 return
             claimed = outcome.claimed
             if in_flight.get(claimed.id) is not claimed:
                 continue  # no longer ours to record (failed on timeout, released)
             del in_flight[claimed.id]
+            duration = outcome.duration
+            mean = duration if mean is None else mean + (duration - mean) * WEIGHT
+            ended = True
             if observe is not None:
                 done.append(outcome)
             if self._timed:
@@ -434,6 +463,10 @@ class Worker(Poller, Claims, JobThreads, Recording):
     # -- stopping -----------------------------------------------------------------------------
 
     def shutdown(self) -> None:
+        # Jobs still waiting for a thread never start now.
+        buffered = [job for _, job in self.buffer.withdraw()]
+        for job in buffered:
+            self.in_flight.pop(job.id, None)
         if self.pruned:
             # Our jobs were recovered elsewhere; nothing can be claimed under our old row any
             # more, but give back whatever still is (the orphan sweep would, later and counted).
@@ -441,6 +474,8 @@ class Worker(Poller, Claims, JobThreads, Recording):
             return
         if self.exit_now:
             return  # SIGQUIT: the supervisor gives our jobs back once we have exited
+        if buffered:  # (if this gives up on a lock, deregistering gives them back)
+            self._give_back(buffered, "jobs claimed ahead that had not started")
         self.control.stopping = True  # stepped jobs stop at their next checkpoint
         deadline = time.monotonic() + self.config.shutdown_timeout
         while self.in_flight and time.monotonic() < deadline:
