@@ -21,36 +21,8 @@ from pgjobs.operations import batches as ops
 from pgjobs.web.pinned import PinnedDatabase
 from pgjobs.workflows.info import read
 from tests.web_helpers import add_job, app_on, basic, client_on, flash, form_fields, submit
+from tests.workflow_helpers import fail, succeed
 from tests.workflow_jobs import Callback, Part
-
-
-def _id(conn: psycopg.Connection, job: pgjobs.Job | uuid.UUID) -> int:
-    job_id = job if isinstance(job, uuid.UUID) else job.job_id
-    row = conn.execute("SELECT id FROM pgjobs_jobs WHERE job_id = %s", (job_id,)).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def succeed(conn: psycopg.Connection, job: pgjobs.Job) -> None:
-    """As a worker finishes a job it ran."""
-    id_ = _id(conn, job)
-    conn.execute("DELETE FROM pgjobs_ready_executions WHERE job_id = %s", (id_,))
-    conn.execute(
-        "UPDATE pgjobs_jobs SET finished_at = now(), executions = executions + 1 WHERE id = %s",
-        (id_,),
-    )
-
-
-def fail(conn: psycopg.Connection, job: pgjobs.Job) -> None:
-    """As a worker records a failure for good."""
-    id_ = _id(conn, job)
-    conn.execute("DELETE FROM pgjobs_ready_executions WHERE job_id = %s", (id_,))
-    conn.execute(
-        "INSERT INTO pgjobs_failed_executions (job_id, exception_class, message, backtrace,"
-        " attempt, batch_id) SELECT id, 'RuntimeError', 'boom', '', 1, batch_id"
-        " FROM pgjobs_jobs WHERE id = %s",
-        (id_,),
-    )
 
 
 def bar(page: str) -> list[tuple[str, str, str]]:
