@@ -427,3 +427,23 @@ def test_enqueue_on_a_given_connection_reads_queue_yml_once(
     finally:
         runtime.use(previous)
     assert len(reads) == 1 and count(conn) == 3
+
+
+# -- job ids ------------------------------------------------------------------------------------
+
+
+def test_job_ids_are_random_version_4_uuids() -> None:
+    from pgjobs.enqueue.ids import new_job_id, random_ids
+
+    made = [new_job_id() for _ in range(1000)] + [SendWelcomeEmail(1).job_id]
+    assert len(set(made)) == len(made)
+    for value in made:
+        assert isinstance(value, uuid.UUID) and value.version == 4
+        assert value.variant == uuid.RFC_4122
+        again = uuid.UUID(str(value))
+        assert value == again and hash(value) == hash(again) and value.bytes == again.bytes
+    raw = random_ids(500)
+    assert len(raw) == 500 * 16
+    ids = [uuid.UUID(bytes=bytes(raw[i : i + 16])) for i in range(0, len(raw), 16)]
+    assert len(set(ids)) == 500
+    assert {(u.version, u.variant) for u in ids} == {(4, uuid.RFC_4122)}

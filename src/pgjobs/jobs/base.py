@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, ov
 
 from pgjobs.enqueue.core import enqueue, enqueue_async
 from pgjobs.enqueue.handle import EnqueuedJob
+from pgjobs.enqueue.ids import new_job_id
 from pgjobs.errors import ConfigurationError, UnknownJobError
 from pgjobs.jobs import callbacks, control, limits, rules
 from pgjobs.observability import logging_context
@@ -115,12 +116,14 @@ class Job:
         register(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
         self.args: tuple[Any, ...] = args
         self.kwargs: dict[str, Any] = kwargs
-        self.job_id: uuid.UUID = uuid.uuid4()
+        self.job_id: uuid.UUID = new_job_id()
         self.executions: int = 0
-        self.priority = type(self).priority
-        self.queue_name: str = self._queue_from_class()
+        self.priority = cls.priority
+        queue = cls.queue_as  # a plain name needs no call: one job of a bulk enqueue is ~1 µs
+        self.queue_name: str = queue if type(queue) is str and queue else self._queue_from_class()
         self.enqueued_at: datetime | None = None
         self.scheduled_at: datetime | None = None
         self.options = NO_OPTIONS
