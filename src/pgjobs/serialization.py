@@ -78,6 +78,32 @@ _HUGE = 10**4000  # int <-> str refuses more than 4300 digits
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _json_function() -> Callable[[Any], str]:
+    """``_JSON.encode`` without building a new C encoder on every call (~0.7 µs of a 2 µs
+    enqueue's arguments): the same C function with the same settings, made once.
+
+    Its circular-reference check is off: it only ever sees what :func:`serialize_arguments`
+    built — fresh lists and dicts of encoded values, which cannot hold a cycle (one in the
+    caller's arguments stops the encoding there, as a RecursionError).  Without the C
+    accelerator (another Python implementation) it is ``_JSON.encode`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return _JSON.encode
+    encoder = make(
+        None, _JSON.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(encoder(value, 0))
+
+    return encode
+
+
+_dumps = _json_function()
 _SUPPORTED = (
     "str, int, float, bool, None, list, tuple, dict, set, frozenset, bytes, datetime, date, "
     "time, timedelta, Decimal, UUID, Enum members, classes registered with "
@@ -310,10 +336,12 @@ def dumps_arguments(
     :mod:`pgjobs.observability.tracing`), stored under a ``"trace"`` key beside ``args`` and
     ``kwargs``; :func:`deserialize_arguments` ignores it.
     """
+    if trace is None and not kwargs and type(args) is tuple and _is_plain(args):
+        return f'{{"args":{_dumps(args)},"kwargs":{{}}}}'  # the same text, ~1 µs sooner
     data = serialize_arguments(args, kwargs, context=context)
     if trace is not None:
         data["trace"] = dict(trace)
-    return _JSON.encode(data)
+    return _dumps(data)
 
 
 def deserialize_arguments(
@@ -351,7 +379,7 @@ def dumps_value(value: object, *, context: str = "value") -> str:
         path = f" at {where.group(1)}" if where and where.group(1) else ""
         message = rest.replace(f"{context}:", f"{context}{path}:", 1) if where else rest
         raise SerializationError(f"Cannot serialize {message}") from exc.__cause__
-    return _JSON.encode(encoded)
+    return _dumps(encoded)
 
 
 def loads_value(data: Any) -> object:
