@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -447,3 +448,109 @@ def test_job_ids_are_random_version_4_uuids() -> None:
     ids = [uuid.UUID(bytes=bytes(raw[i : i + 16])) for i in range(0, len(raw), 16)]
     assert len(set(ids)) == 500
     assert {(u.version, u.variant) for u in ids} == {(4, uuid.RFC_4122)}
+
+
+# -- bulk: what the binary COPY writes ------------------------------------------------------------
+
+STORED = """
+SELECT j.queue_name, j.class_name, j.arguments, j.priority, j.scheduled_at, j.concurrency_key,
+       j.unique_key, j.executions, r.queue_name, r.priority, s.queue_name, s.priority,
+       s.scheduled_at, s.concurrency_key
+FROM pgjobs_jobs j
+LEFT JOIN pgjobs_ready_executions r ON r.job_id = j.id
+LEFT JOIN pgjobs_scheduled_executions s ON s.job_id = j.id
+WHERE j.job_id = %s
+"""
+
+
+class Level(enum.IntEnum):
+    HIGH = -3
+
+
+def test_bulk_writes_each_job_as_perform_later_does(conn: psycopg.Connection[Any]) -> None:
+    when = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    odd = 'back\\slash "quote" tab\t newline\n é 漢字 😀 \u2028'
+    builds = [
+        lambda: SendWelcomeEmail.set(connection=conn),
+        lambda: SendWelcomeEmail.set(connection=conn, queue="odd\tqueue\\name é", priority=-7),
+        lambda: SendWelcomeEmail.set(connection=conn, priority=Level.HIGH, wait_until=when),
+        lambda: rebuild_index.set(connection=conn, wait=3600),
+    ]
+    arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1, odd, 2.5, None, True), {}),
+        ((odd,), {"user": {"name": odd, "tags": [1, "x"]}}),
+        ((Decimal("1.10"), uuid.UUID(int=5), (1, 2)), {"at": when}),
+        (("index",), {}),
+    ]
+    jobs = [b().build(*a, **k) for b, (a, k) in zip(builds, arguments, strict=True)]
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    singles = [b().perform_later(*a, **k) for b, (a, k) in zip(builds, arguments, strict=True)]
+    for job, handle, single in zip(jobs, handles, singles, strict=True):
+        bulk_row = conn.execute(STORED, [handle.job_id]).fetchone()
+        single_row = conn.execute(STORED, [single.job_id]).fetchone()
+        assert bulk_row is not None and single_row is not None
+        if single.scheduled_at is not None and single_row[4] != bulk_row[4]:  # wait=: from now
+            assert abs(single_row[4] - bulk_row[4]) < timedelta(seconds=30)
+            bulk_row, single_row = bulk_row[:4] + bulk_row[5:12], single_row[:4] + single_row[5:12]
+        assert bulk_row == single_row
+        assert deserialize_arguments(bulk_row[2]) == (job.args, job.kwargs)
+        assert handle.job_id == job.job_id and isinstance(handle.id, int)
+        assert (handle.class_name, handle.queue_name) == (single.class_name, single.queue_name)
+        assert (handle.priority, handle.state, handle.enqueued) == (
+            single.priority,
+            single.state,
+            True,
+        )
+        assert handle.scheduled == single.scheduled and handle.duplicate_of is None
+        assert handle == pgjobs.EnqueuedJob(
+            job_id=job.job_id,
+            class_name=handle.class_name,
+            queue_name=handle.queue_name,
+            priority=handle.priority,
+            scheduled_at=handle.scheduled_at,
+            id=handle.id,
+        )
+        assert job.scheduled_at == handle.scheduled_at and job.enqueued_at is None
+    assert [h.state for h in handles] == ["ready", "ready", "scheduled", "scheduled"]
+    assert handles[2].scheduled_at == when
+
+
+def test_bulk_keeps_the_order_of_mixed_keyed_and_plain_jobs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    jobs = [
+        sample_jobs.RebuildIndex("b"),
+        SendWelcomeEmail(1),
+        sample_jobs.LimitedPerStore("s1"),
+        SendWelcomeEmail(2),
+        sample_jobs.RebuildIndex("a"),
+        sample_jobs.RebuildIndex("a"),  # a duplicate of the one before
+    ]
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    assert [h.job_id for h in handles] == [j.job_id for j in jobs]
+    assert [h.state for h in handles] == [
+        "ready",
+        "ready",
+        "ready",
+        "ready",
+        "ready",
+        "duplicate",
+    ]
+    assert handles[5].duplicate_of == jobs[4].job_id
+    assert handles[1].id < handles[3].id  # the COPYed jobs' ids in list order
+    assert count(conn) == 5
+
+
+def test_bulk_enqueue_events_name_every_job(conn: psycopg.Connection[Any]) -> None:
+    seen: list[pgjobs.Event] = []
+    pgjobs.subscribe("enqueue", seen.append)
+    try:
+        jobs = [SendWelcomeEmail(1), SendWelcomeEmail.set(wait=60, priority=2).build(2)]
+        handles = pgjobs.perform_all_later(jobs, connection=conn)
+    finally:
+        pgjobs.unsubscribe("enqueue", seen.append)
+    assert [e.fields["job_id"] for e in seen] == [h.job_id for h in handles]
+    assert [e.fields["priority"] for e in seen] == [0, 2]
+    assert seen[0].fields["scheduled_at"] is None
+    assert seen[1].fields["scheduled_at"] == handles[1].scheduled_at
+    assert {e.fields["class"] for e in seen} == {SendWelcomeEmail.job_name}

@@ -24,11 +24,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
 
 from pgjobs import clock, events
 from pgjobs.db.database import Database
 from pgjobs.enqueue import keyed as enqueue_keyed
-from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob
+from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob, written
 from pgjobs.errors import ConfigurationError
 from pgjobs.jobs import callbacks, limits
 from pgjobs.observability import tracing
@@ -110,15 +112,19 @@ def scheduled_at_of(job: Job, now: datetime) -> datetime | None:
     return when if when > now else None
 
 
-def _row(job: Job, now: datetime, channel: str) -> _Row:
-    cls = type(job)
-    if not isinstance(job.priority, int) or isinstance(job.priority, bool):
-        raise ConfigurationError(f"{cls.job_name}: priority must be an int, got {job.priority!r}")
-    if not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:
+def _check_priority(cls: type[Job], priority: object) -> None:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ConfigurationError(f"{cls.job_name}: priority must be an int, got {priority!r}")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         raise ConfigurationError(
             f"{cls.job_name}: priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, "
-            f"got {job.priority}"
+            f"got {priority}"
         )
+
+
+def _row(job: Job, now: datetime, channel: str) -> _Row:
+    cls = type(job)
+    _check_priority(cls, job.priority)
     when = scheduled_at_of(job, now)
     arguments = dumps_arguments(
         job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
@@ -371,24 +377,86 @@ def _not_enqueued(job: Job) -> EnqueuedJob:
 
 # -- bulk enqueue -----------------------------------------------------------------------------
 
+#: A job without keys as its COPY row: ``[id, job_id, queue_name, class_name, arguments,
+#: priority, scheduled_at]`` (a list: the id is filled in once reserved).
+Record: TypeAlias = list[Any]
 
-@dataclass(frozen=True)
+# The columns of COPY_JOBS_BINARY, COPY_READY_BINARY and COPY_SCHEDULED_BINARY (store.jobs).
+_JOB_TYPES = ("int8", "uuid", "text", "text", "jsonb", "int2", "timestamptz")
+_READY_TYPES = ("int8", "text", "int2")
+_SCHEDULED_TYPES = ("int8", "text", "int2", "timestamptz")
+
+
+class _JsonbText(Dumper):
+    """jsonb in COPY's binary format from JSON text already made (``dumps_arguments``): the
+    format's version byte, then the text.  psycopg's own jsonb dumper would encode the text as a
+    JSON string; this one is used only by the COPYs it is registered on (``set_types``)."""
+
+    format = pq.Format.BINARY
+    oid = 3802  # jsonb
+
+    def dump(self, obj: str) -> bytes:
+        return b"\x01" + obj.encode()
+
+
+def _binary(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
+    cur.adapters.register_dumper(None, _JsonbText)  # by oid only: for set_types, on this cursor
+
+
+def _no_keys(cls: type[Job]) -> bool:
+    """Whether ``cls`` declares none of the limits that need their own statements
+    (:func:`pgjobs.jobs.limits.keys_for` gives it ``NO_KEYS``)."""
+    return (
+        cls.limits_concurrency is None
+        and cls.unique is None
+        and cls.ordered is None
+        and cls.rate_limit is None
+    )
+
+
+def _record(job: Job, now: datetime) -> Record:
+    """The COPY row of a job without keys, checked and serialized as :func:`_row` does it."""
+    cls = type(job)
+    priority = job.priority
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        _check_priority(cls, priority)
+    options = job.options
+    when = None
+    if options.wait_until is not None or options.wait is not None:
+        when = scheduled_at_of(job, now)
+    arguments = dumps_arguments(
+        job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
+    )
+    return [None, job.job_id, job.queue_name, cls.job_name, arguments, priority, when]
+
+
+@dataclass(frozen=True, slots=True)
 class _Bulk:
-    rows: list[_Row]  # jobs without keys: COPYed
-    ready: list[_Row]
-    scheduled: list[_Row]
-    queues: list[str]
+    jobs: list[Job]  # the jobs without keys, COPYed ...
+    records: list[Record]  # ... with their rows, in the same order
     keyed: list[tuple[int, _Row]]  # (position, row) of jobs with keys, in semaphore-lock order
     size: int
 
 
 def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None) -> _Bulk:
+    """Check and serialize every job before anything is written (one bad argument writes
+    nothing)."""
     now = clock.now()
-    if create is None:
-        every = [_row(job, now, channel) for job in jobs]
-    else:  # tracing: each row is built inside its job's create span
-        every = [_created(create, job, now, channel) for job in jobs]
-    rows = [r for r in every if not r.keys.special]
+    plain: list[Job] = []
+    records: list[Record] = []
+    every_keyed: list[tuple[int, _Row]] = []
+    for position, job in enumerate(jobs):
+        if _no_keys(type(job)):
+            if create is None:
+                records.append(_record(job, now))
+            else:  # tracing: each row is built inside its job's create span
+                with create(job):
+                    records.append(_record(job, now))
+            plain.append(job)
+        elif create is None:
+            every_keyed.append((position, _row(job, now, channel)))
+        else:
+            every_keyed.append((position, _created(create, job, now, channel)))
     # Jobs with keys are written one by one (each locks its unique key's index entry and its
     # semaphore row until commit): in key order, so that two bulk enqueues of the same keys take
     # the locks in the same order.  An ordered key's jobs keep their list order (the sort is
@@ -396,7 +464,7 @@ def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None)
     # they are written.  (Two bulk enqueues of such jobs sharing unique keys across ordered
     # keys could deadlock; PostgreSQL detects it and one of them fails, writing nothing.)
     keyed = sorted(
-        ((i, r) for i, r in enumerate(every) if r.keys.special),
+        every_keyed,
         key=lambda item: (
             item[1].keys.concurrency_key or "",
             ""
@@ -404,36 +472,12 @@ def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None)
             else item[1].keys.unique_key or "",
         ),
     )
-    ready = [r for r in rows if r.scheduled_at is None]
-    scheduled = [r for r in rows if r.scheduled_at is not None]
-    queues = sorted({r.params["queue_name"] for r in ready})
-    return _Bulk(rows, ready, scheduled, queues, keyed, len(every))
+    return _Bulk(plain, records, keyed, len(plain) + len(keyed))
 
 
 def _created(create: tracing.Create, job: Job, now: datetime, channel: str) -> _Row:
     with create(job):
         return _row(job, now, channel)
-
-
-def _copies(
-    schema: str | None, plan: _Bulk, ids: list[int]
-) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The COPY statements of a bulk enqueue with their records, once the ids are reserved."""
-    from pgjobs.db.names import sql
-
-    jobs: list[tuple[Any, ...]] = []
-    ready: list[tuple[Any, ...]] = []
-    scheduled: list[tuple[Any, ...]] = []
-    for row, id_ in zip(plan.rows, ids, strict=True):
-        p = row.params
-        jobs.append((id_, p["job_id"], p["queue_name"], p["class_name"], p["arguments"],
-                     p["priority"], p["concurrency_key"], row.scheduled_at))  # fmt: skip
-        if row.scheduled_at is None:
-            ready.append((id_, p["queue_name"], p["priority"]))
-        else:
-            scheduled.append((id_, p["queue_name"], p["priority"], row.scheduled_at))
-    copies = [(store.COPY_JOBS, jobs), (store.COPY_READY, ready), (store.COPY_SCHEDULED, scheduled)]
-    return [(sql(stmt, schema), records) for stmt, records in copies if records]
 
 
 def _reserve(schema: str | None, n: int) -> tuple[str, dict[str, Any]]:
@@ -442,72 +486,129 @@ def _reserve(schema: str | None, n: int) -> tuple[str, dict[str, Any]]:
     return store.RESERVE_IDS, {"jobs_table": names(schema)["jobs"], "n": n}
 
 
-def _notify(schema: str | None, plan: _Bulk, ids: list[int]) -> tuple[str, dict[str, Any]]:
+def _handles(records: list[Record]) -> list[EnqueuedJob]:
+    made = written
+    return [made(r[1], r[3], r[2], r[5], r[6], r[0]) for r in records]
+
+
+def _placed(records: list[Record]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The ready rows and the scheduled rows of the COPYed jobs, once their ids are set."""
+    ready: list[tuple[Any, ...]] = []
+    scheduled: list[tuple[Any, ...]] = []
+    for id_, _job_id, queue, _class, _arguments, priority, when in records:
+        if when is None:
+            ready.append((id_, queue, priority))
+        else:
+            scheduled.append((id_, queue, priority, when))
+    return ready, scheduled
+
+
+def _notify(schema: str | None, ready: list[tuple[Any, ...]]) -> tuple[str, dict[str, Any]]:
     """One notification per queue, naming the queue's first new job in claim order."""
     first: dict[str, tuple[int, int]] = {}
-    for row, id_ in zip(plan.rows, ids, strict=True):
-        if row.scheduled_at is None:
-            queue, key = row.params["queue_name"], (row.params["priority"], id_)
-            if queue not in first or key < first[queue]:
-                first[queue] = key
+    for id_, queue, priority in ready:
+        found = first.get(queue)
+        if found is None or (priority, id_) < found:
+            first[queue] = (priority, id_)
     payloads = [f"{q}\t{priority}\t{id_}" for q, (priority, id_) in sorted(first.items())]
     return store.NOTIFY_QUEUES, {"channel": store.notify_channel(schema), "payloads": payloads}
 
 
-def _bulk_results(plan: _Bulk, ids: list[int]) -> list[EnqueuedJob | None]:
+def _settle(plan: _Bulk) -> None:
+    """After the COPYs: the jobs' own fields, as ``_result`` sets them, and their events."""
+    emit = "enqueue" in events.active
+    for job, record in zip(plan.jobs, plan.records, strict=True):
+        job.enqueued_at, job.scheduled_at = None, record[6]
+        if emit:
+            fields = events.job_fields(job.job_id, record[3], record[2])
+            events.emit("enqueue", **fields, priority=record[5], scheduled_at=record[6])
+
+
+def _merged(plan: _Bulk, handles: list[EnqueuedJob], keyed: list[EnqueuedJob]) -> list[EnqueuedJob]:
+    """The results in the order of the jobs given."""
+    if not plan.keyed:
+        return handles
     results: list[EnqueuedJob | None] = [None] * plan.size
-    plain = iter(zip(plan.rows, ids, strict=True))
-    keyed = {i for i, _ in plan.keyed}
-    for i in range(plan.size):
-        if i not in keyed:
-            row, id_ = next(plain)
-            results[i] = _result(row, id_, None)
-    return results
+    for (i, _kept), result in zip(plan.keyed, keyed, strict=True):
+        results[i] = result
+    plain = iter(handles)
+    return [r if r is not None else next(plain) for r in results]
 
 
-def _bulk_sync(
-    conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk
-) -> list[EnqueuedJob | None]:
-    ids: list[int] = []
-    if plan.rows:
-        ids = [r[0] for r in conn.execute(*_reserve(schema, len(plan.rows))).fetchall()]
-    with conn.cursor() as cur:
-        for statement, records in _copies(schema, plan, ids):
-            with cur.copy(statement) as copy:
-                for record in records:
+def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -> list[EnqueuedJob]:
+    from pgjobs.db.names import sql
+
+    records = plan.records
+    handles: list[EnqueuedJob] = []
+    if records:
+        reserved = conn.execute(*_reserve(schema, len(records))).fetchall()
+        with conn.cursor() as cur:
+            _binary(cur)
+            with cur.copy(sql(store.COPY_JOBS_BINARY, schema)) as copy:
+                copy.set_types(_JOB_TYPES)
+                for record, (id_,) in zip(records, reserved, strict=True):
+                    record[0] = id_
                     copy.write_row(record)
-        if plan.queues:
-            cur.execute(*_notify(schema, plan, ids))
-    results = _bulk_results(plan, ids)
-    for i, row in plan.keyed:  # inside the bulk's transaction already
-        written = enqueue_keyed.run(conn, schema, _keyed_steps(row), atomic=False)
-        results[i] = _result(row, written.id, written.created_at, written)
-    return results
+                # While the server still reads the rows (COPY ends at the block's end): the
+                # handles, and the execution rows.
+                handles = _handles(records)
+                ready, scheduled = _placed(records)
+            if ready:
+                with cur.copy(sql(store.COPY_READY_BINARY, schema)) as copy:
+                    copy.set_types(_READY_TYPES)
+                    for placed in ready:
+                        copy.write_row(placed)
+            if scheduled:
+                with cur.copy(sql(store.COPY_SCHEDULED_BINARY, schema)) as copy:
+                    copy.set_types(_SCHEDULED_TYPES)
+                    for placed in scheduled:
+                        copy.write_row(placed)
+            if ready:
+                cur.execute(*_notify(schema, ready))
+        _settle(plan)
+    keyed: list[EnqueuedJob] = []
+    for _i, row in plan.keyed:  # inside the bulk's transaction already
+        written_ = enqueue_keyed.run(conn, schema, _keyed_steps(row), atomic=False)
+        keyed.append(_result(row, written_.id, written_.created_at, written_))
+    return _merged(plan, handles, keyed)
 
 
 async def _bulk_async(
     conn: psycopg.AsyncConnection[Any], schema: str | None, plan: _Bulk
-) -> list[EnqueuedJob | None]:
-    ids: list[int] = []
-    if plan.rows:
-        reserved = await conn.execute(*_reserve(schema, len(plan.rows)))
-        ids = [r[0] for r in await reserved.fetchall()]
-    async with conn.cursor() as cur:
-        for statement, records in _copies(schema, plan, ids):
-            async with cur.copy(statement) as copy:
-                for record in records:
+) -> list[EnqueuedJob]:
+    from pgjobs.db.names import sql
+
+    records = plan.records
+    handles: list[EnqueuedJob] = []
+    if records:
+        reserved = await (await conn.execute(*_reserve(schema, len(records)))).fetchall()
+        async with conn.cursor() as cur:
+            _binary(cur)
+            async with cur.copy(sql(store.COPY_JOBS_BINARY, schema)) as copy:
+                copy.set_types(_JOB_TYPES)
+                for record, (id_,) in zip(records, reserved, strict=True):
+                    record[0] = id_
                     await copy.write_row(record)
-        if plan.queues:
-            await cur.execute(*_notify(schema, plan, ids))
-    results = _bulk_results(plan, ids)
-    for i, row in plan.keyed:
-        written = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=False)
-        results[i] = _result(row, written.id, written.created_at, written)
-    return results
-
-
-def _done(results: list[EnqueuedJob | None]) -> list[EnqueuedJob]:
-    return [r for r in results if r is not None]
+                handles = _handles(records)
+                ready, scheduled = _placed(records)
+            if ready:
+                async with cur.copy(sql(store.COPY_READY_BINARY, schema)) as copy:
+                    copy.set_types(_READY_TYPES)
+                    for placed in ready:
+                        await copy.write_row(placed)
+            if scheduled:
+                async with cur.copy(sql(store.COPY_SCHEDULED_BINARY, schema)) as copy:
+                    copy.set_types(_SCHEDULED_TYPES)
+                    for placed in scheduled:
+                        await copy.write_row(placed)
+            if ready:
+                await cur.execute(*_notify(schema, ready))
+        _settle(plan)
+    keyed: list[EnqueuedJob] = []
+    for _i, row in plan.keyed:
+        written_ = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=False)
+        keyed.append(_result(row, written_.id, written_.created_at, written_))
+    return _merged(plan, handles, keyed)
 
 
 def _adapted(jobs: Sequence[Job]) -> list[EnqueuedJob]:
@@ -549,15 +650,13 @@ def _all(
         driver = sync_driver(connection)
         if driver.autocommit:  # no caller transaction to join: make the batch atomic ourselves
             with driver.transaction():
-                results = _bulk_sync(driver, schema, plan)
-        else:  # inside the caller's transaction: it commits or rolls back the jobs with its data
-            results = _bulk_sync(driver, schema, plan)
-    else:
-        database = _database()
-        plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
-        with database.connection() as conn, conn.transaction():
-            results = _bulk_sync(conn, database.schema, plan)
-    return _done(results)
+                return _bulk_sync(driver, schema, plan)
+        # inside the caller's transaction: it commits or rolls back the jobs with its data
+        return _bulk_sync(driver, schema, plan)
+    database = _database()
+    plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
+    with database.connection() as conn, conn.transaction():
+        return _bulk_sync(conn, database.schema, plan)
 
 
 async def perform_all_later_async(
@@ -581,12 +680,9 @@ async def _all_async(
         driver = await async_driver(connection)
         if driver.autocommit:
             async with driver.transaction():
-                results = await _bulk_async(driver, schema, plan)
-        else:
-            results = await _bulk_async(driver, schema, plan)
-    else:
-        database = _database()
-        plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
-        async with database.async_connection() as conn, conn.transaction():
-            results = await _bulk_async(conn, database.schema, plan)
-    return _done(results)
+                return await _bulk_async(driver, schema, plan)
+        return await _bulk_async(driver, schema, plan)
+    database = _database()
+    plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
+    async with database.async_connection() as conn, conn.transaction():
+        return await _bulk_async(conn, database.schema, plan)

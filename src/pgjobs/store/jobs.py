@@ -49,12 +49,20 @@ SELECT nextval((SELECT pg_get_serial_sequence(%(jobs_table)s, 'id')::regclass))
 FROM generate_series(1, %(n)s)
 """
 
-COPY_JOBS = """
-COPY {jobs} (id, job_id, queue_name, class_name, arguments, priority, concurrency_key,
-             scheduled_at) FROM STDIN
-"""
+# The ready rows of a batch or workflow's jobs (pgjobs.workflows.write).
 COPY_READY = "COPY {ready} (job_id, queue_name, priority) FROM STDIN"
-COPY_SCHEDULED = "COPY {scheduled} (job_id, queue_name, priority, scheduled_at) FROM STDIN"
+
+# perform_all_later's COPYs (pgjobs.enqueue.core), in COPY's binary format: no text to format,
+# escape and parse for the ids, UUIDs, priorities and times.  Jobs without keys only, so without
+# concurrency_key (NULL).
+COPY_JOBS_BINARY = """
+COPY {jobs} (id, job_id, queue_name, class_name, arguments, priority, scheduled_at)
+FROM STDIN (FORMAT BINARY)
+"""
+COPY_READY_BINARY = "COPY {ready} (job_id, queue_name, priority) FROM STDIN (FORMAT BINARY)"
+COPY_SCHEDULED_BINARY = """
+COPY {scheduled} (job_id, queue_name, priority, scheduled_at) FROM STDIN (FORMAT BINARY)
+"""
 
 # One notification per distinct queue after a bulk enqueue, naming its first job in claim order.
 NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, p) FROM unnest(%(payloads)s::text[]) AS p"
