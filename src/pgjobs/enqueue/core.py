@@ -29,8 +29,9 @@ from psycopg.adapt import Dumper
 
 from pgjobs import clock, events
 from pgjobs.db.database import Database
+from pgjobs.db.names import names, sql
 from pgjobs.enqueue import keyed as enqueue_keyed
-from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob, written
+from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob, handle_of
 from pgjobs.errors import ConfigurationError
 from pgjobs.jobs import callbacks, limits
 from pgjobs.observability import tracing
@@ -76,10 +77,16 @@ def set_connection_provider(provider: ConnectionProvider | None) -> ConnectionPr
     return previous
 
 
-def _database() -> Database:
-    from pgjobs.runtime import get_database
+_get_database: Callable[[], Database] | None = None
 
-    return get_database()
+
+def _database() -> Database:
+    global _get_database
+    if _get_database is None:  # imported on first use (pgjobs.runtime imports the configuration)
+        from pgjobs.runtime import get_database
+
+        _get_database = get_database
+    return _get_database()
 
 
 def current_schema() -> str | None:
@@ -142,6 +149,38 @@ def _row(job: Job, now: datetime, channel: str) -> _Row:
     return _Row(job, params, when, limits.keys_for(job, now), now)
 
 
+#: A job without keys as its COPY row: ``[id, job_id, queue_name, class_name, arguments,
+#: priority, scheduled_at]`` (a list: the id is filled in once reserved).
+Record: TypeAlias = list[Any]
+
+
+def _no_keys(cls: type[Job]) -> bool:
+    """Whether ``cls`` declares none of the limits that need their own statements
+    (:func:`pgjobs.jobs.limits.keys_for` gives it ``NO_KEYS``)."""
+    return (
+        cls.limits_concurrency is None
+        and cls.unique is None
+        and cls.ordered is None
+        and cls.rate_limit is None
+    )
+
+
+def _record(job: Job, now: datetime) -> Record:
+    """The COPY row of a job without keys, checked and serialized as :func:`_row` does it."""
+    cls = type(job)
+    priority = job.priority
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        _check_priority(cls, priority)
+    options = job.options
+    when = None
+    if options.wait_until is not None or options.wait is not None:
+        when = scheduled_at_of(job, now)
+    arguments = dumps_arguments(
+        job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
+    )
+    return [None, job.job_id, job.queue_name, cls.job_name, arguments, priority, when]
+
+
 def _result(
     row: _Row,
     id_: int | None,
@@ -189,8 +228,6 @@ def _result(
 
 
 def _statement(database_schema: str | None, row: _Row) -> str:
-    from pgjobs.db.names import sql
-
     template = store.ENQUEUE_SCHEDULED if row.scheduled_at else store.ENQUEUE_READY
     return sql(template, database_schema)
 
@@ -267,26 +304,62 @@ def _write_row(conn: psycopg.Connection[Any], schema: str | None, row: _Row) -> 
     return _result(row, found[0], found[1])
 
 
+def _plain(schema: str | None, record: Record) -> tuple[str, dict[str, Any]]:
+    """The statement of a job without keys (:data:`Record`) and its parameters."""
+    when = record[6]
+    params = {
+        "job_id": record[1],
+        "queue_name": record[2],
+        "class_name": record[3],
+        "arguments": record[4],
+        "priority": record[5],
+        "concurrency_key": None,
+        "scheduled_at": when,
+        "channel": store.notify_channel(schema),
+    }
+    return sql(store.ENQUEUE_SCHEDULED if when else store.ENQUEUE_READY, schema), params
+
+
+def _plain_result(job: Job, record: Record, found: tuple[Any, ...] | None) -> EnqueuedJob:
+    """What ``_result`` makes of a job without keys, written by its one statement."""
+    assert found is not None
+    id_, created_at = found[0], found[1]
+    when = record[6]
+    job.enqueued_at, job.scheduled_at = created_at, when
+    result = handle_of(record[1], record[3], record[2], record[5], when, id_)
+    if "enqueue" in events.active:
+        fields = events.job_fields(record[1], record[3], record[2])
+        events.emit("enqueue", **fields, priority=record[5], scheduled_at=when)
+    return result
+
+
 def _write(
-    conn: psycopg.Connection[Any], schema: str | None, job: Job, now: datetime
+    conn: psycopg.Connection[Any],
+    schema: str | None,
+    job: Job,
+    now: datetime,
+    cursor: psycopg.Cursor[Any] | None = None,
 ) -> EnqueuedJob:
     """The one statement that writes a job and its ready or scheduled row, on ``conn`` (a few,
-    in a transaction, for a job with a concurrency limit or a unique key)."""
-    return _write_row(conn, schema, _row(job, now, store.notify_channel(schema)))
+    in a transaction, for a job with a concurrency limit or a unique key); ``cursor``: one of
+    ``conn``'s to run it with (else a new one)."""
+    if not _no_keys(type(job)):
+        return _write_row(conn, schema, _row(job, now, store.notify_channel(schema)))
+    record = _record(job, now)
+    found = (cursor or conn).execute(*_plain(schema, record)).fetchone()
+    return _plain_result(job, record, found)
 
 
 async def _write_async(
     conn: psycopg.AsyncConnection[Any], schema: str | None, job: Job, now: datetime
 ) -> EnqueuedJob:
+    if _no_keys(type(job)):
+        record = _record(job, now)
+        found = await (await conn.execute(*_plain(schema, record))).fetchone()
+        return _plain_result(job, record, found)
     row = _row(job, now, store.notify_channel(schema))
-    if row.keys.special:
-        written = await enqueue_keyed.run_async(
-            conn, schema, _keyed_steps(row), atomic=_atomic(row)
-        )
-        return _result(row, written.id, written.created_at, written)
-    found = await (await conn.execute(_statement(schema, row), row.params)).fetchone()
-    assert found is not None
-    return _result(row, found[0], found[1])
+    written = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=_atomic(row))
+    return _result(row, written.id, written.created_at, written)
 
 
 def enqueue_on(
@@ -335,8 +408,11 @@ def _send(job: Job, now: datetime) -> EnqueuedJob:
         # The caller's connection: never start or pool anything.
         return _write(sync_driver(connection), current_schema(), job, now)
     database = _database()
-    with database.connection() as conn:
-        return _write(conn, database.schema, job, now)
+    conn, cursor = database.checkout()
+    try:
+        return _write(conn, database.schema, job, now, cursor)
+    finally:
+        database.checkin(conn)
 
 
 async def enqueue_async(job: Job) -> EnqueuedJob:
@@ -377,10 +453,6 @@ def _not_enqueued(job: Job) -> EnqueuedJob:
 
 # -- bulk enqueue -----------------------------------------------------------------------------
 
-#: A job without keys as its COPY row: ``[id, job_id, queue_name, class_name, arguments,
-#: priority, scheduled_at]`` (a list: the id is filled in once reserved).
-Record: TypeAlias = list[Any]
-
 # The columns of COPY_JOBS_BINARY, COPY_READY_BINARY and COPY_SCHEDULED_BINARY (store.jobs).
 _JOB_TYPES = ("int8", "uuid", "text", "text", "jsonb", "int2", "timestamptz")
 _READY_TYPES = ("int8", "text", "int2")
@@ -401,33 +473,6 @@ class _JsonbText(Dumper):
 
 def _binary(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
     cur.adapters.register_dumper(None, _JsonbText)  # by oid only: for set_types, on this cursor
-
-
-def _no_keys(cls: type[Job]) -> bool:
-    """Whether ``cls`` declares none of the limits that need their own statements
-    (:func:`pgjobs.jobs.limits.keys_for` gives it ``NO_KEYS``)."""
-    return (
-        cls.limits_concurrency is None
-        and cls.unique is None
-        and cls.ordered is None
-        and cls.rate_limit is None
-    )
-
-
-def _record(job: Job, now: datetime) -> Record:
-    """The COPY row of a job without keys, checked and serialized as :func:`_row` does it."""
-    cls = type(job)
-    priority = job.priority
-    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        _check_priority(cls, priority)
-    options = job.options
-    when = None
-    if options.wait_until is not None or options.wait is not None:
-        when = scheduled_at_of(job, now)
-    arguments = dumps_arguments(
-        job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
-    )
-    return [None, job.job_id, job.queue_name, cls.job_name, arguments, priority, when]
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,13 +526,11 @@ def _created(create: tracing.Create, job: Job, now: datetime, channel: str) -> _
 
 
 def _reserve(schema: str | None, n: int) -> tuple[str, dict[str, Any]]:
-    from pgjobs.db.names import names
-
     return store.RESERVE_IDS, {"jobs_table": names(schema)["jobs"], "n": n}
 
 
 def _handles(records: list[Record]) -> list[EnqueuedJob]:
-    made = written
+    made = handle_of
     return [made(r[1], r[3], r[2], r[5], r[6], r[0]) for r in records]
 
 
@@ -536,8 +579,6 @@ def _merged(plan: _Bulk, handles: list[EnqueuedJob], keyed: list[EnqueuedJob]) -
 
 
 def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -> list[EnqueuedJob]:
-    from pgjobs.db.names import sql
-
     records = plan.records
     handles: list[EnqueuedJob] = []
     if records:
@@ -576,8 +617,6 @@ def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -
 async def _bulk_async(
     conn: psycopg.AsyncConnection[Any], schema: str | None, plan: _Bulk
 ) -> list[EnqueuedJob]:
-    from pgjobs.db.names import sql
-
     records = plan.records
     handles: list[EnqueuedJob] = []
     if records:

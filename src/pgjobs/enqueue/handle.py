@@ -74,7 +74,7 @@ class EnqueuedJob:
 _new = object.__new__
 
 
-def written(
+def handle_of(
     job_id: uuid.UUID,
     class_name: str,
     queue_name: str,

@@ -290,7 +290,7 @@ class Job:
         return self
 
     def enqueue(self, **options: Any) -> EnqueuedJob:
-        return enqueue(self.with_options(Options(**options)))
+        return enqueue(self.with_options(Options(**options)) if options else self)
 
     async def enqueue_async(self, **options: Any) -> EnqueuedJob:
         return await enqueue_async(self.with_options(Options(**options)))
