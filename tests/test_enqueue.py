@@ -554,3 +554,215 @@ def test_bulk_enqueue_events_name_every_job(conn: psycopg.Connection[Any]) -> No
     assert seen[0].fields["scheduled_at"] is None
     assert seen[1].fields["scheduled_at"] == handles[1].scheduled_at
     assert {e.fields["class"] for e in seen} == {SendWelcomeEmail.job_name}
+
+
+# -- many jobs of one class: perform_all_later_args ----------------------------------------------
+
+JOBS_OF = """
+SELECT j.job_id, j.queue_name, j.class_name, j.arguments, j.priority, j.scheduled_at,
+       r.queue_name, r.priority, s.scheduled_at
+FROM pgjobs_jobs j
+LEFT JOIN pgjobs_ready_executions r ON r.job_id = j.id
+LEFT JOIN pgjobs_scheduled_executions s ON s.job_id = j.id
+WHERE j.class_name = %s ORDER BY j.id
+"""
+
+
+def test_perform_all_later_args_writes_one_ready_job_per_row(
+    conn: psycopg.Connection[Any],
+) -> None:
+    odd = 'back\\slash "quote" tab\t nl\n é 😀'
+    rows: list[Any] = [(1,), [2], (odd,), (Decimal("1.5"),), ({"a": [1, None]},), ()]
+    assert SendWelcomeEmail.perform_all_later_args(rows, connection=conn) == len(rows)
+    found = conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()
+    assert [deserialize_arguments(r[3]) for r in found] == [(tuple(r), {}) for r in rows]
+    assert {(r[1], r[2], r[4], r[5], r[6], r[7], r[8]) for r in found} == {
+        ("mailers", SendWelcomeEmail.job_name, 0, None, "mailers", 0, None)
+    }
+    ids = [r[0] for r in found]
+    assert len(set(ids)) == len(rows) and {u.version for u in ids} == {4}
+
+
+def test_perform_all_later_args_with_options_and_functions(conn: psycopg.Connection[Any]) -> None:
+    configured = SendWelcomeEmail.set(connection=conn, queue="bulk", priority=-3)
+    assert configured.perform_all_later_args([(1,), (2,)]) == 2
+    assert rebuild_index.perform_all_later_args([("a",)], connection=conn) == 1
+    assert rebuild_index.set(wait=600).perform_all_later_args([("b",)], connection=conn) == 1
+    when = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    dated = SendWelcomeEmail.set(connection=conn, wait_until=when, priority=Level.HIGH)
+    assert dated.perform_all_later_args([(3,)]) == 1
+    assert DynamicQueue.set(queue="chosen").perform_all_later_args([("x",)], connection=conn)
+    mailers = conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()
+    assert [(r[1], r[4], r[6], r[7], r[8]) for r in mailers] == [
+        ("bulk", -3, "bulk", -3, None),
+        ("bulk", -3, "bulk", -3, None),
+        ("mailers", -3, None, None, when),
+    ]
+    indexing = conn.execute(JOBS_OF, [rebuild_index.job_class.job_name]).fetchall()
+    assert [(r[1], r[4], r[6] is not None) for r in indexing] == [
+        ("indexing", 5, True),
+        ("indexing", 5, False),
+    ]
+    assert indexing[1][8] > datetime.now(UTC) + timedelta(seconds=500)
+    assert conn.execute(JOBS_OF, [DynamicQueue.job_name]).fetchall()[0][1] == "chosen"
+
+
+def test_perform_all_later_args_refuses_what_it_cannot_write(
+    conn: psycopg.Connection[Any],
+) -> None:
+    for cls, what in (
+        (sample_jobs.LimitedPerStore, "concurrency limit"),
+        (sample_jobs.RebuildIndex, "unique key"),
+        (sample_jobs.OrderedPerAccount, "ordered keys"),
+        (sample_jobs.RatePerAccount, "rate limit"),
+        (sample_jobs.RateAndLimited, "concurrency limit (limits_concurrency) and a rate limit"),
+    ):
+        with pytest.raises(pgjobs.ConfigurationError, match="perform_all_later") as info:
+            cls.perform_all_later_args([("a", 1)], connection=conn)
+        assert cls.job_name in str(info.value) and what in str(info.value)
+    with pytest.raises(pgjobs.ConfigurationError, match=r"queue_as is a method.*set\(queue="):
+        DynamicQueue.perform_all_later_args([("vip",)], connection=conn)
+    with pytest.raises(pgjobs.ConfigurationError, match="between -32768 and 32767"):
+        SendWelcomeEmail.set(priority=40_000).perform_all_later_args([(1,)], connection=conn)
+    with pytest.raises(pgjobs.ConfigurationError, match="timezone-aware"):
+        SendWelcomeEmail.set(wait_until=datetime(2030, 1, 1)).perform_all_later_args([(1,)])
+    assert count(conn) == 0
+
+
+def test_perform_all_later_args_names_the_row_it_cannot_serialize(
+    conn: psycopg.Connection[Any],
+) -> None:
+    with pytest.raises(pgjobs.SerializationError) as info:
+        SendWelcomeEmail.perform_all_later_args([(1,), (2,), (3, object())], connection=conn)
+    message = str(info.value)
+    assert "argument 1 of tests.sample_jobs:SendWelcomeEmail.perform_all_later_args row 2" in (
+        message
+    )
+    with pytest.raises(TypeError, match=r"row 1 of .*SendWelcomeEmail.perform_all_later_args is"):
+        SendWelcomeEmail.perform_all_later_args([(1,), "abc"], connection=conn)
+    with pytest.raises(TypeError, match=r"row 0 .* is 7 \(int\)"):
+        SendWelcomeEmail.perform_all_later_args([7], connection=conn)  # type: ignore[list-item]
+    assert count(conn) == 0
+    assert SendWelcomeEmail.perform_all_later_args([], connection=conn) == 0
+    assert SendWelcomeEmail.perform_all_later_args(iter([(5,), (6,)]), connection=conn) == 2
+
+
+@pytest.mark.committed
+def test_perform_all_later_args_commits_with_the_caller_or_on_its_own(db: Database) -> None:
+    with psycopg.connect(db.url) as app:
+        SendWelcomeEmail.perform_all_later_args([(1,), (2,)], connection=app)
+        app.rollback()
+        assert count(db.url) == 0
+        SendWelcomeEmail.perform_all_later_args([(3,)], connection=app)
+        assert count(db.url) == 0  # not before the caller commits
+        app.commit()
+    assert count(db.url) == 1
+    with psycopg.connect(db.url, autocommit=True) as auto:
+        assert SendWelcomeEmail.perform_all_later_args([(4,), (5,)], connection=auto) == 2
+    assert SendWelcomeEmail.perform_all_later_args([(6,)] * 3) == 3  # pgjobs' own pool
+    assert asyncio.run(SendWelcomeEmail.perform_all_later_args_async([(7,)])) == 1
+    assert count(db.url) == 7 and count(db.url, "pgjobs_ready_executions") == 7
+
+
+@pytest.mark.committed
+def test_perform_all_later_args_in_several_statements_is_one_transaction(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgjobs.enqueue import core
+
+    monkeypatch.setattr(core, "MANY_PER_STATEMENT", 3)
+    assert SendWelcomeEmail.perform_all_later_args([(i,) for i in range(7)]) == 7
+    assert count(db.url) == 7
+    real = psycopg.Cursor.execute
+    statements: list[str] = []
+
+    def third_fails(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "jsonb_array_elements" in str(query):
+            statements.append(str(query))
+            if len(statements) == 3:
+                raise psycopg.OperationalError("the third statement fails")
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", third_fails)
+    with pytest.raises(psycopg.OperationalError, match="third statement"):
+        SendWelcomeEmail.perform_all_later_args([(i,) for i in range(8)])
+    assert len(statements) == 3
+    with psycopg.connect(db.url, autocommit=True) as auto, pytest.raises(psycopg.OperationalError):
+        statements.clear()
+        SendWelcomeEmail.perform_all_later_args([(i,) for i in range(8)], connection=auto)
+    assert count(db.url) == 7  # neither wrote its first two statements' jobs
+
+
+@pytest.mark.committed
+def test_perform_all_later_args_notifies_once_naming_the_first_job(db: Database) -> None:
+    with psycopg.connect(db.url, autocommit=True) as listener, psycopg.connect(db.url) as app:
+        listener.execute("LISTEN pgjobs_ready")
+        SendWelcomeEmail.set(priority=2).perform_all_later_args([(1,), (2,), (3,)], connection=app)
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == []  # nothing before commit
+        app.commit()
+        received = [n.payload for n in listener.notifies(timeout=0.5, stop_after=2)]
+        SendWelcomeEmail.set(wait=60).perform_all_later_args([(4,)], connection=app)
+        app.commit()
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == []  # scheduled: none
+        first = app.execute("SELECT min(job_id) FROM pgjobs_ready_executions").fetchone()
+    assert first is not None and received == [f"mailers\t2\t{first[0]}"]
+
+
+def test_perform_all_later_args_events_name_every_job(conn: psycopg.Connection[Any]) -> None:
+    seen: list[pgjobs.Event] = []
+    pgjobs.subscribe("enqueue", seen.append)
+    try:
+        SendWelcomeEmail.set(priority=1).perform_all_later_args([(1,), (2,)], connection=conn)
+    finally:
+        pgjobs.unsubscribe("enqueue", seen.append)
+    stored = [r[0] for r in conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()]
+    assert [e.fields["job_id"] for e in seen] == stored
+    assert {(e.fields["queue"], e.fields["priority"]) for e in seen} == {("mailers", 1)}
+
+
+def test_perform_all_later_args_under_the_test_adapter() -> None:
+    from pgjobs.testing import capture_jobs
+
+    with capture_jobs() as jobs:
+        assert SendWelcomeEmail.set(queue="q").perform_all_later_args([(1,), (2,)]) == 2
+        with pytest.raises(pgjobs.ConfigurationError, match="unique key"):
+            sample_jobs.RebuildIndex.perform_all_later_args([("a",)])
+    assert [(r.args, r.queue) for r in jobs.enqueued] == [((1,), "q"), ((2,), "q")]
+
+
+def test_perform_all_later_args_with_tracing_builds_the_jobs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    import contextlib
+
+    from pgjobs.observability import tracing
+
+    created: list[pgjobs.Job] = []
+
+    class Recorder:
+        @contextlib.contextmanager
+        def send(self, job: pgjobs.Job) -> Any:
+            yield
+
+        @contextlib.contextmanager
+        def send_bulk(self, jobs: Any) -> Any:
+            @contextlib.contextmanager
+            def create(job: pgjobs.Job) -> Any:
+                created.append(job)
+                job._trace_carrier = {"traceparent": "00-1-2-01"}
+                yield
+
+            yield create
+
+        def process(self, claimed: Any, carrier: Any) -> Any:
+            raise AssertionError("not performed here")
+
+    previous = tracing.install(Recorder())  # type: ignore[arg-type]
+    try:
+        written = SendWelcomeEmail.set(connection=conn).perform_all_later_args([(1,), (2,)])
+    finally:
+        tracing.install(previous)
+    assert written == 2 and [j.args for j in created] == [(1,), (2,)]
+    found = conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()
+    assert [r[0] for r in found] == [j.job_id for j in created]
+    assert {r[3]["trace"]["traceparent"] for r in found} == {"00-1-2-01"}

@@ -344,6 +344,39 @@ def dumps_arguments(
     return _dumps(data)
 
 
+def row_type_error(row: object, i: int, context: str) -> TypeError:
+    """The error for a row of :func:`dumps_rows` that is no tuple or list."""
+    return TypeError(
+        f"row {i} of {context} is {row!r:.80} ({type(row).__name__}): each row is a tuple (or "
+        "list) of one job's positional arguments, e.g. (1,) or ('a', 2)"
+    )
+
+
+def dumps_rows(rows: Iterable[object], *, context: str) -> list[str]:
+    """``dumps_arguments(row, {})`` of every row, each the positional arguments of one job: the
+    arguments of many jobs of one class at once (``perform_all_later_args``).
+
+    A row is a tuple or a list.  An error names the row, counted from 0:
+    ``Cannot serialize argument 1 of <context> row 3: ...``; a row that is no tuple or list
+    (a str would be taken apart into characters) raises :class:`TypeError` naming it.
+    """
+    texts: list[str] = []
+    append = texts.append
+    dumps = _dumps
+    for i, row in enumerate(rows):
+        if type(row) is tuple:
+            args = row
+        elif type(row) is list:
+            args = tuple(row)
+        else:
+            raise row_type_error(row, i, context)
+        if _is_plain(args):  # dumps_arguments' shortcut, without a call and a context per row
+            append(f'{{"args":{dumps(args)},"kwargs":{{}}}}')
+        else:
+            append(dumps_arguments(args, {}, context=f"{context} row {i}"))
+    return texts
+
+
 def deserialize_arguments(
     data: Mapping[str, Any] | str,
 ) -> tuple[tuple[object, ...], dict[str, object]]:

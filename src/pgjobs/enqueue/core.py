@@ -18,6 +18,7 @@ cost is one ``is None`` check.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,14 +33,15 @@ from pgjobs.db.database import Database
 from pgjobs.db.names import names, sql
 from pgjobs.enqueue import keyed as enqueue_keyed
 from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob, handle_of
+from pgjobs.enqueue.ids import random_ids
 from pgjobs.errors import ConfigurationError
 from pgjobs.jobs import callbacks, limits
 from pgjobs.observability import tracing
-from pgjobs.serialization import dumps_arguments
+from pgjobs.serialization import dumps_arguments, dumps_rows, row_type_error
 from pgjobs.store import jobs as store
 
 if TYPE_CHECKING:
-    from pgjobs.jobs.base import Job
+    from pgjobs.jobs.base import Job, Options
 
 Connectionish: TypeAlias = Any  # psycopg or SQLAlchemy connection/session; see module docstring
 
@@ -106,11 +108,14 @@ class _Row:  # one per job enqueued: not frozen, whose __init__ costs ~0.5 µs m
 
 def scheduled_at_of(job: Job, now: datetime) -> datetime | None:
     """When the job should run, or ``None`` when it is due now."""
-    options = job.options
+    return _scheduled_at(job.options, now, type(job).job_name)
+
+
+def _scheduled_at(options: Options, now: datetime, name: str) -> datetime | None:
     if options.wait_until is not None:
         when = options.wait_until
         if when.tzinfo is None:
-            raise ConfigurationError(f"{type(job).job_name}: wait_until must be timezone-aware")
+            raise ConfigurationError(f"{name}: wait_until must be timezone-aware")
     elif options.wait is not None:
         wait = options.wait
         when = now + (wait if isinstance(wait, timedelta) else timedelta(seconds=wait))
@@ -725,3 +730,203 @@ async def _all_async(
     plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
     async with database.async_connection() as conn, conn.transaction():
         return await _bulk_async(conn, database.schema, plan)
+
+
+# -- many jobs of one class: perform_all_later_args ---------------------------------------------
+
+#: Rows per statement of perform_all_later_args: its two array parameters stay a few MB, far
+#: from jsonb's 256 MB, whatever the number of rows (more statements, in one transaction).
+MANY_PER_STATEMENT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Many:
+    """What perform_all_later_args writes: the jobs' shared columns and their arguments."""
+
+    class_name: str
+    queue_name: str
+    priority: int
+    scheduled_at: datetime | None
+    arguments: list[str]  # one JSON text per job
+
+
+def _refuse_keys(cls: type[Job]) -> None:
+    declared = [
+        what
+        for what, value in (
+            ("a concurrency limit (limits_concurrency)", cls.limits_concurrency),
+            ("a unique key (unique)", cls.unique),
+            ("ordered keys (ordered)", cls.ordered),
+            ("a rate limit (rate_limit)", cls.rate_limit),
+        )
+        if value is not None
+    ]
+    if declared:
+        raise ConfigurationError(
+            f"{cls.job_name} declares {' and '.join(declared)}: perform_all_later_args writes "
+            "jobs without keys. Enqueue its jobs with pgjobs.perform_all_later([...]), which "
+            "writes each job's keys"
+        )
+
+
+def _plan_many(cls: type[Job], options: Options, rows: Iterable[Any]) -> _Many:
+    """Check the class and options once and serialize every row, before anything is written."""
+    queue, priority, when = _shared_columns(cls, options)
+    arguments = dumps_rows(rows, context=f"{cls.job_name}.perform_all_later_args")
+    return _Many(cls.job_name, queue, priority, when, arguments)
+
+
+def _shared_columns(cls: type[Job], options: Options) -> tuple[str, int, datetime | None]:
+    """The queue, priority and due time of every job of a perform_all_later_args, checked."""
+    _refuse_keys(cls)
+    queue = options.queue if options.queue is not None else cls.queue_as
+    if callable(queue):
+        raise ConfigurationError(
+            f"{cls.job_name} chooses each job's queue (queue_as is a method): give the queue, "
+            f"{cls.__name__}.set(queue=...).perform_all_later_args(...), or enqueue with "
+            "pgjobs.perform_all_later([...])"
+        )
+    if not isinstance(queue, str) or not queue:
+        raise ConfigurationError(
+            f"{cls.job_name}: queue_as must be a non-empty string, got {queue!r}"
+        )
+    priority = options.priority if options.priority is not None else cls.priority
+    _check_priority(cls, priority)
+    return queue, int(priority), _scheduled_at(options, clock.now(), cls.job_name)
+
+
+def _many_statements(
+    schema: str | None, many: _Many
+) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """Each statement, its parameters and the job ids (hex) it writes."""
+    statement = sql(
+        store.ENQUEUE_MANY_SCHEDULED if many.scheduled_at else store.ENQUEUE_MANY_READY, schema
+    )
+    shared = {
+        "queue_name": many.queue_name,
+        "class_name": many.class_name,
+        "priority": many.priority,
+        "scheduled_at": many.scheduled_at,
+        "channel": store.notify_channel(schema),
+    }
+    arguments = many.arguments
+    ids = random_ids(len(arguments)).hex()  # 32 hex digits per job, one os.urandom call
+    found = []
+    for first in range(0, len(arguments), MANY_PER_STATEMENT):
+        last = min(first + MANY_PER_STATEMENT, len(arguments))
+        hexes = [ids[32 * i : 32 * i + 32] for i in range(first, last)]
+        params = {
+            **shared,
+            "job_ids": "{" + ",".join(hexes) + "}",
+            "arguments": "[" + ",".join(arguments[first:last]) + "]",
+        }
+        found.append((statement, params, hexes))
+    return found
+
+
+def _many_events(many: _Many, written: list[list[str]]) -> None:
+    if "enqueue" in events.active:
+        for hexes in written:
+            for hex_ in hexes:
+                fields = events.job_fields(uuid.UUID(hex_), many.class_name, many.queue_name)
+                events.emit(
+                    "enqueue", **fields, priority=many.priority, scheduled_at=many.scheduled_at
+                )
+
+
+def _many_sync(cur: psycopg.Cursor[Any], schema: str | None, many: _Many) -> int:
+    statements = _many_statements(schema, many)
+    count = 0
+    for statement, params, _hexes in statements:
+        found = cur.execute(statement, params).fetchone()
+        count += found[0] if found else 0
+    _many_events(many, [hexes for _s, _p, hexes in statements])
+    return count
+
+
+async def _many_async(conn: psycopg.AsyncConnection[Any], schema: str | None, many: _Many) -> int:
+    statements = _many_statements(schema, many)
+    count = 0
+    async with conn.cursor() as cur:
+        for statement, params, _hexes in statements:
+            found = await (await cur.execute(statement, params)).fetchone()
+            count += found[0] if found else 0
+    _many_events(many, [hexes for _s, _p, hexes in statements])
+    return count
+
+
+def _built(cls: type[Job], options: Options, rows: Iterable[Any]) -> list[Job]:
+    """The jobs of the rows, for the paths that need Job objects (test adapter, tracing)."""
+    jobs = []
+    for i, row in enumerate(rows):
+        if type(row) is not tuple and type(row) is not list:
+            raise row_type_error(row, i, f"{cls.job_name}.perform_all_later_args")
+        jobs.append(cls(*row).with_options(options))
+    return jobs
+
+
+def perform_all_later_args(
+    cls: type[Job],
+    rows: Iterable[Any],
+    options: Options,
+    connection: Connectionish | None = None,
+) -> int:
+    """``cls``'s jobs, one per row of positional arguments, in one statement per 10,000 jobs and
+    one transaction; the number of jobs written.  See :meth:`pgjobs.Job.perform_all_later_args`."""
+    connection = connection if connection is not None else options.connection
+    if _adapter is not None or tracing.tracer is not None:  # they are given Job objects
+        _shared_columns(cls, options)  # what the fast path refuses is refused here too
+        return len(perform_all_later(_built(cls, options, rows), connection=connection))
+    many = _plan_many(cls, options, rows)
+    if not many.arguments:
+        return 0
+    if connection is None and _provider is not None:
+        connection = _provider()
+    several = len(many.arguments) > MANY_PER_STATEMENT
+    if connection is not None:
+        schema = current_schema()
+        driver = sync_driver(connection)
+        with driver.cursor() as cur:
+            if driver.autocommit and several:  # no caller transaction to join: one of our own
+                with driver.transaction():
+                    return _many_sync(cur, schema, many)
+            return _many_sync(cur, schema, many)  # one statement, or the caller's transaction
+    database = _database()
+    conn, cursor = database.checkout()
+    try:
+        if several:
+            with conn.transaction():
+                return _many_sync(cursor, database.schema, many)
+        return _many_sync(cursor, database.schema, many)  # autocommit: one statement, atomic
+    finally:
+        database.checkin(conn)
+
+
+async def perform_all_later_args_async(
+    cls: type[Job],
+    rows: Iterable[Any],
+    options: Options,
+    connection: Connectionish | None = None,
+) -> int:
+    connection = connection if connection is not None else options.connection
+    if _adapter is not None or tracing.tracer is not None:
+        _shared_columns(cls, options)
+        jobs = _built(cls, options, rows)
+        return len(await perform_all_later_async(jobs, connection=connection))
+    many = _plan_many(cls, options, rows)
+    if not many.arguments:
+        return 0
+    several = len(many.arguments) > MANY_PER_STATEMENT
+    if connection is not None:
+        schema = current_schema()
+        driver = await async_driver(connection)
+        if driver.autocommit and several:
+            async with driver.transaction():
+                return await _many_async(driver, schema, many)
+        return await _many_async(driver, schema, many)
+    database = _database()
+    async with database.async_connection() as conn:
+        if several:
+            async with conn.transaction():
+                return await _many_async(conn, database.schema, many)
+        return await _many_async(conn, database.schema, many)

@@ -10,12 +10,17 @@ import asyncio
 import importlib
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
-from pgjobs.enqueue.core import enqueue, enqueue_async
+from pgjobs.enqueue.core import (
+    enqueue,
+    enqueue_async,
+    perform_all_later_args,
+    perform_all_later_args_async,
+)
 from pgjobs.enqueue.handle import EnqueuedJob
 from pgjobs.enqueue.ids import new_job_id
 from pgjobs.errors import ConfigurationError, UnknownJobError
@@ -281,6 +286,27 @@ class Job:
         """Run the job inline, callbacks included; returns what ``perform`` returns."""
         return cls(*args, **kwargs).perform_inline()
 
+    @classmethod
+    def perform_all_later_args(
+        cls, rows: Iterable[Sequence[Any]], *, connection: Connectionish | None = None
+    ) -> int:
+        """Enqueue one job of this class per row, ``perform(*row)``: the fast path for many
+        jobs of one class (``docs/jobs.md``).  Returns how many were written, and no handles.
+
+        The jobs share the class's queue and priority (or those of ``set(...)``), are written
+        in one transaction (the caller's with ``connection``) by one statement per 10,000, and
+        no ``Job`` object is made.  Refused for a class with a concurrency limit, unique key,
+        ordered key or rate limit.  Enqueue callbacks are not run (as by ``perform_all_later``).
+        """
+        return perform_all_later_args(cls, rows, NO_OPTIONS, connection)
+
+    @classmethod
+    async def perform_all_later_args_async(
+        cls, rows: Iterable[Sequence[Any]], *, connection: Connectionish | None = None
+    ) -> int:
+        """:meth:`perform_all_later_args` for asyncio."""
+        return await perform_all_later_args_async(cls, rows, NO_OPTIONS, connection)
+
     def with_options(self, options: Options) -> Job:
         self.options = self.options.merged(options)
         if options.queue is not None:
@@ -423,6 +449,18 @@ class ConfiguredJob:
     def perform_now(self, *args: Any, **kwargs: Any) -> Any:
         return self.build(*args, **kwargs).perform_inline()
 
+    def perform_all_later_args(
+        self, rows: Iterable[Sequence[Any]], *, connection: Connectionish | None = None
+    ) -> int:
+        """:meth:`Job.perform_all_later_args` with these options (queue, priority, wait,
+        wait_until, connection): the same for every job."""
+        return perform_all_later_args(self.job_class, rows, self.options, connection)
+
+    async def perform_all_later_args_async(
+        self, rows: Iterable[Sequence[Any]], *, connection: Connectionish | None = None
+    ) -> int:
+        return await perform_all_later_args_async(self.job_class, rows, self.options, connection)
+
 
 class JobFunction(Generic[P, R]):
     """A function turned into a job by :func:`job`; calling it still calls the function."""
@@ -452,6 +490,17 @@ class JobFunction(Generic[P, R]):
 
     def perform_now(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self.job_class(*args, **kwargs).perform_inline()
+
+    def perform_all_later_args(
+        self, rows: Iterable[Sequence[Any]], *, connection: Connectionish | None = None
+    ) -> int:
+        """One job per row of positional arguments, in bulk: :meth:`Job.perform_all_later_args`."""
+        return perform_all_later_args(self.job_class, rows, NO_OPTIONS, connection)
+
+    async def perform_all_later_args_async(
+        self, rows: Iterable[Sequence[Any]], *, connection: Connectionish | None = None
+    ) -> int:
+        return await perform_all_later_args_async(self.job_class, rows, NO_OPTIONS, connection)
 
 
 @overload

@@ -64,6 +64,43 @@ COPY_SCHEDULED_BINARY = """
 COPY {scheduled} (job_id, queue_name, priority, scheduled_at) FROM STDIN (FORMAT BINARY)
 """
 
+# perform_all_later_args (pgjobs.enqueue.core): many jobs of one class, queue and priority in
+# one statement, whatever their number.  The rows come from two parameters zipped by ROWS FROM:
+# the jobs' ids (a uuid[] the client made) and their arguments (one JSON array, an element per
+# job); the ready rows follow from the jobs inserted, and one notification names the first
+# (the lowest id: the same priority for all).  No id travels back: the count of jobs written.
+ENQUEUE_MANY_READY = """
+WITH job AS (
+    INSERT INTO {jobs} (job_id, queue_name, class_name, arguments, priority)
+    SELECT t.job_id, %(queue_name)s, %(class_name)s, t.arguments, %(priority)s::smallint
+    FROM ROWS FROM (unnest(%(job_ids)s::uuid[]), jsonb_array_elements(%(arguments)s::jsonb))
+         AS t (job_id, arguments)
+    RETURNING id
+), ready AS (
+    INSERT INTO {ready} (job_id, queue_name, priority)
+    SELECT id, %(queue_name)s, %(priority)s::smallint FROM job
+)
+SELECT count(*),
+       pg_notify(%(channel)s, %(queue_name)s || E'\t' || %(priority)s::smallint || E'\t' || min(id))
+FROM job
+"""
+
+# The same for jobs due later: their scheduled rows, no notification.
+ENQUEUE_MANY_SCHEDULED = """
+WITH job AS (
+    INSERT INTO {jobs} (job_id, queue_name, class_name, arguments, priority, scheduled_at)
+    SELECT t.job_id, %(queue_name)s, %(class_name)s, t.arguments, %(priority)s::smallint,
+           %(scheduled_at)s
+    FROM ROWS FROM (unnest(%(job_ids)s::uuid[]), jsonb_array_elements(%(arguments)s::jsonb))
+         AS t (job_id, arguments)
+    RETURNING id, scheduled_at
+), scheduled AS (
+    INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at)
+    SELECT id, %(queue_name)s, %(priority)s::smallint, scheduled_at FROM job
+)
+SELECT count(*), NULL FROM job
+"""
+
 # One notification per distinct queue after a bulk enqueue, naming its first job in claim order.
 NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, p) FROM unnest(%(payloads)s::text[]) AS p"
 
