@@ -766,3 +766,44 @@ def test_perform_all_later_args_with_tracing_builds_the_jobs(
     found = conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()
     assert [r[0] for r in found] == [j.job_id for j in created]
     assert {r[3]["trace"]["traceparent"] for r in found} == {"00-1-2-01"}
+
+
+@pytest.mark.parametrize("per_statement", [10_000, 3])
+def test_bulk_of_one_class_queue_and_priority_is_written_by_one_statement(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, per_statement: int
+) -> None:
+    """perform_all_later's jobs sharing class, queue, priority and due time take
+    jobs.ENQUEUE_MANY_*: the same rows, handles and order as the COPY path."""
+    from pgjobs.enqueue import core
+
+    monkeypatch.setattr(core, "MANY_PER_STATEMENT", per_statement)
+    odd = 'back\\slash "quote" tab\t é'
+    jobs = [SendWelcomeEmail.set(priority=4).build(i, odd) for i in range(7)]
+    statements: list[str] = []
+    real = psycopg.Cursor.execute
+
+    def spy(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    later = pgjobs.perform_all_later(
+        [rebuild_index.set(wait=600).build(n) for n in ("a", "b")], connection=conn
+    )
+    monkeypatch.setattr(psycopg.Cursor, "execute", real)
+    assert sum("jsonb_array_elements" in s for s in statements) == -(-7 // per_statement) + 1
+    assert not any("COPY" in s for s in statements)
+    ids = [h.id for h in handles]
+    assert ids == sorted(ids) and len(set(ids)) == 7  # in list order
+    for job, handle in zip(jobs, handles, strict=True):
+        row = conn.execute(STORED, [handle.job_id]).fetchone()
+        assert row is not None
+        assert row[:2] == ("mailers", SendWelcomeEmail.job_name)
+        assert deserialize_arguments(row[2]) == (job.args, {})
+        assert row[3:] == (4, None, None, None, 0, "mailers", 4, None, None, None, None)
+        stored = conn.execute("SELECT id FROM pgjobs_jobs WHERE job_id = %s", [job.job_id])
+        assert (handle.id, handle.state, handle.priority) == (stored.fetchone()[0], "ready", 4)  # type: ignore[index]
+    assert [h.state for h in later] == ["scheduled", "scheduled"]
+    assert later[0].scheduled_at == later[1].scheduled_at and later[0].scheduled_at is not None
+    assert [state(conn, h.job_id) for h in later] == ["scheduled", "scheduled"]

@@ -1,4 +1,5 @@
-"""Enqueueing: ``perform_later``, delayed jobs, bulk ``perform_all_later``, transactional enqueue.
+"""Enqueueing: ``perform_later``, delayed jobs, bulk ``perform_all_later``, many jobs of one
+class (``perform_all_later_args``), transactional enqueue.
 
 A job is written on the connection the caller hands over (``Job.set(connection=...)`` or
 ``perform_all_later(..., connection=...)``) inside the caller's transaction, so it exists if and
@@ -7,8 +8,14 @@ SQLAlchemy ``Connection`` / ``Session`` / ``AsyncConnection`` / ``AsyncSession``
 such as Flask-SQLAlchemy's ``db.session``) on the ``postgresql+psycopg`` driver.  Without one,
 pgjobs uses its own pool and the job is committed before the call returns.
 
-Sync and async share everything but the few lines that execute: :func:`_plan` builds the
-statement and parameters once, for both.
+Sync and async share everything but the few lines that execute: the rows, statements and
+parameters are built once, for both (:func:`_record`, :func:`_plan_bulk`, :func:`_plan_many`).
+
+The hot paths make as few Python objects per job as they can (every µs of Python is ~1 % of a
+bulk enqueue): a job without keys becomes its row (:data:`Record`) directly, its handle is made
+by :func:`pgjobs.enqueue.handle.handle_of`, and many jobs sharing their class, queue, priority
+and due time are written by one statement (:data:`pgjobs.store.jobs.ENQUEUE_MANY_READY`).
+Jobs with keys keep :class:`_Row` and the statements of :mod:`pgjobs.enqueue.keyed`.
 
 Tracing (:mod:`pgjobs.observability.tracing`): each enqueue that writes runs inside the hook's
 ``send`` (a bulk one inside ``send_bulk``, each job's row built inside its ``create``) when a hook
@@ -456,6 +463,84 @@ def _not_enqueued(job: Job) -> EnqueuedJob:
     )
 
 
+# -- many jobs sharing class, queue, priority and due time: one statement ---------------------
+# perform_all_later_args' jobs, and perform_all_later's without keys when they share those
+# columns: jobs.ENQUEUE_MANY_READY / _SCHEDULED instead of an id reservation, two COPYs and a
+# notification (one round trip; the server makes the execution rows from the jobs' rows).
+
+#: Jobs per statement: its two array parameters stay a few MB, far from jsonb's 256 MB,
+#: whatever the number of jobs (more statements, in one transaction).
+MANY_PER_STATEMENT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Many:
+    """Jobs sharing their class, queue, priority and due time, written by one statement per
+    MANY_PER_STATEMENT (jobs.ENQUEUE_MANY_READY / _SCHEDULED)."""
+
+    class_name: str
+    queue_name: str
+    priority: int
+    scheduled_at: datetime | None
+    arguments: list[str]  # one JSON text per job
+    job_ids: list[str] | None = None  # their job ids in hex (None: new random ones)
+
+
+def _hex_ids(n: int) -> list[str]:
+    """``n`` new random job ids as 32 hex digits each (one ``os.urandom`` call)."""
+    ids = random_ids(n).hex()
+    return [ids[i : i + 32] for i in range(0, 32 * n, 32)]
+
+
+def _many_statements(schema: str | None, many: _Many) -> list[tuple[str, dict[str, Any]]]:
+    """The statements that write ``many``, with their parameters (one per MANY_PER_STATEMENT)."""
+    statement = sql(
+        store.ENQUEUE_MANY_SCHEDULED if many.scheduled_at else store.ENQUEUE_MANY_READY, schema
+    )
+    shared = {
+        "jobs_table": names(schema)["jobs"],
+        "queue_name": many.queue_name,
+        "class_name": many.class_name,
+        "priority": many.priority,
+        "scheduled_at": many.scheduled_at,
+        "channel": store.notify_channel(schema),
+    }
+    arguments = many.arguments
+    job_ids = many.job_ids if many.job_ids is not None else _hex_ids(len(arguments))
+    return [
+        (
+            statement,
+            {
+                **shared,
+                "job_ids": "{" + ",".join(job_ids[first : first + MANY_PER_STATEMENT]) + "}",
+                "arguments": "[" + ",".join(arguments[first : first + MANY_PER_STATEMENT]) + "]",
+            },
+        )
+        for first in range(0, len(arguments), MANY_PER_STATEMENT)
+    ]
+
+
+def _many_sync(cur: psycopg.Cursor[Any], statements: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Run the statements of _many_statements: the jobs' ids, in order."""
+    ids: list[int] = []
+    for statement, params in statements:
+        found = cur.execute(statement, params).fetchone()
+        assert found is not None
+        ids += found[0]
+    return ids
+
+
+async def _many_async(
+    cur: psycopg.AsyncCursor[Any], statements: list[tuple[str, dict[str, Any]]]
+) -> list[int]:
+    ids: list[int] = []
+    for statement, params in statements:
+        found = await (await cur.execute(statement, params)).fetchone()
+        assert found is not None
+        ids += found[0]
+    return ids
+
+
 # -- bulk enqueue -----------------------------------------------------------------------------
 
 # The columns of COPY_JOBS_BINARY, COPY_READY_BINARY and COPY_SCHEDULED_BINARY (store.jobs).
@@ -482,10 +567,42 @@ def _binary(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Bulk:
-    jobs: list[Job]  # the jobs without keys, COPYed ...
+    jobs: list[Job]  # the jobs without keys ...
     records: list[Record]  # ... with their rows, in the same order
     keyed: list[tuple[int, _Row]]  # (position, row) of jobs with keys, in semaphore-lock order
     size: int
+    group: _Many | None  # the jobs without keys when they share class, queue, priority and time
+
+    @property
+    def one_statement(self) -> bool:
+        """Whether the whole batch is one statement (atomic without a transaction)."""
+        return self.group is not None and not self.keyed and len(self.records) <= MANY_PER_STATEMENT
+
+
+def _group(records: list[Record]) -> _Many | None:
+    """The jobs without keys as one :class:`_Many` when they share class, queue, priority and
+    due time (the usual bulk: ``[X.build(i) for i in ...]``): written by one statement per
+    10,000 instead of an id reservation, two COPYs and a notification — ~20 % faster (fewer
+    round trips; the server inserts the execution rows from the jobs' rows)."""
+    if not records:
+        return None
+    _id, _job_id, queue, class_name, _arguments, priority, when = records[0]
+    for record in records:
+        if (
+            record[3] != class_name
+            or record[2] != queue
+            or record[5] != priority
+            or record[6] != when
+        ):
+            return None
+    return _Many(
+        class_name,
+        queue,
+        int(priority),
+        when,
+        [record[4] for record in records],
+        [record[1].hex for record in records],
+    )
 
 
 def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None) -> _Bulk:
@@ -522,7 +639,7 @@ def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None)
             else item[1].keys.unique_key or "",
         ),
     )
-    return _Bulk(plain, records, keyed, len(plain) + len(keyed))
+    return _Bulk(plain, records, keyed, len(plain) + len(keyed), _group(records))
 
 
 def _created(create: tracing.Create, job: Job, now: datetime, channel: str) -> _Row:
@@ -586,7 +703,14 @@ def _merged(plan: _Bulk, handles: list[EnqueuedJob], keyed: list[EnqueuedJob]) -
 def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -> list[EnqueuedJob]:
     records = plan.records
     handles: list[EnqueuedJob] = []
-    if records:
+    if plan.group is not None:
+        with conn.cursor() as cur:
+            ids = _many_sync(cur, _many_statements(schema, plan.group))
+        for record, id_ in zip(records, ids, strict=True):
+            record[0] = id_
+        handles = _handles(records)
+        _settle(plan)
+    elif records:
         reserved = conn.execute(*_reserve(schema, len(records))).fetchall()
         with conn.cursor() as cur:
             _binary(cur)
@@ -624,7 +748,14 @@ async def _bulk_async(
 ) -> list[EnqueuedJob]:
     records = plan.records
     handles: list[EnqueuedJob] = []
-    if records:
+    if plan.group is not None:
+        async with conn.cursor() as cur:
+            ids = await _many_async(cur, _many_statements(schema, plan.group))
+        for record, id_ in zip(records, ids, strict=True):
+            record[0] = id_
+        handles = _handles(records)
+        _settle(plan)
+    elif records:
         reserved = await (await conn.execute(*_reserve(schema, len(records)))).fetchall()
         async with conn.cursor() as cur:
             _binary(cur)
@@ -692,13 +823,16 @@ def _all(
         schema = current_schema()
         plan = _plan_bulk(jobs, store.notify_channel(schema), create)
         driver = sync_driver(connection)
-        if driver.autocommit:  # no caller transaction to join: make the batch atomic ourselves
-            with driver.transaction():
+        if driver.autocommit and not plan.one_statement:
+            with driver.transaction():  # no caller transaction to join: the batch's own
                 return _bulk_sync(driver, schema, plan)
         # inside the caller's transaction: it commits or rolls back the jobs with its data
         return _bulk_sync(driver, schema, plan)
     database = _database()
     plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
+    if plan.one_statement:  # atomic on its own (the pool's connections are in autocommit)
+        with database.connection() as conn:
+            return _bulk_sync(conn, database.schema, plan)
     with database.connection() as conn, conn.transaction():
         return _bulk_sync(conn, database.schema, plan)
 
@@ -722,32 +856,20 @@ async def _all_async(
         schema = current_schema()
         plan = _plan_bulk(jobs, store.notify_channel(schema), create)
         driver = await async_driver(connection)
-        if driver.autocommit:
+        if driver.autocommit and not plan.one_statement:
             async with driver.transaction():
                 return await _bulk_async(driver, schema, plan)
         return await _bulk_async(driver, schema, plan)
     database = _database()
     plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
+    if plan.one_statement:
+        async with database.async_connection() as conn:
+            return await _bulk_async(conn, database.schema, plan)
     async with database.async_connection() as conn, conn.transaction():
         return await _bulk_async(conn, database.schema, plan)
 
 
 # -- many jobs of one class: perform_all_later_args ---------------------------------------------
-
-#: Rows per statement of perform_all_later_args: its two array parameters stay a few MB, far
-#: from jsonb's 256 MB, whatever the number of rows (more statements, in one transaction).
-MANY_PER_STATEMENT = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Many:
-    """What perform_all_later_args writes: the jobs' shared columns and their arguments."""
-
-    class_name: str
-    queue_name: str
-    priority: int
-    scheduled_at: datetime | None
-    arguments: list[str]  # one JSON text per job
 
 
 def _refuse_keys(cls: type[Job]) -> None:
@@ -795,63 +917,29 @@ def _shared_columns(cls: type[Job], options: Options) -> tuple[str, int, datetim
     return queue, int(priority), _scheduled_at(options, clock.now(), cls.job_name)
 
 
-def _many_statements(
-    schema: str | None, many: _Many
-) -> list[tuple[str, dict[str, Any], list[str]]]:
-    """Each statement, its parameters and the job ids (hex) it writes."""
-    statement = sql(
-        store.ENQUEUE_MANY_SCHEDULED if many.scheduled_at else store.ENQUEUE_MANY_READY, schema
-    )
-    shared = {
-        "queue_name": many.queue_name,
-        "class_name": many.class_name,
-        "priority": many.priority,
-        "scheduled_at": many.scheduled_at,
-        "channel": store.notify_channel(schema),
-    }
-    arguments = many.arguments
-    ids = random_ids(len(arguments)).hex()  # 32 hex digits per job, one os.urandom call
-    found = []
-    for first in range(0, len(arguments), MANY_PER_STATEMENT):
-        last = min(first + MANY_PER_STATEMENT, len(arguments))
-        hexes = [ids[32 * i : 32 * i + 32] for i in range(first, last)]
-        params = {
-            **shared,
-            "job_ids": "{" + ",".join(hexes) + "}",
-            "arguments": "[" + ",".join(arguments[first:last]) + "]",
-        }
-        found.append((statement, params, hexes))
-    return found
+def _many_events(many: _Many, statements: list[tuple[str, dict[str, Any]]]) -> None:
+    """The enqueue events of perform_all_later_args' jobs (perform_all_later's: _settle)."""
+    if "enqueue" not in events.active:
+        return
+    for _sql, params in statements:
+        for hex_ in params["job_ids"].strip("{}").split(","):
+            fields = events.job_fields(uuid.UUID(hex_), many.class_name, many.queue_name)
+            events.emit("enqueue", **fields, priority=many.priority, scheduled_at=many.scheduled_at)
 
 
-def _many_events(many: _Many, written: list[list[str]]) -> None:
-    if "enqueue" in events.active:
-        for hexes in written:
-            for hex_ in hexes:
-                fields = events.job_fields(uuid.UUID(hex_), many.class_name, many.queue_name)
-                events.emit(
-                    "enqueue", **fields, priority=many.priority, scheduled_at=many.scheduled_at
-                )
-
-
-def _many_sync(cur: psycopg.Cursor[Any], schema: str | None, many: _Many) -> int:
+def _written_many(cur: psycopg.Cursor[Any], schema: str | None, many: _Many) -> int:
     statements = _many_statements(schema, many)
-    count = 0
-    for statement, params, _hexes in statements:
-        found = cur.execute(statement, params).fetchone()
-        count += found[0] if found else 0
-    _many_events(many, [hexes for _s, _p, hexes in statements])
+    count = len(_many_sync(cur, statements))
+    _many_events(many, statements)
     return count
 
 
-async def _many_async(conn: psycopg.AsyncConnection[Any], schema: str | None, many: _Many) -> int:
+async def _written_many_async(
+    cur: psycopg.AsyncCursor[Any], schema: str | None, many: _Many
+) -> int:
     statements = _many_statements(schema, many)
-    count = 0
-    async with conn.cursor() as cur:
-        for statement, params, _hexes in statements:
-            found = await (await cur.execute(statement, params)).fetchone()
-            count += found[0] if found else 0
-    _many_events(many, [hexes for _s, _p, hexes in statements])
+    count = len(await _many_async(cur, statements))
+    _many_events(many, statements)
     return count
 
 
@@ -889,15 +977,15 @@ def perform_all_later_args(
         with driver.cursor() as cur:
             if driver.autocommit and several:  # no caller transaction to join: one of our own
                 with driver.transaction():
-                    return _many_sync(cur, schema, many)
-            return _many_sync(cur, schema, many)  # one statement, or the caller's transaction
+                    return _written_many(cur, schema, many)
+            return _written_many(cur, schema, many)  # one statement, or the caller's transaction
     database = _database()
     conn, cursor = database.checkout()
     try:
         if several:
             with conn.transaction():
-                return _many_sync(cursor, database.schema, many)
-        return _many_sync(cursor, database.schema, many)  # autocommit: one statement, atomic
+                return _written_many(cursor, database.schema, many)
+        return _written_many(cursor, database.schema, many)  # autocommit: one statement, atomic
     finally:
         database.checkin(conn)
 
@@ -920,13 +1008,14 @@ async def perform_all_later_args_async(
     if connection is not None:
         schema = current_schema()
         driver = await async_driver(connection)
-        if driver.autocommit and several:
-            async with driver.transaction():
-                return await _many_async(driver, schema, many)
-        return await _many_async(driver, schema, many)
+        async with driver.cursor() as cur:
+            if driver.autocommit and several:
+                async with driver.transaction():
+                    return await _written_many_async(cur, schema, many)
+            return await _written_many_async(cur, schema, many)
     database = _database()
-    async with database.async_connection() as conn:
+    async with database.async_connection() as conn, conn.cursor() as cur:
         if several:
             async with conn.transaction():
-                return await _many_async(conn, database.schema, many)
-        return await _many_async(conn, database.schema, many)
+                return await _written_many_async(cur, database.schema, many)
+        return await _written_many_async(cur, database.schema, many)

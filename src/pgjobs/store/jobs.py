@@ -64,41 +64,48 @@ COPY_SCHEDULED_BINARY = """
 COPY {scheduled} (job_id, queue_name, priority, scheduled_at) FROM STDIN (FORMAT BINARY)
 """
 
-# perform_all_later_args (pgjobs.enqueue.core): many jobs of one class, queue and priority in
-# one statement, whatever their number.  The rows come from two parameters zipped by ROWS FROM:
-# the jobs' ids (a uuid[] the client made) and their arguments (one JSON array, an element per
-# job); the ready rows follow from the jobs inserted, and one notification names the first
-# (the lowest id: the same priority for all).  No id travels back: the count of jobs written.
+# Many jobs of one class, queue, priority and due time in one statement, whatever their number
+# (pgjobs.enqueue.core: perform_all_later_args, and perform_all_later when its jobs without keys
+# share those columns).  The rows come from two parameters zipped by ROWS FROM: the jobs' ids (a
+# uuid[] the client made) and their arguments (one JSON array, an element per job).  Their ids
+# are taken from the jobs' sequence (looked up once) in that order, and returned in that order;
+# the ready rows follow, and one notification names the first job (the lowest id: the same
+# priority for all).
 ENQUEUE_MANY_READY = """
-WITH job AS (
-    INSERT INTO {jobs} (job_id, queue_name, class_name, arguments, priority)
-    SELECT t.job_id, %(queue_name)s, %(class_name)s, t.arguments, %(priority)s::smallint
+WITH new AS MATERIALIZED (
+    SELECT nextval((SELECT pg_get_serial_sequence(%(jobs_table)s, 'id')::regclass)) AS id,
+           t.job_id, t.arguments, t.n
     FROM ROWS FROM (unnest(%(job_ids)s::uuid[]), jsonb_array_elements(%(arguments)s::jsonb))
-         AS t (job_id, arguments)
-    RETURNING id
+         WITH ORDINALITY AS t (job_id, arguments, n)
+), job AS (
+    INSERT INTO {jobs} (id, job_id, queue_name, class_name, arguments, priority)
+    SELECT id, job_id, %(queue_name)s, %(class_name)s, arguments, %(priority)s::smallint FROM new
 ), ready AS (
     INSERT INTO {ready} (job_id, queue_name, priority)
-    SELECT id, %(queue_name)s, %(priority)s::smallint FROM job
+    SELECT id, %(queue_name)s, %(priority)s::smallint FROM new
 )
-SELECT count(*),
+SELECT array_agg(id ORDER BY n),
        pg_notify(%(channel)s, %(queue_name)s || E'\t' || %(priority)s::smallint || E'\t' || min(id))
-FROM job
+FROM new
 """
 
 # The same for jobs due later: their scheduled rows, no notification.
 ENQUEUE_MANY_SCHEDULED = """
-WITH job AS (
-    INSERT INTO {jobs} (job_id, queue_name, class_name, arguments, priority, scheduled_at)
-    SELECT t.job_id, %(queue_name)s, %(class_name)s, t.arguments, %(priority)s::smallint,
-           %(scheduled_at)s
+WITH new AS MATERIALIZED (
+    SELECT nextval((SELECT pg_get_serial_sequence(%(jobs_table)s, 'id')::regclass)) AS id,
+           t.job_id, t.arguments, t.n
     FROM ROWS FROM (unnest(%(job_ids)s::uuid[]), jsonb_array_elements(%(arguments)s::jsonb))
-         AS t (job_id, arguments)
-    RETURNING id, scheduled_at
+         WITH ORDINALITY AS t (job_id, arguments, n)
+), job AS (
+    INSERT INTO {jobs} (id, job_id, queue_name, class_name, arguments, priority, scheduled_at)
+    SELECT id, job_id, %(queue_name)s, %(class_name)s, arguments, %(priority)s::smallint,
+           %(scheduled_at)s
+    FROM new
 ), scheduled AS (
     INSERT INTO {scheduled} (job_id, queue_name, priority, scheduled_at)
-    SELECT id, %(queue_name)s, %(priority)s::smallint, scheduled_at FROM job
+    SELECT id, %(queue_name)s, %(priority)s::smallint, %(scheduled_at)s FROM new
 )
-SELECT count(*), NULL FROM job
+SELECT array_agg(id ORDER BY n), NULL FROM new
 """
 
 # One notification per distinct queue after a bulk enqueue, naming its first job in claim order.
