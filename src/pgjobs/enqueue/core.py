@@ -25,6 +25,7 @@ cost is one ``is None`` check.
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -483,13 +484,36 @@ class _Many:
     priority: int
     scheduled_at: datetime | None
     arguments: list[str]  # one JSON text per job
-    job_ids: list[str] | None = None  # their job ids in hex (None: new random ones)
+    job_ids: bytes | bytearray | None = None  # their job ids, 16 bytes each (None: new ones)
 
 
-def _hex_ids(n: int) -> list[str]:
-    """``n`` new random job ids as 32 hex digits each (one ``os.urandom`` call)."""
-    ids = random_ids(n).hex()
-    return [ids[i : i + 32] for i in range(0, 32 * n, 32)]
+class _UuidArray(bytes):
+    """A ``uuid[]`` parameter already in PostgreSQL's binary format (:func:`_uuid_array`)."""
+
+
+class _UuidArrayDumper(Dumper):
+    """Sends a :class:`_UuidArray` as it is: no UUID text for the server to parse (~0.3 µs of
+    its ~8 µs per job of an ENQUEUE_MANY statement), no ``uuid.UUID`` to make."""
+
+    format = pq.Format.BINARY
+    oid = 2951  # uuid[]
+
+    def dump(self, obj: bytes) -> bytes:
+        return obj
+
+
+_ARRAY_HEADER = struct.Struct("!iiIii")  # dimensions, has nulls, element type, length, lower bound
+_UUID_LENGTH = (16).to_bytes(4, "big")
+
+
+def _uuid_array(raw: bytes | bytearray, first: int, last: int) -> _UuidArray:
+    """The ids ``first`` to ``last - 1`` of ``raw`` (16 bytes each) as a binary ``uuid[]``."""
+    items = [_UUID_LENGTH + raw[i : i + 16] for i in range(16 * first, 16 * last, 16)]
+    return _UuidArray(_ARRAY_HEADER.pack(1, 0, 2950, last - first, 1) + b"".join(items))
+
+
+def _uuid_arrays(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
+    cur.adapters.register_dumper(_UuidArray, _UuidArrayDumper)  # on this cursor only
 
 
 def _many_statements(schema: str | None, many: _Many) -> list[tuple[str, dict[str, Any]]]:
@@ -506,22 +530,24 @@ def _many_statements(schema: str | None, many: _Many) -> list[tuple[str, dict[st
         "channel": store.notify_channel(schema),
     }
     arguments = many.arguments
-    job_ids = many.job_ids if many.job_ids is not None else _hex_ids(len(arguments))
+    n = len(arguments)
+    job_ids = many.job_ids if many.job_ids is not None else random_ids(n)
     return [
         (
             statement,
             {
                 **shared,
-                "job_ids": "{" + ",".join(job_ids[first : first + MANY_PER_STATEMENT]) + "}",
+                "job_ids": _uuid_array(job_ids, first, min(first + MANY_PER_STATEMENT, n)),
                 "arguments": "[" + ",".join(arguments[first : first + MANY_PER_STATEMENT]) + "]",
             },
         )
-        for first in range(0, len(arguments), MANY_PER_STATEMENT)
+        for first in range(0, n, MANY_PER_STATEMENT)
     ]
 
 
 def _many_sync(cur: psycopg.Cursor[Any], statements: list[tuple[str, dict[str, Any]]]) -> list[int]:
     """Run the statements of _many_statements: the jobs' ids, in order."""
+    _uuid_arrays(cur)
     ids: list[int] = []
     for statement, params in statements:
         found = cur.execute(statement, params).fetchone()
@@ -533,6 +559,7 @@ def _many_sync(cur: psycopg.Cursor[Any], statements: list[tuple[str, dict[str, A
 async def _many_async(
     cur: psycopg.AsyncCursor[Any], statements: list[tuple[str, dict[str, Any]]]
 ) -> list[int]:
+    _uuid_arrays(cur)
     ids: list[int] = []
     for statement, params in statements:
         found = await (await cur.execute(statement, params)).fetchone()
@@ -601,7 +628,7 @@ def _group(records: list[Record]) -> _Many | None:
         int(priority),
         when,
         [record[4] for record in records],
-        [record[1].hex for record in records],
+        b"".join([record[1].bytes for record in records]),
     )
 
 
@@ -922,8 +949,10 @@ def _many_events(many: _Many, statements: list[tuple[str, dict[str, Any]]]) -> N
     if "enqueue" not in events.active:
         return
     for _sql, params in statements:
-        for hex_ in params["job_ids"].strip("{}").split(","):
-            fields = events.job_fields(uuid.UUID(hex_), many.class_name, many.queue_name)
+        ids = params["job_ids"][_ARRAY_HEADER.size :]
+        for i in range(0, len(ids), 20):  # 4 bytes of length, 16 of UUID
+            job_id = uuid.UUID(bytes=bytes(ids[i + 4 : i + 20]))
+            fields = events.job_fields(job_id, many.class_name, many.queue_name)
             events.emit("enqueue", **fields, priority=many.priority, scheduled_at=many.scheduled_at)
 
 
