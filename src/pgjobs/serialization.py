@@ -323,6 +323,17 @@ def serialize_arguments(
     return {"args": out_args, "kwargs": out_kwargs}
 
 
+def dumps_plain(
+    args: Sequence[object], kwargs: Mapping[str, object], trace: Mapping[str, str] | None = None
+) -> str | None:
+    """:func:`dumps_arguments`' text when the arguments are plain positional scalars (no
+    keywords, no trace context: the common case), else ``None``.  The same text, ~1 µs sooner:
+    no intermediate dict, and no error context to format (none can be raised)."""
+    if trace is None and not kwargs and type(args) is tuple and _is_plain(args):
+        return f'{{"args":{_dumps(args)},"kwargs":{{}}}}'
+    return None
+
+
 def dumps_arguments(
     args: Sequence[object],
     kwargs: Mapping[str, object],
@@ -336,8 +347,9 @@ def dumps_arguments(
     :mod:`pgjobs.observability.tracing`), stored under a ``"trace"`` key beside ``args`` and
     ``kwargs``; :func:`deserialize_arguments` ignores it.
     """
-    if trace is None and not kwargs and type(args) is tuple and _is_plain(args):
-        return f'{{"args":{_dumps(args)},"kwargs":{{}}}}'  # the same text, ~1 µs sooner
+    plain = dumps_plain(args, kwargs, trace)
+    if plain is not None:
+        return plain
     data = serialize_arguments(args, kwargs, context=context)
     if trace is not None:
         data["trace"] = dict(trace)

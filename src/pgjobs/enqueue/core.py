@@ -45,7 +45,7 @@ from pgjobs.enqueue.ids import random_ids
 from pgjobs.errors import ConfigurationError
 from pgjobs.jobs import callbacks, limits
 from pgjobs.observability import tracing
-from pgjobs.serialization import dumps_arguments, dumps_rows, row_type_error
+from pgjobs.serialization import dumps_arguments, dumps_plain, dumps_rows, row_type_error
 from pgjobs.store import jobs as store
 
 if TYPE_CHECKING:
@@ -188,9 +188,11 @@ def _record(job: Job, now: datetime) -> Record:
     when = None
     if options.wait_until is not None or options.wait is not None:
         when = scheduled_at_of(job, now)
-    arguments = dumps_arguments(
-        job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
-    )
+    arguments = dumps_plain(job.args, job.kwargs, job._trace_carrier)
+    if arguments is None:
+        arguments = dumps_arguments(
+            job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
+        )
     return [None, job.job_id, job.queue_name, cls.job_name, arguments, priority, when]
 
 
