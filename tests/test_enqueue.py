@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -807,3 +808,36 @@ def test_bulk_of_one_class_queue_and_priority_is_written_by_one_statement(
     assert [h.state for h in later] == ["scheduled", "scheduled"]
     assert later[0].scheduled_at == later[1].scheduled_at and later[0].scheduled_at is not None
     assert [state(conn, h.job_id) for h in later] == ["scheduled", "scheduled"]
+
+
+FORKED_IDS = """
+import os
+from pgjobs.enqueue import ids
+
+ids.new_job_id()  # the parent has ids read ahead ...
+assert ids._ahead
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # ... which its child must not hand out
+    os.write(write, b"".join(ids.new_job_id().bytes for _ in range(100)))
+    os._exit(0)
+os.close(write)
+with os.fdopen(read, "rb") as pipe:
+    raw = pipe.read()
+os.waitpid(pid, 0)
+child = {raw[i : i + 16] for i in range(0, len(raw), 16)}
+parent = {ids.new_job_id().bytes for _ in range(100)}
+assert len(child) == 100 and not child & parent, "a forked child repeated its parent's ids"
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_a_forked_process_never_repeats_its_parents_job_ids() -> None:
+    import subprocess
+    import sys
+
+    # In a process of its own: forking this one (threads running) would be unsafe.
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_IDS], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

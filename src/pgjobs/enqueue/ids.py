@@ -1,13 +1,15 @@
 """Public job ids (random UUIDs, version 4), made cheaply: one per job on the enqueue hot path.
 
-:func:`new_job_id` is :func:`uuid.uuid4` without ``UUID.__init__``'s checks (~0.8 µs instead of
+:func:`new_job_id` is :func:`uuid.uuid4` without ``UUID.__init__``'s checks (~0.5 µs instead of
 ~1.4 µs): 16 bytes from :func:`os.urandom`, the version and variant bits set on the integer, the
 object filled in as ``uuid`` itself does for its newer ids (``UUID._from_int`` in Python 3.14).
 :func:`random_ids` makes ``n`` of them at once as bytes, with one ``os.urandom`` call, for
 ``perform_all_later_args`` (which stores them without making ``UUID`` objects at all).
 
-Both read the kernel's randomness per call: nothing is buffered, so a forked process never
-repeats its parent's ids.
+:func:`new_job_id` reads the kernel's randomness for 64 ids at a time (one system call instead
+of 64: ~0.2 µs per id); a forked child drops what its parent had read and not used
+(:func:`os.register_at_fork`), so two processes never hand out the same id.  Taking an id is one
+``list.pop``: safe across threads.  :func:`random_ids` reads its bytes per call.
 """
 
 from __future__ import annotations
@@ -29,10 +31,32 @@ _UNKNOWN = uuid.SafeUUID.unknown
 _UUID = uuid.UUID
 
 
+#: Random version-4 UUIDs as ints, read ahead; taken from the end.
+_ahead: list[int] = []
+_AHEAD = 64
+_take = _ahead.pop
+
+
+def _read_ahead() -> int:
+    raw = os.urandom(16 * _AHEAD)
+    values = [_from_bytes(raw[i : i + 16]) & _CLEAR | _SET for i in range(0, 16 * _AHEAD, 16)]
+    value = values.pop()
+    _ahead.extend(values)
+    return value
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: a child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=_ahead.clear)
+
+
 def _fast() -> uuid.UUID:
     """:func:`uuid.uuid4`: the same bits, without ``UUID.__init__``."""
+    try:
+        number = _take()
+    except IndexError:
+        number = _read_ahead()
     value = _new(_UUID)
-    _set(value, "int", _from_bytes(os.urandom(16)) & _CLEAR | _SET)
+    _set(value, "int", number)
     _set(value, "is_safe", _UNKNOWN)
     return value
 
