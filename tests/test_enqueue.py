@@ -841,3 +841,24 @@ def test_a_forked_process_never_repeats_its_parents_job_ids() -> None:
         [sys.executable, "-c", FORKED_IDS], check=False, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_enqueue_path_writes_text_in_the_connections_encoding(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """The binary COPY's jsonb, the one-statement arrays and the single statement all send
+    text in the client encoding, which the server converts (here LATIN1)."""
+    conn.execute("SET client_encoding TO 'LATIN1'")
+    assert conn.info.encoding == "iso8859-1"
+    text = "café ñ ü"
+    single = SendWelcomeEmail.set(connection=conn, queue="qé").perform_later(text)
+    mixed = pgjobs.perform_all_later(
+        [SendWelcomeEmail(text), rebuild_index.set(queue="é").build(text)], connection=conn
+    )
+    grouped = pgjobs.perform_all_later([SendWelcomeEmail(text)], connection=conn)
+    SendWelcomeEmail.set(queue="fé").perform_all_later_args([(text,)], connection=conn)
+    rows = conn.execute("SELECT queue_name, arguments::text FROM pgjobs_jobs ORDER BY id")
+    rows = rows.fetchall()
+    assert [q for q, _a in rows] == ["qé", "mailers", "é", "mailers", "fé"]
+    assert [deserialize_arguments(a) for _q, a in rows] == [((text,), {})] * 5
+    assert len({single.id, *(h.id for h in mixed), grouped[0].id}) == 4

@@ -580,14 +580,19 @@ _SCHEDULED_TYPES = ("int8", "text", "int2", "timestamptz")
 
 class _JsonbText(Dumper):
     """jsonb in COPY's binary format from JSON text already made (``dumps_arguments``): the
-    format's version byte, then the text.  psycopg's own jsonb dumper would encode the text as a
-    JSON string; this one is used only by the COPYs it is registered on (``set_types``)."""
+    format's version byte, then the text in the connection's encoding (the server converts it,
+    as it does text).  psycopg's own jsonb dumper would encode the text as a JSON string; this
+    one is used only by the COPYs it is registered on (``set_types``)."""
 
     format = pq.Format.BINARY
     oid = 3802  # jsonb
 
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        self._encoding = self.connection.info.encoding if self.connection else "utf-8"
+
     def dump(self, obj: str) -> bytes:
-        return b"\x01" + obj.encode()
+        return b"\x01" + obj.encode(self._encoding)
 
 
 def _binary(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
