@@ -862,3 +862,29 @@ def test_every_enqueue_path_writes_text_in_the_connections_encoding(
     assert [q for q, _a in rows] == ["qé", "mailers", "é", "mailers", "fé"]
     assert [deserialize_arguments(a) for _q, a in rows] == [((text,), {})] * 5
     assert len({single.id, *(h.id for h in mixed), grouped[0].id}) == 4
+
+
+@pytest.mark.committed
+def test_every_enqueue_path_works_on_a_connection_that_binds_on_the_client(db: Database) -> None:
+    """psycopg.ClientCursor (Django's default) cannot send binary parameters: the job ids of
+    the one-statement paths go as a literal there."""
+    with psycopg.connect(db.url, cursor_factory=psycopg.ClientCursor) as app:
+        single = SendWelcomeEmail.set(connection=app).perform_later(1)
+        mixed = pgjobs.perform_all_later(
+            [SendWelcomeEmail(2), rebuild_index.build("x"), SendWelcomeEmail.set(wait=60).build(3)],
+            connection=app,
+        )
+        grouped = pgjobs.perform_all_later(
+            [SendWelcomeEmail(4), SendWelcomeEmail(5)], connection=app
+        )
+        assert SendWelcomeEmail.perform_all_later_args([(6,), (7,)], connection=app) == 2
+        app.commit()
+    handles = [single, *mixed, *grouped]
+    assert len({h.id for h in handles}) == 6
+    with psycopg.connect(db.url) as check:
+        assert [state(check, h.job_id) for h in handles] == [
+            "ready", "ready", "ready", "scheduled", "ready", "ready",
+        ]  # fmt: skip
+        assert count(check) == 8
+        found = check.execute("SELECT arguments FROM pgjobs_jobs ORDER BY id").fetchall()
+    assert [deserialize_arguments(r[0])[0][0] for r in found] == [1, 2, "x", 3, 4, 5, 6, 7]

@@ -486,7 +486,7 @@ class _Many:
     priority: int
     scheduled_at: datetime | None
     arguments: list[str]  # one JSON text per job
-    job_ids: bytes | bytearray | None = None  # their job ids, 16 bytes each (None: new ones)
+    job_ids: bytes | bytearray  # their job ids, 16 bytes each
 
 
 class _UuidArray(bytes):
@@ -514,12 +514,26 @@ def _uuid_array(raw: bytes | bytearray, first: int, last: int) -> _UuidArray:
     return _UuidArray(_ARRAY_HEADER.pack(1, 0, 2950, last - first, 1) + b"".join(items))
 
 
-def _uuid_arrays(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
-    cur.adapters.register_dumper(_UuidArray, _UuidArrayDumper)  # on this cursor only
+def _uuid_text_array(raw: bytes | bytearray, first: int, last: int) -> str:
+    """The same ids as a ``uuid[]`` literal, for a cursor that binds parameters on the client
+    (``psycopg.ClientCursor``: Django's default), which cannot send binary parameters."""
+    return "{" + ",".join([raw[i : i + 16].hex() for i in range(16 * first, 16 * last, 16)]) + "}"
 
 
-def _many_statements(schema: str | None, many: _Many) -> list[tuple[str, dict[str, Any]]]:
-    """The statements that write ``many``, with their parameters (one per MANY_PER_STATEMENT)."""
+def _binds_on_server(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether ``cur`` sends its parameters apart from the statement (so binary ones too); then
+    the binary ``uuid[]``'s dumper is registered on it (on this cursor only)."""
+    if isinstance(cur, psycopg.ClientCursor | psycopg.AsyncClientCursor):
+        return False
+    cur.adapters.register_dumper(_UuidArray, _UuidArrayDumper)
+    return True
+
+
+def _many_statements(
+    schema: str | None, many: _Many, binary: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """The statements that write ``many``, with their parameters (one per MANY_PER_STATEMENT);
+    the job ids as a binary ``uuid[]`` (``binary``) or as a literal."""
     statement = sql(
         store.ENQUEUE_MANY_SCHEDULED if many.scheduled_at else store.ENQUEUE_MANY_READY, schema
     )
@@ -533,13 +547,13 @@ def _many_statements(schema: str | None, many: _Many) -> list[tuple[str, dict[st
     }
     arguments = many.arguments
     n = len(arguments)
-    job_ids = many.job_ids if many.job_ids is not None else random_ids(n)
+    ids = _uuid_array if binary else _uuid_text_array
     return [
         (
             statement,
             {
                 **shared,
-                "job_ids": _uuid_array(job_ids, first, min(first + MANY_PER_STATEMENT, n)),
+                "job_ids": ids(many.job_ids, first, min(first + MANY_PER_STATEMENT, n)),
                 "arguments": "[" + ",".join(arguments[first : first + MANY_PER_STATEMENT]) + "]",
             },
         )
@@ -547,23 +561,19 @@ def _many_statements(schema: str | None, many: _Many) -> list[tuple[str, dict[st
     ]
 
 
-def _many_sync(cur: psycopg.Cursor[Any], statements: list[tuple[str, dict[str, Any]]]) -> list[int]:
-    """Run the statements of _many_statements: the jobs' ids, in order."""
-    _uuid_arrays(cur)
+def _many_sync(cur: psycopg.Cursor[Any], schema: str | None, many: _Many) -> list[int]:
+    """Write ``many`` on ``cur``: the jobs' ids, in order."""
     ids: list[int] = []
-    for statement, params in statements:
+    for statement, params in _many_statements(schema, many, _binds_on_server(cur)):
         found = cur.execute(statement, params).fetchone()
         assert found is not None
         ids += found[0]
     return ids
 
 
-async def _many_async(
-    cur: psycopg.AsyncCursor[Any], statements: list[tuple[str, dict[str, Any]]]
-) -> list[int]:
-    _uuid_arrays(cur)
+async def _many_async(cur: psycopg.AsyncCursor[Any], schema: str | None, many: _Many) -> list[int]:
     ids: list[int] = []
-    for statement, params in statements:
+    for statement, params in _many_statements(schema, many, _binds_on_server(cur)):
         found = await (await cur.execute(statement, params)).fetchone()
         assert found is not None
         ids += found[0]
@@ -739,7 +749,7 @@ def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -
     handles: list[EnqueuedJob] = []
     if plan.group is not None:
         with conn.cursor() as cur:
-            ids = _many_sync(cur, _many_statements(schema, plan.group))
+            ids = _many_sync(cur, schema, plan.group)
         for record, id_ in zip(records, ids, strict=True):
             record[0] = id_
         handles = _handles(records)
@@ -784,7 +794,7 @@ async def _bulk_async(
     handles: list[EnqueuedJob] = []
     if plan.group is not None:
         async with conn.cursor() as cur:
-            ids = await _many_async(cur, _many_statements(schema, plan.group))
+            ids = await _many_async(cur, schema, plan.group)
         for record, id_ in zip(records, ids, strict=True):
             record[0] = id_
         handles = _handles(records)
@@ -929,7 +939,7 @@ def _plan_many(cls: type[Job], options: Options, rows: Iterable[Any]) -> _Many:
     """Check the class and options once and serialize every row, before anything is written."""
     queue, priority, when = _shared_columns(cls, options)
     arguments = dumps_rows(rows, context=f"{cls.job_name}.perform_all_later_args")
-    return _Many(cls.job_name, queue, priority, when, arguments)
+    return _Many(cls.job_name, queue, priority, when, arguments, random_ids(len(arguments)))
 
 
 def _shared_columns(cls: type[Job], options: Options) -> tuple[str, int, datetime | None]:
@@ -951,31 +961,29 @@ def _shared_columns(cls: type[Job], options: Options) -> tuple[str, int, datetim
     return queue, int(priority), _scheduled_at(options, clock.now(), cls.job_name)
 
 
-def _many_events(many: _Many, statements: list[tuple[str, dict[str, Any]]]) -> None:
+def _many_events(many: _Many) -> None:
     """The enqueue events of perform_all_later_args' jobs (perform_all_later's: _settle)."""
     if "enqueue" not in events.active:
         return
-    for _sql, params in statements:
-        ids = params["job_ids"][_ARRAY_HEADER.size :]
-        for i in range(0, len(ids), 20):  # 4 bytes of length, 16 of UUID
-            job_id = uuid.UUID(bytes=bytes(ids[i + 4 : i + 20]))
-            fields = events.job_fields(job_id, many.class_name, many.queue_name)
-            events.emit("enqueue", **fields, priority=many.priority, scheduled_at=many.scheduled_at)
+    raw = many.job_ids
+    for i in range(0, len(raw), 16):
+        fields = events.job_fields(
+            uuid.UUID(bytes=bytes(raw[i : i + 16])), many.class_name, many.queue_name
+        )
+        events.emit("enqueue", **fields, priority=many.priority, scheduled_at=many.scheduled_at)
 
 
 def _written_many(cur: psycopg.Cursor[Any], schema: str | None, many: _Many) -> int:
-    statements = _many_statements(schema, many)
-    count = len(_many_sync(cur, statements))
-    _many_events(many, statements)
+    count = len(_many_sync(cur, schema, many))
+    _many_events(many)
     return count
 
 
 async def _written_many_async(
     cur: psycopg.AsyncCursor[Any], schema: str | None, many: _Many
 ) -> int:
-    statements = _many_statements(schema, many)
-    count = len(await _many_async(cur, statements))
-    _many_events(many, statements)
+    count = len(await _many_async(cur, schema, many))
+    _many_events(many)
     return count
 
 
