@@ -888,3 +888,38 @@ def test_every_enqueue_path_works_on_a_connection_that_binds_on_the_client(db: D
         assert count(check) == 8
         found = check.execute("SELECT arguments FROM pgjobs_jobs ORDER BY id").fetchall()
     assert [deserialize_arguments(r[0])[0][0] for r in found] == [1, 2, "x", 3, 4, 5, 6, 7]
+
+
+@pytest.mark.committed
+def test_statements_of_many_jobs_are_cut_by_size_as_well(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their arguments travel as one jsonb array per statement (PostgreSQL caps a jsonb value
+    at 256 MB): more than MANY_CHARACTERS of them take more statements, in one transaction."""
+    from pgjobs.enqueue import core
+
+    assert core._chunks(["x" * 5] * 5) == [(0, 5)]
+    monkeypatch.setattr(core, "MANY_CHARACTERS", 12)
+    assert core._chunks(["x" * 5] * 5) == [(0, 2), (2, 4), (4, 5)]
+    assert core._chunks(["x" * 50, "x", "x" * 50]) == [(0, 1), (1, 2), (2, 3)]  # each fits alone
+    handles = pgjobs.perform_all_later([SendWelcomeEmail("a" * 20) for _ in range(3)])
+    assert SendWelcomeEmail.perform_all_later_args([("b" * 20,)] * 3) == 3
+    ids = [h.id for h in handles]
+    assert ids == sorted(ids) and count(db.url) == 6
+    real = psycopg.Cursor.execute
+    calls: list[str] = []
+
+    def second_fails(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "jsonb_array_elements" in str(query):
+            calls.append(str(query))
+            if len(calls) == 2:
+                raise psycopg.OperationalError("the second statement fails")
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", second_fails)
+    with pytest.raises(psycopg.OperationalError):
+        pgjobs.perform_all_later([SendWelcomeEmail("c" * 20) for _ in range(3)])
+    calls.clear()
+    with pytest.raises(psycopg.OperationalError):
+        SendWelcomeEmail.perform_all_later_args([("d" * 20,)] * 3)
+    assert count(db.url) == 6  # neither wrote its first statement's job

@@ -471,9 +471,12 @@ def _not_enqueued(job: Job) -> EnqueuedJob:
 # columns: jobs.ENQUEUE_MANY_READY / _SCHEDULED instead of an id reservation, two COPYs and a
 # notification (one round trip; the server makes the execution rows from the jobs' rows).
 
-#: Jobs per statement: its two array parameters stay a few MB, far from jsonb's 256 MB,
-#: whatever the number of jobs (more statements, in one transaction).
+#: Jobs per statement, at most: its parameters stay a few MB whatever the number of jobs (more
+#: statements, in one transaction) ...
 MANY_PER_STATEMENT = 10_000
+#: ... and characters of arguments per statement, at most (a job's own always fit): the JSON
+#: array is one jsonb value, which PostgreSQL caps at 256 MB (4 bytes per character at worst).
+MANY_CHARACTERS = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +490,35 @@ class _Many:
     scheduled_at: datetime | None
     arguments: list[str]  # one JSON text per job
     job_ids: bytes | bytearray  # their job ids, 16 bytes each
+    chunks: list[tuple[int, int]]  # the jobs (first, last + 1) of each statement
+
+
+def _chunks(arguments: list[str]) -> list[tuple[int, int]]:
+    """The jobs of each statement: at most MANY_PER_STATEMENT, and MANY_CHARACTERS of arguments
+    unless a job's arguments alone are more."""
+    found: list[tuple[int, int]] = []
+    first, size = 0, 0
+    for i, text in enumerate(arguments):
+        if i > first and (i - first >= MANY_PER_STATEMENT or size + len(text) > MANY_CHARACTERS):
+            found.append((first, i))
+            first, size = i, 0
+        size += len(text)
+    if first < len(arguments):
+        found.append((first, len(arguments)))
+    return found
+
+
+def _many(
+    class_name: str,
+    queue_name: str,
+    priority: int,
+    scheduled_at: datetime | None,
+    arguments: list[str],
+    job_ids: bytes | bytearray,
+) -> _Many:
+    return _Many(
+        class_name, queue_name, priority, scheduled_at, arguments, job_ids, _chunks(arguments)
+    )
 
 
 class _UuidArray(bytes):
@@ -545,19 +577,17 @@ def _many_statements(
         "scheduled_at": many.scheduled_at,
         "channel": store.notify_channel(schema),
     }
-    arguments = many.arguments
-    n = len(arguments)
     ids = _uuid_array if binary else _uuid_text_array
     return [
         (
             statement,
             {
                 **shared,
-                "job_ids": ids(many.job_ids, first, min(first + MANY_PER_STATEMENT, n)),
-                "arguments": "[" + ",".join(arguments[first : first + MANY_PER_STATEMENT]) + "]",
+                "job_ids": ids(many.job_ids, first, last),
+                "arguments": "[" + ",".join(many.arguments[first:last]) + "]",
             },
         )
-        for first in range(0, n, MANY_PER_STATEMENT)
+        for first, last in many.chunks
     ]
 
 
@@ -620,7 +650,7 @@ class _Bulk:
     @property
     def one_statement(self) -> bool:
         """Whether the whole batch is one statement (atomic without a transaction)."""
-        return self.group is not None and not self.keyed and len(self.records) <= MANY_PER_STATEMENT
+        return self.group is not None and not self.keyed and len(self.group.chunks) == 1
 
 
 def _group(records: list[Record]) -> _Many | None:
@@ -639,7 +669,7 @@ def _group(records: list[Record]) -> _Many | None:
             or record[6] != when
         ):
             return None
-    return _Many(
+    return _many(
         class_name,
         queue,
         int(priority),
@@ -939,7 +969,7 @@ def _plan_many(cls: type[Job], options: Options, rows: Iterable[Any]) -> _Many:
     """Check the class and options once and serialize every row, before anything is written."""
     queue, priority, when = _shared_columns(cls, options)
     arguments = dumps_rows(rows, context=f"{cls.job_name}.perform_all_later_args")
-    return _Many(cls.job_name, queue, priority, when, arguments, random_ids(len(arguments)))
+    return _many(cls.job_name, queue, priority, when, arguments, random_ids(len(arguments)))
 
 
 def _shared_columns(cls: type[Job], options: Options) -> tuple[str, int, datetime | None]:
@@ -1014,7 +1044,7 @@ def perform_all_later_args(
         return 0
     if connection is None and _provider is not None:
         connection = _provider()
-    several = len(many.arguments) > MANY_PER_STATEMENT
+    several = len(many.chunks) > 1
     if connection is not None:
         schema = current_schema()
         driver = sync_driver(connection)
@@ -1048,7 +1078,7 @@ async def perform_all_later_args_async(
     many = _plan_many(cls, options, rows)
     if not many.arguments:
         return 0
-    several = len(many.arguments) > MANY_PER_STATEMENT
+    several = len(many.chunks) > 1
     if connection is not None:
         schema = current_schema()
         driver = await async_driver(connection)
