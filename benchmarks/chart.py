@@ -1,10 +1,10 @@
 """``python -m benchmarks chart <results.json> <out.png>``: a run's jobs/s as a bar chart.
 
-One group of bars per throughput scenario (single enqueue, bulk enqueue, drain), one bar per
-system: the median of the runs, the error bar its min-max, on a log scale (the systems differ
-by two orders of magnitude).  The Redis peers' bars are hatched.  A dagger marks a value of
-which at least one run stopped at the time limit.  matplotlib is imported here only, when a
-chart is drawn (the ``bench`` extra brings it).
+One group of bars per throughput scenario (single enqueue, bulk enqueue, pgjobs' bulk of one
+class when measured, drain), one bar per system: the median of the runs, the error bar its
+min-max, on a log scale (the systems differ by two orders of magnitude).  The Redis peers' bars
+are hatched.  A dagger marks a value of which at least one run stopped at the time limit.
+matplotlib is imported here only, when a chart is drawn (the ``bench`` extra brings it).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 SCENARIOS = (
     ("single", "single enqueue\n(one call per job)"),
     ("bulk", "bulk enqueue\n(batches of {batch:,})"),
+    ("bulk_fast", "bulk, one class, no handles\n(pgjobs' perform_all_later_args)"),
     ("drain", "drain\n(best configuration)"),
 )
 COLORS = {

@@ -198,6 +198,16 @@ class System(abc.ABC):
     def enqueue_bulk(self, url: str, n: int, batch: int, limit: float = math.inf) -> Timed:
         """Enqueue jobs ``0..n-1`` in batches of ``batch`` (stop early after ``limit`` s)."""
 
+    def has_bulk_fast(self) -> bool:
+        """Whether the system has a documented fast path for many jobs of one kind besides its
+        bulk API (pgjobs: ``perform_all_later_args``): the bulk scenario then measures it too
+        (:meth:`enqueue_bulk_fast`), reported as ``bulk_fast``."""
+        return False
+
+    def enqueue_bulk_fast(self, url: str, n: int, batch: int, limit: float = math.inf) -> Timed:
+        """Like :meth:`enqueue_bulk`, through the fast path of :meth:`has_bulk_fast`."""
+        raise NotImplementedError(f"{self.name} has no fast path for many jobs of one kind")
+
     @abc.abstractmethod
     def enqueue_paced(self, url: str, ids: Sequence[int], rate: float) -> list[tuple[float, float]]:
         """Enqueue one job per ``1/rate`` s with its ``time.time()`` as an argument.

@@ -17,6 +17,7 @@ LIMITED = "\u2020"  # dagger: a run stopped at the time limit
 ROWS: tuple[tuple[str, str | None, str, bool], ...] = (
     ("single", None, "single enqueue (jobs/s)", True),
     ("bulk", None, "bulk enqueue (jobs/s)", True),
+    ("bulk_fast", None, "bulk enqueue, one class, no handles (jobs/s)", True),
     ("drain", None, "drain, best configuration (jobs/s)", True),
     ("latency", "p50", "latency p50 (ms)", False),
     ("latency", "p95", "latency p95 (ms)", False),
@@ -24,7 +25,10 @@ ROWS: tuple[tuple[str, str | None, str, bool], ...] = (
 )
 
 
-SCENARIOS_TIMED = ("single", "bulk", "drain")
+SCENARIOS_TIMED = ("single", "bulk", "bulk_fast", "drain")
+#: A row compared with another scenario of the peers: pgjobs' fast path for many jobs of one
+#: class against the peers' bulk enqueue (their bulk API is already of that kind, or their only).
+AGAINST = {"bulk_fast": "bulk"}
 #: Beyond this many systems the results table lists systems as rows (it would be too wide).
 WIDE = 3
 
@@ -142,6 +146,44 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def enqueue_targets(results: dict[str, Any]) -> list[list[str]]:
+    """Issue 22's enqueue targets against pgqueuer (and the one-row INSERT rate of pgbench)."""
+    systems = results["systems"]
+    base, peer = systems.get(BASE, {}), systems.get("pgqueuer", {})
+    limits = results.get("limits") or {}
+    rows: list[list[str]] = []
+    for label, scenario, against, factor in (
+        (f"bulk enqueue (perform_all_later) ≥ 1{TIMES} pgqueuer's bulk", "bulk", "bulk", 1.0),
+        (
+            f"bulk of one class (perform_all_later_args) ≥ 1.3{TIMES} pgqueuer's bulk",
+            "bulk_fast",
+            "bulk",
+            1.3,
+        ),
+        (f"single enqueue ≥ 1.5{TIMES} pgqueuer", "single", "single", 1.5),
+    ):
+        if base.get(scenario) and peer.get(against):
+            mine, theirs = base[scenario]["median"], peer[against]["median"]
+            rows.append(
+                [
+                    label,
+                    f"{mine / theirs:.2f}{TIMES} ({mine:,.0f} vs ≥{factor * theirs:,.0f})",
+                    "yes" if mine >= factor * theirs else "**no**",
+                ]
+            )
+    if base.get("single") and limits.get("insert"):
+        single, insert = base["single"]["median"], limits["insert"]["median"]
+        share = single / insert
+        rows.append(
+            [
+                "single enqueue ≥ 60% of the one-row INSERT rate",
+                f"{share:.0%} ({single:,.0f} vs {insert:,.0f})",
+                "yes" if share >= 0.6 else "**no**",
+            ]
+        )
+    return rows
+
+
 def render(results: dict[str, Any]) -> str:
     systems: dict[str, Any] = results["systems"]
     names = list(systems)
@@ -195,6 +237,10 @@ def render(results: dict[str, Any]) -> str:
     if goal_rows:
         out += ["", "## Targets (issue 9)", ""]
         out += _table(["target", "measured", "met"], goal_rows)
+    enqueue_rows = enqueue_targets(results)
+    if enqueue_rows:
+        out += ["", "## Enqueue targets (issue 22)", ""]
+        out += _table(["target", "measured", "met"], enqueue_rows)
 
     out += _drain_sections(systems)
     out += _latency_section(systems)
@@ -259,7 +305,8 @@ def _by_scenario(results: dict[str, Any]) -> list[str]:
         ratios = []
         if BASE in systems:
             base = _summary(systems[BASE], scenario, key)
-            ratios = [_ratio(base, _summary(systems[p], scenario, key)) for p in peers]
+            against = AGAINST.get(scenario, scenario)
+            ratios = [_ratio(base, _summary(systems[p], against, key)) for p in peers]
         proxy = _proxy(results, scenario) if key in (None, "p50") else ""
         rows.append([label, *cells, *ratios, proxy])
     return _table(header, rows) if rows else []
@@ -304,7 +351,7 @@ def _by_system(results: dict[str, Any]) -> list[str]:
                     *[
                         _ratio(
                             _summary(systems[BASE], scenario, key),
-                            _summary(systems[p], scenario, key),
+                            _summary(systems[p], AGAINST.get(scenario, scenario), key),
                         )
                         for scenario, key, _ in shown
                     ],

@@ -8,6 +8,8 @@ flushed before and after each measurement (:meth:`System.fresh`).
 
 - **single**: ``n`` jobs enqueued one per transaction from one client; jobs/s = n / loop time.
 - **bulk**: ``n`` jobs enqueued in batches of ``batch`` (one transaction each); jobs/s likewise.
+  A system with a fast path for many jobs of one kind (:meth:`System.enqueue_bulk_fast`) also
+  runs it, right after its bulk run in each repetition: reported as ``bulk_fast``.
 - **drain**: ``n`` jobs are enqueued (bulk), then the workers start.  The clock starts when a
   worker has claimed its first job (the system's ``started_sql`` turns true; polled every 2 ms,
   so interpreter start-up is not counted) and stops when no job is waiting or running
@@ -130,7 +132,9 @@ class Runner:
                 elif scenario == "history":
                     found = history.run(self, systems, templates)
                 else:
-                    found = self.rates(systems, templates, scenario)
+                    for name, values in self.rates(systems, templates, scenario).items():
+                        results[name].update(values)
+                    continue
                 for name, value in found.items():
                     results[name][scenario] = value
         finally:
@@ -143,30 +147,36 @@ class Runner:
 
     def rates(
         self, systems: Sequence[System], templates: dict[str, str], scenario: str
-    ) -> dict[str, Any]:
+    ) -> dict[str, dict[str, Any]]:
+        """Single or bulk enqueue, by system: ``{name: {scenario: summary}}`` (and, for bulk,
+        ``"bulk_fast"`` for a system with a fast path, measured right after its bulk run)."""
         o = self.options
-        timed: dict[str, list[Timed]] = {s.name: [] for s in systems}
+        timed: dict[tuple[str, str], list[Timed]] = {}
         for r in range(o.repeat):
             for system in systems:
-                with system.fresh(self.dbs, templates[system.name]) as url:
-                    if scenario == "single":
-                        result = system.enqueue_single(url, o.jobs, o.time_limit)
-                    else:
-                        result = system.enqueue_bulk(url, o.jobs, o.batch, o.time_limit)
-                self.note_load()
-                timed[system.name].append(result)
-                capped = "" if result.jobs >= o.jobs else f" (time limit: {result.jobs} jobs)"
-                rate = result.jobs / result.seconds
-                self.say(f"  {system.name} {scenario} #{r + 1}: {rate:,.0f} jobs/s{capped}")
-        return {
-            name: {
+                fast = scenario == "bulk" and system.has_bulk_fast()
+                for kind in (scenario, "bulk_fast") if fast else (scenario,):
+                    with system.fresh(self.dbs, templates[system.name]) as url:
+                        if kind == "single":
+                            result = system.enqueue_single(url, o.jobs, o.time_limit)
+                        elif kind == "bulk":
+                            result = system.enqueue_bulk(url, o.jobs, o.batch, o.time_limit)
+                        else:
+                            result = system.enqueue_bulk_fast(url, o.jobs, o.batch, o.time_limit)
+                    self.note_load()
+                    timed.setdefault((system.name, kind), []).append(result)
+                    capped = "" if result.jobs >= o.jobs else f" (time limit: {result.jobs} jobs)"
+                    rate = result.jobs / result.seconds
+                    self.say(f"  {system.name} {kind} #{r + 1}: {rate:,.0f} jobs/s{capped}")
+        found: dict[str, dict[str, Any]] = {s.name: {} for s in systems}
+        for (name, kind), runs in timed.items():
+            found[name][kind] = {
                 "unit": "jobs/s",
                 **Summary.of([t.jobs / t.seconds for t in runs]).as_dict(),
                 "jobs": [t.jobs for t in runs],
                 "time_limited": any(t.jobs < o.jobs for t in runs),
             }
-            for name, runs in timed.items()
-        }
+        return found
 
     # -- drain --------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -427,3 +429,497 @@ def test_enqueue_on_a_given_connection_reads_queue_yml_once(
     finally:
         runtime.use(previous)
     assert len(reads) == 1 and count(conn) == 3
+
+
+# -- job ids ------------------------------------------------------------------------------------
+
+
+def test_job_ids_are_random_version_4_uuids() -> None:
+    from pgjobs.enqueue.ids import new_job_id, random_ids
+
+    made = [new_job_id() for _ in range(1000)] + [SendWelcomeEmail(1).job_id]
+    assert len(set(made)) == len(made)
+    for value in made:
+        assert isinstance(value, uuid.UUID) and value.version == 4
+        assert value.variant == uuid.RFC_4122
+        again = uuid.UUID(str(value))
+        assert value == again and hash(value) == hash(again) and value.bytes == again.bytes
+    raw = random_ids(500)
+    assert len(raw) == 500 * 16
+    ids = [uuid.UUID(bytes=bytes(raw[i : i + 16])) for i in range(0, len(raw), 16)]
+    assert len(set(ids)) == 500
+    assert {(u.version, u.variant) for u in ids} == {(4, uuid.RFC_4122)}
+
+
+# -- bulk: what the binary COPY writes ------------------------------------------------------------
+
+STORED = """
+SELECT j.queue_name, j.class_name, j.arguments, j.priority, j.scheduled_at, j.concurrency_key,
+       j.unique_key, j.executions, r.queue_name, r.priority, s.queue_name, s.priority,
+       s.scheduled_at, s.concurrency_key
+FROM pgjobs_jobs j
+LEFT JOIN pgjobs_ready_executions r ON r.job_id = j.id
+LEFT JOIN pgjobs_scheduled_executions s ON s.job_id = j.id
+WHERE j.job_id = %s
+"""
+
+
+class Level(enum.IntEnum):
+    HIGH = -3
+
+
+def test_bulk_writes_each_job_as_perform_later_does(conn: psycopg.Connection[Any]) -> None:
+    when = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    odd = 'back\\slash "quote" tab\t newline\n é 漢字 😀 \u2028'
+    builds = [
+        lambda: SendWelcomeEmail.set(connection=conn),
+        lambda: SendWelcomeEmail.set(connection=conn, queue="odd\tqueue\\name é", priority=-7),
+        lambda: SendWelcomeEmail.set(connection=conn, priority=Level.HIGH, wait_until=when),
+        lambda: rebuild_index.set(connection=conn, wait=3600),
+    ]
+    arguments: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1, odd, 2.5, None, True), {}),
+        ((odd,), {"user": {"name": odd, "tags": [1, "x"]}}),
+        ((Decimal("1.10"), uuid.UUID(int=5), (1, 2)), {"at": when}),
+        (("index",), {}),
+    ]
+    jobs = [b().build(*a, **k) for b, (a, k) in zip(builds, arguments, strict=True)]
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    singles = [b().perform_later(*a, **k) for b, (a, k) in zip(builds, arguments, strict=True)]
+    for job, handle, single in zip(jobs, handles, singles, strict=True):
+        bulk_row = conn.execute(STORED, [handle.job_id]).fetchone()
+        single_row = conn.execute(STORED, [single.job_id]).fetchone()
+        assert bulk_row is not None and single_row is not None
+        if single.scheduled_at is not None and single_row[4] != bulk_row[4]:  # wait=: from now
+            assert abs(single_row[4] - bulk_row[4]) < timedelta(seconds=30)
+            bulk_row, single_row = bulk_row[:4] + bulk_row[5:12], single_row[:4] + single_row[5:12]
+        assert bulk_row == single_row
+        assert deserialize_arguments(bulk_row[2]) == (job.args, job.kwargs)
+        assert handle.job_id == job.job_id and isinstance(handle.id, int)
+        assert (handle.class_name, handle.queue_name) == (single.class_name, single.queue_name)
+        assert (handle.priority, handle.state, handle.enqueued) == (
+            single.priority,
+            single.state,
+            True,
+        )
+        assert handle.scheduled == single.scheduled and handle.duplicate_of is None
+        assert handle == pgjobs.EnqueuedJob(
+            job_id=job.job_id,
+            class_name=handle.class_name,
+            queue_name=handle.queue_name,
+            priority=handle.priority,
+            scheduled_at=handle.scheduled_at,
+            id=handle.id,
+        )
+        assert job.scheduled_at == handle.scheduled_at and job.enqueued_at is None
+    assert [h.state for h in handles] == ["ready", "ready", "scheduled", "scheduled"]
+    assert handles[2].scheduled_at == when
+
+
+def test_bulk_keeps_the_order_of_mixed_keyed_and_plain_jobs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    jobs = [
+        sample_jobs.RebuildIndex("b"),
+        SendWelcomeEmail(1),
+        sample_jobs.LimitedPerStore("s1"),
+        SendWelcomeEmail(2),
+        sample_jobs.RebuildIndex("a"),
+        sample_jobs.RebuildIndex("a"),  # a duplicate of the one before
+    ]
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    assert [h.job_id for h in handles] == [j.job_id for j in jobs]
+    assert [h.state for h in handles] == [
+        "ready",
+        "ready",
+        "ready",
+        "ready",
+        "ready",
+        "duplicate",
+    ]
+    assert handles[5].duplicate_of == jobs[4].job_id
+    assert handles[1].id < handles[3].id  # the COPYed jobs' ids in list order
+    assert count(conn) == 5
+
+
+def test_bulk_enqueue_events_name_every_job(conn: psycopg.Connection[Any]) -> None:
+    seen: list[pgjobs.Event] = []
+    pgjobs.subscribe("enqueue", seen.append)
+    try:
+        jobs = [SendWelcomeEmail(1), SendWelcomeEmail.set(wait=60, priority=2).build(2)]
+        handles = pgjobs.perform_all_later(jobs, connection=conn)
+    finally:
+        pgjobs.unsubscribe("enqueue", seen.append)
+    assert [e.fields["job_id"] for e in seen] == [h.job_id for h in handles]
+    assert [e.fields["priority"] for e in seen] == [0, 2]
+    assert seen[0].fields["scheduled_at"] is None
+    assert seen[1].fields["scheduled_at"] == handles[1].scheduled_at
+    assert {e.fields["class"] for e in seen} == {SendWelcomeEmail.job_name}
+
+
+# -- many jobs of one class: perform_all_later_args ----------------------------------------------
+
+JOBS_OF = """
+SELECT j.job_id, j.queue_name, j.class_name, j.arguments, j.priority, j.scheduled_at,
+       r.queue_name, r.priority, s.scheduled_at
+FROM pgjobs_jobs j
+LEFT JOIN pgjobs_ready_executions r ON r.job_id = j.id
+LEFT JOIN pgjobs_scheduled_executions s ON s.job_id = j.id
+WHERE j.class_name = %s ORDER BY j.id
+"""
+
+
+def test_perform_all_later_args_writes_one_ready_job_per_row(
+    conn: psycopg.Connection[Any],
+) -> None:
+    odd = 'back\\slash "quote" tab\t nl\n é 😀'
+    rows: list[Any] = [(1,), [2], (odd,), (Decimal("1.5"),), ({"a": [1, None]},), ()]
+    assert SendWelcomeEmail.perform_all_later_args(rows, connection=conn) == len(rows)
+    found = conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()
+    assert [deserialize_arguments(r[3]) for r in found] == [(tuple(r), {}) for r in rows]
+    assert {(r[1], r[2], r[4], r[5], r[6], r[7], r[8]) for r in found} == {
+        ("mailers", SendWelcomeEmail.job_name, 0, None, "mailers", 0, None)
+    }
+    ids = [r[0] for r in found]
+    assert len(set(ids)) == len(rows) and {u.version for u in ids} == {4}
+
+
+def test_perform_all_later_args_with_options_and_functions(conn: psycopg.Connection[Any]) -> None:
+    configured = SendWelcomeEmail.set(connection=conn, queue="bulk", priority=-3)
+    assert configured.perform_all_later_args([(1,), (2,)]) == 2
+    assert rebuild_index.perform_all_later_args([("a",)], connection=conn) == 1
+    assert rebuild_index.set(wait=600).perform_all_later_args([("b",)], connection=conn) == 1
+    when = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    dated = SendWelcomeEmail.set(connection=conn, wait_until=when, priority=Level.HIGH)
+    assert dated.perform_all_later_args([(3,)]) == 1
+    assert DynamicQueue.set(queue="chosen").perform_all_later_args([("x",)], connection=conn)
+    mailers = conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()
+    assert [(r[1], r[4], r[6], r[7], r[8]) for r in mailers] == [
+        ("bulk", -3, "bulk", -3, None),
+        ("bulk", -3, "bulk", -3, None),
+        ("mailers", -3, None, None, when),
+    ]
+    indexing = conn.execute(JOBS_OF, [rebuild_index.job_class.job_name]).fetchall()
+    assert [(r[1], r[4], r[6] is not None) for r in indexing] == [
+        ("indexing", 5, True),
+        ("indexing", 5, False),
+    ]
+    assert indexing[1][8] > datetime.now(UTC) + timedelta(seconds=500)
+    assert conn.execute(JOBS_OF, [DynamicQueue.job_name]).fetchall()[0][1] == "chosen"
+
+
+def test_perform_all_later_args_refuses_what_it_cannot_write(
+    conn: psycopg.Connection[Any],
+) -> None:
+    for cls, what in (
+        (sample_jobs.LimitedPerStore, "concurrency limit"),
+        (sample_jobs.RebuildIndex, "unique key"),
+        (sample_jobs.OrderedPerAccount, "ordered keys"),
+        (sample_jobs.RatePerAccount, "rate limit"),
+        (sample_jobs.RateAndLimited, "concurrency limit (limits_concurrency) and a rate limit"),
+    ):
+        with pytest.raises(pgjobs.ConfigurationError, match="perform_all_later") as info:
+            cls.perform_all_later_args([("a", 1)], connection=conn)
+        assert cls.job_name in str(info.value) and what in str(info.value)
+    with pytest.raises(pgjobs.ConfigurationError, match=r"queue_as is a method.*set\(queue="):
+        DynamicQueue.perform_all_later_args([("vip",)], connection=conn)
+    with pytest.raises(pgjobs.ConfigurationError, match="between -32768 and 32767"):
+        SendWelcomeEmail.set(priority=40_000).perform_all_later_args([(1,)], connection=conn)
+    with pytest.raises(pgjobs.ConfigurationError, match="timezone-aware"):
+        SendWelcomeEmail.set(wait_until=datetime(2030, 1, 1)).perform_all_later_args([(1,)])
+    assert count(conn) == 0
+
+
+def test_perform_all_later_args_names_the_row_it_cannot_serialize(
+    conn: psycopg.Connection[Any],
+) -> None:
+    with pytest.raises(pgjobs.SerializationError) as info:
+        SendWelcomeEmail.perform_all_later_args([(1,), (2,), (3, object())], connection=conn)
+    message = str(info.value)
+    assert "argument 1 of tests.sample_jobs:SendWelcomeEmail.perform_all_later_args row 2" in (
+        message
+    )
+    with pytest.raises(TypeError, match=r"row 1 of .*SendWelcomeEmail.perform_all_later_args is"):
+        SendWelcomeEmail.perform_all_later_args([(1,), "abc"], connection=conn)
+    with pytest.raises(TypeError, match=r"row 0 .* is 7 \(int\)"):
+        SendWelcomeEmail.perform_all_later_args([7], connection=conn)  # type: ignore[list-item]
+    assert count(conn) == 0
+    assert SendWelcomeEmail.perform_all_later_args([], connection=conn) == 0
+    assert SendWelcomeEmail.perform_all_later_args(iter([(5,), (6,)]), connection=conn) == 2
+
+
+@pytest.mark.committed
+def test_perform_all_later_args_commits_with_the_caller_or_on_its_own(db: Database) -> None:
+    with psycopg.connect(db.url) as app:
+        SendWelcomeEmail.perform_all_later_args([(1,), (2,)], connection=app)
+        app.rollback()
+        assert count(db.url) == 0
+        SendWelcomeEmail.perform_all_later_args([(3,)], connection=app)
+        assert count(db.url) == 0  # not before the caller commits
+        app.commit()
+    assert count(db.url) == 1
+    with psycopg.connect(db.url, autocommit=True) as auto:
+        assert SendWelcomeEmail.perform_all_later_args([(4,), (5,)], connection=auto) == 2
+    assert SendWelcomeEmail.perform_all_later_args([(6,)] * 3) == 3  # pgjobs' own pool
+    assert asyncio.run(SendWelcomeEmail.perform_all_later_args_async([(7,)])) == 1
+    assert count(db.url) == 7 and count(db.url, "pgjobs_ready_executions") == 7
+
+
+@pytest.mark.committed
+def test_perform_all_later_args_in_several_statements_is_one_transaction(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgjobs.enqueue import core
+
+    monkeypatch.setattr(core, "MANY_PER_STATEMENT", 3)
+    assert SendWelcomeEmail.perform_all_later_args([(i,) for i in range(7)]) == 7
+    assert count(db.url) == 7
+    real = psycopg.Cursor.execute
+    statements: list[str] = []
+
+    def third_fails(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "jsonb_array_elements" in str(query):
+            statements.append(str(query))
+            if len(statements) == 3:
+                raise psycopg.OperationalError("the third statement fails")
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", third_fails)
+    with pytest.raises(psycopg.OperationalError, match="third statement"):
+        SendWelcomeEmail.perform_all_later_args([(i,) for i in range(8)])
+    assert len(statements) == 3
+    with psycopg.connect(db.url, autocommit=True) as auto, pytest.raises(psycopg.OperationalError):
+        statements.clear()
+        SendWelcomeEmail.perform_all_later_args([(i,) for i in range(8)], connection=auto)
+    assert count(db.url) == 7  # neither wrote its first two statements' jobs
+
+
+@pytest.mark.committed
+def test_perform_all_later_args_notifies_once_naming_the_first_job(db: Database) -> None:
+    with psycopg.connect(db.url, autocommit=True) as listener, psycopg.connect(db.url) as app:
+        listener.execute("LISTEN pgjobs_ready")
+        SendWelcomeEmail.set(priority=2).perform_all_later_args([(1,), (2,), (3,)], connection=app)
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == []  # nothing before commit
+        app.commit()
+        received = [n.payload for n in listener.notifies(timeout=0.5, stop_after=2)]
+        SendWelcomeEmail.set(wait=60).perform_all_later_args([(4,)], connection=app)
+        app.commit()
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == []  # scheduled: none
+        first = app.execute("SELECT min(job_id) FROM pgjobs_ready_executions").fetchone()
+    assert first is not None and received == [f"mailers\t2\t{first[0]}"]
+
+
+def test_perform_all_later_args_events_name_every_job(conn: psycopg.Connection[Any]) -> None:
+    seen: list[pgjobs.Event] = []
+    pgjobs.subscribe("enqueue", seen.append)
+    try:
+        SendWelcomeEmail.set(priority=1).perform_all_later_args([(1,), (2,)], connection=conn)
+    finally:
+        pgjobs.unsubscribe("enqueue", seen.append)
+    stored = [r[0] for r in conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()]
+    assert [e.fields["job_id"] for e in seen] == stored
+    assert {(e.fields["queue"], e.fields["priority"]) for e in seen} == {("mailers", 1)}
+
+
+def test_perform_all_later_args_under_the_test_adapter() -> None:
+    from pgjobs.testing import capture_jobs
+
+    with capture_jobs() as jobs:
+        assert SendWelcomeEmail.set(queue="q").perform_all_later_args([(1,), (2,)]) == 2
+        with pytest.raises(pgjobs.ConfigurationError, match="unique key"):
+            sample_jobs.RebuildIndex.perform_all_later_args([("a",)])
+    assert [(r.args, r.queue) for r in jobs.enqueued] == [((1,), "q"), ((2,), "q")]
+
+
+def test_perform_all_later_args_with_tracing_builds_the_jobs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    import contextlib
+
+    from pgjobs.observability import tracing
+
+    created: list[pgjobs.Job] = []
+
+    class Recorder:
+        @contextlib.contextmanager
+        def send(self, job: pgjobs.Job) -> Any:
+            yield
+
+        @contextlib.contextmanager
+        def send_bulk(self, jobs: Any) -> Any:
+            @contextlib.contextmanager
+            def create(job: pgjobs.Job) -> Any:
+                created.append(job)
+                job._trace_carrier = {"traceparent": "00-1-2-01"}
+                yield
+
+            yield create
+
+        def process(self, claimed: Any, carrier: Any) -> Any:
+            raise AssertionError("not performed here")
+
+    previous = tracing.install(Recorder())  # type: ignore[arg-type]
+    try:
+        written = SendWelcomeEmail.set(connection=conn).perform_all_later_args([(1,), (2,)])
+    finally:
+        tracing.install(previous)
+    assert written == 2 and [j.args for j in created] == [(1,), (2,)]
+    found = conn.execute(JOBS_OF, [SendWelcomeEmail.job_name]).fetchall()
+    assert [r[0] for r in found] == [j.job_id for j in created]
+    assert {r[3]["trace"]["traceparent"] for r in found} == {"00-1-2-01"}
+
+
+@pytest.mark.parametrize("per_statement", [10_000, 3])
+def test_bulk_of_one_class_queue_and_priority_is_written_by_one_statement(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, per_statement: int
+) -> None:
+    """perform_all_later's jobs sharing class, queue, priority and due time take
+    jobs.ENQUEUE_MANY_*: the same rows, handles and order as the COPY path."""
+    from pgjobs.enqueue import core
+
+    monkeypatch.setattr(core, "MANY_PER_STATEMENT", per_statement)
+    odd = 'back\\slash "quote" tab\t é'
+    jobs = [SendWelcomeEmail.set(priority=4).build(i, odd) for i in range(7)]
+    statements: list[str] = []
+    real = psycopg.Cursor.execute
+
+    def spy(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    handles = pgjobs.perform_all_later(jobs, connection=conn)
+    later = pgjobs.perform_all_later(
+        [rebuild_index.set(wait=600).build(n) for n in ("a", "b")], connection=conn
+    )
+    monkeypatch.setattr(psycopg.Cursor, "execute", real)
+    assert sum("jsonb_array_elements" in s for s in statements) == -(-7 // per_statement) + 1
+    assert not any("COPY" in s for s in statements)
+    ids = [h.id for h in handles]
+    assert ids == sorted(ids) and len(set(ids)) == 7  # in list order
+    for job, handle in zip(jobs, handles, strict=True):
+        row = conn.execute(STORED, [handle.job_id]).fetchone()
+        assert row is not None
+        assert row[:2] == ("mailers", SendWelcomeEmail.job_name)
+        assert deserialize_arguments(row[2]) == (job.args, {})
+        assert row[3:] == (4, None, None, None, 0, "mailers", 4, None, None, None, None)
+        stored = conn.execute("SELECT id FROM pgjobs_jobs WHERE job_id = %s", [job.job_id])
+        assert (handle.id, handle.state, handle.priority) == (stored.fetchone()[0], "ready", 4)  # type: ignore[index]
+    assert [h.state for h in later] == ["scheduled", "scheduled"]
+    assert later[0].scheduled_at == later[1].scheduled_at and later[0].scheduled_at is not None
+    assert [state(conn, h.job_id) for h in later] == ["scheduled", "scheduled"]
+
+
+FORKED_IDS = """
+import os
+from pgjobs.enqueue import ids
+
+ids.new_job_id()  # the parent has ids read ahead ...
+assert ids._ahead
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # ... which its child must not hand out
+    os.write(write, b"".join(ids.new_job_id().bytes for _ in range(100)))
+    os._exit(0)
+os.close(write)
+with os.fdopen(read, "rb") as pipe:
+    raw = pipe.read()
+os.waitpid(pid, 0)
+child = {raw[i : i + 16] for i in range(0, len(raw), 16)}
+parent = {ids.new_job_id().bytes for _ in range(100)}
+assert len(child) == 100 and not child & parent, "a forked child repeated its parent's ids"
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_a_forked_process_never_repeats_its_parents_job_ids() -> None:
+    import subprocess
+    import sys
+
+    # In a process of its own: forking this one (threads running) would be unsafe.
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_IDS], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_enqueue_path_writes_text_in_the_connections_encoding(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """The binary COPY's jsonb, the one-statement arrays and the single statement all send
+    text in the client encoding, which the server converts (here LATIN1)."""
+    conn.execute("SET client_encoding TO 'LATIN1'")
+    assert conn.info.encoding == "iso8859-1"
+    text = "café ñ ü"
+    single = SendWelcomeEmail.set(connection=conn, queue="qé").perform_later(text)
+    mixed = pgjobs.perform_all_later(
+        [SendWelcomeEmail(text), rebuild_index.set(queue="é").build(text)], connection=conn
+    )
+    grouped = pgjobs.perform_all_later([SendWelcomeEmail(text)], connection=conn)
+    SendWelcomeEmail.set(queue="fé").perform_all_later_args([(text,)], connection=conn)
+    rows = conn.execute("SELECT queue_name, arguments::text FROM pgjobs_jobs ORDER BY id")
+    rows = rows.fetchall()
+    assert [q for q, _a in rows] == ["qé", "mailers", "é", "mailers", "fé"]
+    assert [deserialize_arguments(a) for _q, a in rows] == [((text,), {})] * 5
+    assert len({single.id, *(h.id for h in mixed), grouped[0].id}) == 4
+
+
+@pytest.mark.committed
+def test_every_enqueue_path_works_on_a_connection_that_binds_on_the_client(db: Database) -> None:
+    """psycopg.ClientCursor (Django's default) cannot send binary parameters: the job ids of
+    the one-statement paths go as a literal there."""
+    with psycopg.connect(db.url, cursor_factory=psycopg.ClientCursor) as app:
+        single = SendWelcomeEmail.set(connection=app).perform_later(1)
+        mixed = pgjobs.perform_all_later(
+            [SendWelcomeEmail(2), rebuild_index.build("x"), SendWelcomeEmail.set(wait=60).build(3)],
+            connection=app,
+        )
+        grouped = pgjobs.perform_all_later(
+            [SendWelcomeEmail(4), SendWelcomeEmail(5)], connection=app
+        )
+        assert SendWelcomeEmail.perform_all_later_args([(6,), (7,)], connection=app) == 2
+        app.commit()
+    handles = [single, *mixed, *grouped]
+    assert len({h.id for h in handles}) == 6
+    with psycopg.connect(db.url) as check:
+        assert [state(check, h.job_id) for h in handles] == [
+            "ready", "ready", "ready", "scheduled", "ready", "ready",
+        ]  # fmt: skip
+        assert count(check) == 8
+        found = check.execute("SELECT arguments FROM pgjobs_jobs ORDER BY id").fetchall()
+    assert [deserialize_arguments(r[0])[0][0] for r in found] == [1, 2, "x", 3, 4, 5, 6, 7]
+
+
+@pytest.mark.committed
+def test_statements_of_many_jobs_are_cut_by_size_as_well(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their arguments travel as one jsonb array per statement (PostgreSQL caps a jsonb value
+    at 256 MB): more than MANY_CHARACTERS of them take more statements, in one transaction."""
+    from pgjobs.enqueue import core
+
+    assert core._chunks(["x" * 5] * 5) == [(0, 5)]
+    monkeypatch.setattr(core, "MANY_CHARACTERS", 12)
+    assert core._chunks(["x" * 5] * 5) == [(0, 2), (2, 4), (4, 5)]
+    assert core._chunks(["x" * 50, "x", "x" * 50]) == [(0, 1), (1, 2), (2, 3)]  # each fits alone
+    handles = pgjobs.perform_all_later([SendWelcomeEmail("a" * 20) for _ in range(3)])
+    assert SendWelcomeEmail.perform_all_later_args([("b" * 20,)] * 3) == 3
+    ids = [h.id for h in handles]
+    assert ids == sorted(ids) and count(db.url) == 6
+    real = psycopg.Cursor.execute
+    calls: list[str] = []
+
+    def second_fails(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "jsonb_array_elements" in str(query):
+            calls.append(str(query))
+            if len(calls) == 2:
+                raise psycopg.OperationalError("the second statement fails")
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", second_fails)
+    with pytest.raises(psycopg.OperationalError):
+        pgjobs.perform_all_later([SendWelcomeEmail("c" * 20) for _ in range(3)])
+    calls.clear()
+    with pytest.raises(psycopg.OperationalError):
+        SendWelcomeEmail.perform_all_later_args([("d" * 20,)] * 3)
+    assert count(db.url) == 6  # neither wrote its first statement's job

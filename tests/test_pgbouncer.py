@@ -131,6 +131,9 @@ def test_enqueue_through_pgbouncer(db: Database, pooled: Database) -> None:
     for i in range(12):  # more than psycopg's prepare threshold (5) on one connection
         assert noop_job.perform_later(i).enqueued
     pgjobs.perform_all_later([noop_job.build(i) for i in range(100)])
+    pgjobs.perform_all_later([noop_job.build("mixed"), noop_job.set(queue="q").build(1)])
+    for _ in range(6):  # the statement of many jobs of one class, more than 5 times
+        assert noop_job.perform_all_later_args([(1,), (2,)]) == 2
     with psycopg.connect(pooled.url, prepare_threshold=None) as conn:  # the application's
         noop_job.set(connection=conn).perform_later("kept")
         conn.commit()
@@ -143,7 +146,7 @@ def test_enqueue_through_pgbouncer(db: Database, pooled: Database) -> None:
         "ready",
         "blocked",
     ]
-    assert states(db.url) == {"ready": 116, "blocked": 1}
+    assert states(db.url) == {"ready": 130, "blocked": 1}
     # Two clients at once, many statements each: a statement prepared by either would clash on
     # the server connections they share.
     errors: list[BaseException] = []

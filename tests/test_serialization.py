@@ -278,6 +278,33 @@ def test_plain_arguments_are_stored_as_themselves() -> None:
     assert serialize_arguments([[1], {"a": "b"}], {}) == {"args": [[1], {"a": "b"}], "kwargs": {}}
 
 
+STORED_TEXT_CASES = [
+    (),
+    (1,),
+    (0, -1, 2**62, 10**30, -(10**30)),
+    (1.5, 0.0, -0.0, 1e15, 1e16, 1e-300, float("inf"), float("nan")),
+    (True, False, None),
+    ("", "a", 'q"uote', "back\\slash", "tab\tnl\n", "\x00nul", "\u2028", "é漢字😀", "\ud800"),
+    ([1, [2, "x"]], {"a": 1, "b": [None]}, {1: 2}, (1, 2), {"__pgjobs__": 1}, b"raw"),
+]
+
+
+@pytest.mark.parametrize("args", STORED_TEXT_CASES)
+@pytest.mark.parametrize("kwargs", [{}, {"k": 1}, {"k": "é", "z": [1.5]}])
+@pytest.mark.parametrize("trace", [None, {"traceparent": "00-abc-def-01"}])
+def test_stored_text_is_compact_json_of_the_serialized_form(
+    args: tuple[Any, ...], kwargs: dict[str, Any], trace: dict[str, str] | None
+) -> None:
+    """dumps_arguments (its shortcut for plain positional arguments included) writes exactly
+    ``json.dumps`` of serialize_arguments: the text is what unique keys are made of."""
+    data = serialize_arguments(args, kwargs)
+    if trace is not None:
+        data["trace"] = trace
+    expected = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert dumps_arguments(args, kwargs, trace=trace) == expected
+    assert dumps_arguments(list(args), kwargs, trace=trace) == expected
+
+
 def test_tagged_format() -> None:
     data = serialize_arguments(
         [(1,), datetime(2024, 1, 1, tzinfo=NEW_YORK), Color.RED, Point(1, 2)], {}

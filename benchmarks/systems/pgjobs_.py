@@ -2,6 +2,8 @@
 
 - enqueue: ``noop.perform_later(i)`` on pgjobs' own pool (autocommit: one statement and one
   commit per job); bulk: ``pgjobs.perform_all_later`` (COPY), in one transaction per batch;
+  bulk of one class (``bulk_fast``): ``noop.perform_all_later_args([(i,), ...])`` (one statement
+  per batch, no handles returned);
 - workers: ``python -m pgjobs start --app benchmarks.jobs --config <queue.yml>`` (a supervisor,
   its worker processes and one dispatcher), stopped with SIGTERM;
 - the job is a plain ``def`` run in the worker's thread pool (pgjobs' native kind of job).
@@ -149,6 +151,24 @@ class PgJobs(System):
         finally:
             self._close(database)
 
+    def has_bulk_fast(self) -> bool:
+        return hasattr(pgjobs.Job, "perform_all_later_args")  # pgjobs from issue 22 on
+
+    def enqueue_bulk_fast(self, url: str, n: int, batch: int, limit: float = math.inf) -> Timed:
+        from benchmarks.jobs import noop
+
+        database = self._configure(url)
+        try:
+            clock = Stopwatch(limit)
+            for first in range(0, n, batch):
+                last = min(n, first + batch)
+                noop.perform_all_later_args([(i,) for i in range(first, last)])
+                if clock.expired():
+                    return clock.result(last)
+            return clock.result(n)
+        finally:
+            self._close(database)
+
     def enqueue_paced(self, url: str, ids: Sequence[int], rate: float) -> list[tuple[float, float]]:
         from benchmarks.jobs import noop
 
@@ -250,6 +270,8 @@ class PgJobs(System):
             "job": "def noop(i) in the worker's thread pool",
             "single enqueue": "noop.perform_later(i): pgjobs' pool, autocommit, 1 statement/job",
             "bulk enqueue": "pgjobs.perform_all_later([...]) (COPY), one transaction per batch",
+            "bulk enqueue, one class (bulk_fast)": "noop.perform_all_later_args([(i,), ...]): one "
+            "statement per batch, no handles",
             "workers": "python -m pgjobs start (supervisor + workers + 1 dispatcher + the "
             "scheduler, which runs clear_finished at start-up, then hourly)"
             if not os.environ.get("BENCH_PGJOBS_SKIP_RECURRING")

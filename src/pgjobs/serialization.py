@@ -78,6 +78,32 @@ _HUGE = 10**4000  # int <-> str refuses more than 4300 digits
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _json_function() -> Callable[[Any], str]:
+    """``_JSON.encode`` without building a new C encoder on every call (~0.7 µs of a 2 µs
+    enqueue's arguments): the same C function with the same settings, made once.
+
+    Its circular-reference check is off: it only ever sees what :func:`serialize_arguments`
+    built — fresh lists and dicts of encoded values, which cannot hold a cycle (one in the
+    caller's arguments stops the encoding there, as a RecursionError).  Without the C
+    accelerator (another Python implementation) it is ``_JSON.encode`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return _JSON.encode
+    encoder = make(
+        None, _JSON.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(encoder(value, 0))
+
+    return encode
+
+
+_dumps = _json_function()
 _SUPPORTED = (
     "str, int, float, bool, None, list, tuple, dict, set, frozenset, bytes, datetime, date, "
     "time, timedelta, Decimal, UUID, Enum members, classes registered with "
@@ -297,6 +323,17 @@ def serialize_arguments(
     return {"args": out_args, "kwargs": out_kwargs}
 
 
+def dumps_plain(
+    args: Sequence[object], kwargs: Mapping[str, object], trace: Mapping[str, str] | None = None
+) -> str | None:
+    """:func:`dumps_arguments`' text when the arguments are plain positional scalars (no
+    keywords, no trace context: the common case), else ``None``.  The same text, ~1 µs sooner:
+    no intermediate dict, and no error context to format (none can be raised)."""
+    if trace is None and not kwargs and type(args) is tuple and _is_plain(args):
+        return f'{{"args":{_dumps(args)},"kwargs":{{}}}}'
+    return None
+
+
 def dumps_arguments(
     args: Sequence[object],
     kwargs: Mapping[str, object],
@@ -310,10 +347,46 @@ def dumps_arguments(
     :mod:`pgjobs.observability.tracing`), stored under a ``"trace"`` key beside ``args`` and
     ``kwargs``; :func:`deserialize_arguments` ignores it.
     """
+    plain = dumps_plain(args, kwargs, trace)
+    if plain is not None:
+        return plain
     data = serialize_arguments(args, kwargs, context=context)
     if trace is not None:
         data["trace"] = dict(trace)
-    return _JSON.encode(data)
+    return _dumps(data)
+
+
+def row_type_error(row: object, i: int, context: str) -> TypeError:
+    """The error for a row of :func:`dumps_rows` that is no tuple or list."""
+    return TypeError(
+        f"row {i} of {context} is {row!r:.80} ({type(row).__name__}): each row is a tuple (or "
+        "list) of one job's positional arguments, e.g. (1,) or ('a', 2)"
+    )
+
+
+def dumps_rows(rows: Iterable[object], *, context: str) -> list[str]:
+    """``dumps_arguments(row, {})`` of every row, each the positional arguments of one job: the
+    arguments of many jobs of one class at once (``perform_all_later_args``).
+
+    A row is a tuple or a list.  An error names the row, counted from 0:
+    ``Cannot serialize argument 1 of <context> row 3: ...``; a row that is no tuple or list
+    (a str would be taken apart into characters) raises :class:`TypeError` naming it.
+    """
+    texts: list[str] = []
+    append = texts.append
+    dumps = _dumps
+    for i, row in enumerate(rows):
+        if type(row) is tuple:
+            args = row
+        elif type(row) is list:
+            args = tuple(row)
+        else:
+            raise row_type_error(row, i, context)
+        if _is_plain(args):  # dumps_arguments' shortcut, without a call and a context per row
+            append(f'{{"args":{dumps(args)},"kwargs":{{}}}}')
+        else:
+            append(dumps_arguments(args, {}, context=f"{context} row {i}"))
+    return texts
 
 
 def deserialize_arguments(
@@ -351,7 +424,7 @@ def dumps_value(value: object, *, context: str = "value") -> str:
         path = f" at {where.group(1)}" if where and where.group(1) else ""
         message = rest.replace(f"{context}:", f"{context}{path}:", 1) if where else rest
         raise SerializationError(f"Cannot serialize {message}") from exc.__cause__
-    return _JSON.encode(encoded)
+    return _dumps(encoded)
 
 
 def loads_value(data: Any) -> object:

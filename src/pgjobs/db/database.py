@@ -96,6 +96,17 @@ def _unreachable(url: str, exc: Exception) -> DatabaseUnreachable:
     return DatabaseUnreachable(f"cannot connect to the pgjobs database at {redact(url)}: {reason}")
 
 
+class PooledConnection(psycopg.Connection[TupleRow]):
+    """A connection of a :class:`Database`'s pool: a psycopg connection that keeps one cursor
+    for :meth:`Database.checkout` (a single enqueue's statement), made on first use.
+
+    psycopg's ``conn.execute`` makes a cursor per statement: ~20 µs of the client's CPU of a
+    ~400 µs single enqueue, measured against a kept cursor on the same statement.
+    """
+
+    statement_cursor: psycopg.Cursor[TupleRow] | None = None
+
+
 class Database:
     """One pgjobs database and the pooled connections to it."""
 
@@ -118,7 +129,7 @@ class Database:
         self.direct_url = psycopg_url(direct_url) if direct_url else None
         self.pool_size = pool_size
         self.application_name = application_name
-        self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
+        self._pool: ConnectionPool[PooledConnection] | None = None
         self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] | None = None
         self._lock = threading.Lock()
         # When each pooled connection was last handed back (weak: closed ones drop out).  Kept
@@ -231,11 +242,12 @@ class Database:
             raise _unreachable(self.url, exc) from exc
 
     @property
-    def pool(self) -> ConnectionPool[psycopg.Connection[TupleRow]]:
+    def pool(self) -> ConnectionPool[PooledConnection]:
         with self._lock:
             if self._pool is None:
-                pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
+                pool: ConnectionPool[PooledConnection] = ConnectionPool(
                     self.url,
+                    connection_class=PooledConnection,
                     min_size=1,
                     max_size=self.pool_size,
                     kwargs=self._kwargs(),
@@ -262,6 +274,25 @@ class Database:
                 yield conn
             finally:
                 self._used[conn] = time.monotonic()
+
+    def checkout(self) -> tuple[PooledConnection, psycopg.Cursor[TupleRow]]:
+        """A pooled autocommit connection and its kept cursor, for one statement on the hot path
+        (a single enqueue); give it back with :meth:`checkin`, in a ``finally``.
+
+        What :meth:`connection` does, minus its two context managers and psycopg's
+        ``with conn`` (a no-op on an idle autocommit connection): ~4 µs less per call.  A
+        connection handed back in a transaction or broken is rolled back or replaced by the pool,
+        as with :meth:`connection`.
+        """
+        conn = (self._pool or self.pool).getconn()
+        cursor = conn.statement_cursor
+        if cursor is None or cursor.closed:
+            cursor = conn.statement_cursor = conn.cursor()
+        return conn, cursor
+
+    def checkin(self, conn: PooledConnection) -> None:
+        self._used[conn] = time.monotonic()
+        (self._pool or self.pool).putconn(conn)
 
     @asynccontextmanager
     async def async_connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:

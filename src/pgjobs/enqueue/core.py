@@ -1,4 +1,5 @@
-"""Enqueueing: ``perform_later``, delayed jobs, bulk ``perform_all_later``, transactional enqueue.
+"""Enqueueing: ``perform_later``, delayed jobs, bulk ``perform_all_later``, many jobs of one
+class (``perform_all_later_args``), transactional enqueue.
 
 A job is written on the connection the caller hands over (``Job.set(connection=...)`` or
 ``perform_all_later(..., connection=...)``) inside the caller's transaction, so it exists if and
@@ -7,8 +8,14 @@ SQLAlchemy ``Connection`` / ``Session`` / ``AsyncConnection`` / ``AsyncSession``
 such as Flask-SQLAlchemy's ``db.session``) on the ``postgresql+psycopg`` driver.  Without one,
 pgjobs uses its own pool and the job is committed before the call returns.
 
-Sync and async share everything but the few lines that execute: :func:`_plan` builds the
-statement and parameters once, for both.
+Sync and async share everything but the few lines that execute: the rows, statements and
+parameters are built once, for both (:func:`_record`, :func:`_plan_bulk`, :func:`_plan_many`).
+
+The hot paths make as few Python objects per job as they can (every µs of Python is ~1 % of a
+bulk enqueue): a job without keys becomes its row (:data:`Record`) directly, its handle is made
+by :func:`pgjobs.enqueue.handle.handle_of`, and many jobs sharing their class, queue, priority
+and due time are written by one statement (:data:`pgjobs.store.jobs.ENQUEUE_MANY_READY`).
+Jobs with keys keep :class:`_Row` and the statements of :mod:`pgjobs.enqueue.keyed`.
 
 Tracing (:mod:`pgjobs.observability.tracing`): each enqueue that writes runs inside the hook's
 ``send`` (a bulk one inside ``send_bulk``, each job's row built inside its ``create``) when a hook
@@ -18,25 +25,31 @@ cost is one ``is None`` check.
 
 from __future__ import annotations
 
+import struct
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
 
 from pgjobs import clock, events
 from pgjobs.db.database import Database
+from pgjobs.db.names import names, sql
 from pgjobs.enqueue import keyed as enqueue_keyed
-from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob
+from pgjobs.enqueue.handle import MAX_PRIORITY, MIN_PRIORITY, EnqueuedJob, handle_of
+from pgjobs.enqueue.ids import random_ids
 from pgjobs.errors import ConfigurationError
 from pgjobs.jobs import callbacks, limits
 from pgjobs.observability import tracing
-from pgjobs.serialization import dumps_arguments
+from pgjobs.serialization import dumps_arguments, dumps_plain, dumps_rows, row_type_error
 from pgjobs.store import jobs as store
 
 if TYPE_CHECKING:
-    from pgjobs.jobs.base import Job
+    from pgjobs.jobs.base import Job, Options
 
 Connectionish: TypeAlias = Any  # psycopg or SQLAlchemy connection/session; see module docstring
 
@@ -74,10 +87,16 @@ def set_connection_provider(provider: ConnectionProvider | None) -> ConnectionPr
     return previous
 
 
-def _database() -> Database:
-    from pgjobs.runtime import get_database
+_get_database: Callable[[], Database] | None = None
 
-    return get_database()
+
+def _database() -> Database:
+    global _get_database
+    if _get_database is None:  # imported on first use (pgjobs.runtime imports the configuration)
+        from pgjobs.runtime import get_database
+
+        _get_database = get_database
+    return _get_database()
 
 
 def current_schema() -> str | None:
@@ -97,11 +116,14 @@ class _Row:  # one per job enqueued: not frozen, whose __init__ costs ~0.5 µs m
 
 def scheduled_at_of(job: Job, now: datetime) -> datetime | None:
     """When the job should run, or ``None`` when it is due now."""
-    options = job.options
+    return _scheduled_at(job.options, now, type(job).job_name)
+
+
+def _scheduled_at(options: Options, now: datetime, name: str) -> datetime | None:
     if options.wait_until is not None:
         when = options.wait_until
         if when.tzinfo is None:
-            raise ConfigurationError(f"{type(job).job_name}: wait_until must be timezone-aware")
+            raise ConfigurationError(f"{name}: wait_until must be timezone-aware")
     elif options.wait is not None:
         wait = options.wait
         when = now + (wait if isinstance(wait, timedelta) else timedelta(seconds=wait))
@@ -110,15 +132,19 @@ def scheduled_at_of(job: Job, now: datetime) -> datetime | None:
     return when if when > now else None
 
 
-def _row(job: Job, now: datetime, channel: str) -> _Row:
-    cls = type(job)
-    if not isinstance(job.priority, int) or isinstance(job.priority, bool):
-        raise ConfigurationError(f"{cls.job_name}: priority must be an int, got {job.priority!r}")
-    if not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:
+def _check_priority(cls: type[Job], priority: object) -> None:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ConfigurationError(f"{cls.job_name}: priority must be an int, got {priority!r}")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         raise ConfigurationError(
             f"{cls.job_name}: priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, "
-            f"got {job.priority}"
+            f"got {priority}"
         )
+
+
+def _row(job: Job, now: datetime, channel: str) -> _Row:
+    cls = type(job)
+    _check_priority(cls, job.priority)
     when = scheduled_at_of(job, now)
     arguments = dumps_arguments(
         job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
@@ -134,6 +160,40 @@ def _row(job: Job, now: datetime, channel: str) -> _Row:
         "channel": channel,
     }
     return _Row(job, params, when, limits.keys_for(job, now), now)
+
+
+#: A job without keys as its COPY row: ``[id, job_id, queue_name, class_name, arguments,
+#: priority, scheduled_at]`` (a list: the id is filled in once reserved).
+Record: TypeAlias = list[Any]
+
+
+def _no_keys(cls: type[Job]) -> bool:
+    """Whether ``cls`` declares none of the limits that need their own statements
+    (:func:`pgjobs.jobs.limits.keys_for` gives it ``NO_KEYS``)."""
+    return (
+        cls.limits_concurrency is None
+        and cls.unique is None
+        and cls.ordered is None
+        and cls.rate_limit is None
+    )
+
+
+def _record(job: Job, now: datetime) -> Record:
+    """The COPY row of a job without keys, checked and serialized as :func:`_row` does it."""
+    cls = type(job)
+    priority = job.priority
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        _check_priority(cls, priority)
+    options = job.options
+    when = None
+    if options.wait_until is not None or options.wait is not None:
+        when = scheduled_at_of(job, now)
+    arguments = dumps_plain(job.args, job.kwargs, job._trace_carrier)
+    if arguments is None:
+        arguments = dumps_arguments(
+            job.args, job.kwargs, context=f"{cls.job_name}.perform_later", trace=job._trace_carrier
+        )
+    return [None, job.job_id, job.queue_name, cls.job_name, arguments, priority, when]
 
 
 def _result(
@@ -183,8 +243,6 @@ def _result(
 
 
 def _statement(database_schema: str | None, row: _Row) -> str:
-    from pgjobs.db.names import sql
-
     template = store.ENQUEUE_SCHEDULED if row.scheduled_at else store.ENQUEUE_READY
     return sql(template, database_schema)
 
@@ -261,26 +319,62 @@ def _write_row(conn: psycopg.Connection[Any], schema: str | None, row: _Row) -> 
     return _result(row, found[0], found[1])
 
 
+def _plain(schema: str | None, record: Record) -> tuple[str, dict[str, Any]]:
+    """The statement of a job without keys (:data:`Record`) and its parameters."""
+    when = record[6]
+    params = {
+        "job_id": record[1],
+        "queue_name": record[2],
+        "class_name": record[3],
+        "arguments": record[4],
+        "priority": record[5],
+        "concurrency_key": None,
+        "scheduled_at": when,
+        "channel": store.notify_channel(schema),
+    }
+    return sql(store.ENQUEUE_SCHEDULED if when else store.ENQUEUE_READY, schema), params
+
+
+def _plain_result(job: Job, record: Record, found: tuple[Any, ...] | None) -> EnqueuedJob:
+    """What ``_result`` makes of a job without keys, written by its one statement."""
+    assert found is not None
+    id_, created_at = found[0], found[1]
+    when = record[6]
+    job.enqueued_at, job.scheduled_at = created_at, when
+    result = handle_of(record[1], record[3], record[2], record[5], when, id_)
+    if "enqueue" in events.active:
+        fields = events.job_fields(record[1], record[3], record[2])
+        events.emit("enqueue", **fields, priority=record[5], scheduled_at=when)
+    return result
+
+
 def _write(
-    conn: psycopg.Connection[Any], schema: str | None, job: Job, now: datetime
+    conn: psycopg.Connection[Any],
+    schema: str | None,
+    job: Job,
+    now: datetime,
+    cursor: psycopg.Cursor[Any] | None = None,
 ) -> EnqueuedJob:
     """The one statement that writes a job and its ready or scheduled row, on ``conn`` (a few,
-    in a transaction, for a job with a concurrency limit or a unique key)."""
-    return _write_row(conn, schema, _row(job, now, store.notify_channel(schema)))
+    in a transaction, for a job with a concurrency limit or a unique key); ``cursor``: one of
+    ``conn``'s to run it with (else a new one)."""
+    if not _no_keys(type(job)):
+        return _write_row(conn, schema, _row(job, now, store.notify_channel(schema)))
+    record = _record(job, now)
+    found = (cursor or conn).execute(*_plain(schema, record)).fetchone()
+    return _plain_result(job, record, found)
 
 
 async def _write_async(
     conn: psycopg.AsyncConnection[Any], schema: str | None, job: Job, now: datetime
 ) -> EnqueuedJob:
+    if _no_keys(type(job)):
+        record = _record(job, now)
+        found = await (await conn.execute(*_plain(schema, record))).fetchone()
+        return _plain_result(job, record, found)
     row = _row(job, now, store.notify_channel(schema))
-    if row.keys.special:
-        written = await enqueue_keyed.run_async(
-            conn, schema, _keyed_steps(row), atomic=_atomic(row)
-        )
-        return _result(row, written.id, written.created_at, written)
-    found = await (await conn.execute(_statement(schema, row), row.params)).fetchone()
-    assert found is not None
-    return _result(row, found[0], found[1])
+    written = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=_atomic(row))
+    return _result(row, written.id, written.created_at, written)
 
 
 def enqueue_on(
@@ -329,8 +423,11 @@ def _send(job: Job, now: datetime) -> EnqueuedJob:
         # The caller's connection: never start or pool anything.
         return _write(sync_driver(connection), current_schema(), job, now)
     database = _database()
-    with database.connection() as conn:
-        return _write(conn, database.schema, job, now)
+    conn, cursor = database.checkout()
+    try:
+        return _write(conn, database.schema, job, now, cursor)
+    finally:
+        database.checkin(conn)
 
 
 async def enqueue_async(job: Job) -> EnqueuedJob:
@@ -369,26 +466,238 @@ def _not_enqueued(job: Job) -> EnqueuedJob:
     )
 
 
+# -- many jobs sharing class, queue, priority and due time: one statement ---------------------
+# perform_all_later_args' jobs, and perform_all_later's without keys when they share those
+# columns: jobs.ENQUEUE_MANY_READY / _SCHEDULED instead of an id reservation, two COPYs and a
+# notification (one round trip; the server makes the execution rows from the jobs' rows).
+
+#: Jobs per statement, at most: its parameters stay a few MB whatever the number of jobs (more
+#: statements, in one transaction) ...
+MANY_PER_STATEMENT = 10_000
+#: ... and characters of arguments per statement, at most (a job's own always fit): the JSON
+#: array is one jsonb value, which PostgreSQL caps at 256 MB (4 bytes per character at worst).
+MANY_CHARACTERS = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Many:
+    """Jobs sharing their class, queue, priority and due time, written by one statement per
+    MANY_PER_STATEMENT (jobs.ENQUEUE_MANY_READY / _SCHEDULED)."""
+
+    class_name: str
+    queue_name: str
+    priority: int
+    scheduled_at: datetime | None
+    arguments: list[str]  # one JSON text per job
+    job_ids: bytes | bytearray  # their job ids, 16 bytes each
+    chunks: list[tuple[int, int]]  # the jobs (first, last + 1) of each statement
+
+
+def _chunks(arguments: list[str]) -> list[tuple[int, int]]:
+    """The jobs of each statement: at most MANY_PER_STATEMENT, and MANY_CHARACTERS of arguments
+    unless a job's arguments alone are more."""
+    found: list[tuple[int, int]] = []
+    first, size = 0, 0
+    for i, text in enumerate(arguments):
+        if i > first and (i - first >= MANY_PER_STATEMENT or size + len(text) > MANY_CHARACTERS):
+            found.append((first, i))
+            first, size = i, 0
+        size += len(text)
+    if first < len(arguments):
+        found.append((first, len(arguments)))
+    return found
+
+
+def _many(
+    class_name: str,
+    queue_name: str,
+    priority: int,
+    scheduled_at: datetime | None,
+    arguments: list[str],
+    job_ids: bytes | bytearray,
+) -> _Many:
+    return _Many(
+        class_name, queue_name, priority, scheduled_at, arguments, job_ids, _chunks(arguments)
+    )
+
+
+class _UuidArray(bytes):
+    """A ``uuid[]`` parameter already in PostgreSQL's binary format (:func:`_uuid_array`)."""
+
+
+class _UuidArrayDumper(Dumper):
+    """Sends a :class:`_UuidArray` as it is: no UUID text for the server to parse (~0.3 µs of
+    its ~8 µs per job of an ENQUEUE_MANY statement), no ``uuid.UUID`` to make."""
+
+    format = pq.Format.BINARY
+    oid = 2951  # uuid[]
+
+    def dump(self, obj: bytes) -> bytes:
+        return obj
+
+
+_ARRAY_HEADER = struct.Struct("!iiIii")  # dimensions, has nulls, element type, length, lower bound
+_UUID_LENGTH = (16).to_bytes(4, "big")
+
+
+def _uuid_array(raw: bytes | bytearray, first: int, last: int) -> _UuidArray:
+    """The ids ``first`` to ``last - 1`` of ``raw`` (16 bytes each) as a binary ``uuid[]``."""
+    items = [_UUID_LENGTH + raw[i : i + 16] for i in range(16 * first, 16 * last, 16)]
+    return _UuidArray(_ARRAY_HEADER.pack(1, 0, 2950, last - first, 1) + b"".join(items))
+
+
+def _uuid_text_array(raw: bytes | bytearray, first: int, last: int) -> str:
+    """The same ids as a ``uuid[]`` literal, for a cursor that binds parameters on the client
+    (``psycopg.ClientCursor``: Django's default), which cannot send binary parameters."""
+    return "{" + ",".join([raw[i : i + 16].hex() for i in range(16 * first, 16 * last, 16)]) + "}"
+
+
+def _binds_on_server(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether ``cur`` sends its parameters apart from the statement (so binary ones too); then
+    the binary ``uuid[]``'s dumper is registered on it (on this cursor only)."""
+    if isinstance(cur, psycopg.ClientCursor | psycopg.AsyncClientCursor):
+        return False
+    cur.adapters.register_dumper(_UuidArray, _UuidArrayDumper)
+    return True
+
+
+def _many_statements(
+    schema: str | None, many: _Many, binary: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """The statements that write ``many``, with their parameters (one per MANY_PER_STATEMENT);
+    the job ids as a binary ``uuid[]`` (``binary``) or as a literal."""
+    statement = sql(
+        store.ENQUEUE_MANY_SCHEDULED if many.scheduled_at else store.ENQUEUE_MANY_READY, schema
+    )
+    shared = {
+        "jobs_table": names(schema)["jobs"],
+        "queue_name": many.queue_name,
+        "class_name": many.class_name,
+        "priority": many.priority,
+        "scheduled_at": many.scheduled_at,
+        "channel": store.notify_channel(schema),
+    }
+    ids = _uuid_array if binary else _uuid_text_array
+    return [
+        (
+            statement,
+            {
+                **shared,
+                "job_ids": ids(many.job_ids, first, last),
+                "arguments": "[" + ",".join(many.arguments[first:last]) + "]",
+            },
+        )
+        for first, last in many.chunks
+    ]
+
+
+def _many_sync(cur: psycopg.Cursor[Any], schema: str | None, many: _Many) -> list[int]:
+    """Write ``many`` on ``cur``: the jobs' ids, in order."""
+    ids: list[int] = []
+    for statement, params in _many_statements(schema, many, _binds_on_server(cur)):
+        found = cur.execute(statement, params).fetchone()
+        assert found is not None
+        ids += found[0]
+    return ids
+
+
+async def _many_async(cur: psycopg.AsyncCursor[Any], schema: str | None, many: _Many) -> list[int]:
+    ids: list[int] = []
+    for statement, params in _many_statements(schema, many, _binds_on_server(cur)):
+        found = await (await cur.execute(statement, params)).fetchone()
+        assert found is not None
+        ids += found[0]
+    return ids
+
+
 # -- bulk enqueue -----------------------------------------------------------------------------
 
+# The columns of COPY_JOBS_BINARY, COPY_READY_BINARY and COPY_SCHEDULED_BINARY (store.jobs).
+_JOB_TYPES = ("int8", "uuid", "text", "text", "jsonb", "int2", "timestamptz")
+_READY_TYPES = ("int8", "text", "int2")
+_SCHEDULED_TYPES = ("int8", "text", "int2", "timestamptz")
 
-@dataclass(frozen=True)
+
+class _JsonbText(Dumper):
+    """jsonb in COPY's binary format from JSON text already made (``dumps_arguments``): the
+    format's version byte, then the text in the connection's encoding (the server converts it,
+    as it does text).  psycopg's own jsonb dumper would encode the text as a JSON string; this
+    one is used only by the COPYs it is registered on (``set_types``)."""
+
+    format = pq.Format.BINARY
+    oid = 3802  # jsonb
+
+    def __init__(self, cls: type, context: Any = None) -> None:
+        super().__init__(cls, context)
+        self._encoding = self.connection.info.encoding if self.connection else "utf-8"
+
+    def dump(self, obj: str) -> bytes:
+        return b"\x01" + obj.encode(self._encoding)
+
+
+def _binary(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
+    cur.adapters.register_dumper(None, _JsonbText)  # by oid only: for set_types, on this cursor
+
+
+@dataclass(frozen=True, slots=True)
 class _Bulk:
-    rows: list[_Row]  # jobs without keys: COPYed
-    ready: list[_Row]
-    scheduled: list[_Row]
-    queues: list[str]
+    jobs: list[Job]  # the jobs without keys ...
+    records: list[Record]  # ... with their rows, in the same order
     keyed: list[tuple[int, _Row]]  # (position, row) of jobs with keys, in semaphore-lock order
     size: int
+    group: _Many | None  # the jobs without keys when they share class, queue, priority and time
+
+    @property
+    def one_statement(self) -> bool:
+        """Whether the whole batch is one statement (atomic without a transaction)."""
+        return self.group is not None and not self.keyed and len(self.group.chunks) == 1
+
+
+def _group(records: list[Record]) -> _Many | None:
+    """The jobs without keys as one :class:`_Many` when they share class, queue, priority and
+    due time (the usual bulk: ``[X.build(i) for i in ...]``): written by one statement per
+    10,000 instead of an id reservation, two COPYs and a notification — ~20 % faster (fewer
+    round trips; the server inserts the execution rows from the jobs' rows)."""
+    if not records:
+        return None
+    _id, _job_id, queue, class_name, _arguments, priority, when = records[0]
+    for record in records:
+        if (
+            record[3] != class_name
+            or record[2] != queue
+            or record[5] != priority
+            or record[6] != when
+        ):
+            return None
+    return _many(
+        class_name,
+        queue,
+        int(priority),
+        when,
+        [record[4] for record in records],
+        b"".join([record[1].bytes for record in records]),
+    )
 
 
 def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None) -> _Bulk:
+    """Check and serialize every job before anything is written (one bad argument writes
+    nothing)."""
     now = clock.now()
-    if create is None:
-        every = [_row(job, now, channel) for job in jobs]
-    else:  # tracing: each row is built inside its job's create span
-        every = [_created(create, job, now, channel) for job in jobs]
-    rows = [r for r in every if not r.keys.special]
+    plain: list[Job] = []
+    records: list[Record] = []
+    every_keyed: list[tuple[int, _Row]] = []
+    for position, job in enumerate(jobs):
+        if _no_keys(type(job)):
+            if create is None:
+                records.append(_record(job, now))
+            else:  # tracing: each row is built inside its job's create span
+                with create(job):
+                    records.append(_record(job, now))
+            plain.append(job)
+        elif create is None:
+            every_keyed.append((position, _row(job, now, channel)))
+        else:
+            every_keyed.append((position, _created(create, job, now, channel)))
     # Jobs with keys are written one by one (each locks its unique key's index entry and its
     # semaphore row until commit): in key order, so that two bulk enqueues of the same keys take
     # the locks in the same order.  An ordered key's jobs keep their list order (the sort is
@@ -396,7 +705,7 @@ def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None)
     # they are written.  (Two bulk enqueues of such jobs sharing unique keys across ordered
     # keys could deadlock; PostgreSQL detects it and one of them fails, writing nothing.)
     keyed = sorted(
-        ((i, r) for i, r in enumerate(every) if r.keys.special),
+        every_keyed,
         key=lambda item: (
             item[1].keys.concurrency_key or "",
             ""
@@ -404,10 +713,7 @@ def _plan_bulk(jobs: Iterable[Job], channel: str, create: tracing.Create | None)
             else item[1].keys.unique_key or "",
         ),
     )
-    ready = [r for r in rows if r.scheduled_at is None]
-    scheduled = [r for r in rows if r.scheduled_at is not None]
-    queues = sorted({r.params["queue_name"] for r in ready})
-    return _Bulk(rows, ready, scheduled, queues, keyed, len(every))
+    return _Bulk(plain, records, keyed, len(plain) + len(keyed), _group(records))
 
 
 def _created(create: tracing.Create, job: Job, now: datetime, channel: str) -> _Row:
@@ -415,99 +721,143 @@ def _created(create: tracing.Create, job: Job, now: datetime, channel: str) -> _
         return _row(job, now, channel)
 
 
-def _copies(
-    schema: str | None, plan: _Bulk, ids: list[int]
-) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The COPY statements of a bulk enqueue with their records, once the ids are reserved."""
-    from pgjobs.db.names import sql
-
-    jobs: list[tuple[Any, ...]] = []
-    ready: list[tuple[Any, ...]] = []
-    scheduled: list[tuple[Any, ...]] = []
-    for row, id_ in zip(plan.rows, ids, strict=True):
-        p = row.params
-        jobs.append((id_, p["job_id"], p["queue_name"], p["class_name"], p["arguments"],
-                     p["priority"], p["concurrency_key"], row.scheduled_at))  # fmt: skip
-        if row.scheduled_at is None:
-            ready.append((id_, p["queue_name"], p["priority"]))
-        else:
-            scheduled.append((id_, p["queue_name"], p["priority"], row.scheduled_at))
-    copies = [(store.COPY_JOBS, jobs), (store.COPY_READY, ready), (store.COPY_SCHEDULED, scheduled)]
-    return [(sql(stmt, schema), records) for stmt, records in copies if records]
-
-
 def _reserve(schema: str | None, n: int) -> tuple[str, dict[str, Any]]:
-    from pgjobs.db.names import names
-
     return store.RESERVE_IDS, {"jobs_table": names(schema)["jobs"], "n": n}
 
 
-def _notify(schema: str | None, plan: _Bulk, ids: list[int]) -> tuple[str, dict[str, Any]]:
+def _handles(records: list[Record]) -> list[EnqueuedJob]:
+    made = handle_of
+    return [made(r[1], r[3], r[2], r[5], r[6], r[0]) for r in records]
+
+
+def _placed(records: list[Record]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The ready rows and the scheduled rows of the COPYed jobs, once their ids are set."""
+    ready: list[tuple[Any, ...]] = []
+    scheduled: list[tuple[Any, ...]] = []
+    for id_, _job_id, queue, _class, _arguments, priority, when in records:
+        if when is None:
+            ready.append((id_, queue, priority))
+        else:
+            scheduled.append((id_, queue, priority, when))
+    return ready, scheduled
+
+
+def _notify(schema: str | None, ready: list[tuple[Any, ...]]) -> tuple[str, dict[str, Any]]:
     """One notification per queue, naming the queue's first new job in claim order."""
     first: dict[str, tuple[int, int]] = {}
-    for row, id_ in zip(plan.rows, ids, strict=True):
-        if row.scheduled_at is None:
-            queue, key = row.params["queue_name"], (row.params["priority"], id_)
-            if queue not in first or key < first[queue]:
-                first[queue] = key
+    for id_, queue, priority in ready:
+        found = first.get(queue)
+        if found is None or (priority, id_) < found:
+            first[queue] = (priority, id_)
     payloads = [f"{q}\t{priority}\t{id_}" for q, (priority, id_) in sorted(first.items())]
     return store.NOTIFY_QUEUES, {"channel": store.notify_channel(schema), "payloads": payloads}
 
 
-def _bulk_results(plan: _Bulk, ids: list[int]) -> list[EnqueuedJob | None]:
+def _settle(plan: _Bulk) -> None:
+    """After the COPYs: the jobs' own fields, as ``_result`` sets them, and their events."""
+    emit = "enqueue" in events.active
+    for job, record in zip(plan.jobs, plan.records, strict=True):
+        job.enqueued_at, job.scheduled_at = None, record[6]
+        if emit:
+            fields = events.job_fields(job.job_id, record[3], record[2])
+            events.emit("enqueue", **fields, priority=record[5], scheduled_at=record[6])
+
+
+def _merged(plan: _Bulk, handles: list[EnqueuedJob], keyed: list[EnqueuedJob]) -> list[EnqueuedJob]:
+    """The results in the order of the jobs given."""
+    if not plan.keyed:
+        return handles
     results: list[EnqueuedJob | None] = [None] * plan.size
-    plain = iter(zip(plan.rows, ids, strict=True))
-    keyed = {i for i, _ in plan.keyed}
-    for i in range(plan.size):
-        if i not in keyed:
-            row, id_ = next(plain)
-            results[i] = _result(row, id_, None)
-    return results
+    for (i, _kept), result in zip(plan.keyed, keyed, strict=True):
+        results[i] = result
+    plain = iter(handles)
+    return [r if r is not None else next(plain) for r in results]
 
 
-def _bulk_sync(
-    conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk
-) -> list[EnqueuedJob | None]:
-    ids: list[int] = []
-    if plan.rows:
-        ids = [r[0] for r in conn.execute(*_reserve(schema, len(plan.rows))).fetchall()]
-    with conn.cursor() as cur:
-        for statement, records in _copies(schema, plan, ids):
-            with cur.copy(statement) as copy:
-                for record in records:
+def _bulk_sync(conn: psycopg.Connection[Any], schema: str | None, plan: _Bulk) -> list[EnqueuedJob]:
+    records = plan.records
+    handles: list[EnqueuedJob] = []
+    if plan.group is not None:
+        with conn.cursor() as cur:
+            ids = _many_sync(cur, schema, plan.group)
+        for record, id_ in zip(records, ids, strict=True):
+            record[0] = id_
+        handles = _handles(records)
+        _settle(plan)
+    elif records:
+        reserved = conn.execute(*_reserve(schema, len(records))).fetchall()
+        with conn.cursor() as cur:
+            _binary(cur)
+            with cur.copy(sql(store.COPY_JOBS_BINARY, schema)) as copy:
+                copy.set_types(_JOB_TYPES)
+                for record, (id_,) in zip(records, reserved, strict=True):
+                    record[0] = id_
                     copy.write_row(record)
-        if plan.queues:
-            cur.execute(*_notify(schema, plan, ids))
-    results = _bulk_results(plan, ids)
-    for i, row in plan.keyed:  # inside the bulk's transaction already
-        written = enqueue_keyed.run(conn, schema, _keyed_steps(row), atomic=False)
-        results[i] = _result(row, written.id, written.created_at, written)
-    return results
+                # While the server still reads the rows (COPY ends at the block's end): the
+                # handles, and the execution rows.
+                handles = _handles(records)
+                ready, scheduled = _placed(records)
+            if ready:
+                with cur.copy(sql(store.COPY_READY_BINARY, schema)) as copy:
+                    copy.set_types(_READY_TYPES)
+                    for placed in ready:
+                        copy.write_row(placed)
+            if scheduled:
+                with cur.copy(sql(store.COPY_SCHEDULED_BINARY, schema)) as copy:
+                    copy.set_types(_SCHEDULED_TYPES)
+                    for placed in scheduled:
+                        copy.write_row(placed)
+            if ready:
+                cur.execute(*_notify(schema, ready))
+        _settle(plan)
+    keyed: list[EnqueuedJob] = []
+    for _i, row in plan.keyed:  # inside the bulk's transaction already
+        written_ = enqueue_keyed.run(conn, schema, _keyed_steps(row), atomic=False)
+        keyed.append(_result(row, written_.id, written_.created_at, written_))
+    return _merged(plan, handles, keyed)
 
 
 async def _bulk_async(
     conn: psycopg.AsyncConnection[Any], schema: str | None, plan: _Bulk
-) -> list[EnqueuedJob | None]:
-    ids: list[int] = []
-    if plan.rows:
-        reserved = await conn.execute(*_reserve(schema, len(plan.rows)))
-        ids = [r[0] for r in await reserved.fetchall()]
-    async with conn.cursor() as cur:
-        for statement, records in _copies(schema, plan, ids):
-            async with cur.copy(statement) as copy:
-                for record in records:
+) -> list[EnqueuedJob]:
+    records = plan.records
+    handles: list[EnqueuedJob] = []
+    if plan.group is not None:
+        async with conn.cursor() as cur:
+            ids = await _many_async(cur, schema, plan.group)
+        for record, id_ in zip(records, ids, strict=True):
+            record[0] = id_
+        handles = _handles(records)
+        _settle(plan)
+    elif records:
+        reserved = await (await conn.execute(*_reserve(schema, len(records)))).fetchall()
+        async with conn.cursor() as cur:
+            _binary(cur)
+            async with cur.copy(sql(store.COPY_JOBS_BINARY, schema)) as copy:
+                copy.set_types(_JOB_TYPES)
+                for record, (id_,) in zip(records, reserved, strict=True):
+                    record[0] = id_
                     await copy.write_row(record)
-        if plan.queues:
-            await cur.execute(*_notify(schema, plan, ids))
-    results = _bulk_results(plan, ids)
-    for i, row in plan.keyed:
-        written = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=False)
-        results[i] = _result(row, written.id, written.created_at, written)
-    return results
-
-
-def _done(results: list[EnqueuedJob | None]) -> list[EnqueuedJob]:
-    return [r for r in results if r is not None]
+                handles = _handles(records)
+                ready, scheduled = _placed(records)
+            if ready:
+                async with cur.copy(sql(store.COPY_READY_BINARY, schema)) as copy:
+                    copy.set_types(_READY_TYPES)
+                    for placed in ready:
+                        await copy.write_row(placed)
+            if scheduled:
+                async with cur.copy(sql(store.COPY_SCHEDULED_BINARY, schema)) as copy:
+                    copy.set_types(_SCHEDULED_TYPES)
+                    for placed in scheduled:
+                        await copy.write_row(placed)
+            if ready:
+                await cur.execute(*_notify(schema, ready))
+        _settle(plan)
+    keyed: list[EnqueuedJob] = []
+    for _i, row in plan.keyed:
+        written_ = await enqueue_keyed.run_async(conn, schema, _keyed_steps(row), atomic=False)
+        keyed.append(_result(row, written_.id, written_.created_at, written_))
+    return _merged(plan, handles, keyed)
 
 
 def _adapted(jobs: Sequence[Job]) -> list[EnqueuedJob]:
@@ -547,17 +897,18 @@ def _all(
         schema = current_schema()
         plan = _plan_bulk(jobs, store.notify_channel(schema), create)
         driver = sync_driver(connection)
-        if driver.autocommit:  # no caller transaction to join: make the batch atomic ourselves
-            with driver.transaction():
-                results = _bulk_sync(driver, schema, plan)
-        else:  # inside the caller's transaction: it commits or rolls back the jobs with its data
-            results = _bulk_sync(driver, schema, plan)
-    else:
-        database = _database()
-        plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
-        with database.connection() as conn, conn.transaction():
-            results = _bulk_sync(conn, database.schema, plan)
-    return _done(results)
+        if driver.autocommit and not plan.one_statement:
+            with driver.transaction():  # no caller transaction to join: the batch's own
+                return _bulk_sync(driver, schema, plan)
+        # inside the caller's transaction: it commits or rolls back the jobs with its data
+        return _bulk_sync(driver, schema, plan)
+    database = _database()
+    plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
+    if plan.one_statement:  # atomic on its own (the pool's connections are in autocommit)
+        with database.connection() as conn:
+            return _bulk_sync(conn, database.schema, plan)
+    with database.connection() as conn, conn.transaction():
+        return _bulk_sync(conn, database.schema, plan)
 
 
 async def perform_all_later_async(
@@ -579,14 +930,166 @@ async def _all_async(
         schema = current_schema()
         plan = _plan_bulk(jobs, store.notify_channel(schema), create)
         driver = await async_driver(connection)
-        if driver.autocommit:
+        if driver.autocommit and not plan.one_statement:
             async with driver.transaction():
-                results = await _bulk_async(driver, schema, plan)
-        else:
-            results = await _bulk_async(driver, schema, plan)
-    else:
-        database = _database()
-        plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
-        async with database.async_connection() as conn, conn.transaction():
-            results = await _bulk_async(conn, database.schema, plan)
-    return _done(results)
+                return await _bulk_async(driver, schema, plan)
+        return await _bulk_async(driver, schema, plan)
+    database = _database()
+    plan = _plan_bulk(jobs, store.notify_channel(database.schema), create)
+    if plan.one_statement:
+        async with database.async_connection() as conn:
+            return await _bulk_async(conn, database.schema, plan)
+    async with database.async_connection() as conn, conn.transaction():
+        return await _bulk_async(conn, database.schema, plan)
+
+
+# -- many jobs of one class: perform_all_later_args ---------------------------------------------
+
+
+def _refuse_keys(cls: type[Job]) -> None:
+    declared = [
+        what
+        for what, value in (
+            ("a concurrency limit (limits_concurrency)", cls.limits_concurrency),
+            ("a unique key (unique)", cls.unique),
+            ("ordered keys (ordered)", cls.ordered),
+            ("a rate limit (rate_limit)", cls.rate_limit),
+        )
+        if value is not None
+    ]
+    if declared:
+        raise ConfigurationError(
+            f"{cls.job_name} declares {' and '.join(declared)}: perform_all_later_args writes "
+            "jobs without keys. Enqueue its jobs with pgjobs.perform_all_later([...]), which "
+            "writes each job's keys"
+        )
+
+
+def _plan_many(cls: type[Job], options: Options, rows: Iterable[Any]) -> _Many:
+    """Check the class and options once and serialize every row, before anything is written."""
+    queue, priority, when = _shared_columns(cls, options)
+    arguments = dumps_rows(rows, context=f"{cls.job_name}.perform_all_later_args")
+    return _many(cls.job_name, queue, priority, when, arguments, random_ids(len(arguments)))
+
+
+def _shared_columns(cls: type[Job], options: Options) -> tuple[str, int, datetime | None]:
+    """The queue, priority and due time of every job of a perform_all_later_args, checked."""
+    _refuse_keys(cls)
+    queue = options.queue if options.queue is not None else cls.queue_as
+    if callable(queue):
+        raise ConfigurationError(
+            f"{cls.job_name} chooses each job's queue (queue_as is a method): give the queue, "
+            f"{cls.__name__}.set(queue=...).perform_all_later_args(...), or enqueue with "
+            "pgjobs.perform_all_later([...])"
+        )
+    if not isinstance(queue, str) or not queue:
+        raise ConfigurationError(
+            f"{cls.job_name}: queue_as must be a non-empty string, got {queue!r}"
+        )
+    priority = options.priority if options.priority is not None else cls.priority
+    _check_priority(cls, priority)
+    return queue, int(priority), _scheduled_at(options, clock.now(), cls.job_name)
+
+
+def _many_events(many: _Many) -> None:
+    """The enqueue events of perform_all_later_args' jobs (perform_all_later's: _settle)."""
+    if "enqueue" not in events.active:
+        return
+    raw = many.job_ids
+    for i in range(0, len(raw), 16):
+        fields = events.job_fields(
+            uuid.UUID(bytes=bytes(raw[i : i + 16])), many.class_name, many.queue_name
+        )
+        events.emit("enqueue", **fields, priority=many.priority, scheduled_at=many.scheduled_at)
+
+
+def _written_many(cur: psycopg.Cursor[Any], schema: str | None, many: _Many) -> int:
+    count = len(_many_sync(cur, schema, many))
+    _many_events(many)
+    return count
+
+
+async def _written_many_async(
+    cur: psycopg.AsyncCursor[Any], schema: str | None, many: _Many
+) -> int:
+    count = len(await _many_async(cur, schema, many))
+    _many_events(many)
+    return count
+
+
+def _built(cls: type[Job], options: Options, rows: Iterable[Any]) -> list[Job]:
+    """The jobs of the rows, for the paths that need Job objects (test adapter, tracing)."""
+    jobs = []
+    for i, row in enumerate(rows):
+        if type(row) is not tuple and type(row) is not list:
+            raise row_type_error(row, i, f"{cls.job_name}.perform_all_later_args")
+        jobs.append(cls(*row).with_options(options))
+    return jobs
+
+
+def perform_all_later_args(
+    cls: type[Job],
+    rows: Iterable[Any],
+    options: Options,
+    connection: Connectionish | None = None,
+) -> int:
+    """``cls``'s jobs, one per row of positional arguments, in one statement per 10,000 jobs and
+    one transaction; the number of jobs written.  See :meth:`pgjobs.Job.perform_all_later_args`."""
+    connection = connection if connection is not None else options.connection
+    if _adapter is not None or tracing.tracer is not None:  # they are given Job objects
+        _shared_columns(cls, options)  # what the fast path refuses is refused here too
+        return len(perform_all_later(_built(cls, options, rows), connection=connection))
+    many = _plan_many(cls, options, rows)
+    if not many.arguments:
+        return 0
+    if connection is None and _provider is not None:
+        connection = _provider()
+    several = len(many.chunks) > 1
+    if connection is not None:
+        schema = current_schema()
+        driver = sync_driver(connection)
+        with driver.cursor() as cur:
+            if driver.autocommit and several:  # no caller transaction to join: one of our own
+                with driver.transaction():
+                    return _written_many(cur, schema, many)
+            return _written_many(cur, schema, many)  # one statement, or the caller's transaction
+    database = _database()
+    conn, cursor = database.checkout()
+    try:
+        if several:
+            with conn.transaction():
+                return _written_many(cursor, database.schema, many)
+        return _written_many(cursor, database.schema, many)  # autocommit: one statement, atomic
+    finally:
+        database.checkin(conn)
+
+
+async def perform_all_later_args_async(
+    cls: type[Job],
+    rows: Iterable[Any],
+    options: Options,
+    connection: Connectionish | None = None,
+) -> int:
+    connection = connection if connection is not None else options.connection
+    if _adapter is not None or tracing.tracer is not None:
+        _shared_columns(cls, options)
+        jobs = _built(cls, options, rows)
+        return len(await perform_all_later_async(jobs, connection=connection))
+    many = _plan_many(cls, options, rows)
+    if not many.arguments:
+        return 0
+    several = len(many.chunks) > 1
+    if connection is not None:
+        schema = current_schema()
+        driver = await async_driver(connection)
+        async with driver.cursor() as cur:
+            if driver.autocommit and several:
+                async with driver.transaction():
+                    return await _written_many_async(cur, schema, many)
+            return await _written_many_async(cur, schema, many)
+    database = _database()
+    async with database.async_connection() as conn, conn.cursor() as cur:
+        if several:
+            async with conn.transaction():
+                return await _written_many_async(cur, database.schema, many)
+        return await _written_many_async(cur, database.schema, many)

@@ -69,3 +69,33 @@ class EnqueuedJob:
         from pgjobs.operations.results import get_job
 
         return get_job(self.job_id)
+
+
+_new = object.__new__
+
+
+def handle_of(
+    job_id: uuid.UUID,
+    class_name: str,
+    queue_name: str,
+    priority: int,
+    scheduled_at: datetime | None,
+    id_: int,
+) -> EnqueuedJob:
+    """The handle of a job just written ready or scheduled: ``EnqueuedJob(...)`` with these
+    fields, made without the frozen dataclass's ``__init__`` (ten ``object.__setattr__`` calls
+    and ``__post_init__``: ~1.3 µs of a bulk enqueue's job; this is ~0.3 µs)."""
+    handle = _new(EnqueuedJob)
+    handle.__dict__.update(
+        job_id=job_id,
+        class_name=class_name,
+        queue_name=queue_name,
+        priority=priority,
+        scheduled_at=scheduled_at,
+        id=id_,
+        enqueued=True,
+        state="ready" if scheduled_at is None else "scheduled",
+        duplicate_of=None,
+        replaced=None,
+    )
+    return handle

@@ -80,6 +80,9 @@ def _sync_call(obj: object, name: str, *args: Any) -> Any:
 def run(obj: object, phase: Phase, body: Callable[[], Any]) -> Any:
     """Run ``body`` wrapped in ``obj``'s callbacks for ``phase`` (synchronous)."""
     table: dict[tuple[Kind, Phase], tuple[str, ...]] = obj._callbacks  # type: ignore[attr-defined]
+    around = table.get(("around", phase))
+    if not around and not table.get(("before", phase)) and not table.get(("after", phase)):
+        return body()  # none: the common case of every enqueue
     for name in table.get(("before", phase), ()):
         _sync_call(obj, name)
     result: list[Any] = []
@@ -88,7 +91,7 @@ def run(obj: object, phase: Phase, body: Callable[[], Any]) -> Any:
         result.append(body())
 
     call = innermost
-    for name in reversed(table.get(("around", phase), ())):
+    for name in reversed(around or ()):
         call = _wrap(obj, name, call)
     call()
     for name in reversed(table.get(("after", phase), ())):
