@@ -258,9 +258,13 @@ def run_chaos(
                 if not late:
                     violations.append(Violation("supervisor_exit", f"{host.name} is not running"))
                     continue
-                since = time.monotonic()  # SIGTERM only once it handles it: its children run
-                while not host.workers() and time.monotonic() - since < 20:
-                    time.sleep(0.1)
+            # SIGTERM only once it handles it — its children run — also for a host the driver
+            # restarted just before the end: a SIGTERM in the interpreter's own start-up, before
+            # pgjobs' code runs, ends it by the signal (-15), which a service manager counts as a
+            # clean stop but this check would not.
+            since = time.monotonic()
+            while not host.workers() and time.monotonic() - since < 20:
+                time.sleep(0.1)
             code = host.terminate(cluster.SHUTDOWN_TIMEOUT + 10)
             if code != 0:
                 violations.append(
