@@ -140,16 +140,21 @@ class Driver:
     def ensure_hosts(self) -> None:
         """Start a replacement for every supervisor that exited; note those nobody killed."""
         for host in self.hosts:
-            if host.popen is not None and not host.running():
-                if host.pid not in self.killed:
-                    self.unexpected_exits.append(
-                        {"host": host.name, "pid": host.pid, "code": host.popen.returncode,
-                         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                         "last_fault_on_host": self.last_fault.get(host.name, "none"),
-                         "after_partition": host.name in self.cut}
-                    )  # fmt: skip
-                self.cut.discard(host.name)
-                host.start()
+            self.ensure_host(host)
+
+    def ensure_host(self, host: Host) -> None:
+        """Start a replacement for ``host``'s supervisor if it exited; note it if nobody killed
+        it.  Only for this host: at the end, hosts already SIGTERMed must stay stopped."""
+        if host.popen is not None and not host.running():
+            if host.pid not in self.killed:
+                self.unexpected_exits.append(
+                    {"host": host.name, "pid": host.pid, "code": host.popen.returncode,
+                     "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                     "last_fault_on_host": self.last_fault.get(host.name, "none"),
+                     "after_partition": host.name in self.cut}
+                )  # fmt: skip
+            self.cut.discard(host.name)
+            host.start()
 
     # -- the faults -----------------------------------------------------------------------------
 

@@ -244,7 +244,7 @@ def run_chaos(
                 # It may be exiting as documented right now (pruned while cut off, noticed
                 # late): the driver restarts it and records the exit, judged as above.
                 known = len(driver.unexpected_exits)
-                driver.ensure_hosts()
+                driver.ensure_host(host)  # not the others: those SIGTERMed already stay stopped
                 late = driver.unexpected_exits[known:]
                 violations += [
                     Violation(

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from tests.chaos import batch_checks, checks
 from tests.chaos.batch_checks import BatchRow, CallbackJob, Edge, Planned, World
 from tests.chaos.checks import JobState
+from tests.chaos.cluster import Host
+from tests.chaos.driver import Driver
 from tests.chaos.ledger import (
     CallbackSeen,
     Cancel,
@@ -549,3 +555,36 @@ def test_held_jobs_wait_only_behind_a_failed_job_and_policy_cancels_are_not_spon
         edges, [], ends, [], 4.0, [], at(9),
     )  # fmt: skip
     assert by_policy == set()  # "run" never cancels
+
+
+def test_restarting_one_exited_host_leaves_hosts_stopped_at_the_end_alone(tmp_path: Path) -> None:
+    """At the end the hosts are SIGTERMed one by one; restarting one found exited must not
+    restart (and report as an unexpected exit) those already stopped on purpose."""
+    started: list[str] = []
+
+    class Quiet(Host):
+        def start(self) -> None:
+            started.append(self.name)
+            self.popen = subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+            )
+            self.generations.append(self.popen)
+
+    hosts = [
+        Quiet(name, None, "", tmp_path, tmp_path / name, "")  # type: ignore[arg-type]
+        for name in ("host-a", "host-b")
+    ]
+    for host in hosts:
+        host.start()
+    driver = Driver(random.Random(0), hosts, None, "")  # type: ignore[arg-type]
+    try:
+        for host in hosts:
+            host.terminate(10)  # host-a stopped on purpose; host-b "exited by itself"
+        started.clear()
+        driver.ensure_host(hosts[1])
+        assert started == ["host-b"]
+        assert [e["host"] for e in driver.unexpected_exits] == ["host-b"]
+        assert not hosts[0].running()
+    finally:
+        for host in hosts:
+            host.cleanup()
