@@ -141,7 +141,7 @@ def test_jobs_discard_and_dispatch(db: Database, capsys: pytest.CaptureFixture[s
     assert pgjobs_cli(db, "jobs", "discard", str(ready.job_id)) == 0
     assert f"discarded {ready.job_id}" in capsys.readouterr().out
     assert pgjobs_cli(db, "jobs", "discard", str(ready.job_id)) == 1
-    assert "is not ready, scheduled or blocked (it is finished)" in capsys.readouterr().err
+    assert "is not ready, scheduled or blocked (it is discarded)" in capsys.readouterr().err
     assert pgjobs_cli(db, "jobs", "dispatch", str(later[0].job_id)) == 0
     assert f"dispatched {later[0].job_id} (ready)" in capsys.readouterr().out
     assert pgjobs_cli(db, "jobs", "dispatch", str(later[0].job_id)) == 1

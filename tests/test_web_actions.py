@@ -186,11 +186,11 @@ def test_discard_a_waiting_job_then_again(conn: psycopg.Connection, state: str) 
     fields = form_fields(client.get(f"/jobs/{state}").text, "/waiting/discard")[0]
     first = client.post("/waiting/discard", data=fields)
     assert flash(client, first) == f"success: Discarded job {job}."
-    assert state_of(conn, job) == "finished"
+    assert state_of(conn, job) == "discarded"
     row = conn.execute("SELECT finished_at = discarded_at FROM pgjobs_jobs").fetchone()
     assert row == (True,)
     again = flash(client, client.post("/waiting/discard", data=fields))
-    message = f"info: Job {job} is not ready, scheduled or blocked (it is finished): nothing done."
+    message = f"info: Job {job} is not ready, scheduled or blocked (it is discarded): nothing done."
     assert again == message
 
 
@@ -237,7 +237,7 @@ def test_bulk_discard_and_dispatch_take_the_filters(conn: psycopg.Connection) ->
     fields = form_fields(client.get("/jobs/ready?queue=mail").text, "/waiting/discard-all")[0]
     message = flash(client, client.post("/waiting/discard-all", data=fields))
     assert message == "success: Discarded 5 ready jobs matching queue mail."
-    assert [state_of(conn, j) for j in ready] == ["finished"] * 2
+    assert [state_of(conn, j) for j in ready] == ["discarded"] * 2
     assert "/waiting/discard-all" not in client.get("/jobs/ready?queue=mail").text
     again = flash(client, client.post("/waiting/discard-all", data=fields))  # a double click
     assert again == "info: No ready jobs matching queue mail: nothing to discard."

@@ -17,6 +17,7 @@ import time
 import pgjobs
 from pgjobs.cli import main as cli
 from pgjobs.cli.common import ready_database
+from pgjobs.store import jobs as jobs_store
 
 
 class Greet(pgjobs.Job):
@@ -37,16 +38,11 @@ def flaky(reason: str) -> None:
     raise RuntimeError(reason)
 
 
-SUMMARY = """
-SELECT CASE
-    WHEN EXISTS (SELECT 1 FROM {ready} r WHERE r.job_id = j.id) THEN 'ready'
-    WHEN EXISTS (SELECT 1 FROM {claimed} c WHERE c.job_id = j.id) THEN 'running'
-    WHEN EXISTS (SELECT 1 FROM {scheduled} s WHERE s.job_id = j.id) THEN 'scheduled'
-    WHEN EXISTS (SELECT 1 FROM {failed} f WHERE f.job_id = j.id) THEN 'failed'
-    WHEN j.finished_at IS NOT NULL THEN 'finished'
-    ELSE 'other' END, count(*)
-FROM {jobs} j WHERE j.created_at >= %(since)s GROUP BY 1 ORDER BY 1
-"""
+SUMMARY = (
+    "SELECT "
+    + jobs_store.state_case()
+    + ", count(*) FROM {jobs} j WHERE j.created_at >= %(since)s GROUP BY 1 ORDER BY 1"
+)
 EARLIER = "SELECT count(*) FROM {jobs} WHERE created_at < %(since)s"
 
 

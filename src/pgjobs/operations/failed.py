@@ -234,7 +234,8 @@ class FailedJobs(OnDatabase):
         return FailedJob(**{**vars(found), "errors": tuple(JobErrorRecord(*r) for r in history)})
 
     def state(self, job_id: uuid.UUID | str) -> str | None:
-        """Where a job is (ready, scheduled, claimed, blocked, failed, finished), None if gone."""
+        """Where a job is (ready, scheduled, claimed, blocked, held, failed) or how it ended
+        (cancelled, discarded, finished); None if it is gone."""
         database = self.database
         with database.connection() as conn:
             row = conn.execute(

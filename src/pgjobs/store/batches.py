@@ -10,6 +10,8 @@ the callback jobs, releasing or cancelling dependents — is done by the trigger
 
 from __future__ import annotations
 
+from pgjobs.store import jobs as _jobs
+
 # A new batch or workflow; its counts are added once its jobs are written (ADD_COUNTS).
 INSERT = """
 INSERT INTO {batches} (batch_id, kind, parent_id, description, properties, on_failure, callbacks)
@@ -96,20 +98,13 @@ LIMIT %(limit)s
 
 # A batch's jobs in the order they were written, with their state (which table holds them) and
 # their dependencies' public ids; served by jobs (batch_id, id) and each table's primary key.
-JOBS = """
+JOBS = (
+    """
 SELECT j.id, j.job_id, j.class_name, j.queue_name, j.priority, j.executions, j.created_at,
        j.finished_at,
-       CASE
-           WHEN EXISTS (SELECT 1 FROM {held} WHERE job_id = j.id) THEN 'held'
-           WHEN EXISTS (SELECT 1 FROM {ready} WHERE job_id = j.id) THEN 'ready'
-           WHEN EXISTS (SELECT 1 FROM {claimed} WHERE job_id = j.id) THEN 'running'
-           WHEN EXISTS (SELECT 1 FROM {scheduled} WHERE job_id = j.id) THEN 'scheduled'
-           WHEN EXISTS (SELECT 1 FROM {blocked} WHERE job_id = j.id) THEN 'blocked'
-           WHEN EXISTS (SELECT 1 FROM {failed} WHERE job_id = j.id) THEN 'failed'
-           WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
-           WHEN j.discarded_at IS NOT NULL THEN 'discarded'
-           WHEN j.finished_at IS NOT NULL THEN 'finished'
-           ELSE 'unknown' END,
+       """
+    + _jobs.state_case()
+    + """,
        ARRAY(SELECT d.job_id FROM {dependencies} x JOIN {jobs} d ON d.id = x.depends_on
              WHERE x.job_id = j.id ORDER BY x.position)
 FROM {jobs} j
@@ -117,6 +112,7 @@ WHERE j.batch_id = %(id)s AND j.id > %(after)s
 ORDER BY j.id
 LIMIT %(limit)s
 """
+)
 
 # The nested batches of a batch.
 CHILDREN = "SELECT batch_id FROM {batches} WHERE parent_id = %(id)s ORDER BY id"

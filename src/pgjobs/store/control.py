@@ -209,22 +209,16 @@ SELECT (SELECT count(*) FROM asked), (SELECT max(job_id) FROM picked)
 # -- reading -----------------------------------------------------------------------------------
 
 # Everything get_job shows: the job, its state (which table holds it), its failure.
-INFO = """
+INFO = (
+    """
 SELECT j.id, j.job_id, j.class_name, j.queue_name, j.priority, j.executions, j.interruptions,
        j.arguments, j.result::text, j.progress, j.checkpoint, j.cancel_requested_at,
        j.cancelled_at, j.discarded_at, j.finished_at, j.scheduled_at, j.created_at,
-       CASE
-           WHEN EXISTS (SELECT 1 FROM {ready} WHERE job_id = j.id) THEN 'ready'
-           WHEN EXISTS (SELECT 1 FROM {claimed} WHERE job_id = j.id) THEN 'running'
-           WHEN EXISTS (SELECT 1 FROM {scheduled} WHERE job_id = j.id) THEN 'scheduled'
-           WHEN EXISTS (SELECT 1 FROM {blocked} WHERE job_id = j.id) THEN 'blocked'
-           WHEN EXISTS (SELECT 1 FROM {held} WHERE job_id = j.id) THEN 'held'
-           WHEN f.job_id IS NOT NULL THEN 'failed'
-           WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
-           WHEN j.discarded_at IS NOT NULL THEN 'discarded'
-           WHEN j.finished_at IS NOT NULL THEN 'finished'
-           ELSE 'unknown' END,
+       """
+    + _jobs.state_case(failed="f.job_id IS NOT NULL")
+    + """,
        f.exception_class, f.message, f.backtrace
 FROM {jobs} j LEFT JOIN {failed} f ON f.job_id = j.id
 WHERE j.job_id = %(job_id)s
 """
+)

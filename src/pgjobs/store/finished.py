@@ -87,30 +87,43 @@ SELECT (SELECT count(*) FROM gone), (SELECT last FROM bounds), (SELECT oldest FR
 
 # -- finishing jobs with a concurrency slot or a unique key ------------------------------------
 
-_RELEASE_SLOTS = """
+
+def _stamping(returning: str, where: str = "") -> str:
+    """The UPDATE that stamps the jobs of ``done`` finished and releases their unique keys (a
+    period's stays), as every finishing statement below does, returning ``returning``."""
+    return (
+        """UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
+                      unique_key = """
+        + _jobs.RELEASE_UNIQUE
+        + """
+    WHERE id IN (SELECT job_id FROM done)"""
+        + where
+        + """
+    RETURNING """
+        + returning
+    )
+
+
+# Give back one slot per finished job (the CTE ``finish``, with its concurrency_key).
+_RELEASED = """
 , released AS (
-    -- Give back one slot per finished job; the worker then unblocks those keys.
     UPDATE {semaphores} s SET value = greatest(s.value - r.n, 0), updated_at = %(now)s
     FROM (SELECT concurrency_key AS k, count(*) AS n FROM finish
           WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) r
     WHERE s.key = r.k
 )
-SELECT concurrency_key FROM finish WHERE concurrency_key IS NOT NULL
 """
+# The slots given back, and the keys whose slots came back: the worker then unblocks those keys.
+_RELEASE_SLOTS = _RELEASED + "SELECT concurrency_key FROM finish WHERE concurrency_key IS NOT NULL"
 
 # Finish jobs of limited or unique classes (preserve_finished_jobs: true): stamp them, release
 # their unique keys (a period's stays) and give their slots back.  Returns one row per slot.
 FINISH_KEYED = (
     "WITH"
     + ready.DONE
-    + """, finish AS (
-    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
-                      unique_key = """
-    + _jobs.RELEASE_UNIQUE
-    + """
-    WHERE id IN (SELECT job_id FROM done)
-    RETURNING concurrency_key
-)"""
+    + ", finish AS (\n    "
+    + _stamping("concurrency_key")
+    + "\n)"
     + _RELEASE_SLOTS
 )
 
@@ -121,15 +134,9 @@ FINISH_KEYED = (
 FINISH_KEYED_DELETE = (
     "WITH"
     + ready.DONE
-    + """, kept AS (
-    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
-                      unique_key = """
-    + _jobs.RELEASE_UNIQUE
+    + ", kept AS (\n    "
+    + _stamping("concurrency_key", " AND " + _jobs.KEPT_AT_END)
     + """
-    WHERE id IN (SELECT job_id FROM done) AND """
-    + _jobs.KEPT_AT_END
-    + """
-    RETURNING concurrency_key
 ), deleted AS (
     DELETE FROM {jobs}
     WHERE id IN (SELECT job_id FROM done) AND NOT """
@@ -161,22 +168,14 @@ FINISH_BATCH = (
         "WHERE job_id = ANY(%(finished)s::bigint[]) AND process_id + 0 = %(process_id)s\n"
         "      AND EXISTS (SELECT 1 FROM counting)",
     )
-    + """, finish AS (
-    UPDATE {jobs} SET finished_at = %(now)s, executions = executions + 1,
-                      unique_key = """
-    + _jobs.RELEASE_UNIQUE
+    + ", finish AS (\n    "
+    + _stamping("id, batch_id, concurrency_key")
     + """
-    WHERE id IN (SELECT job_id FROM done)
-    RETURNING id, batch_id, concurrency_key
 ), counted AS (
     SELECT {jobs_succeeded}(array_agg(id), array_agg(batch_id)) AS n FROM finish
-), released AS (
-    UPDATE {semaphores} s SET value = greatest(s.value - r.n, 0), updated_at = %(now)s
-    FROM (SELECT concurrency_key AS k, count(*) AS n FROM finish
-          WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) r
-    WHERE s.key = r.k
-)
-SELECT (SELECT n FROM counted),
+)"""
+    + _RELEASED
+    + """SELECT (SELECT n FROM counted),
        ARRAY(SELECT concurrency_key FROM finish WHERE concurrency_key IS NOT NULL)
 """
 )

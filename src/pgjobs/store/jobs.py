@@ -118,19 +118,28 @@ SELECT id, job_id, queue_name, class_name, arguments, priority, executions, sche
 FROM {jobs} WHERE job_id = %(job_id)s
 """
 
-# Which execution table holds a job: its state.
-STATE_OF = """
-SELECT CASE
-    WHEN EXISTS (SELECT 1 FROM {ready} WHERE job_id = %(id)s) THEN 'ready'
-    WHEN EXISTS (SELECT 1 FROM {claimed} WHERE job_id = %(id)s) THEN 'claimed'
-    WHEN EXISTS (SELECT 1 FROM {scheduled} WHERE job_id = %(id)s) THEN 'scheduled'
-    WHEN EXISTS (SELECT 1 FROM {blocked} WHERE job_id = %(id)s) THEN 'blocked'
-    WHEN EXISTS (SELECT 1 FROM {held} WHERE job_id = %(id)s) THEN 'held'
-    WHEN EXISTS (SELECT 1 FROM {failed} WHERE job_id = %(id)s) THEN 'failed'
-    WHEN (SELECT cancelled_at FROM {jobs} WHERE id = %(id)s) IS NOT NULL THEN 'cancelled'
-    WHEN (SELECT finished_at FROM {jobs} WHERE id = %(id)s) IS NOT NULL THEN 'finished'
-    ELSE 'unknown' END
-"""
+
+def state_case(*, claimed: str = "running", failed: str | None = None) -> str:
+    """A ``CASE`` naming the state of the job row ``j``: which execution table holds it (each
+    looked up by its primary key; a job is in one at most), else how it ended.  ``claimed``
+    names a claimed job's state; ``failed`` replaces the failed table's lookup (a query that
+    joins that table already passes its own test)."""
+    failed = failed or "EXISTS (SELECT 1 FROM {failed} WHERE job_id = j.id)"
+    return f"""CASE
+    WHEN EXISTS (SELECT 1 FROM {{ready}} WHERE job_id = j.id) THEN 'ready'
+    WHEN EXISTS (SELECT 1 FROM {{claimed}} WHERE job_id = j.id) THEN '{claimed}'
+    WHEN EXISTS (SELECT 1 FROM {{scheduled}} WHERE job_id = j.id) THEN 'scheduled'
+    WHEN EXISTS (SELECT 1 FROM {{blocked}} WHERE job_id = j.id) THEN 'blocked'
+    WHEN EXISTS (SELECT 1 FROM {{held}} WHERE job_id = j.id) THEN 'held'
+    WHEN {failed} THEN 'failed'
+    WHEN j.cancelled_at IS NOT NULL THEN 'cancelled'
+    WHEN j.discarded_at IS NOT NULL THEN 'discarded'
+    WHEN j.finished_at IS NOT NULL THEN 'finished'
+    ELSE 'unknown' END"""
+
+
+# Which execution table holds a job: its state (claimed: in progress); no row if it is gone.
+STATE_OF = f"SELECT {state_case(claimed='claimed')} FROM {{jobs}} j WHERE j.id = %(id)s"
 
 
 def notify_channel(schema: str | None) -> str:
