@@ -57,10 +57,10 @@ def test_discard_one_job_in_each_waiting_state(db: Database) -> None:
     assert waiting.state(blocked.job_id) == "blocked"
     assert semaphore(db) == 1
     for job in (ready, scheduled, blocked):
-        assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(True, "finished")
+        assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(True, "discarded")
     assert discarded(db) == 3
     assert semaphore(db) == 1  # a blocked job held no slot; the holder keeps its own
-    assert waiting.discard(ready.job_id) == pgjobs.operations.waiting.Outcome(False, "finished")
+    assert waiting.discard(ready.job_id) == pgjobs.operations.waiting.Outcome(False, "discarded")
     assert waiting.discard("00000000-0000-0000-0000-000000000000").state is None
     assert states(db.url) == {"ready": 1, "finished": 3}
     # The holder is ready with a slot: discarding it gives the slot back.
@@ -222,5 +222,5 @@ def test_a_job_dispatched_meanwhile_is_followed_to_ready(
     read = waiting.state
     stale = iter(["scheduled"])
     monkeypatch.setattr(waiting, "state", lambda job_id: next(stale, None) or read(job_id))
-    assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(True, "finished")
+    assert waiting.discard(job.job_id) == pgjobs.operations.waiting.Outcome(True, "discarded")
     assert discarded(db) == 1
