@@ -22,6 +22,7 @@ from pgjobs import clock
 from pgjobs.config.queue import Config, WorkerConfig
 from pgjobs.db.database import Database
 from pgjobs.errors import DatabaseUnreachable
+from pgjobs.processes import recovery
 from pgjobs.processes.executor import Outcome
 from pgjobs.processes.supervisor import Supervisor
 from pgjobs.processes.worker import Worker
@@ -203,6 +204,59 @@ def test_a_worker_that_finds_itself_pruned_gives_back_what_is_still_claimed(
     worker.stop()
     worker.shutdown()
     assert states(db.url) == {"ready": 1}
+
+
+def test_a_claim_whose_reply_came_back_after_a_prune_starts_nothing(
+    db: Database,
+    make_worker: Callable[..., Worker],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chaos seed 982991: a worker's claim committed, then a partition held its reply (and,
+    behind it on the link, every heartbeat) past the threshold; another host pruned the worker
+    and recovered the job, which ran elsewhere; the reply then arrived and the worker started
+    the job again.  No beat has found its row for too long: it must not start what it claimed."""
+    log = tmp_path / "runs.log"
+    monkeypatch.setenv("PGJOBS_TEST_LOG", str(log))
+    Record.perform_later("late")
+    worker = make_worker(Config(heartbeat_interval=0.2, process_alive_threshold=1.0))
+    claim_done, reply_held = threading.Event(), 1.6
+    run = worker.link.run
+
+    def reply_late(lock_timeout_ms: int | None, fn: Callable[[Any], Any]) -> Any:
+        def then_wait(conn: Any) -> Any:
+            result = fn(conn)
+            if result and not claim_done.is_set():  # the claim ran and committed (autocommit)
+                claim_done.set()
+                time.sleep(reply_held)  # its reply is held up: the link stays busy, no beat
+            return result
+
+        return run(lock_timeout_ms, then_wait)
+
+    monkeypatch.setattr(worker.link, "run", reply_late)
+    got: list[Any] = []
+    claiming = threading.Thread(target=lambda: got.extend(worker.claim(5)))
+    claiming.start()
+    assert claim_done.wait(10)
+    time.sleep(1.1)  # the worker's last beat is older than the threshold
+    with psycopg.connect(db.url, autocommit=True) as conn:  # another host prunes it
+        pruned = recovery.prune_dead(
+            conn, worker.database, threshold=1.0, alive=[], max_interruptions=3
+        )
+    assert pruned.ids == [worker.id] and pruned.requeued == 1
+    claiming.join(10)
+    monkeypatch.setattr(worker.link, "run", run)
+    assert [c.id for c in got] and states(db.url) == {"ready": 1}
+    for job in got:  # as the main loop does with a claim's jobs
+        worker.in_flight[job.id] = job
+    worker.buffer.put(got, time.monotonic())
+    worker._start_thread()
+    assert wait_for(lambda: not worker.outbox.empty(), 5)
+    worker._collect()
+    assert log_lines(log) == []  # it did not run here
+    worker._give_back_unstarted()  # nothing of it is ours any more
+    assert states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT interruptions FROM pgjobs_jobs") == 1  # the prune's recovery
 
 
 # -- 2. outages, clocks, heartbeats --------------------------------------------------------

@@ -44,6 +44,9 @@ from pgjobs.store import processes as store
 log = logging.getLogger("pgjobs")
 T = TypeVar("T")
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+#: The share of process_alive_threshold after a beat during which a process knows it is alive.
+SAFE_SHARE = 0.95
+INF = float("inf")
 
 
 def set_proctitle(title: str) -> None:
@@ -229,6 +232,13 @@ class Process:
         self.last_contact: float | None = None
         interval = config.heartbeat_interval
         self.contact_gap = interval + max(1.0, interval / 2)
+        # Until when (monotonic) no other process can have judged us dead: a pruner ends a
+        # process whose heartbeat is older than process_alive_threshold (database clock), so
+        # until that long after the last beat that found our row was sent.  A worker starts a
+        # claimed job only before it (see JobThreads): a claim whose reply came back late — held
+        # up by a partition, or a process frozen meanwhile — may hold jobs a pruner has already
+        # recovered and another worker run.  Infinite until the process registers.
+        self.safe_until = INF
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -301,7 +311,13 @@ class Process:
 
         return self.with_retry(self.kind, run)
 
+    def _beat_sent(self, at: float) -> None:
+        """A beat (or the registration) sent at ``at`` (monotonic) found our row: nobody can
+        judge us dead before ``at`` plus the threshold (less a margin for clock rates)."""
+        self.safe_until = at + self.config.process_alive_threshold * SAFE_SHARE
+
     def register(self) -> None:
+        sent = time.monotonic()
         rows = self.execute_durable(
             store.REGISTER,
             {
@@ -314,6 +330,7 @@ class Process:
             },
         )
         self.id = int(rows[0][0])
+        self._beat_sent(sent)
         self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, name=f"pgjobs-heartbeat-{self.id}", daemon=True
         )
@@ -368,6 +385,7 @@ class Process:
             if self.orphaned() and not self.stopping.is_set():
                 log.error("%s %s: supervisor exited; stopping", self.kind, self.name)
                 self.stop()
+            sent = time.monotonic()
             try:
                 # On the process's own link, in turn with its loop: a statement of the loop
                 # holds it for milliseconds (its lock_timeout bounds a wait for a row), and
@@ -393,6 +411,8 @@ class Process:
                 self.contact_since = now
             self.last_contact = now
             delay = interval
+            if alive is not None:
+                self._beat_sent(sent)
             if alive is None:
                 log.error(
                     "%s %s: pruned as dead by another process; stopping", self.kind, self.name

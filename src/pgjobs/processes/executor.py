@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 
 FINISHED: Literal["finished"] = "finished"
 #: How an execution ended: as its rules judged it, or by job control (cancelled, snoozed, or
-#: interrupted at a checkpoint because the worker is stopping).
-Kind = rules.Kind | Literal["cancel", "snooze", "interrupt"]
+#: interrupted at a checkpoint because the worker is stopping); or it never started (a worker
+#: that could not be sure it was alive, see Process.safe_until).
+Kind = rules.Kind | Literal["cancel", "snooze", "interrupt", "unstarted"]
 _active = events.active  # a dict mutated in place: ``name in _active`` is the cost of an event
 
 

@@ -99,6 +99,8 @@ class JobThreads:
     _started_threads: int
     _timed: dict[int, _Deadline]
     _wake_at: float
+    safe_until: float  # Process.safe_until
+    _beat_now: threading.Event  # Process._beat_now
 
     if TYPE_CHECKING:  # provided by the other parts of Worker
 
@@ -142,6 +144,14 @@ class JobThreads:
             claimed = inbox.get()
             if claimed is None:
                 return
+            if time.monotonic() >= self.safe_until:
+                # No beat has found our row for too long: a pruner may have judged us dead and
+                # another worker run this job already.  It does not start; the main loop gives
+                # it back (if it is still ours) once a beat says we are alive.
+                self._beat_now.set()
+                self.outbox.put(Outcome(claimed, None, "", 0.0, "unstarted"))
+                self.wake.set()
+                continue
             slot.claimed = claimed
             outcome = perform(claimed, loop, watch, default_timeout, control)
             if slot.watched:  # the main loop may interrupt this job: release it in step with it

@@ -361,6 +361,10 @@ class Worker(Poller, Claims, ClaimingAhead, JobThreads, Recording):
             if in_flight.get(claimed.id) is not claimed:
                 continue  # no longer ours to record (failed on timeout, released)
             del in_flight[claimed.id]
+            if outcome.kind == "unstarted":  # see Process.safe_until: given back if still ours
+                self._unstarted.append(claimed.id)
+                cancelled.discard(claimed.id)
+                continue
             duration = outcome.duration
             mean = duration if mean is None else mean + (duration - mean) * WEIGHT
             ended = True
