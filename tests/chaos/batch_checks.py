@@ -26,6 +26,9 @@ Callbacks (:func:`check_callbacks`), the issue's "a callback runs exactly once":
 - ``callback_view``: the batch a callback received is not its own, or on_success saw it not
   succeeded, or on_finish saw jobs pending (unless an operator retried one meanwhile).
 
+Any job (:func:`check_reruns`): ``rerun``: a job ran again after a run of it had succeeded, and
+nothing excuses that run's ending having been lost (the same excuses as ``callback_rerun``).
+
 Counts (:func:`check_batch_counts`): ``batch_counts``: the batch row's ``total``, ``pending``,
 ``succeeded``, ``failed``, ``discarded`` and ``cancelled`` are what its jobs' final states say
 (succeeded: finished and neither cancelled nor discarded; failed: in failed executions;
@@ -386,6 +389,40 @@ def check_callbacks(
                             job_id,
                         )
                     )
+    return violations
+
+
+def check_reruns(
+    runs: list[Run],
+    ends: Ends,
+    faults: list[Fault],
+    threshold: float,
+    deaths: dict[int, datetime],
+    horizon: datetime,
+    skip: set[str],
+) -> list[Violation]:
+    """At least once, not twice: a job may run again after a run of it succeeded only if that
+    run's ending may not have been recorded (:func:`rerun_excuse`) — a stale claim whose reply
+    came back after a prune, say, must not start it again.  ``skip``: callback jobs, which
+    ``callback_rerun`` checks for any two runs."""
+    died = _deaths(runs, faults, deaths)
+    violations = []
+    for job_id, job_runs in by_job(runs).items():
+        if job_id in skip:
+            continue
+        for older, newer in pairwise(job_runs):
+            if older.outcome != "ok":
+                continue
+            if rerun_excuse(older, newer.started_at, ends, faults, died, threshold, horizon):
+                continue
+            violations.append(
+                Violation(
+                    "rerun",
+                    f"{older.kind}: ran again after it succeeded, with no fault to excuse it:"
+                    f" {describe(older, ends)} then {describe(newer, ends)}",
+                    job_id,
+                )
+            )
     return violations
 
 

@@ -311,6 +311,9 @@ def run_chaos(
         violations += batch_checks.check_callbacks(
             world, callback_jobs, runs, ends, faults, threshold, deaths, views, horizon
         )
+        violations += batch_checks.check_reruns(
+            runs, ends, faults, threshold, deaths, horizon, {c.job_id for c in callback_jobs}
+        )
         violations += checks.check_steps(jobs, runs, steps)
         violations += checks.check_attempts(jobs, runs, ends, faults, threshold, deaths, horizon)
         durations["total"] = time.monotonic() - began

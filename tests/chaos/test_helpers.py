@@ -436,6 +436,27 @@ def test_callbacks_are_written_once_and_run_once_unless_a_fault_cut_the_first_ru
     assert found(views=(view, bad)) == ["callback_view"]
 
 
+def test_a_job_may_run_again_after_it_succeeded_only_when_a_fault_excuses_it() -> None:
+    def found(
+        runs: list[Run], faults: tuple[Fault, ...] = (), skip: tuple[str, ...] = ()
+    ) -> list[str]:
+        ends = checks.run_ends(runs, list(faults), {})
+        return [v.check for v in batch_checks.check_reruns(
+            runs, ends, list(faults), 4.0, {}, at(20), set(skip))]  # fmt: skip
+
+    ok = kind_run(1, "a", "fast", 0, 1, "ok", pid=1, host="host-b")
+    raised = kind_run(1, "a", "fast", 0, 1, "raised", pid=1, host="host-b")
+    stale = kind_run(2, "a", "fast", 3, 3.1, "ok", attempt=1, pid=2, host="host-a")
+    assert found([ok]) == []
+    assert found([raised, stale]) == []  # a retry
+    assert found([ok, stale]) == ["rerun"]  # seed 982991: a stale claim ran it again
+    assert found([ok, stale], skip=("a",)) == []  # callbacks: callback_rerun's
+    assert found([ok, stale], faults=(fault("terminate_backends", 1.05, 1.05),)) == []
+    assert found([ok, stale], faults=(fault("kill_worker", 1.2, 1.2, pids=(1,)),)) == []
+    # A cut of the other host does not excuse it: the succeeded run's end was not lost.
+    assert found([ok, stale], faults=(fault("partition", 0, 2.8, host="host-a"),)) == ["rerun"]
+
+
 def test_batch_counts_are_the_jobs_final_states() -> None:
     batches = [
         batch(1, total=5, succeeded=2, failed=1, discarded=1, cancelled=0, pending=1,
