@@ -146,8 +146,8 @@ class JobThreads:
                 return
             if time.monotonic() >= self.safe_until:
                 # No beat has found our row for too long: a pruner may have judged us dead and
-                # another worker run this job already.  It does not start; the main loop gives
-                # it back (if it is still ours) once a beat says we are alive.
+                # another worker run this job already.  It does not start: the main loop gives it
+                # back, uncounted, if it is still ours, and the heartbeat beats now.
                 self._beat_now.set()
                 self.outbox.put(Outcome(claimed, None, "", 0.0, "unstarted"))
                 self.wake.set()
