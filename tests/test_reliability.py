@@ -259,6 +259,41 @@ def test_a_claim_whose_reply_came_back_after_a_prune_starts_nothing(
     assert scalar(db.url, "SELECT interruptions FROM pgjobs_jobs") == 1  # the prune's recovery
 
 
+def test_a_worker_unsure_it_is_alive_gives_a_job_back_uncounted_and_runs_it_after_a_beat(
+    db: Database,
+    make_worker: Callable[..., Worker],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other side of the check above: a worker that was *not* pruned (frozen, or its beats
+    held up, past the safe window) loses nothing — the job goes back to ready uncounted, the
+    thread's refusal makes the heartbeat beat at once, and the job runs once the beat found
+    the row."""
+    log = tmp_path / "runs.log"
+    monkeypatch.setenv("PGJOBS_TEST_LOG", str(log))
+    Record.perform_later("unsure")
+    worker = make_worker(Config(heartbeat_interval=30, process_alive_threshold=60))
+    worker.safe_until = time.monotonic() - 1  # as if no beat had found our row for 57 s
+    (job,) = worker.claim(5)
+    worker.in_flight[job.id] = job
+    worker.buffer.put([job], time.monotonic())
+    worker._start_thread()
+    assert wait_for(lambda: not worker.outbox.empty(), 5)
+    worker._collect()
+    worker._give_back_unstarted()
+    assert log_lines(log) == [] and states(db.url) == {"ready": 1}
+    assert scalar(db.url, "SELECT executions + interruptions FROM pgjobs_jobs") == 0
+    assert wait_for(lambda: worker.safe_until > time.monotonic() + 50, 5)  # it beat at once
+    (again,) = worker.claim(5)
+    worker.in_flight[again.id] = again
+    worker.buffer.put([again], time.monotonic())
+    assert wait_for(lambda: not worker.outbox.empty(), 5)
+    worker._collect()
+    worker._claim_pass()  # finishes it
+    assert [line.split()[1:] for line in log_lines(log)] == [["1", "unsure"]]  # its first attempt
+    assert states(db.url) == {"finished": 1}
+
+
 # -- 2. outages, clocks, heartbeats --------------------------------------------------------
 
 
