@@ -23,6 +23,7 @@ kinds that fail for good with their error), or is a workflow job held behind a f
 (``on_failure="wait"``); no two runs of one job overlapped, and no concurrency limit or unique
 key was exceeded, except when the older run's process was frozen or partitioned past the
 threshold (at-least-once), and even then the job's final state is its newest run's outcome; no
+job ran again after a run of it succeeded unless a fault excuses losing that run's end; no
 claimed row outlived its process row (or a blocked job its free slot) past a grace; every
 supervisor nobody killed is still running and exits 0 on SIGTERM.  For batches and workflows
 (:mod:`.batch_checks`): each callback job is written at most once and exactly when its moment
