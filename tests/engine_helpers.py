@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -198,3 +199,26 @@ def pgjobs_cli(url: str, *argv: str) -> int:
     except pgjobs.PgJobsError as exc:
         print(f"pgjobs: error: {exc}")
         return 1
+
+
+class Running:
+    """The worker's main loop in a thread, until stopped."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            delay = self.worker.poll()
+            self.worker.wake.wait(min(delay, 0.02))
+            self.worker.wake.clear()
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(10)

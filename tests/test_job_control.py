@@ -36,7 +36,7 @@ from tests.control_jobs import (
     Stubborn,
     Unkept,
 )
-from tests.engine_helpers import drive, scalar
+from tests.engine_helpers import Running, drive, scalar
 from tests.sample_jobs import _log_line
 
 pytestmark = pytest.mark.committed
@@ -52,29 +52,6 @@ def worker(db: Database, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iter
     made.stop()
     made.shutdown()
     made.close()
-
-
-class Running:
-    """The worker's main loop in a thread, until stopped."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            delay = self.worker.poll()
-            self.worker.wake.wait(min(delay, 0.02))
-            self.worker.wake.clear()
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join(10)
 
 
 def state(job_id: Any) -> str:

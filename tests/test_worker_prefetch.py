@@ -19,7 +19,7 @@ from pgjobs.processes import prefetch
 from pgjobs.processes.executor import Claimed
 from pgjobs.processes.worker import Worker
 from pgjobs.store.control import CANCEL_PAYLOAD
-from tests.engine_helpers import drive, scalar, states, wait_for
+from tests.engine_helpers import Running, drive, scalar, states, wait_for
 from tests.sample_jobs import RatePerAccount, RebuildIndexUntilExecuting
 
 pytestmark = pytest.mark.committed
@@ -69,29 +69,6 @@ def make(db: Database) -> Iterator[Callable[..., Worker]]:
         worker.stop()
         worker.shutdown()
         worker.close()
-
-
-class Loop:
-    """A worker's main loop in a thread, until the block ends."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            delay = self.worker.poll()
-            self.worker.wake.wait(min(delay, 0.02))
-            self.worker.wake.clear()
-
-    def __enter__(self) -> Loop:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join(10)
 
 
 def claims_of(worker: Worker) -> list[tuple[int, int]]:
@@ -191,7 +168,7 @@ def test_a_long_job_does_not_hold_the_jobs_waiting_behind_it_beyond_the_bound(
     held_then_quick(5)
     busy = make(threads=1, prefetch=10)
     knows_short_jobs(busy)
-    with Loop(busy):
+    with Running(busy):
         wait_for(lambda: STARTED == ["held"])
         claimed_at = time.monotonic()
         assert states(db.url) == {"claimed": 6}
@@ -229,7 +206,7 @@ def test_jobs_that_wait_long_go_back_even_while_other_jobs_end(
     worker = make(threads=2, prefetch=20)
     knows_short_jobs(worker)  # 20 claimed ahead: a second's work for the one thread left
     claimed_at = time.monotonic()
-    with Loop(worker):
+    with Running(worker):
         wait_for(lambda: "held" in STARTED, interval=0.01)
         assert states(db.url) == {"claimed": 21}
         wait_for(lambda: states(db.url).get("ready", 0) > 0, timeout=3, interval=0.01)
@@ -247,7 +224,7 @@ def test_a_job_asked_to_stop_while_it_waits_for_a_thread_is_cancelled_without_ru
     _, quick = held_then_quick(2)
     worker = make(threads=1, prefetch=10)
     knows_short_jobs(worker)
-    with Loop(worker):
+    with Running(worker):
         wait_for(lambda: STARTED == ["held"])
         assert pgjobs.cancel(quick[0].job_id) == "cancelling"  # claimed: it may be running
         worker._notified(CANCEL_PAYLOAD)  # as the host's listener relays the request
@@ -274,7 +251,7 @@ def test_a_limited_job_given_back_from_the_buffer_keeps_its_slot_and_the_limit_h
     slots = "SELECT value FROM pgjobs_semaphores"
     busy = make(threads=1, prefetch=10)
     knows_short_jobs(busy)
-    with Loop(busy):
+    with Running(busy):
         wait_for(lambda: STARTED == ["a"])
         # b waited behind a, which holds the only thread: back to ready, still holding its slot.
         wait_for(lambda: states(db.url) == {"claimed": 1, "ready": 1, "blocked": 1}, timeout=3)
@@ -284,7 +261,7 @@ def test_a_limited_job_given_back_from_the_buffer_keeps_its_slot_and_the_limit_h
         time.sleep(0.2)
         assert states(db.url) == {"claimed": 2, "blocked": 1}  # never a third at once
         GATE.set()
-        with Loop(idle):
+        with Running(idle):
             wait_for(lambda: states(db.url) == {"finished": 3}, timeout=10)
     assert sorted(STARTED) == ["a", "b", "c"]
     assert scalar(db.url, slots) == 0
